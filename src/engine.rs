@@ -1,0 +1,495 @@
+//! The pipeline: parse routing keys (`event`) → look up the index (`index`)
+//! → encode each frame once (`frame`) → enqueue (`queue`). Also the public
+//! `Engine` and `Subscriber` handles.
+
+use std::cell::RefCell;
+use std::os::fd::RawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use ahash::{AHashMap, AHashSet};
+use parking_lot::{Mutex, RwLock};
+
+use crate::channel::ChannelKey;
+use crate::config::{EngineConfig, SubscriberOptions, filters_from_json};
+use crate::error::{Error, ErrorKind, Result};
+use crate::event::{self, RoutedEvent};
+use crate::filter::ViewerFilters;
+use crate::frame::{Frame, FrameBody, FrameCache};
+use crate::index::{Index, Indexed};
+use crate::queue::{Pop, Queue, QueueStats};
+use crate::recent::{RecentStatuses, Routing};
+use crate::subscription::{EventFilter, Keys, SubscriptionSpec};
+
+/// What one publish did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct PublishStats {
+    /// Subscriptions that matched (after viewer and event filters).
+    pub matched: u64,
+    /// Frames placed in queues.
+    pub delivered: u64,
+    /// Frames dropped by overflow policies or closed subscribers.
+    pub dropped: u64,
+}
+
+impl std::ops::AddAssign for PublishStats {
+    fn add_assign(&mut self, o: PublishStats) {
+        self.matched += o.matched;
+        self.delivered += o.delivered;
+        self.dropped += o.dropped;
+    }
+}
+
+/// Engine-wide counters, readable at any time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    /// Events accepted by `publish` or `publish_channel`.
+    pub published: u64,
+    /// Events rejected as bad input.
+    pub rejected: u64,
+    pub matched: u64,
+    pub delivered: u64,
+    pub dropped: u64,
+    /// Live subscribers and subscriptions.
+    pub subscribers: u64,
+    pub subscriptions: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    published: AtomicU64,
+    rejected: AtomicU64,
+    matched: AtomicU64,
+    delivered: AtomicU64,
+    dropped: AtomicU64,
+    subscribers: AtomicU64,
+    subscriptions: AtomicU64,
+}
+
+/// The part of a subscriber that subscriptions in the index point to.
+pub(crate) struct SubscriberCore {
+    queue: Queue,
+    filters: RwLock<ViewerFilters>,
+    has_filters: AtomicBool,
+    account: Option<Box<str>>,
+}
+
+/// One subscription as stored in the index.
+pub(crate) struct Subscription {
+    seq: u64,
+    core: Arc<SubscriberCore>,
+    stream: Arc<str>,
+    events: Option<EventFilter>,
+    viewer_filtered: bool,
+    keys: Keys,
+    slots: [AtomicUsize; 3],
+}
+
+impl Indexed for Subscription {
+    fn keys(&self) -> &[ChannelKey] {
+        &self.keys
+    }
+    fn slot(&self, i: usize) -> &AtomicUsize {
+        &self.slots[i]
+    }
+}
+
+struct EngineInner {
+    config: EngineConfig,
+    index: Index<Subscription>,
+    next_seq: AtomicU64,
+    recent: Mutex<RecentStatuses>,
+    counters: Counters,
+    /// Interned stream arrays, so frame lookup is a pointer compare.
+    streams: Mutex<(AHashMap<Box<str>, Arc<str>>, usize)>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// One routing domain. Cheap to clone; `Send + Sync`.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<EngineInner>,
+}
+
+impl Default for Engine {
+    fn default() -> Self {
+        Engine::new(EngineConfig::default())
+    }
+}
+
+impl Engine {
+    pub fn new(config: EngineConfig) -> Engine {
+        Engine {
+            inner: Arc::new(EngineInner {
+                recent: Mutex::new(RecentStatuses::new(config.delete_memory)),
+                config,
+                index: Index::new(),
+                next_seq: AtomicU64::new(0),
+                counters: Counters::default(),
+                streams: Mutex::new((AHashMap::new(), 64)),
+            }),
+        }
+    }
+
+    /// Builds an engine from the config JSON of §7 (empty = defaults).
+    pub fn from_json(config: &[u8]) -> Result<Engine> {
+        EngineConfig::from_json(config).map(Engine::new)
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    pub fn subscriber(&self, options: SubscriberOptions) -> Subscriber {
+        let inner = &self.inner;
+        inner.counters.subscribers.fetch_add(1, Ordering::Relaxed);
+        let has_filters = !options.filters.is_empty();
+        Subscriber {
+            engine: Arc::clone(inner),
+            core: Arc::new(SubscriberCore {
+                queue: Queue::new(
+                    options.queue_capacity.unwrap_or(inner.config.queue_capacity),
+                    options.overflow.unwrap_or(inner.config.overflow),
+                ),
+                filters: RwLock::new(options.filters),
+                has_filters: AtomicBool::new(has_filters),
+                account: options.account.map(Into::into),
+            }),
+            subscriptions: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Creates a subscriber from the subscriber JSON of §7 (empty = defaults).
+    pub fn subscriber_from_json(&self, json: &[u8]) -> Result<Subscriber> {
+        SubscriberOptions::from_json(json).map(|o| self.subscriber(o))
+    }
+
+    /// Content mode (§3b): works out the channels from the event itself.
+    pub fn publish(&self, event: &[u8]) -> Result<PublishStats> {
+        let routed = self.check_size(event).and_then(|_| {
+            SCRATCH.with(|s| event::parse_content(event, &mut s.borrow_mut()))
+        });
+        self.deliver_or_reject(routed)
+    }
+
+    /// Channel mode (§3a): a Mastodon Redis channel and message.
+    pub fn publish_channel(&self, channel: &[u8], message: &[u8]) -> Result<PublishStats> {
+        let routed = self
+            .parse_channel(channel)
+            .and_then(|key| self.check_size(message).map(|_| key))
+            .and_then(|key| SCRATCH.with(|s| event::parse_channel_message(key, message, &mut s.borrow_mut())));
+        self.deliver_or_reject(routed)
+    }
+
+    /// Parses a channel name, removing the configured namespace if present.
+    pub fn parse_channel(&self, channel: &[u8]) -> Result<ChannelKey> {
+        let name = std::str::from_utf8(channel).map_err(Error::utf8)?;
+        let name = match &self.inner.config.redis_namespace {
+            Some(ns) => name
+                .strip_prefix(ns.as_str())
+                .and_then(|rest| rest.strip_prefix(':'))
+                .unwrap_or(name),
+            None => name,
+        };
+        ChannelKey::parse(name)
+    }
+
+    /// The Redis name of a channel key, with the namespace.
+    pub fn channel_name(&self, key: &ChannelKey) -> String {
+        match &self.inner.config.redis_namespace {
+            Some(ns) => format!("{ns}:{key}"),
+            None => key.to_string(),
+        }
+    }
+
+    /// Redis channels (with namespace) that at least one subscription
+    /// listens to. See [`Engine::channel_generation`] to notice changes.
+    pub fn active_channels(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .inner
+            .index
+            .keys()
+            .iter()
+            .filter(|k| k.is_redis_channel())
+            .map(|k| self.channel_name(k))
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Changes whenever a channel gains its first or loses its last listener.
+    pub fn channel_generation(&self) -> u64 {
+        self.inner.index.generation()
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        let c = &self.inner.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        EngineStats {
+            published: get(&c.published),
+            rejected: get(&c.rejected),
+            matched: get(&c.matched),
+            delivered: get(&c.delivered),
+            dropped: get(&c.dropped),
+            subscribers: get(&c.subscribers),
+            subscriptions: get(&c.subscriptions),
+        }
+    }
+
+    fn check_size(&self, bytes: &[u8]) -> Result<()> {
+        let limit = self.inner.config.max_event_bytes;
+        if bytes.len() > limit {
+            return Err(Error::new(
+                ErrorKind::TooLarge,
+                format!("event is {} bytes, above the limit of {limit} bytes", bytes.len()),
+            ));
+        }
+        Ok(())
+    }
+
+    fn deliver_or_reject(&self, routed: Result<RoutedEvent>) -> Result<PublishStats> {
+        let c = &self.inner.counters;
+        match routed {
+            Err(e) => {
+                c.rejected.fetch_add(1, Ordering::Relaxed);
+                Err(e)
+            }
+            Ok(ev) => {
+                let stats = self.inner.deliver(ev);
+                c.published.fetch_add(1, Ordering::Relaxed);
+                c.matched.fetch_add(stats.matched, Ordering::Relaxed);
+                c.delivered.fetch_add(stats.delivered, Ordering::Relaxed);
+                c.dropped.fetch_add(stats.dropped, Ordering::Relaxed);
+                Ok(stats)
+            }
+        }
+    }
+}
+
+/// State of one publish while it walks the index.
+struct Delivery<'a> {
+    ev: &'a RoutedEvent,
+    frames: FrameCache,
+    stats: PublishStats,
+    /// Subscriptions filtered out, kept only when the status is remembered.
+    excluded: Option<Vec<u64>>,
+    /// Set when several sources may name the same subscription.
+    seen: Option<AHashSet<u64>>,
+}
+
+impl Delivery<'_> {
+    fn offer(&mut self, sub: &Subscription) {
+        let ev = self.ev;
+        let allowed = sub.events.as_ref().is_none_or(|f| f.allows(&ev.name))
+            && !(sub.viewer_filtered
+                && sub.core.has_filters.load(Ordering::Relaxed)
+                && ev.status.as_ref().is_some_and(|s| !sub.core.filters.read().allows(s)));
+        if !allowed {
+            if let Some(excluded) = &mut self.excluded {
+                excluded.push(sub.seq);
+            }
+            return;
+        }
+        if let Some(seen) = &mut self.seen {
+            if !seen.insert(sub.seq) {
+                return;
+            }
+        }
+        let frame = self.frames.get(&sub.stream);
+        let outcome = sub.core.queue.push(frame);
+        self.stats.matched += 1;
+        self.stats.delivered += outcome.delivered as u64;
+        self.stats.dropped += outcome.dropped;
+    }
+}
+
+impl EngineInner {
+    fn deliver(&self, ev: RoutedEvent) -> PublishStats {
+        let earlier = ev.deletes.as_deref().and_then(|id| self.recent.lock().take(id));
+        let watermark = self.next_seq.load(Ordering::SeqCst);
+        let mut d = Delivery {
+            ev: &ev,
+            frames: FrameCache::new(FrameBody::new(&ev.name, ev.payload.as_deref())),
+            stats: PublishStats::default(),
+            excluded: ev.remember.as_ref().map(|_| Vec::new()),
+            seen: earlier.as_ref().map(|_| AHashSet::new()),
+        };
+        for key in &ev.channels {
+            self.index.for_each(key, |sub| d.offer(sub));
+        }
+        for routing in earlier.iter().flatten() {
+            for key in &routing.channels {
+                self.index.for_each(key, |sub| {
+                    if routing.received(sub.seq) {
+                        d.offer(sub);
+                    }
+                });
+            }
+        }
+        let stats = d.stats;
+        if let (Some(id), Some(mut excluded)) = (ev.remember.clone(), d.excluded.take()) {
+            excluded.sort_unstable();
+            excluded.dedup();
+            let routing = Routing { channels: ev.channels.clone(), watermark, excluded: excluded.into() };
+            self.recent.lock().record(id, routing);
+        }
+        stats
+    }
+
+    fn intern_stream(&self, stream: String) -> Arc<str> {
+        let mut guard = self.streams.lock();
+        let (map, purge_at) = &mut *guard;
+        if let Some(s) = map.get(stream.as_str()) {
+            return Arc::clone(s);
+        }
+        if map.len() >= *purge_at {
+            map.retain(|_, s| Arc::strong_count(s) > 1);
+            *purge_at = (map.len() * 2).max(64);
+        }
+        let interned: Arc<str> = Arc::from(stream.as_str());
+        map.insert(stream.into_boxed_str(), Arc::clone(&interned));
+        interned
+    }
+}
+
+/// What a read from a subscriber produced.
+#[derive(Debug)]
+pub enum Next {
+    Frame(Arc<Frame>),
+    /// Nothing queued (zero timeout).
+    Empty,
+    /// Nothing arrived in time.
+    Timeout,
+    /// The subscriber is closed ("slow consumer", or "closed" by its owner).
+    Closed(&'static str),
+}
+
+/// One client connection: a queue, viewer filters and any number of
+/// subscriptions. `Send + Sync`; dropping it unsubscribes everything.
+pub struct Subscriber {
+    engine: Arc<EngineInner>,
+    core: Arc<SubscriberCore>,
+    subscriptions: Mutex<Vec<Arc<Subscription>>>,
+}
+
+impl Subscriber {
+    /// Adds a subscription from its JSON (§1). Returns `false` when the
+    /// subscriber already listens to the same channels (a no-op, as in
+    /// Mastodon).
+    pub fn subscribe(&self, json: &[u8]) -> Result<bool> {
+        self.subscribe_spec(&SubscriptionSpec::parse(json)?)
+    }
+
+    pub fn subscribe_spec(&self, spec: &SubscriptionSpec) -> Result<bool> {
+        let keys = spec.keys(self.core.account.as_deref())?;
+        let mut subs = self.subscriptions.lock();
+        if subs.iter().any(|s| s.keys == keys) {
+            return Ok(false);
+        }
+        let engine = &self.engine;
+        let sub = Arc::new(Subscription {
+            seq: engine.next_seq.fetch_add(1, Ordering::SeqCst),
+            core: Arc::clone(&self.core),
+            stream: engine.intern_stream(spec.stream_json()),
+            events: spec.events.clone(),
+            viewer_filtered: spec.stream.viewer_filtered(),
+            keys,
+            slots: Default::default(),
+        });
+        engine.index.insert(&sub);
+        engine.counters.subscriptions.fetch_add(1, Ordering::Relaxed);
+        subs.push(sub);
+        Ok(true)
+    }
+
+    /// Removes the subscription that the same JSON would have created.
+    /// Returns `false` when there was none.
+    pub fn unsubscribe(&self, json: &[u8]) -> Result<bool> {
+        let spec = SubscriptionSpec::parse(json)?;
+        let keys = spec.keys(self.core.account.as_deref())?;
+        let mut subs = self.subscriptions.lock();
+        let Some(pos) = subs.iter().position(|s| s.keys == keys) else {
+            return Ok(false);
+        };
+        let sub = subs.remove(pos);
+        self.engine.index.remove(&sub);
+        self.engine.counters.subscriptions.fetch_sub(1, Ordering::Relaxed);
+        Ok(true)
+    }
+
+    /// Replaces the viewer filters from JSON with any of `languages`,
+    /// `blocked_accounts`, `muted_accounts`, `blocked_domains`; absent keys
+    /// become empty.
+    pub fn update(&self, json: &[u8]) -> Result<()> {
+        self.set_filters(filters_from_json(json)?);
+        Ok(())
+    }
+
+    pub fn set_filters(&self, filters: ViewerFilters) {
+        let empty = filters.is_empty();
+        *self.core.filters.write() = filters;
+        self.core.has_filters.store(!empty, Ordering::Relaxed);
+    }
+
+    /// Takes the next frame, waiting up to `timeout` (zero: don't wait).
+    pub fn next(&self, timeout: Duration) -> Next {
+        match self.core.queue.pop(timeout) {
+            Pop::Frame(f) => Next::Frame(f),
+            Pop::Empty => Next::Empty,
+            Pop::Timeout => Next::Timeout,
+            Pop::Closed(r) => Next::Closed(r),
+        }
+    }
+
+    /// A file descriptor that polls readable while frames wait or after the
+    /// subscriber was closed. Owned by the subscriber: poll it, don't read
+    /// or close it.
+    pub fn ready_fd(&self) -> Result<RawFd> {
+        self.core.queue.ready_fd()
+    }
+
+    pub fn stats(&self) -> QueueStats {
+        self.core.queue.stats()
+    }
+
+    pub fn account(&self) -> Option<&str> {
+        self.core.account.as_deref()
+    }
+
+    /// Stream arrays of the current subscriptions, in subscription order.
+    pub fn streams(&self) -> Vec<String> {
+        self.subscriptions.lock().iter().map(|s| s.stream.to_string()).collect()
+    }
+
+    /// Why the subscriber was closed, if it was.
+    pub fn closed(&self) -> Option<&'static str> {
+        self.core.queue.closed()
+    }
+
+    /// Unsubscribes everything and closes the queue; reads return `Closed`.
+    pub fn close(&self) {
+        self.unsubscribe_all();
+        self.core.queue.close("closed");
+    }
+
+    fn unsubscribe_all(&self) {
+        let subs = std::mem::take(&mut *self.subscriptions.lock());
+        for sub in &subs {
+            self.engine.index.remove(sub);
+        }
+        self.engine.counters.subscriptions.fetch_sub(subs.len() as u64, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        self.unsubscribe_all();
+        self.core.queue.close("closed");
+        self.engine.counters.subscribers.fetch_sub(1, Ordering::Relaxed);
+    }
+}

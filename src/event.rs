@@ -1,0 +1,449 @@
+//! Event parsing (SPEC §3): bytes in, routing keys out. This stage decides
+//! which channels an event goes to and extracts what viewer filters need; it
+//! never touches subscribers or queues.
+
+use simd_json::BorrowedValue as Value;
+use simd_json::prelude::*;
+use smallvec::SmallVec;
+
+use crate::channel::{ChannelKey, normalize_tag};
+use crate::error::{Error, Result};
+use crate::filter::StatusKeys;
+use crate::json::{id_list, id_text, top_level_span, with_document};
+
+/// Everything the engine needs to deliver one event.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RoutedEvent {
+    pub name: Box<str>,
+    /// The payload string of §4; `None` when the event has no payload.
+    pub payload: Option<Box<str>>,
+    /// Index keys the event goes to, without duplicates.
+    pub channels: SmallVec<[ChannelKey; 8]>,
+    /// Present for `update` and `status.update`: what viewer filters check.
+    pub status: Option<StatusKeys>,
+    /// A content-mode status to remember for later deletes.
+    pub remember: Option<Box<str>>,
+    /// A content-mode `delete`: the status id whose receivers it also reaches.
+    pub deletes: Option<Box<str>>,
+}
+
+impl RoutedEvent {
+    fn add(&mut self, key: ChannelKey) {
+        if !self.channels.contains(&key) {
+            self.channels.push(key);
+        }
+    }
+}
+
+/// Routing facts of a Mastodon Status.
+struct StatusFacts {
+    keys: StatusKeys,
+    id: Option<Box<str>>,
+    public: bool,
+    local: bool,
+    media: bool,
+    reply_to_other: bool,
+    tags: Vec<String>,
+}
+
+fn is_status_event(name: &str) -> bool {
+    name == "update" || name == "status.update"
+}
+
+fn event_name<'v>(value: Option<&'v Value<'_>>, key: &str) -> Result<&'v str> {
+    let value = value.ok_or_else(|| Error::event(format!("missing {key:?}")))?;
+    let name = value
+        .as_str()
+        .ok_or_else(|| Error::event(format!("{key:?} must be a string")))?;
+    if name.is_empty() {
+        return Err(Error::event(format!("{key:?} must not be empty")));
+    }
+    if name.contains(['\r', '\n']) {
+        return Err(Error::event(format!("{key:?} must not contain a line break")));
+    }
+    Ok(name)
+}
+
+/// The payload string: a string payload's text, otherwise the payload's
+/// original JSON bytes, passed through.
+fn payload_text(doc: &Value<'_>, input: &[u8]) -> Option<Box<str>> {
+    let value = doc.get("payload")?;
+    if let Some(s) = value.as_str() {
+        return Some(s.into());
+    }
+    let span = top_level_span(input, "payload")?;
+    // The input was validated as UTF-8 and the span is on token boundaries.
+    std::str::from_utf8(&input[span]).ok().map(Box::from)
+}
+
+fn status_facts(status: &Value<'_>) -> Result<StatusFacts> {
+    if status.as_object().is_none() {
+        return Err(Error::event("a status payload must be a JSON object"));
+    }
+    let account = status
+        .get("account")
+        .filter(|a| a.as_object().is_some())
+        .ok_or_else(|| Error::event("status payload has no account"))?;
+    let author = account
+        .get("id")
+        .ok_or_else(|| Error::event("status account has no id"))
+        .and_then(|v| id_text(v).map_err(|e| Error::event(format!("status account id: {e}"))))?;
+    let acct = account.get("acct").and_then(|a| a.as_str()).unwrap_or("");
+    let domain = acct.split_once('@').map(|(_, d)| d.to_lowercase().into_boxed_str());
+    let optional_id = |v: Option<&Value<'_>>, what: &str| -> Result<Option<Box<str>>> {
+        match v {
+            None => Ok(None),
+            Some(v) if v.is_null() => Ok(None),
+            Some(v) => id_text(v).map(Some).map_err(|e| Error::event(format!("{what}: {e}"))),
+        }
+    };
+    let reblog = status.get("reblog").filter(|r| !r.is_null());
+    let reblog_author = match reblog {
+        Some(r) => optional_id(r.get("account").and_then(|a| a.get("id")), "reblog account id")?,
+        None => None,
+    };
+    let reply_to = optional_id(status.get("in_reply_to_account_id"), "in_reply_to_account_id")?;
+    let mut mentions = SmallVec::new();
+    if let Some(list) = status.get("mentions").and_then(|m| m.as_array()) {
+        for m in list {
+            if let Some(id) = optional_id(m.get("id"), "mention id")? {
+                mentions.push(id);
+            }
+        }
+    }
+    let mut tags: Vec<String> = Vec::new();
+    if let Some(list) = status.get("tags").and_then(|t| t.as_array()) {
+        for t in list {
+            push_tag(&mut tags, t.get("name").and_then(|n| n.as_str()));
+        }
+    }
+    Ok(StatusFacts {
+        id: optional_id(status.get("id"), "status id")?,
+        public: status.get("visibility").and_then(|v| v.as_str()) == Some("public") && reblog.is_none(),
+        local: domain.is_none(),
+        media: status
+            .get("media_attachments")
+            .and_then(|m| m.as_array())
+            .is_some_and(|m| !m.is_empty()),
+        reply_to_other: reply_to.as_ref().is_some_and(|r| *r != author),
+        tags,
+        keys: StatusKeys {
+            language: status.get("language").and_then(|l| l.as_str()).map(Box::from),
+            author,
+            mentions,
+            reblog_author,
+            domain,
+        },
+    })
+}
+
+fn push_tag(tags: &mut Vec<String>, raw: Option<&str>) {
+    if let Some(raw) = raw {
+        let tag = normalize_tag(raw);
+        if !tag.is_empty() && !tags.contains(&tag) {
+            tags.push(tag);
+        }
+    }
+}
+
+/// Status facts of an `update` payload, which may be an object or (as older
+/// Mastodon versions publish it) a string holding the status JSON.
+fn update_facts(doc: &Value<'_>) -> Result<StatusFacts> {
+    let payload = doc
+        .get("payload")
+        .ok_or_else(|| Error::event("an update event needs a status payload"))?;
+    match payload.as_str() {
+        Some(text) => {
+            let mut scratch = Vec::new();
+            with_document(text.as_bytes(), &mut scratch, status_facts)
+                .map_err(|e| Error::event(format!("status payload string: {e}")))
+        }
+        None => status_facts(payload),
+    }
+}
+
+fn route_public_status(ev: &mut RoutedEvent, facts: &StatusFacts) {
+    if !facts.public {
+        return;
+    }
+    for tag in &facts.tags {
+        ev.add(ChannelKey::Hashtag { tag: tag.as_str().into(), local: false });
+        if facts.local {
+            ev.add(ChannelKey::Hashtag { tag: tag.as_str().into(), local: true });
+        }
+    }
+    if !facts.reply_to_other {
+        for media in [false, true] {
+            if media && !facts.media {
+                continue;
+            }
+            ev.add(ChannelKey::Public { local: None, media });
+            ev.add(ChannelKey::Public { local: Some(facts.local), media });
+        }
+    }
+}
+
+/// Content mode: works out the channels from the event itself.
+pub fn parse_content(input: &[u8], scratch: &mut Vec<u8>) -> Result<RoutedEvent> {
+    with_document(input, scratch, |doc| {
+        if doc.as_object().is_none() {
+            return Err(Error::event("an event must be a JSON object"));
+        }
+        if doc.get("event").is_some() {
+            mastodon_envelope(doc, input)
+        } else if doc.get("type").is_some() {
+            community_event(doc, input)
+        } else {
+            Err(Error::event("missing \"event\" (Mastodon envelope) or \"type\" (community event)"))
+        }
+    })
+}
+
+fn mastodon_envelope(doc: &Value<'_>, input: &[u8]) -> Result<RoutedEvent> {
+    let name = event_name(doc.get("event"), "event")?;
+    let recipients = id_list(doc.get("recipients"), "recipients").map_err(Error::event)?;
+    let lists = id_list(doc.get("lists"), "lists").map_err(Error::event)?;
+    let mut ev = RoutedEvent { name: name.into(), payload: payload_text(doc, input), ..Default::default() };
+    let home_and_lists = |ev: &mut RoutedEvent| {
+        for r in &recipients {
+            ev.add(ChannelKey::User(r.clone()));
+        }
+        for l in &lists {
+            ev.add(ChannelKey::List(l.clone()));
+        }
+    };
+    match name {
+        "update" | "status.update" => {
+            let facts = update_facts(doc)?;
+            route_public_status(&mut ev, &facts);
+            home_and_lists(&mut ev);
+            ev.remember = facts.id;
+            ev.status = Some(facts.keys);
+        }
+        "notification" | "notifications_merged" => {
+            for r in &recipients {
+                ev.add(ChannelKey::Notifications(r.clone()));
+            }
+        }
+        "conversation" => {
+            for r in &recipients {
+                ev.add(ChannelKey::Direct(r.clone()));
+            }
+        }
+        "announcement" | "announcement.reaction" | "announcement.delete" | "filters_changed" => {
+            if recipients.is_empty() {
+                ev.add(ChannelKey::AllUsers);
+            }
+            home_and_lists(&mut ev);
+        }
+        "delete" => {
+            let id = doc
+                .get("payload")
+                .filter(|p| !p.is_null())
+                .ok_or_else(|| Error::event("a delete event needs the deleted status id as payload"))?;
+            ev.deletes = Some(id_text(id).map_err(|e| Error::event(format!("delete payload: {e}")))?);
+            home_and_lists(&mut ev);
+        }
+        _ => home_and_lists(&mut ev),
+    }
+    Ok(ev)
+}
+
+fn community_event(doc: &Value<'_>, input: &[u8]) -> Result<RoutedEvent> {
+    let name = event_name(doc.get("type"), "type")?;
+    let data = doc
+        .get("data")
+        .filter(|d| d.as_object().is_some())
+        .ok_or_else(|| Error::event(format!("community event {name:?} has no \"data\" object")))?;
+    let whole = std::str::from_utf8(input.trim_ascii()).map_err(Error::utf8)?;
+    let mut ev = RoutedEvent { name: name.into(), payload: Some(whole.into()), ..Default::default() };
+    if name.starts_with("notification.") {
+        let recipients = id_list(data.get("recipients"), "data.recipients").map_err(Error::event)?;
+        for r in recipients {
+            ev.add(ChannelKey::Notifications(r));
+        }
+    } else if let Some(action) = name.strip_prefix("status.") {
+        let status = match action {
+            "created" | "updated" | "deleted" | "restored" => data,
+            _ => data
+                .get("status")
+                .filter(|s| s.as_object().is_some())
+                .ok_or_else(|| Error::event(format!("{name} event has no \"data.status\" object")))?,
+        };
+        let media = status.get("medias").and_then(|m| m.as_array()).is_some_and(|m| !m.is_empty());
+        let mut tags = Vec::new();
+        if let Some(list) = status.get("tags").and_then(|t| t.as_array()) {
+            for t in list {
+                push_tag(&mut tags, t.as_str().or_else(|| t.get("name").and_then(|n| n.as_str())));
+            }
+        }
+        for tag in &tags {
+            ev.add(ChannelKey::Hashtag { tag: tag.as_str().into(), local: false });
+            ev.add(ChannelKey::Hashtag { tag: tag.as_str().into(), local: true });
+        }
+        for m in [false, true] {
+            if !m || media {
+                ev.add(ChannelKey::Public { local: None, media: m });
+                ev.add(ChannelKey::Public { local: Some(true), media: m });
+            }
+        }
+    }
+    Ok(ev)
+}
+
+/// Channel mode: a Mastodon Redis message on an already-parsed channel.
+pub fn parse_channel_message(channel: ChannelKey, input: &[u8], scratch: &mut Vec<u8>) -> Result<RoutedEvent> {
+    with_document(input, scratch, |doc| {
+        if doc.as_object().is_none() {
+            return Err(Error::event("a channel message must be a JSON object"));
+        }
+        let name = event_name(doc.get("event"), "event")?;
+        let mut ev = RoutedEvent { name: name.into(), payload: payload_text(doc, input), ..Default::default() };
+        if is_status_event(name) {
+            ev.status = Some(update_facts(doc)?.keys);
+        }
+        ev.channels.push(channel);
+        Ok(ev)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorKind;
+
+    fn content(s: &str) -> Result<RoutedEvent> {
+        parse_content(s.as_bytes(), &mut Vec::new())
+    }
+
+    fn names(ev: &RoutedEvent) -> Vec<String> {
+        ev.channels.iter().map(|c| c.to_string()).collect()
+    }
+
+    const STATUS: &str = r#"{"id":"9","visibility":"public","reblog":null,"in_reply_to_account_id":null,
+        "language":"en","account":{"id":"1","acct":"alice"},"media_attachments":[{"id":"m"}],
+        "mentions":[{"id":2}],"tags":[{"name":"Rust"},{"name":"rust"}]}"#;
+
+    #[test]
+    fn public_local_status_with_media_and_tags() {
+        let ev = content(&format!(r#"{{"event":"update","payload":{STATUS},"recipients":[5,"5"],"lists":["3"]}}"#)).unwrap();
+        assert_eq!(
+            names(&ev),
+            [
+                "timeline:hashtag:rust",
+                "timeline:hashtag:rust:local",
+                "timeline:public",
+                "timeline:public:local",
+                "timeline:public:media",
+                "timeline:public:local:media",
+                "timeline:5",
+                "timeline:list:3",
+            ]
+        );
+        assert_eq!(ev.remember.as_deref(), Some("9"));
+        assert_eq!(ev.payload.as_deref(), Some(STATUS));
+        let keys = ev.status.unwrap();
+        assert_eq!(&*keys.author, "1");
+        assert_eq!(keys.mentions.as_slice(), &["2".into()] as &[Box<str>]);
+        assert_eq!(keys.domain, None);
+    }
+
+    #[test]
+    fn replies_to_others_skip_public_timelines_but_keep_tags() {
+        let status = STATUS.replace(r#""in_reply_to_account_id":null"#, r#""in_reply_to_account_id":"8""#);
+        let ev = content(&format!(r#"{{"event":"update","payload":{status}}}"#)).unwrap();
+        assert_eq!(names(&ev), ["timeline:hashtag:rust", "timeline:hashtag:rust:local"]);
+        let self_reply = STATUS.replace(r#""in_reply_to_account_id":null"#, r#""in_reply_to_account_id":1"#);
+        let ev = content(&format!(r#"{{"event":"update","payload":{self_reply}}}"#)).unwrap();
+        assert!(names(&ev).contains(&"timeline:public".to_string()));
+    }
+
+    #[test]
+    fn remote_unlisted_and_reblogs_stay_off_public_timelines() {
+        let remote = STATUS.replace(r#""acct":"alice""#, r#""acct":"bob@Example.org""#);
+        let ev = content(&format!(r#"{{"event":"update","payload":{remote}}}"#)).unwrap();
+        assert!(names(&ev).contains(&"timeline:public:remote".to_string()));
+        assert!(!names(&ev).contains(&"timeline:hashtag:rust:local".to_string()));
+        assert_eq!(ev.status.unwrap().domain.as_deref(), Some("example.org"));
+        let unlisted = STATUS.replace(r#""visibility":"public""#, r#""visibility":"unlisted""#);
+        assert!(content(&format!(r#"{{"event":"update","payload":{unlisted}}}"#)).unwrap().channels.is_empty());
+        let reblog = STATUS.replace(r#""reblog":null"#, r#""reblog":{"account":{"id":"4"}}"#);
+        let ev = content(&format!(r#"{{"event":"update","payload":{reblog},"recipients":[1]}}"#)).unwrap();
+        assert_eq!(names(&ev), ["timeline:1"]);
+        assert_eq!(ev.status.unwrap().reblog_author.as_deref(), Some("4"));
+    }
+
+    #[test]
+    fn other_mastodon_events() {
+        let ev = content(r#"{"event":"notification","payload":{"id":"1"},"recipients":[7]}"#).unwrap();
+        assert_eq!(names(&ev), ["timeline:7:notifications"]);
+        let ev = content(r#"{"event":"conversation","payload":{},"recipients":["7"]}"#).unwrap();
+        assert_eq!(names(&ev), ["timeline:direct:7"]);
+        let ev = content(r#"{"event":"filters_changed"}"#).unwrap();
+        assert_eq!(ev.channels.as_slice(), &[ChannelKey::AllUsers]);
+        assert_eq!(ev.payload, None);
+        let ev = content(r#"{"event":"announcement.delete","payload":"1","recipients":[3]}"#).unwrap();
+        assert_eq!(names(&ev), ["timeline:3"]);
+        assert_eq!(ev.payload.as_deref(), Some("1"));
+        let ev = content(r#"{"event":"delete","payload":12,"lists":[4]}"#).unwrap();
+        assert_eq!(ev.deletes.as_deref(), Some("12"));
+        assert_eq!(names(&ev), ["timeline:list:4"]);
+        let ev = content(r#"{"event":"custom","payload":"x","recipients":[1],"lists":[2]}"#).unwrap();
+        assert_eq!(names(&ev), ["timeline:1", "timeline:list:2"]);
+    }
+
+    #[test]
+    fn community_events() {
+        let ev = content(r#"{"type":"notification.mention","data":{"recipients":[1,2]}}"#).unwrap();
+        assert_eq!(names(&ev), ["timeline:1:notifications", "timeline:2:notifications"]);
+        let input = r#" {"type":"status.created","data":{"medias":[1],"tags":["Go",{"name":"RUST"}]}} "#;
+        let ev = content(input).unwrap();
+        assert_eq!(ev.payload.as_deref(), Some(input.trim()));
+        assert_eq!(
+            names(&ev),
+            [
+                "timeline:hashtag:go",
+                "timeline:hashtag:go:local",
+                "timeline:hashtag:rust",
+                "timeline:hashtag:rust:local",
+                "timeline:public",
+                "timeline:public:local",
+                "timeline:public:media",
+                "timeline:public:local:media",
+            ]
+        );
+        let ev = content(r#"{"type":"status.follow","data":{"status":{"medias":[]}}}"#).unwrap();
+        assert_eq!(names(&ev), ["timeline:public", "timeline:public:local"]);
+        let err = content(r#"{"type":"status.follow","data":{}}"#).unwrap_err();
+        assert!(err.message().contains("data.status"), "{err}");
+    }
+
+    #[test]
+    fn bad_input_names_the_problem() {
+        let cases: &[(&[u8], ErrorKind, &str)] = &[
+            (b"{\"event\":\"update\",", ErrorKind::InvalidJson, "invalid JSON"),
+            (b"{\"event\":\"\xff\"}", ErrorKind::InvalidUtf8, "UTF-8"),
+            (b"{\"payload\":1}", ErrorKind::InvalidEvent, "missing"),
+            (b"[1]", ErrorKind::InvalidEvent, "object"),
+            (b"{\"event\":\"update\",\"payload\":{\"id\":\"1\"}}", ErrorKind::InvalidEvent, "account"),
+            (b"{\"event\":\"delete\"}", ErrorKind::InvalidEvent, "status id"),
+            (b"{\"event\":\"a\\nb\"}", ErrorKind::InvalidEvent, "line break"),
+            (b"{\"event\":\"x\",\"recipients\":5}", ErrorKind::InvalidEvent, "recipients"),
+        ];
+        for (input, kind, needle) in cases {
+            let err = parse_content(input, &mut Vec::new()).unwrap_err();
+            assert_eq!(err.kind(), *kind, "{err}");
+            assert!(err.message().contains(needle), "{err} should mention {needle}");
+        }
+    }
+
+    #[test]
+    fn channel_mode_accepts_string_status_payloads() {
+        let msg = format!(r#"{{"event":"update","payload":{}}}"#, crate::json::quote(STATUS));
+        let ev = parse_channel_message(ChannelKey::parse("timeline:public").unwrap(), msg.as_bytes(), &mut Vec::new())
+            .unwrap();
+        assert_eq!(ev.payload.as_deref(), Some(STATUS));
+        assert_eq!(&*ev.status.unwrap().author, "1");
+        assert_eq!(ev.remember, None);
+    }
+}

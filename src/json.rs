@@ -1,0 +1,268 @@
+//! Small JSON helpers shared by the parsing stages: strict parsing with
+//! distinct UTF-8 and JSON errors, id normalization, locating the raw bytes of
+//! a top-level value (so payloads pass through untouched), and escaping.
+
+use std::ops::Range;
+
+use simd_json::BorrowedValue as Value;
+use simd_json::prelude::*;
+
+use crate::error::{Error, Result};
+
+/// Parses `bytes` (copied into `scratch`, which simd-json rewrites in place)
+/// and hands the document to `f`. UTF-8 is checked first so that the error
+/// names the real problem.
+pub fn with_document<R>(
+    bytes: &[u8],
+    scratch: &mut Vec<u8>,
+    f: impl FnOnce(&Value<'_>) -> Result<R>,
+) -> Result<R> {
+    std::str::from_utf8(bytes).map_err(Error::utf8)?;
+    scratch.clear();
+    scratch.extend_from_slice(bytes);
+    let doc = simd_json::to_borrowed_value(scratch).map_err(Error::json)?;
+    f(&doc)
+}
+
+/// An id as evroute writes it: `7` and `"7"` are both `7`.
+/// Returns `Err` with a reason when the value cannot be an id.
+pub fn id_text(value: &Value<'_>) -> std::result::Result<Box<str>, String> {
+    if let Some(s) = value.as_str() {
+        return check_id(s).map(Box::from);
+    }
+    if let Some(n) = value.as_u64() {
+        return Ok(n.to_string().into_boxed_str());
+    }
+    if let Some(n) = value.as_i64() {
+        return Ok(n.to_string().into_boxed_str());
+    }
+    Err(format!(
+        "an id must be a string or an integer, got {}",
+        type_name(value)
+    ))
+}
+
+/// Ids become parts of channel names, so they may not be empty, contain `:`
+/// or control characters.
+pub fn check_id(s: &str) -> std::result::Result<&str, String> {
+    if s.is_empty() {
+        return Err("an id must not be empty".into());
+    }
+    if s.chars().any(|c| c == ':' || c.is_control()) {
+        return Err(format!("id {s:?} contains ':' or a control character"));
+    }
+    Ok(s)
+}
+
+/// Collects an optional array of ids (`recipients`, `lists`), deduplicated in
+/// first-seen order.
+pub fn id_list(value: Option<&Value<'_>>, what: &str) -> std::result::Result<Vec<Box<str>>, String> {
+    let Some(value) = value else {
+        return Ok(Vec::new());
+    };
+    if value.is_null() {
+        return Ok(Vec::new());
+    }
+    let Some(items) = value.as_array() else {
+        return Err(format!("{what} must be an array of ids"));
+    };
+    let mut out: Vec<Box<str>> = Vec::with_capacity(items.len());
+    for item in items {
+        let id = id_text(item).map_err(|e| format!("{what}: {e}"))?;
+        if !out.contains(&id) {
+            out.push(id);
+        }
+    }
+    Ok(out)
+}
+
+pub fn type_name(value: &Value<'_>) -> &'static str {
+    match value.value_type() {
+        ValueType::Null => "null",
+        ValueType::Bool => "a boolean",
+        ValueType::String => "a string",
+        ValueType::Array => "an array",
+        ValueType::Object => "an object",
+        _ => "a number",
+    }
+}
+
+/// Byte range of the value of the last top-level `key` in the JSON object
+/// `input`. `input` must already be known to be valid JSON.
+pub fn top_level_span(input: &[u8], key: &str) -> Option<Range<usize>> {
+    let mut i = skip_ws(input, 0);
+    if input.get(i) != Some(&b'{') {
+        return None;
+    }
+    i += 1;
+    let mut found = None;
+    loop {
+        i = skip_ws(input, i);
+        match input.get(i)? {
+            b'}' => return found,
+            b',' => {
+                i += 1;
+                continue;
+            }
+            b'"' => {}
+            _ => return found,
+        }
+        let key_end = skip_string(input, i)?;
+        let raw_key = &input[i + 1..key_end - 1];
+        let matches = if raw_key.contains(&b'\\') {
+            decode_string(&input[i..key_end]).as_deref() == Some(key)
+        } else {
+            raw_key == key.as_bytes()
+        };
+        i = skip_ws(input, key_end);
+        if input.get(i) != Some(&b':') {
+            return None;
+        }
+        i = skip_ws(input, i + 1);
+        let value_end = skip_value(input, i)?;
+        if matches {
+            found = Some(i..value_end);
+        }
+        i = value_end;
+    }
+}
+
+/// Decodes one JSON string literal (with its quotes).
+pub fn decode_string(literal: &[u8]) -> Option<String> {
+    let mut scratch = literal.to_vec();
+    let value = simd_json::to_borrowed_value(&mut scratch).ok()?;
+    value.as_str().map(str::to_owned)
+}
+
+fn skip_ws(input: &[u8], mut i: usize) -> usize {
+    while matches!(input.get(i), Some(b' ' | b'\n' | b'\r' | b'\t')) {
+        i += 1;
+    }
+    i
+}
+
+/// `input[i]` is `"`; returns the index just past the closing quote.
+fn skip_string(input: &[u8], mut i: usize) -> Option<usize> {
+    i += 1;
+    loop {
+        match input.get(i)? {
+            b'"' => return Some(i + 1),
+            b'\\' => i += 2,
+            _ => i += 1,
+        }
+    }
+}
+
+fn skip_value(input: &[u8], i: usize) -> Option<usize> {
+    match input.get(i)? {
+        b'"' => skip_string(input, i),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut j = i;
+            loop {
+                match input.get(j)? {
+                    b'"' => {
+                        j = skip_string(input, j)?;
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(j + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                j += 1;
+            }
+        }
+        _ => {
+            let mut j = i;
+            while let Some(&c) = input.get(j) {
+                if matches!(c, b',' | b'}' | b']' | b' ' | b'\n' | b'\r' | b'\t') {
+                    break;
+                }
+                j += 1;
+            }
+            Some(j)
+        }
+    }
+}
+
+/// Appends `s` as the inside of a JSON string literal, escaping exactly what
+/// `JSON.stringify` escapes so that frames match Mastodon's byte for byte.
+pub fn escape_into(out: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            0..=0x1f => &[],
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        if escape.is_empty() {
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[(b >> 4) as usize]);
+            out.push(HEX[(b & 0xf) as usize]);
+        } else {
+            out.extend_from_slice(escape);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+}
+
+/// `s` as a complete JSON string literal.
+pub fn quote(s: &str) -> String {
+    let mut out = Vec::with_capacity(s.len() + 2);
+    out.push(b'"');
+    escape_into(&mut out, s);
+    out.push(b'"');
+    String::from_utf8(out).expect("escaping keeps UTF-8")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn span_finds_last_top_level_key_not_nested_ones() {
+        let input = br#"{"a":{"payload":1}, "payload" : {"x":"}\"{"} ,"b":[1,2]}"#;
+        let span = top_level_span(input, "payload").unwrap();
+        assert_eq!(&input[span], br#"{"x":"}\"{"}"#);
+        let dup = br#"{"payload":"1","payload":2}"#;
+        assert_eq!(&dup[top_level_span(dup, "payload").unwrap()], b"2");
+        assert_eq!(top_level_span(br#"{"event":"x"}"#, "payload"), None);
+    }
+
+    #[test]
+    fn span_matches_escaped_keys() {
+        let input = br#"{"p\u0061yload":"abc"}"#;
+        assert_eq!(&input[top_level_span(input, "payload").unwrap()], br#""abc""#);
+    }
+
+    #[test]
+    fn escaping_matches_json_stringify() {
+        assert_eq!(quote("a\"b\\c\nd\u{1}é\u{2028}"), "\"a\\\"b\\\\c\\nd\\u0001é\u{2028}\"");
+    }
+
+    #[test]
+    fn ids_accept_strings_and_integers() {
+        let mut s = br#"[7,"7","x:y",1.5]"#.to_vec();
+        let v = simd_json::to_borrowed_value(&mut s).unwrap();
+        let a = v.as_array().unwrap();
+        assert_eq!(&*id_text(&a[0]).unwrap(), "7");
+        assert_eq!(&*id_text(&a[1]).unwrap(), "7");
+        assert!(id_text(&a[2]).unwrap_err().contains("':'"));
+        assert!(id_text(&a[3]).is_err());
+    }
+}

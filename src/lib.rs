@@ -1,0 +1,35 @@
+//! evroute: an embedded event-routing engine for Mastodon-style streaming.
+//!
+//! A host hands each event to [`Engine::publish`] (content mode) or
+//! [`Engine::publish_channel`] (Mastodon's Redis channel mode). The engine
+//! finds matching subscriptions through its index, encodes each frame once,
+//! and places a shared copy in each matching [`Subscriber`]'s bounded queue.
+//!
+//! The hot path, one module per stage: [`event`] (bytes → routing keys),
+//! [`index`] (keys → subscriptions), [`frame`] (encode once), [`queue`]
+//! (bounded delivery); [`engine`] ties them together.
+
+pub mod channel;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod event;
+pub mod filter;
+pub mod frame;
+pub mod index;
+pub mod json;
+pub mod queue;
+pub mod recent;
+pub mod subscription;
+
+pub use channel::{ChannelKey, Stream, normalize_tag};
+pub use config::{EngineConfig, SubscriberOptions};
+pub use engine::{Engine, EngineStats, Next, PublishStats, Subscriber};
+pub use error::{Error, ErrorKind, Result};
+pub use filter::ViewerFilters;
+pub use frame::Frame;
+pub use queue::{Overflow, QueueStats};
+pub use subscription::SubscriptionSpec;
+
+/// The crate version, as in Cargo.toml.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,357 @@
+//! One bounded frame queue per subscriber (SPEC §6).
+//!
+//! A `parking_lot` mutex around a `VecDeque` of shared frames: a publish
+//! holds it for one push, so it never blocks on a slow reader. The deque is
+//! allocated on first push, so an idle subscriber costs no buffer. Readers
+//! wait on a condvar with a timeout, or poll an optional eventfd that is
+//! readable exactly while the queue is non-empty or closed.
+
+use std::collections::VecDeque;
+use std::os::fd::RawFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::frame::Frame;
+
+/// What a full queue does with one more frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Overflow {
+    /// Evict the oldest queued frame (counted as dropped).
+    #[default]
+    DropOldest,
+    /// Refuse the new frame (counted as dropped).
+    DropNewest,
+    /// Close the subscriber with reason "slow consumer".
+    Disconnect,
+}
+
+impl Overflow {
+    pub fn from_name(name: &str) -> Option<Overflow> {
+        match name {
+            "drop_oldest" => Some(Overflow::DropOldest),
+            "drop_newest" => Some(Overflow::DropNewest),
+            "disconnect" => Some(Overflow::Disconnect),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Overflow::DropOldest => "drop_oldest",
+            Overflow::DropNewest => "drop_newest",
+            Overflow::Disconnect => "disconnect",
+        }
+    }
+}
+
+/// Per-subscriber counters. They always satisfy
+/// `matched == read + depth + dropped`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Frames routed to this subscriber.
+    pub matched: u64,
+    /// Frames placed in the queue.
+    pub delivered: u64,
+    /// Frames that will never be read: evicted, refused, or discarded when
+    /// the subscriber was disconnected.
+    pub dropped: u64,
+    /// Frames taken by the reader.
+    pub read: u64,
+    /// Frames waiting now.
+    pub depth: u64,
+}
+
+/// The result of offering one frame.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PushOutcome {
+    pub delivered: bool,
+    pub dropped: u64,
+}
+
+/// What a read produced.
+#[derive(Debug)]
+pub enum Pop {
+    Frame(Arc<Frame>),
+    /// Nothing queued and the caller did not want to wait.
+    Empty,
+    /// Nothing arrived before the timeout.
+    Timeout,
+    /// The subscriber is closed; the reason says why.
+    Closed(&'static str),
+}
+
+pub const SLOW_CONSUMER: &str = "slow consumer";
+
+struct State {
+    frames: VecDeque<Arc<Frame>>,
+    capacity: usize,
+    overflow: Overflow,
+    closed: Option<&'static str>,
+    waiters: u32,
+    notifier: Option<EventFd>,
+    stats: QueueStats,
+}
+
+pub struct Queue {
+    state: Mutex<State>,
+    ready: Condvar,
+}
+
+impl Queue {
+    pub fn new(capacity: usize, overflow: Overflow) -> Queue {
+        Queue {
+            state: Mutex::new(State {
+                frames: VecDeque::new(),
+                capacity: capacity.max(1),
+                overflow,
+                closed: None,
+                waiters: 0,
+                notifier: None,
+                stats: QueueStats::default(),
+            }),
+            ready: Condvar::new(),
+        }
+    }
+
+    pub fn push(&self, frame: &Arc<Frame>) -> PushOutcome {
+        let mut st = self.state.lock();
+        st.stats.matched += 1;
+        let mut outcome = PushOutcome::default();
+        if st.closed.is_some() {
+            st.stats.dropped += 1;
+            outcome.dropped = 1;
+            return outcome;
+        }
+        if st.frames.len() >= st.capacity {
+            match st.overflow {
+                Overflow::DropOldest => {
+                    st.frames.pop_front();
+                    st.stats.dropped += 1;
+                    outcome.dropped += 1;
+                }
+                Overflow::DropNewest => {
+                    st.stats.dropped += 1;
+                    outcome.dropped = 1;
+                    return outcome;
+                }
+                Overflow::Disconnect => {
+                    let discarded = st.frames.len() as u64 + 1;
+                    st.stats.dropped += discarded;
+                    outcome.dropped = discarded;
+                    Self::close_locked(&mut st, SLOW_CONSUMER);
+                    drop(st);
+                    self.ready.notify_all();
+                    return outcome;
+                }
+            }
+        }
+        let was_empty = st.frames.is_empty();
+        st.frames.push_back(Arc::clone(frame));
+        st.stats.delivered += 1;
+        outcome.delivered = true;
+        if was_empty {
+            if let Some(fd) = &st.notifier {
+                fd.signal();
+            }
+            if st.waiters > 0 {
+                self.ready.notify_one();
+            }
+        }
+        outcome
+    }
+
+    /// Takes the oldest frame, waiting up to `timeout` (zero: don't wait).
+    pub fn pop(&self, timeout: Duration) -> Pop {
+        let mut st = self.state.lock();
+        let deadline = (!timeout.is_zero()).then(|| Instant::now() + timeout);
+        loop {
+            if let Some(reason) = st.closed {
+                return Pop::Closed(reason);
+            }
+            if let Some(frame) = st.frames.pop_front() {
+                st.stats.read += 1;
+                if st.frames.is_empty() {
+                    if let Some(fd) = &st.notifier {
+                        fd.clear();
+                    }
+                }
+                return Pop::Frame(frame);
+            }
+            let Some(deadline) = deadline else { return Pop::Empty };
+            st.waiters += 1;
+            let timed_out = self.ready.wait_until(&mut st, deadline).timed_out();
+            st.waiters -= 1;
+            if timed_out && st.frames.is_empty() && st.closed.is_none() {
+                return Pop::Timeout;
+            }
+        }
+    }
+
+    fn close_locked(st: &mut State, reason: &'static str) {
+        if st.closed.is_none() {
+            st.closed = Some(reason);
+            st.frames = VecDeque::new();
+            // Readable on close, so a poller comes to read the closed status.
+            if let Some(fd) = &st.notifier {
+                fd.signal();
+            }
+        }
+    }
+
+    /// Closes the queue: waiting and later reads return `Closed(reason)`.
+    pub fn close(&self, reason: &'static str) {
+        let mut st = self.state.lock();
+        let discarded = st.frames.len() as u64;
+        st.stats.dropped += discarded;
+        Self::close_locked(&mut st, reason);
+        drop(st);
+        self.ready.notify_all();
+    }
+
+    pub fn stats(&self) -> QueueStats {
+        let st = self.state.lock();
+        QueueStats { depth: st.frames.len() as u64, ..st.stats }
+    }
+
+    pub fn closed(&self) -> Option<&'static str> {
+        self.state.lock().closed
+    }
+
+    /// A file descriptor that polls readable while frames are waiting or the
+    /// queue is closed. Created on first call; owned by the queue. Hosts poll
+    /// it and must not read from it.
+    pub fn ready_fd(&self) -> Result<RawFd> {
+        let mut st = self.state.lock();
+        if st.notifier.is_none() {
+            let fd = EventFd::new()?;
+            if !st.frames.is_empty() || st.closed.is_some() {
+                fd.signal();
+            }
+            st.notifier = Some(fd);
+        }
+        Ok(st.notifier.as_ref().map(|fd| fd.0).unwrap_or(-1))
+    }
+}
+
+/// A non-blocking eventfd used as a level-triggered readiness flag.
+struct EventFd(RawFd);
+
+impl EventFd {
+    fn new() -> Result<EventFd> {
+        // SAFETY: plain syscall; the result is checked.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            let err = std::io::Error::last_os_error();
+            return Err(Error::new(ErrorKind::Io, format!("eventfd: {err}")));
+        }
+        Ok(EventFd(fd))
+    }
+
+    fn signal(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live u64 to an fd we own. A full
+        // counter (EAGAIN) already means readable, so the result is ignored.
+        unsafe { libc::write(self.0, (&one as *const u64).cast(), 8) };
+    }
+
+    fn clear(&self) {
+        let mut value: u64 = 0;
+        // SAFETY: reads 8 bytes into a live u64; EAGAIN means already clear.
+        unsafe { libc::read(self.0, (&mut value as *mut u64).cast(), 8) };
+    }
+}
+
+impl Drop for EventFd {
+    fn drop(&mut self) {
+        // SAFETY: the fd is owned by this value and closed once.
+        unsafe { libc::close(self.0) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::FrameBody;
+
+    fn frame(n: u32) -> Arc<Frame> {
+        Arc::new(Frame::new(&FrameBody::new("update", Some(&n.to_string())), &Arc::from("[\"public\"]")))
+    }
+
+    fn payloads(q: &Queue) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Pop::Frame(f) = q.pop(Duration::ZERO) {
+            out.push(f.payload().unwrap().to_string());
+        }
+        out
+    }
+
+    #[test]
+    fn drop_oldest_keeps_the_newest_frames() {
+        let q = Queue::new(2, Overflow::DropOldest);
+        let dropped: u64 = (0..5).map(|n| q.push(&frame(n)).dropped).sum();
+        assert_eq!(dropped, 3);
+        assert_eq!(payloads(&q), ["3", "4"]);
+        let s = q.stats();
+        assert_eq!((s.matched, s.delivered, s.dropped, s.read, s.depth), (5, 5, 3, 2, 0));
+    }
+
+    #[test]
+    fn drop_newest_keeps_the_oldest_frames() {
+        let q = Queue::new(2, Overflow::DropNewest);
+        for n in 0..5 {
+            q.push(&frame(n));
+        }
+        assert_eq!(payloads(&q), ["0", "1"]);
+        let s = q.stats();
+        assert_eq!(s.matched, s.read + s.depth + s.dropped);
+    }
+
+    #[test]
+    fn disconnect_closes_the_slow_consumer() {
+        let q = Queue::new(2, Overflow::Disconnect);
+        q.push(&frame(0));
+        q.push(&frame(1));
+        assert_eq!(q.push(&frame(2)).dropped, 3);
+        assert!(matches!(q.pop(Duration::ZERO), Pop::Closed(SLOW_CONSUMER)));
+        assert_eq!(q.push(&frame(3)).dropped, 1);
+        let s = q.stats();
+        assert_eq!((s.matched, s.dropped, s.depth), (4, 4, 0));
+    }
+
+    #[test]
+    fn waiting_times_out_or_wakes_on_push() {
+        let q = Arc::new(Queue::new(4, Overflow::DropOldest));
+        assert!(matches!(q.pop(Duration::ZERO), Pop::Empty));
+        assert!(matches!(q.pop(Duration::from_millis(5)), Pop::Timeout));
+        let q2 = Arc::clone(&q);
+        let t = std::thread::spawn(move || q2.pop(Duration::from_secs(10)));
+        std::thread::sleep(Duration::from_millis(20));
+        q.push(&frame(7));
+        assert!(matches!(t.join().unwrap(), Pop::Frame(f) if f.payload() == Some("7")));
+    }
+
+    #[test]
+    fn ready_fd_is_readable_exactly_while_frames_wait() {
+        let q = Queue::new(4, Overflow::DropOldest);
+        let fd = q.ready_fd().unwrap();
+        let readable = || {
+            let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+            // SAFETY: one valid pollfd, zero timeout.
+            unsafe { libc::poll(&mut p, 1, 0) == 1 }
+        };
+        assert!(!readable());
+        q.push(&frame(1));
+        q.push(&frame(2));
+        assert!(readable());
+        q.pop(Duration::ZERO);
+        assert!(readable());
+        q.pop(Duration::ZERO);
+        assert!(!readable());
+        q.close("closed");
+        assert!(readable());
+        assert_eq!(q.ready_fd().unwrap(), fd);
+    }
+}
