@@ -141,9 +141,7 @@ impl ChannelKey {
 }
 
 fn channel_id(name: &str, id: &str) -> Result<Box<str>> {
-    check_id(id)
-        .map(Box::from)
-        .map_err(|e| Error::channel(format!("channel {name:?}: {e}")))
+    check_id(id).map(Box::from).map_err(|e| Error::channel(format!("channel {name:?}: {e}")))
 }
 
 impl fmt::Display for ChannelKey {
@@ -199,11 +197,7 @@ fn is_tag_char(c: char) -> bool {
 /// drop everything that cannot be part of a hashtag.
 pub fn normalize_tag(tag: &str) -> String {
     let lowered = tag.nfkc().collect::<String>().to_lowercase();
-    lowered
-        .chars()
-        .map(fold_to_ascii)
-        .filter(|&c| is_tag_char(c))
-        .collect()
+    lowered.chars().map(fold_to_ascii).filter(|&c| is_tag_char(c)).collect()
 }
 
 #[cfg(test)]
@@ -259,8 +253,17 @@ mod tests {
     #[test]
     fn streams_round_trip() {
         for name in [
-            "public", "public:media", "public:local", "public:local:media", "public:remote",
-            "public:remote:media", "hashtag", "hashtag:local", "user", "user:notification", "list",
+            "public",
+            "public:media",
+            "public:local",
+            "public:local:media",
+            "public:remote",
+            "public:remote:media",
+            "hashtag",
+            "hashtag:local",
+            "user",
+            "user:notification",
+            "list",
             "direct",
         ] {
             assert_eq!(Stream::from_name(name).unwrap().name(), name);

@@ -46,14 +46,14 @@ fn positive(value: &Value<'_>, key: &str, allow_zero: bool) -> Result<usize> {
 }
 
 fn overflow(value: &Value<'_>) -> Result<Overflow> {
-    value.as_str().and_then(Overflow::from_name).ok_or_else(|| {
-        Error::config("overflow must be \"drop_oldest\", \"drop_newest\" or \"disconnect\"")
-    })
+    value
+        .as_str()
+        .and_then(Overflow::from_name)
+        .ok_or_else(|| Error::config("overflow must be \"drop_oldest\", \"drop_newest\" or \"disconnect\""))
 }
 
 fn object<'v>(doc: &'v Value<'v>, what: &str) -> Result<&'v simd_json::borrowed::Object<'v>> {
-    doc.as_object()
-        .ok_or_else(|| Error::config(format!("{what} must be a JSON object")))
+    doc.as_object().ok_or_else(|| Error::config(format!("{what} must be a JSON object")))
 }
 
 impl EngineConfig {
@@ -117,11 +117,7 @@ impl SubscriberOptions {
             match key.as_ref() {
                 "account" if value.is_null() => {}
                 "account" => {
-                    opts.account = Some(
-                        id_text(value)
-                            .map_err(|e| Error::config(format!("account: {e}")))?
-                            .into(),
-                    )
+                    opts.account = Some(id_text(value).map_err(|e| Error::config(format!("account: {e}")))?.into())
                 }
                 "queue_capacity" => opts.queue_capacity = Some(positive(value, key, false)?),
                 "overflow" => opts.overflow = Some(overflow(value)?),

@@ -103,8 +103,11 @@ struct EngineInner {
     recent: Mutex<RecentStatuses>,
     counters: Counters,
     /// Interned stream arrays, so frame lookup is a pointer compare.
-    streams: Mutex<(AHashMap<Box<str>, Arc<str>>, usize)>,
+    streams: Mutex<StreamInterner>,
 }
+
+/// Interned stream arrays and the map size at which to purge unused ones.
+type StreamInterner = (AHashMap<Box<str>, Arc<str>>, usize);
 
 thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
@@ -171,9 +174,8 @@ impl Engine {
 
     /// Content mode (§3b): works out the channels from the event itself.
     pub fn publish(&self, event: &[u8]) -> Result<PublishStats> {
-        let routed = self.check_size(event).and_then(|_| {
-            SCRATCH.with(|s| event::parse_content(event, &mut s.borrow_mut()))
-        });
+        let routed =
+            self.check_size(event).and_then(|_| SCRATCH.with(|s| event::parse_content(event, &mut s.borrow_mut())));
         self.deliver_or_reject(routed)
     }
 
@@ -190,10 +192,7 @@ impl Engine {
     pub fn parse_channel(&self, channel: &[u8]) -> Result<ChannelKey> {
         let name = std::str::from_utf8(channel).map_err(Error::utf8)?;
         let name = match &self.inner.config.redis_namespace {
-            Some(ns) => name
-                .strip_prefix(ns.as_str())
-                .and_then(|rest| rest.strip_prefix(':'))
-                .unwrap_or(name),
+            Some(ns) => name.strip_prefix(ns.as_str()).and_then(|rest| rest.strip_prefix(':')).unwrap_or(name),
             None => name,
         };
         ChannelKey::parse(name)
@@ -210,14 +209,8 @@ impl Engine {
     /// Redis channels (with namespace) that at least one subscription
     /// listens to. See [`Engine::channel_generation`] to notice changes.
     pub fn active_channels(&self) -> Vec<String> {
-        let mut names: Vec<String> = self
-            .inner
-            .index
-            .keys()
-            .iter()
-            .filter(|k| k.is_redis_channel())
-            .map(|k| self.channel_name(k))
-            .collect();
+        let mut names: Vec<String> =
+            self.inner.index.keys().iter().filter(|k| k.is_redis_channel()).map(|k| self.channel_name(k)).collect();
         names.sort();
         names
     }
@@ -295,10 +288,10 @@ impl Delivery<'_> {
             }
             return;
         }
-        if let Some(seen) = &mut self.seen {
-            if !seen.insert(sub.seq) {
-                return;
-            }
+        if let Some(seen) = &mut self.seen
+            && !seen.insert(sub.seq)
+        {
+            return;
         }
         let frame = self.frames.get(&sub.stream);
         let outcome = sub.core.queue.push(frame);

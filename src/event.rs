@@ -52,9 +52,7 @@ fn is_status_event(name: &str) -> bool {
 
 fn event_name<'v>(value: Option<&'v Value<'_>>, key: &str) -> Result<&'v str> {
     let value = value.ok_or_else(|| Error::event(format!("missing {key:?}")))?;
-    let name = value
-        .as_str()
-        .ok_or_else(|| Error::event(format!("{key:?} must be a string")))?;
+    let name = value.as_str().ok_or_else(|| Error::event(format!("{key:?} must be a string")))?;
     if name.is_empty() {
         return Err(Error::event(format!("{key:?} must not be empty")));
     }
@@ -121,10 +119,7 @@ fn status_facts(status: &Value<'_>) -> Result<StatusFacts> {
         id: optional_id(status.get("id"), "status id")?,
         public: status.get("visibility").and_then(|v| v.as_str()) == Some("public") && reblog.is_none(),
         local: domain.is_none(),
-        media: status
-            .get("media_attachments")
-            .and_then(|m| m.as_array())
-            .is_some_and(|m| !m.is_empty()),
+        media: status.get("media_attachments").and_then(|m| m.as_array()).is_some_and(|m| !m.is_empty()),
         reply_to_other: reply_to.as_ref().is_some_and(|r| *r != author),
         tags,
         keys: StatusKeys {
@@ -149,9 +144,7 @@ fn push_tag(tags: &mut Vec<String>, raw: Option<&str>) {
 /// Status facts of an `update` payload, which may be an object or (as older
 /// Mastodon versions publish it) a string holding the status JSON.
 fn update_facts(doc: &Value<'_>) -> Result<StatusFacts> {
-    let payload = doc
-        .get("payload")
-        .ok_or_else(|| Error::event("an update event needs a status payload"))?;
+    let payload = doc.get("payload").ok_or_else(|| Error::event("an update event needs a status payload"))?;
     match payload.as_str() {
         Some(text) => {
             let mut scratch = Vec::new();
@@ -326,7 +319,8 @@ mod tests {
 
     #[test]
     fn public_local_status_with_media_and_tags() {
-        let ev = content(&format!(r#"{{"event":"update","payload":{STATUS},"recipients":[5,"5"],"lists":["3"]}}"#)).unwrap();
+        let ev =
+            content(&format!(r#"{{"event":"update","payload":{STATUS},"recipients":[5,"5"],"lists":["3"]}}"#)).unwrap();
         assert_eq!(
             names(&ev),
             [

@@ -52,12 +52,7 @@ impl ViewerFilters {
         {
             return false;
         }
-        if let Some(domain) = &status.domain {
-            if self.blocked_domains.contains(domain) {
-                return false;
-            }
-        }
-        true
+        !status.domain.as_ref().is_some_and(|d| self.blocked_domains.contains(d))
     }
 
     /// Reads the filter keys of a subscriber object. Keys that are absent
@@ -80,9 +75,7 @@ impl ViewerFilters {
 }
 
 fn string_set(value: &Value<'_>, what: &str, map: impl Fn(&str) -> String) -> Result<AHashSet<Box<str>>> {
-    let items = value
-        .as_array()
-        .ok_or_else(|| Error::config(format!("{what} must be an array of strings")))?;
+    let items = value.as_array().ok_or_else(|| Error::config(format!("{what} must be an array of strings")))?;
     items
         .iter()
         .map(|item| {
@@ -97,13 +90,8 @@ fn id_set(value: Option<&Value<'_>>, what: &str) -> Result<AHashSet<Box<str>>> {
     let Some(value) = value.filter(|v| !v.is_null()) else {
         return Ok(AHashSet::new());
     };
-    let items = value
-        .as_array()
-        .ok_or_else(|| Error::config(format!("{what} must be an array of account ids")))?;
-    items
-        .iter()
-        .map(|item| id_text(item).map_err(|e| Error::config(format!("{what}: {e}"))))
-        .collect()
+    let items = value.as_array().ok_or_else(|| Error::config(format!("{what} must be an array of account ids")))?;
+    items.iter().map(|item| id_text(item).map_err(|e| Error::config(format!("{what}: {e}")))).collect()
 }
 
 #[cfg(test)]

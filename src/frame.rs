@@ -35,11 +35,7 @@ impl FrameBody {
             }
         }
         sse.push(b'\n');
-        Arc::new(FrameBody {
-            event: event.into(),
-            payload: payload.map(Box::from),
-            sse: sse.into_boxed_slice(),
-        })
+        Arc::new(FrameBody { event: event.into(), payload: payload.map(Box::from), sse: sse.into_boxed_slice() })
     }
 }
 
@@ -85,11 +81,7 @@ impl Frame {
             ws.push(b'"');
         }
         ws.push(b'}');
-        Frame {
-            body: Arc::clone(body),
-            stream: Arc::clone(stream),
-            ws: ws.into_boxed_slice(),
-        }
+        Frame { body: Arc::clone(body), stream: Arc::clone(stream), ws: ws.into_boxed_slice() }
     }
 
     pub fn event(&self) -> &str {

@@ -12,16 +12,35 @@ use crate::error::{Error, Result};
 /// Parses `bytes` (copied into `scratch`, which simd-json rewrites in place)
 /// and hands the document to `f`. UTF-8 is checked first so that the error
 /// names the real problem.
-pub fn with_document<R>(
-    bytes: &[u8],
-    scratch: &mut Vec<u8>,
-    f: impl FnOnce(&Value<'_>) -> Result<R>,
-) -> Result<R> {
+pub fn with_document<R>(bytes: &[u8], scratch: &mut Vec<u8>, f: impl FnOnce(&Value<'_>) -> Result<R>) -> Result<R> {
     std::str::from_utf8(bytes).map_err(Error::utf8)?;
     scratch.clear();
     scratch.extend_from_slice(bytes);
-    let doc = simd_json::to_borrowed_value(scratch).map_err(Error::json)?;
+    let doc = simd_json::to_borrowed_value(scratch).map_err(|e| Error::json(describe_json_error(&e)))?;
     f(&doc)
+}
+
+/// simd-json's error names are terse ("InternalError"); say what a person
+/// would look for, and where.
+fn describe_json_error(e: &simd_json::Error) -> String {
+    use simd_json::ErrorType as T;
+    let what = match e.error() {
+        T::Eof => "unexpected end of input",
+        T::TrailingData => "unexpected data after the JSON value",
+        T::ExpectedObjectKey | T::KeyMustBeAString => "expected an object key (a trailing comma?)",
+        T::ExpectedArrayContent => "expected an array element (a trailing comma?)",
+        T::ExpectedObjectColon => "expected ':' after an object key",
+        T::UnterminatedString => "unterminated string",
+        T::InvalidEscape | T::InvalidUnicodeEscape | T::InvalidUnicodeCodepoint => "invalid escape in a string",
+        T::InvalidNumber | T::InvalidExponent | T::Overflow => "invalid number",
+        T::DepthLimitExceeded => "nesting too deep",
+        T::NoStructure => "no JSON value",
+        _ => "syntax error",
+    };
+    match e.character() {
+        Some(c) => format!("{what} at byte {} (near {c:?})", e.index()),
+        None => format!("{what} at byte {}", e.index()),
+    }
 }
 
 /// An id as evroute writes it: `7` and `"7"` are both `7`.
@@ -36,10 +55,7 @@ pub fn id_text(value: &Value<'_>) -> std::result::Result<Box<str>, String> {
     if let Some(n) = value.as_i64() {
         return Ok(n.to_string().into_boxed_str());
     }
-    Err(format!(
-        "an id must be a string or an integer, got {}",
-        type_name(value)
-    ))
+    Err(format!("an id must be a string or an integer, got {}", type_name(value)))
 }
 
 /// Ids become parts of channel names, so they may not be empty, contain `:`

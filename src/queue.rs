@@ -173,10 +173,10 @@ impl Queue {
             }
             if let Some(frame) = st.frames.pop_front() {
                 st.stats.read += 1;
-                if st.frames.is_empty() {
-                    if let Some(fd) = &st.notifier {
-                        fd.clear();
-                    }
+                if st.frames.is_empty()
+                    && let Some(fd) = &st.notifier
+                {
+                    fd.clear();
                 }
                 return Pop::Frame(frame);
             }

@@ -25,13 +25,9 @@ pub struct EventFilter {
 
 impl EventFilter {
     pub fn parse(value: &Value<'_>) -> Result<EventFilter> {
-        let items = value
-            .as_array()
-            .ok_or_else(|| Error::subscription("events must be an array of event names"))?;
+        let items = value.as_array().ok_or_else(|| Error::subscription("events must be an array of event names"))?;
         if items.is_empty() {
-            return Err(Error::subscription(
-                "events must name at least one event (omit it to receive every event)",
-            ));
+            return Err(Error::subscription("events must name at least one event (omit it to receive every event)"));
         }
         let mut filter = EventFilter { exact: Vec::new(), prefixes: Vec::new() };
         for item in items {
@@ -43,9 +39,7 @@ impl EventFilter {
                 filter.prefixes.push("".into());
             } else if let Some(prefix) = name.strip_suffix('*') {
                 if !prefix.ends_with('.') {
-                    return Err(Error::subscription(format!(
-                        "event pattern {name:?} must have the form \"prefix.*\""
-                    )));
+                    return Err(Error::subscription(format!("event pattern {name:?} must have the form \"prefix.*\"")));
                 }
                 filter.prefixes.push(prefix.into());
             } else {
@@ -102,16 +96,14 @@ impl SubscriptionSpec {
         }
         let stream_name = match doc.get("stream") {
             None => return Err(Error::subscription("Missing stream name parameter")),
-            Some(v) => v
-                .as_str()
-                .ok_or_else(|| Error::subscription("Unknown stream type: stream must be a string"))?,
+            Some(v) => v.as_str().ok_or_else(|| Error::subscription("Unknown stream type: stream must be a string"))?,
         };
         let mut stream = Stream::from_name(stream_name)
             .ok_or_else(|| Error::subscription(format!("Unknown stream type {stream_name:?}")))?;
-        if let Stream::Public { scope, media: false } = stream {
-            if truthy(doc.get("only_media")) {
-                stream = Stream::Public { scope, media: true };
-            }
+        if let Stream::Public { scope, media: false } = stream
+            && truthy(doc.get("only_media"))
+        {
+            stream = Stream::Public { scope, media: true };
         }
         let param = match stream {
             Stream::Hashtag { .. } => {
@@ -131,9 +123,7 @@ impl SubscriptionSpec {
                 Some(v) if v.is_null() || v.as_str() == Some("") => {
                     return Err(Error::subscription("Missing list name parameter"));
                 }
-                Some(v) => Some(
-                    id_text(v).map_err(|e| Error::subscription(format!("Invalid list parameter: {e}")))?,
-                ),
+                Some(v) => Some(id_text(v).map_err(|e| Error::subscription(format!("Invalid list parameter: {e}")))?),
             },
             _ => None,
         };
