@@ -71,6 +71,10 @@ struct Counters {
 /// The part of a subscriber that subscriptions in the index point to.
 pub(crate) struct SubscriberCore {
     queue: Queue,
+    /// Owned here (not by the handle) so that a subscriber disconnected as a
+    /// slow consumer can be taken out of the index after the publish. The
+    /// `Arc` cycle core → subscription → core is broken by `unsubscribe_all`.
+    subscriptions: Mutex<Vec<Arc<Subscription>>>,
     filters: RwLock<ViewerFilters>,
     has_filters: AtomicBool,
     account: Option<Box<str>>,
@@ -162,8 +166,8 @@ impl Engine {
                 filters: RwLock::new(options.filters),
                 has_filters: AtomicBool::new(has_filters),
                 account: options.account.map(Into::into),
+                subscriptions: Mutex::new(Vec::new()),
             }),
-            subscriptions: Mutex::new(Vec::new()),
         }
     }
 
@@ -266,6 +270,9 @@ impl Engine {
 
 /// State of one publish while it walks the index.
 struct Delivery<'a> {
+    /// Subscribers this publish closed as slow consumers; they leave the
+    /// index once the walk (which holds list locks) is over.
+    disconnected: Vec<Arc<SubscriberCore>>,
     ev: &'a RoutedEvent,
     frames: FrameCache,
     stats: PublishStats,
@@ -295,6 +302,12 @@ impl Delivery<'_> {
         }
         let frame = self.frames.get(&sub.stream);
         let outcome = sub.core.queue.push(frame);
+        if !outcome.accepted {
+            return;
+        }
+        if outcome.disconnected {
+            self.disconnected.push(Arc::clone(&sub.core));
+        }
         self.stats.matched += 1;
         self.stats.delivered += outcome.delivered as u64;
         self.stats.dropped += outcome.dropped;
@@ -306,6 +319,7 @@ impl EngineInner {
         let earlier = ev.deletes.as_deref().and_then(|id| self.recent.lock().take(id));
         let watermark = self.next_seq.load(Ordering::SeqCst);
         let mut d = Delivery {
+            disconnected: Vec::new(),
             ev: &ev,
             frames: FrameCache::new(FrameBody::new(&ev.name, ev.payload.as_deref())),
             stats: PublishStats::default(),
@@ -324,6 +338,9 @@ impl EngineInner {
                 });
             }
         }
+        for core in d.disconnected.drain(..) {
+            self.unsubscribe_all(&core);
+        }
         let stats = d.stats;
         if let (Some(id), Some(mut excluded)) = (ev.remember.clone(), d.excluded.take()) {
             excluded.sort_unstable();
@@ -332,6 +349,20 @@ impl EngineInner {
             self.recent.lock().record(id, routing);
         }
         stats
+    }
+
+    fn unsubscribe_all(&self, core: &SubscriberCore) {
+        let subs = std::mem::take(&mut *core.subscriptions.lock());
+        for sub in &subs {
+            self.index.remove(sub);
+        }
+        self.counters.subscriptions.fetch_sub(subs.len() as u64, Ordering::Relaxed);
+    }
+
+    fn close_subscriber(&self, core: &SubscriberCore) {
+        self.unsubscribe_all(core);
+        let discarded = core.queue.close("closed");
+        self.counters.dropped.fetch_add(discarded, Ordering::Relaxed);
     }
 
     fn intern_stream(&self, stream: String) -> Arc<str> {
@@ -367,7 +398,6 @@ pub enum Next {
 pub struct Subscriber {
     engine: Arc<EngineInner>,
     core: Arc<SubscriberCore>,
-    subscriptions: Mutex<Vec<Arc<Subscription>>>,
 }
 
 impl Subscriber {
@@ -380,7 +410,10 @@ impl Subscriber {
 
     pub fn subscribe_spec(&self, spec: &SubscriptionSpec) -> Result<bool> {
         let keys = spec.keys(self.core.account.as_deref())?;
-        let mut subs = self.subscriptions.lock();
+        if let Some(reason) = self.core.queue.closed() {
+            return Err(Error::subscription(format!("the subscriber is closed ({reason})")));
+        }
+        let mut subs = self.core.subscriptions.lock();
         if subs.iter().any(|s| s.keys == keys) {
             return Ok(false);
         }
@@ -405,7 +438,7 @@ impl Subscriber {
     pub fn unsubscribe(&self, json: &[u8]) -> Result<bool> {
         let spec = SubscriptionSpec::parse(json)?;
         let keys = spec.keys(self.core.account.as_deref())?;
-        let mut subs = self.subscriptions.lock();
+        let mut subs = self.core.subscriptions.lock();
         let Some(pos) = subs.iter().position(|s| s.keys == keys) else {
             return Ok(false);
         };
@@ -456,7 +489,7 @@ impl Subscriber {
 
     /// Stream arrays of the current subscriptions, in subscription order.
     pub fn streams(&self) -> Vec<String> {
-        self.subscriptions.lock().iter().map(|s| s.stream.to_string()).collect()
+        self.core.subscriptions.lock().iter().map(|s| s.stream.to_string()).collect()
     }
 
     /// Why the subscriber was closed, if it was.
@@ -465,24 +498,15 @@ impl Subscriber {
     }
 
     /// Unsubscribes everything and closes the queue; reads return `Closed`.
+    /// Frames still queued are discarded and counted as dropped.
     pub fn close(&self) {
-        self.unsubscribe_all();
-        self.core.queue.close("closed");
-    }
-
-    fn unsubscribe_all(&self) {
-        let subs = std::mem::take(&mut *self.subscriptions.lock());
-        for sub in &subs {
-            self.engine.index.remove(sub);
-        }
-        self.engine.counters.subscriptions.fetch_sub(subs.len() as u64, Ordering::Relaxed);
+        self.engine.close_subscriber(&self.core);
     }
 }
 
 impl Drop for Subscriber {
     fn drop(&mut self) {
-        self.unsubscribe_all();
-        self.core.queue.close("closed");
+        self.engine.close_subscriber(&self.core);
         self.engine.counters.subscribers.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -67,8 +67,12 @@ pub struct QueueStats {
 /// The result of offering one frame.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PushOutcome {
+    /// False when the queue was already closed: nothing was counted.
+    pub accepted: bool,
     pub delivered: bool,
     pub dropped: u64,
+    /// This push closed the queue ("slow consumer").
+    pub disconnected: bool,
 }
 
 /// What a read produced.
@@ -118,13 +122,11 @@ impl Queue {
 
     pub fn push(&self, frame: &Arc<Frame>) -> PushOutcome {
         let mut st = self.state.lock();
-        st.stats.matched += 1;
-        let mut outcome = PushOutcome::default();
         if st.closed.is_some() {
-            st.stats.dropped += 1;
-            outcome.dropped = 1;
-            return outcome;
+            return PushOutcome::default();
         }
+        st.stats.matched += 1;
+        let mut outcome = PushOutcome { accepted: true, ..PushOutcome::default() };
         if st.frames.len() >= st.capacity {
             match st.overflow {
                 Overflow::DropOldest => {
@@ -142,6 +144,7 @@ impl Queue {
                     st.stats.dropped += discarded;
                     outcome.dropped = discarded;
                     Self::close_locked(&mut st, SLOW_CONSUMER);
+                    outcome.disconnected = true;
                     drop(st);
                     self.ready.notify_all();
                     return outcome;
@@ -202,13 +205,15 @@ impl Queue {
     }
 
     /// Closes the queue: waiting and later reads return `Closed(reason)`.
-    pub fn close(&self, reason: &'static str) {
+    /// Returns how many queued frames were discarded (counted as dropped).
+    pub fn close(&self, reason: &'static str) -> u64 {
         let mut st = self.state.lock();
-        let discarded = st.frames.len() as u64;
+        let discarded = if st.closed.is_some() { 0 } else { st.frames.len() as u64 };
         st.stats.dropped += discarded;
         Self::close_locked(&mut st, reason);
         drop(st);
         self.ready.notify_all();
+        discarded
     }
 
     pub fn stats(&self) -> QueueStats {
@@ -316,9 +321,10 @@ mod tests {
         q.push(&frame(1));
         assert_eq!(q.push(&frame(2)).dropped, 3);
         assert!(matches!(q.pop(Duration::ZERO), Pop::Closed(SLOW_CONSUMER)));
-        assert_eq!(q.push(&frame(3)).dropped, 1);
+        // A closed queue takes no part in later publishes.
+        assert_eq!(q.push(&frame(3)), PushOutcome::default());
         let s = q.stats();
-        assert_eq!((s.matched, s.dropped, s.depth), (4, 4, 0));
+        assert_eq!((s.matched, s.dropped, s.depth), (3, 3, 0));
     }
 
     #[test]

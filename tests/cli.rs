@@ -1,0 +1,103 @@
+//! `evroute route` end to end: the real binary, real files, SPEC §8.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+fn temp_file(name: &str, contents: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("evroute-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, contents).unwrap();
+    path
+}
+
+fn route(subscribers: &PathBuf, events: Option<&PathBuf>, stdin: &str) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_evroute"));
+    cmd.arg("route").arg("--subscribers").arg(subscribers);
+    if let Some(e) = events {
+        cmd.arg(e);
+    }
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+const SUBSCRIBERS: &str = r#"{"id": "a", "account": 7, "subscriptions": [{"stream": "public"}, {"stream": "user"}]}
+{"id": 2, "subscriptions": [{"stream": "hashtag", "tag": "Rust"}, {"stream": "public:local"}]}
+"#;
+
+const STATUS: &str = r#"{"id":"5","visibility":"public","reblog":null,"in_reply_to_account_id":null,"account":{"id":"1","acct":"me"},"media_attachments":[],"tags":[{"name":"rust"}]}"#;
+
+#[test]
+fn output_is_in_event_then_subscriber_then_subscription_order() {
+    let subs = temp_file("order-subs.ndjson", SUBSCRIBERS);
+    let events = format!(
+        "{{\"event\":\"update\",\"payload\":{STATUS},\"recipients\":[7]}}\n\n{{\"channel\":\"timeline:public\",\"message\":{{\"event\":\"delete\",\"payload\":\"5\"}}}}\n"
+    );
+    let out = route(&subs, None, &events);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let escaped = STATUS.replace('"', "\\\"");
+    let expected = [
+        format!(r#"{{"subscriber":"a","stream":["public"],"event":"update","payload":"{escaped}"}}"#),
+        format!(r#"{{"subscriber":"a","stream":["user"],"event":"update","payload":"{escaped}"}}"#),
+        format!(r#"{{"subscriber":2,"stream":["hashtag","Rust"],"event":"update","payload":"{escaped}"}}"#),
+        format!(r#"{{"subscriber":2,"stream":["public:local"],"event":"update","payload":"{escaped}"}}"#),
+        r#"{"subscriber":"a","stream":["public"],"event":"delete","payload":"5"}"#.to_string(),
+    ];
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), expected.join("\n") + "\n");
+}
+
+#[test]
+fn bad_lines_are_reported_with_file_and_line_and_the_rest_is_routed() {
+    let subs = temp_file(
+        "bad-subs.ndjson",
+        "{\"id\":\"x\",\"subscriptions\":[{\"stream\":\"bogus\"},{\"stream\":\"public\"}]}\nnot json\n",
+    );
+    let events = temp_file(
+        "bad-events.ndjson",
+        "{\"event\":\"update\",\n{\"channel\":\"timeline:nope:x\",\"message\":{\"event\":\"x\"}}\n{\"channel\":\"timeline:public\",\"message\":{\"event\":\"delete\",\"payload\":\"9\"}}\n",
+    );
+    let out = route(&subs, Some(&events), "");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let subs_name = subs.display().to_string();
+    let events_name = events.display().to_string();
+    assert!(stderr.contains(&format!("{subs_name}:1: subscription 1: Unknown stream type")), "{stderr}");
+    assert!(stderr.contains(&format!("{subs_name}:2: invalid JSON")), "{stderr}");
+    assert!(stderr.contains(&format!("{events_name}:1: invalid JSON")), "{stderr}");
+    assert!(stderr.contains(&format!("{events_name}:2: unknown channel")), "{stderr}");
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "{\"subscriber\":\"x\",\"stream\":[\"public\"],\"event\":\"delete\",\"payload\":\"9\"}\n"
+    );
+}
+
+#[test]
+fn queues_are_unbounded_so_nothing_drops() {
+    let subs = temp_file("many-subs.ndjson", "{\"id\":1,\"subscriptions\":[{\"stream\":\"public\"}]}\n");
+    let events: String = (0..3000)
+        .map(|i| format!("{{\"channel\":\"timeline:public\",\"message\":{{\"event\":\"e\",\"payload\":\"{i}\"}}}}\n"))
+        .collect();
+    let out = route(&subs, None, &events);
+    assert!(out.status.success());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(stdout.lines().count(), 3000);
+    assert!(stdout.lines().last().unwrap().contains("\"payload\":\"2999\""));
+}
+
+#[test]
+fn the_demo_routes_cleanly() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(env!("CARGO_BIN_EXE_evroute"))
+        .arg("route")
+        .arg("--subscribers")
+        .arg(root.join("demo/subscribers.ndjson"))
+        .arg(root.join("demo/events.ndjson"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.lines().all(|l| l.starts_with("{\"subscriber\":")));
+    assert!(stdout.contains(r#"{"subscriber":"alice","stream":["user"],"event":"filters_changed"}"#));
+}
