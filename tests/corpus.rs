@@ -108,8 +108,14 @@ fn frames_for_every_file_match_the_reference() {
     let mut plan: Vec<(String, String)> = channels.iter().map(|c| listener_for(c)).collect();
     plan.push(("{\"account\":\"999\"}".into(), "{\"stream\":\"user\"}".into()));
     plan.push(("{\"languages\":[\"ja\"]}".into(), "{\"stream\":\"public\"}".into()));
-    plan.push(("{\"blocked_domains\":[\"mstdn.jp\"]}".into(), "{\"stream\":\"public\",\"only_media\":\"true\"}".into()));
-    plan.push(("{\"account\":\"42\"}".into(), "{\"stream\":\"public:remote\",\"events\":[\"status.*\",\"delete\"]}".into()));
+    plan.push((
+        "{\"blocked_domains\":[\"mstdn.jp\"]}".into(),
+        "{\"stream\":\"public\",\"only_media\":\"true\"}".into(),
+    ));
+    plan.push((
+        "{\"account\":\"42\"}".into(),
+        "{\"stream\":\"public:remote\",\"events\":[\"status.*\",\"delete\"]}".into(),
+    ));
 
     let engine = Engine::new(EngineConfig { queue_capacity: 1 << 16, ..EngineConfig::default() });
     let mut reference = Reference::new(65_536);

@@ -15,21 +15,13 @@ const DELETE: &[u8] = br#"{"event":"delete","payload":"1"}"#;
 #[ignore = "engine disagreement: slow-consumer disconnect leaves the subscriber indexed"]
 fn slow_consumer_disconnect_unsubscribes() {
     let engine = Engine::new(EngineConfig::default());
-    let slow = engine
-        .subscriber_from_json(br#"{"queue_capacity":1,"overflow":"disconnect"}"#)
-        .unwrap();
+    let slow = engine.subscriber_from_json(br#"{"queue_capacity":1,"overflow":"disconnect"}"#).unwrap();
     slow.subscribe(br#"{"stream":"public"}"#).unwrap();
     engine.publish_channel(b"timeline:public", DELETE).unwrap();
     engine.publish_channel(b"timeline:public", DELETE).unwrap();
-    assert!(matches!(
-        slow.next(Duration::ZERO),
-        Next::Closed("slow consumer")
-    ));
+    assert!(matches!(slow.next(Duration::ZERO), Next::Closed("slow consumer")));
     let later = engine.publish_channel(b"timeline:public", DELETE).unwrap();
-    assert_eq!(
-        later.matched, 0,
-        "a closed subscriber still matched: {later:?}"
-    );
+    assert_eq!(later.matched, 0, "a closed subscriber still matched: {later:?}");
     assert_eq!(engine.stats().subscriptions, 0);
 }
 

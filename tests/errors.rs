@@ -12,6 +12,11 @@ use evroute::{Engine, EngineConfig, Error, ErrorKind, Next, Subscriber};
 
 const LIMIT: usize = 4096;
 
+/// (what, channel, message, expected kind, words one of which the message names)
+type ChannelCase<'a> = (&'a str, &'a [u8], Vec<u8>, ErrorKind, &'a [&'a str]);
+/// (what, subscriber, subscription JSON, expected kind, words named)
+type SubscriptionCase<'a> = (&'a str, &'a Subscriber, &'a [u8], ErrorKind, &'a [&'a str]);
+
 struct Bystanders {
     engine: Engine,
     user: Subscriber,
@@ -36,26 +41,25 @@ impl Bystanders {
     }
 
     fn snapshot(&self) -> String {
-        format!(
-            "{:?} {:?} {:?} {:?}",
-            self.user.stats(),
-            self.user.streams(),
-            self.tag.stats(),
-            self.tag.streams()
-        )
+        format!("{:?} {:?} {:?} {:?}", self.user.stats(), self.user.streams(), self.tag.stats(), self.tag.streams())
     }
 
     /// The queues still hold exactly what the two good publishes put there.
     fn verify(&self) {
         let mut user = drain(&self.user);
         user.sort();
-        let mut want =
-            vec![frame(r#"["user"]"#, "update", Some(UPDATE_PAYLOAD)), frame(r#"["public:local"]"#, "update", Some(UPDATE_PAYLOAD))];
+        let mut want = vec![
+            frame(r#"["user"]"#, "update", Some(UPDATE_PAYLOAD)),
+            frame(r#"["public:local"]"#, "update", Some(UPDATE_PAYLOAD)),
+        ];
         want.sort();
         assert_eq!(user, want);
         assert_eq!(
             drain(&self.tag),
-            vec![frame(r#"["hashtag","rust"]"#, "update", Some(UPDATE_PAYLOAD)), frame(r#"["hashtag","rust"]"#, "delete", Some("9"))]
+            vec![
+                frame(r#"["hashtag","rust"]"#, "update", Some(UPDATE_PAYLOAD)),
+                frame(r#"["hashtag","rust"]"#, "delete", Some("9"))
+            ]
         );
     }
 }
@@ -82,7 +86,12 @@ fn bad_content_events() {
         ("truncated JSON", br#"{"event":"upd"#.to_vec(), ErrorKind::InvalidJson, &["json"]),
         ("trailing comma", br#"{"event":"x","payload":"1",}"#.to_vec(), ErrorKind::InvalidJson, &["json"]),
         ("trailing garbage", br#"{"event":"x"} x"#.to_vec(), ErrorKind::InvalidJson, &["json"]),
-        ("invalid UTF-8", b"{\"event\":\"update\",\"payload\":\"\xff\xfe\"}".to_vec(), ErrorKind::InvalidUtf8, &["utf-8", "utf8"]),
+        (
+            "invalid UTF-8",
+            b"{\"event\":\"update\",\"payload\":\"\xff\xfe\"}".to_vec(),
+            ErrorKind::InvalidUtf8,
+            &["utf-8", "utf8"],
+        ),
         ("not an object", b"[1,2]".to_vec(), ErrorKind::InvalidEvent, &["object"]),
         ("no event or type", br#"{"payload":{"id":"1"}}"#.to_vec(), ErrorKind::InvalidEvent, &["event"]),
         ("event not a string", br#"{"event":5,"payload":"1"}"#.to_vec(), ErrorKind::InvalidEvent, &["event"]),
@@ -116,16 +125,46 @@ fn bad_channel_messages() {
     let before = b.snapshot();
     let good = br#"{"event":"delete","payload":"5"}"#;
     let huge = format!(r#"{{"event":"x","payload":"{}"}}"#, "y".repeat(LIMIT));
-    let cases: Vec<(&str, &[u8], Vec<u8>, ErrorKind, &[&str])> = vec![
-        ("unknown channel", b"timeline:nowhere:at:all", good.to_vec(), ErrorKind::InvalidChannel, &["timeline:nowhere:at:all"]),
+    let cases: Vec<ChannelCase> = vec![
+        (
+            "unknown channel",
+            b"timeline:nowhere:at:all",
+            good.to_vec(),
+            ErrorKind::InvalidChannel,
+            &["timeline:nowhere:at:all"],
+        ),
         ("channel without timeline prefix", b"public", good.to_vec(), ErrorKind::InvalidChannel, &["public"]),
-        ("hashtag channel without a tag", b"timeline:hashtag:", good.to_vec(), ErrorKind::InvalidChannel, &["timeline:hashtag:"]),
+        (
+            "hashtag channel without a tag",
+            b"timeline:hashtag:",
+            good.to_vec(),
+            ErrorKind::InvalidChannel,
+            &["timeline:hashtag:"],
+        ),
         ("channel not UTF-8", b"timeline:\xff", good.to_vec(), ErrorKind::InvalidUtf8, &["utf-8", "utf8"]),
         ("message not JSON", b"timeline:public", b"{".to_vec(), ErrorKind::InvalidJson, &["json"]),
-        ("message not UTF-8", b"timeline:public", b"{\"event\":\"\xc3\"}".to_vec(), ErrorKind::InvalidUtf8, &["utf-8", "utf8"]),
-        ("message without event", b"timeline:public", br#"{"payload":"1"}"#.to_vec(), ErrorKind::InvalidEvent, &["event"]),
+        (
+            "message not UTF-8",
+            b"timeline:public",
+            b"{\"event\":\"\xc3\"}".to_vec(),
+            ErrorKind::InvalidUtf8,
+            &["utf-8", "utf8"],
+        ),
+        (
+            "message without event",
+            b"timeline:public",
+            br#"{"payload":"1"}"#.to_vec(),
+            ErrorKind::InvalidEvent,
+            &["event"],
+        ),
         ("message not an object", b"timeline:public", br#""delete""#.to_vec(), ErrorKind::InvalidEvent, &["object"]),
-        ("message over the size limit", b"timeline:public", huge.into_bytes(), ErrorKind::TooLarge, &["large", "limit", "4096"]),
+        (
+            "message over the size limit",
+            b"timeline:public",
+            huge.into_bytes(),
+            ErrorKind::TooLarge,
+            &["large", "limit", "4096"],
+        ),
     ];
     for (what, channel, message, kind, mention) in &cases {
         check(what, b.engine.publish_channel(channel, message), *kind, mention);
@@ -142,20 +181,56 @@ fn bad_subscriptions_leave_every_subscription_as_it_was() {
     let anon = b.engine.subscriber_from_json(b"{}").unwrap();
     anon.subscribe(br#"{"stream":"public:local"}"#).unwrap();
     let before = b.snapshot();
-    let cases: Vec<(&str, &Subscriber, &[u8], ErrorKind, &[&str])> = vec![
+    let cases: Vec<SubscriptionCase> = vec![
         ("unknown stream", &b.user, br#"{"stream":"bogus"}"#, ErrorKind::InvalidSubscription, &["Unknown stream type"]),
         ("no stream", &b.user, br#"{"tag":"rust"}"#, ErrorKind::InvalidSubscription, &["stream"]),
         ("stream not a string", &b.user, br#"{"stream":["public"]}"#, ErrorKind::InvalidSubscription, &["stream"]),
-        ("hashtag without tag", &b.user, br#"{"stream":"hashtag"}"#, ErrorKind::InvalidSubscription, &["Missing tag name parameter"]),
-        ("hashtag:local without tag", &b.user, br#"{"stream":"hashtag:local"}"#, ErrorKind::InvalidSubscription, &["Missing tag name parameter"]),
-        ("hashtag with empty tag", &b.user, br#"{"stream":"hashtag","tag":""}"#, ErrorKind::InvalidSubscription, &["tag"]),
-        ("list without list", &b.user, br#"{"stream":"list"}"#, ErrorKind::InvalidSubscription, &["Missing list name parameter"]),
+        (
+            "hashtag without tag",
+            &b.user,
+            br#"{"stream":"hashtag"}"#,
+            ErrorKind::InvalidSubscription,
+            &["Missing tag name parameter"],
+        ),
+        (
+            "hashtag:local without tag",
+            &b.user,
+            br#"{"stream":"hashtag:local"}"#,
+            ErrorKind::InvalidSubscription,
+            &["Missing tag name parameter"],
+        ),
+        (
+            "hashtag with empty tag",
+            &b.user,
+            br#"{"stream":"hashtag","tag":""}"#,
+            ErrorKind::InvalidSubscription,
+            &["tag"],
+        ),
+        (
+            "list without list",
+            &b.user,
+            br#"{"stream":"list"}"#,
+            ErrorKind::InvalidSubscription,
+            &["Missing list name parameter"],
+        ),
         ("user without account", &anon, br#"{"stream":"user"}"#, ErrorKind::InvalidSubscription, &["account"]),
-        ("user:notification without account", &anon, br#"{"stream":"user:notification"}"#, ErrorKind::InvalidSubscription, &["account"]),
+        (
+            "user:notification without account",
+            &anon,
+            br#"{"stream":"user:notification"}"#,
+            ErrorKind::InvalidSubscription,
+            &["account"],
+        ),
         ("direct without account", &anon, br#"{"stream":"direct"}"#, ErrorKind::InvalidSubscription, &["account"]),
         ("malformed JSON", &b.user, br#"{"stream":"public""#, ErrorKind::InvalidJson, &["json"]),
         ("not an object", &b.user, br#""public""#, ErrorKind::InvalidSubscription, &["object"]),
-        ("invalid UTF-8", &b.user, b"{\"stream\":\"hashtag\",\"tag\":\"\xff\"}", ErrorKind::InvalidUtf8, &["utf-8", "utf8"]),
+        (
+            "invalid UTF-8",
+            &b.user,
+            b"{\"stream\":\"hashtag\",\"tag\":\"\xff\"}",
+            ErrorKind::InvalidUtf8,
+            &["utf-8", "utf8"],
+        ),
     ];
     for (what, sub, json, kind, mention) in &cases {
         check(&format!("subscribe: {what}"), sub.subscribe(json), *kind, mention);
@@ -173,15 +248,30 @@ fn bad_subscriptions_leave_every_subscription_as_it_was() {
 
 #[test]
 fn bad_configuration_and_filters() {
-    check("unknown overflow", Engine::from_json(br#"{"overflow":"sometimes"}"#), ErrorKind::InvalidConfig, &["overflow"]);
+    check(
+        "unknown overflow",
+        Engine::from_json(br#"{"overflow":"sometimes"}"#),
+        ErrorKind::InvalidConfig,
+        &["overflow"],
+    );
     check("zero queue", Engine::from_json(br#"{"queue_capacity":0}"#), ErrorKind::InvalidConfig, &["queue_capacity"]);
     check("misspelt key", Engine::from_json(br#"{"queue_capacty":8}"#), ErrorKind::InvalidConfig, &["queue_capacty"]);
     check("config not JSON", Engine::from_json(b"{"), ErrorKind::InvalidJson, &["json"]);
 
     let b = Bystanders::new();
     let before = b.snapshot();
-    check("subscriber misspelt key", b.engine.subscriber_from_json(br#"{"acount":"1"}"#), ErrorKind::InvalidConfig, &["acount"]);
-    check("subscriber overflow", b.engine.subscriber_from_json(br#"{"overflow":"never"}"#), ErrorKind::InvalidConfig, &["overflow"]);
+    check(
+        "subscriber misspelt key",
+        b.engine.subscriber_from_json(br#"{"acount":"1"}"#),
+        ErrorKind::InvalidConfig,
+        &["acount"],
+    );
+    check(
+        "subscriber overflow",
+        b.engine.subscriber_from_json(br#"{"overflow":"never"}"#),
+        ErrorKind::InvalidConfig,
+        &["overflow"],
+    );
     check("subscriber not JSON", b.engine.subscriber_from_json(b"{\"account\""), ErrorKind::InvalidJson, &["json"]);
     check("filters not JSON", b.user.update(b"[\"en\""), ErrorKind::InvalidJson, &["json"]);
     assert_eq!(b.snapshot(), before);

@@ -59,8 +59,20 @@ const LANGUAGES: &[&str] = &["en", "de", "ja"];
 const LISTS: &[&str] = &["5", "6"];
 const STATUS_IDS: &[&str] = &["100", "101", "102", "103", "104"];
 const TAGS: &[&str] = &[
-    "rust", "Rust", "#Rust!", "RUST", "ＲＵＳＴ", "Café", "cafe", "#CAFÉ", "cafe\u{301}", "Straße", "strasse", "日本",
-    "foo_bar", "Foo-Bar",
+    "rust",
+    "Rust",
+    "#Rust!",
+    "RUST",
+    "ＲＵＳＴ",
+    "Café",
+    "cafe",
+    "#CAFÉ",
+    "cafe\u{301}",
+    "Straße",
+    "strasse",
+    "日本",
+    "foo_bar",
+    "Foo-Bar",
 ];
 const EVENT_FILTERS: &[&str] = &[
     "update",
@@ -75,8 +87,22 @@ const EVENT_FILTERS: &[&str] = &[
     "announcement.*",
     "notification.*",
 ];
-const ONLY_MEDIA: &[&str] =
-    &["true", "false", "1", "0", "\"1\"", "\"0\"", "\"f\"", "\"F\"", "\"false\"", "\"FALSE\"", "\"off\"", "\"OFF\"", "\"true\"", "\"yes\""];
+const ONLY_MEDIA: &[&str] = &[
+    "true",
+    "false",
+    "1",
+    "0",
+    "\"1\"",
+    "\"0\"",
+    "\"f\"",
+    "\"F\"",
+    "\"false\"",
+    "\"FALSE\"",
+    "\"off\"",
+    "\"OFF\"",
+    "\"true\"",
+    "\"yes\"",
+];
 
 fn filters_json(rng: &mut Rng) -> String {
     let mut keys = Vec::new();
@@ -114,7 +140,9 @@ fn subscriber_json(rng: &mut Rng) -> String {
 
 fn subscription_json(rng: &mut Rng) -> String {
     if rng.chance(8) {
-        return rng.pick(&["{", "{\"stream\":\"bogus\"}", "{\"stream\":\"hashtag\"}", "{\"stream\":\"list\"}", "[1]"]).to_string();
+        return rng
+            .pick(&["{", "{\"stream\":\"bogus\"}", "{\"stream\":\"hashtag\"}", "{\"stream\":\"list\"}", "[1]"])
+            .to_string();
     }
     let stream = *rng.pick(&[
         "public",
@@ -136,7 +164,8 @@ fn subscription_json(rng: &mut Rng) -> String {
         keys.insert(0, "\"type\":\"subscribe\"".to_string());
     }
     if stream.starts_with("hashtag") {
-        keys.push(format!("\"tag\":{}", quote(*rng.pick(TAGS))));
+        let tag = *rng.pick(TAGS);
+        keys.push(format!("\"tag\":{}", quote(tag)));
     }
     if stream == "list" {
         let l = *rng.pick(LISTS);
@@ -183,13 +212,19 @@ fn status_json(rng: &mut Rng, id: &str) -> String {
         Vec::new()
     };
     let tags: Vec<String> = if rng.chance(50) {
-        rng.some_of(TAGS).iter().map(|t| format!("{{\"name\":{},\"url\":\"https://x.example/tags\"}}", quote(t))).collect()
+        rng.some_of(TAGS)
+            .iter()
+            .map(|t| format!("{{\"name\":{},\"url\":\"https://x.example/tags\"}}", quote(t)))
+            .collect()
     } else {
         Vec::new()
     };
     let language = match rng.below(4) {
         0 => "null".to_string(),
-        _ => quote(*rng.pick(LANGUAGES)),
+        _ => {
+            let language = *rng.pick(LANGUAGES);
+            quote(language)
+        }
     };
     let visibility = *rng.pick(&["public", "public", "public", "unlisted", "private", "direct"]);
     let members = [
@@ -312,7 +347,10 @@ fn community_status(rng: &mut Rng) -> String {
     ]);
     let medias = if rng.chance(40) { "[{\"id\": 3}]" } else { "[]" };
     let tags: Vec<String> = if rng.chance(50) {
-        rng.some_of(TAGS).iter().map(|t| if rng.chance(50) { quote(t) } else { format!("{{\"name\":{}}}", quote(t)) }).collect()
+        rng.some_of(TAGS)
+            .iter()
+            .map(|t| if rng.chance(50) { quote(t) } else { format!("{{\"name\":{}}}", quote(t)) })
+            .collect()
     } else {
         Vec::new()
     };
@@ -402,7 +440,10 @@ impl World {
 
     fn add_subscriber(&mut self, json: &str) -> Result<usize, String> {
         self.log.push(format!("new subscriber #{}: {json}", self.handles.len()));
-        let sub = self.engine.subscriber_from_json(json.as_bytes()).map_err(|e| self.fail(format!("subscriber_from_json: {e:?}")))?;
+        let sub = self
+            .engine
+            .subscriber_from_json(json.as_bytes())
+            .map_err(|e| self.fail(format!("subscriber_from_json: {e:?}")))?;
         let i = self.reference.add_subscriber(json.as_bytes());
         self.handles.push(Some(sub));
         self.pending.push(Vec::new());
@@ -411,7 +452,8 @@ impl World {
 
     fn check_streams(&self, i: usize) -> Result<(), String> {
         let engine = self.handles[i].as_ref().unwrap().streams();
-        let model: Vec<String> = self.reference.subscribers[i].as_ref().unwrap().subs.iter().map(|s| s.array.clone()).collect();
+        let model: Vec<String> =
+            self.reference.subscribers[i].as_ref().unwrap().subs.iter().map(|s| s.array.clone()).collect();
         if engine != model {
             return Err(self.fail(format!("subscriber #{i} streams: engine {engine:?}, reference {model:?}")));
         }
@@ -439,12 +481,19 @@ impl World {
         self.check_streams(i)
     }
 
-    fn record(&mut self, what: String, stats: evroute::Result<evroute::PublishStats>, want: Vec<(usize, Expected)>) -> Result<(), String> {
+    fn record(
+        &mut self,
+        what: String,
+        stats: evroute::Result<evroute::PublishStats>,
+        want: Vec<(usize, Expected)>,
+    ) -> Result<(), String> {
         self.log.push(what.clone());
         let stats = stats.map_err(|e| self.fail(format!("{what} rejected: {e:?}")))?;
         let n = want.len() as u64;
         if stats.matched != n || stats.delivered != n || stats.dropped != 0 {
-            return Err(self.fail(format!("{what}: engine {stats:?}, reference expects {n} matched/delivered:\n{want:#?}")));
+            return Err(
+                self.fail(format!("{what}: engine {stats:?}, reference expects {n} matched/delivered:\n{want:#?}"))
+            );
         }
         self.published += 1;
         self.matched += n;
@@ -524,7 +573,11 @@ impl World {
             (41..=45, Some(i)) => {
                 let json = format!("{{{}}}", filters_json(&mut rng));
                 self.log.push(format!("#{i} update {json}"));
-                self.handles[i].as_ref().unwrap().update(json.as_bytes()).map_err(|e| self.fail(format!("update: {e:?}")))?;
+                self.handles[i]
+                    .as_ref()
+                    .unwrap()
+                    .update(json.as_bytes())
+                    .map_err(|e| self.fail(format!("update: {e:?}")))?;
                 self.reference.update(i, json.as_bytes());
             }
             (46..=47, Some(i)) => {
@@ -579,7 +632,12 @@ fn run(ops: &[(u8, u64)], delete_memory: usize) -> Result<(), String> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 300, max_shrink_iters: 4000, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        // PROPTEST_CASES raises it for a longer soak.
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(300),
+        max_shrink_iters: 4000,
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn engine_matches_reference(ops in prop::collection::vec((any::<u8>(), any::<u64>()), 1..80)) {
@@ -644,7 +702,8 @@ fn one_frame_per_subscription_per_publish() {
     sub.subscribe(b"{\"stream\":\"user\"}").unwrap();
     sub.subscribe(b"{\"stream\":\"user:notification\"}").unwrap();
     // Recipients repeated, as string and integer: still one frame per subscription.
-    let stats = engine.publish(b"{\"event\":\"notification\",\"payload\":{\"id\":\"1\"},\"recipients\":[\"1\",1]}").unwrap();
+    let stats =
+        engine.publish(b"{\"event\":\"notification\",\"payload\":{\"id\":\"1\"},\"recipients\":[\"1\",1]}").unwrap();
     assert_eq!(stats.matched, 2);
     let mut streams: Vec<String> = drain(&sub).into_iter().map(|f| f.stream).collect();
     streams.sort();

@@ -28,7 +28,10 @@ fn via_channel(i: usize) -> bool {
 
 fn publish(engine: &Engine, t: usize, i: usize) {
     let stats = if via_channel(i) {
-        engine.publish_channel(b"timeline:public", format!(r#"{{"event":"update","payload":{}}}"#, status(t, i)).as_bytes())
+        engine.publish_channel(
+            b"timeline:public",
+            format!(r#"{{"event":"update","payload":{}}}"#, status(t, i)).as_bytes(),
+        )
     } else {
         engine.publish(format!(r#"{{"event":"update","payload":{},"recipients":["1"]}}"#, status(t, i)).as_bytes())
     };
@@ -54,7 +57,12 @@ struct Stable {
 }
 
 const STABLE: &[Stable] = &[
-    Stable { name: "user 1", account: Some("1"), subscriptions: &[r#"{"stream":"user"}"#], frames_for: |i| usize::from(!via_channel(i)) },
+    Stable {
+        name: "user 1",
+        account: Some("1"),
+        subscriptions: &[r#"{"stream":"user"}"#],
+        frames_for: |i| usize::from(!via_channel(i)),
+    },
     Stable { name: "public", account: None, subscriptions: &[r#"{"stream":"public"}"#], frames_for: |_| 1 },
     Stable {
         name: "hashtag + public:local",
@@ -127,12 +135,13 @@ fn concurrent_publish_subscribe_and_drain_lose_nothing() {
                 let mut round = 0usize;
                 while !done.load(Ordering::Relaxed) {
                     round += 1;
-                    let sub = engine.subscriber_from_json(format!(r#"{{"account":"{}"}}"#, round % 3).as_bytes()).unwrap();
+                    let sub =
+                        engine.subscriber_from_json(format!(r#"{{"account":"{}"}}"#, round % 3).as_bytes()).unwrap();
                     for k in 0..=(round % streams.len()) {
                         sub.subscribe(streams[(k + c) % streams.len()].as_bytes()).unwrap();
                     }
                     let _ = sub.next(Duration::from_micros(200));
-                    if round % 2 == 0 {
+                    if round.is_multiple_of(2) {
                         sub.unsubscribe(streams[c % streams.len()].as_bytes()).unwrap();
                     }
                     while let Next::Frame(_) = sub.next(Duration::ZERO) {}
@@ -180,7 +189,12 @@ fn concurrent_publish_subscribe_and_drain_lose_nothing() {
         }
         assert!(matches!(sub.next(Duration::ZERO), Next::Empty), "{}: extra frames", s.name);
         let q = sub.stats();
-        assert_eq!((q.matched, q.delivered, q.dropped, q.read, q.depth), (want as u64, want as u64, 0, want as u64, 0), "{}", s.name);
+        assert_eq!(
+            (q.matched, q.delivered, q.dropped, q.read, q.depth),
+            (want as u64, want as u64, 0, want as u64, 0),
+            "{}",
+            s.name
+        );
     }
 
     let stats = engine.stats();

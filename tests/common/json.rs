@@ -160,7 +160,8 @@ impl Parser<'_> {
             b'f' => self.word("false", J::Bool(false))?,
             b'n' => self.word("null", J::Null)?,
             b'-' | b'0'..=b'9' => {
-                while self.i < self.s.len() && matches!(self.s[self.i], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9') {
+                while self.i < self.s.len() && matches!(self.s[self.i], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')
+                {
                     self.i += 1;
                 }
                 J::Num(self.text[start..self.i].to_string())

@@ -159,8 +159,7 @@ pub fn parse_filters(doc: &Node) -> Filters {
 }
 
 fn n_strs(node: Option<&Node>) -> BTreeSet<String> {
-    node.map(|n| n.items().iter().filter_map(|s| s.str().map(str::to_string)).collect())
-        .unwrap_or_default()
+    node.map(|n| n.items().iter().filter_map(|s| s.str().map(str::to_string)).collect()).unwrap_or_default()
 }
 
 impl Filters {
@@ -176,10 +175,10 @@ impl Filters {
         if hidden(&s.author) || s.mentions.iter().any(hidden) || s.reblog_author.as_ref().is_some_and(hidden) {
             return false;
         }
-        if let Some((_, domain)) = s.acct.split_once('@') {
-            if self.blocked_domains.contains(domain) {
-                return false;
-            }
+        if let Some((_, domain)) = s.acct.split_once('@')
+            && self.blocked_domains.contains(domain)
+        {
+            return false;
         }
         true
     }
@@ -201,14 +200,18 @@ pub fn parse_subscription(
     let events = match doc.get("events") {
         None => None,
         Some(n) => Some(
-            n.items().iter().map(|e| e.str().map(str::to_string).ok_or(Refusal::Subscription)).collect::<Result<Vec<_>, _>>()?,
+            n.items()
+                .iter()
+                .map(|e| e.str().map(str::to_string).ok_or(Refusal::Subscription))
+                .collect::<Result<Vec<_>, _>>()?,
         ),
     };
     let one = |c: String| BTreeSet::from([c]);
     let need_account = || account.map(str::to_string).ok_or(Refusal::Subscription);
     let (name, array, channels) = match stream {
         "public" | "public:local" | "public:remote" | "public:media" | "public:local:media" | "public:remote:media" => {
-            let name = if media && !stream.ends_with(":media") { format!("{stream}:media") } else { stream.to_string() };
+            let name =
+                if media && !stream.ends_with(":media") { format!("{stream}:media") } else { stream.to_string() };
             (name.clone(), format!("[{}]", quote(&name)), one(format!("timeline:{name}")))
         }
         "hashtag" | "hashtag:local" => {
@@ -246,12 +249,11 @@ fn status_facts(p: &Node) -> Result<StatusFacts, Refusal> {
         author: account.get("id").and_then(Node::id).unwrap_or_default(),
         acct: account.get("acct").and_then(Node::str).unwrap_or_default().to_string(),
         language: p.get("language").and_then(Node::str).map(str::to_string),
-        mentions: p.get("mentions").map(|m| m.items().iter().filter_map(|x| x.get("id").and_then(Node::id)).collect()).unwrap_or_default(),
-        reblog_author: p
-            .get("reblog")
-            .and_then(|r| r.get("account"))
-            .and_then(|a| a.get("id"))
-            .and_then(Node::id),
+        mentions: p
+            .get("mentions")
+            .map(|m| m.items().iter().filter_map(|x| x.get("id").and_then(Node::id)).collect())
+            .unwrap_or_default(),
+        reblog_author: p.get("reblog").and_then(|r| r.get("account")).and_then(|a| a.get("id")).and_then(Node::id),
     })
 }
 
@@ -358,7 +360,8 @@ pub fn derive(bytes: &[u8]) -> Result<Derived, Refusal> {
                 d.channels.insert(format!("timeline:{r}:notifications"));
             }
         } else if d.name.starts_with("status.") {
-            let own = matches!(d.name.as_str(), "status.created" | "status.updated" | "status.deleted" | "status.restored");
+            let own =
+                matches!(d.name.as_str(), "status.created" | "status.updated" | "status.deleted" | "status.restored");
             let status = if own { data } else { data.and_then(|x| x.get("status")) };
             let media = !status.and_then(|s| s.get("medias")).map(Node::items).unwrap_or_default().is_empty();
             add_public(&mut d.channels, true, media);
@@ -476,10 +479,11 @@ impl Reference {
                 if !hit || !event_allowed(&s.events, &d.name) {
                     continue;
                 }
-                if let Some(facts) = &d.status {
-                    if viewer_filtered(&s.stream) && !subscriber.filters.allows(facts) {
-                        continue;
-                    }
+                if let Some(facts) = &d.status
+                    && viewer_filtered(&s.stream)
+                    && !subscriber.filters.allows(facts)
+                {
+                    continue;
                 }
                 receivers.insert(s.uid);
                 out.push((i, frame(&s.array, &d.name, d.payload.as_deref())));
@@ -514,10 +518,11 @@ impl Reference {
                 if !s.channels.contains(channel) || !event_allowed(&s.events, &name) {
                     continue;
                 }
-                if let Some(facts) = &facts {
-                    if viewer_filtered(&s.stream) && !subscriber.filters.allows(facts) {
-                        continue;
-                    }
+                if let Some(facts) = &facts
+                    && viewer_filtered(&s.stream)
+                    && !subscriber.filters.allows(facts)
+                {
+                    continue;
                 }
                 out.push((i, frame(&s.array, &name, payload.as_deref())));
             }
