@@ -1,0 +1,218 @@
+//! Concurrency: publishers, churning subscribers and drainers at once. With
+//! queues large enough that nothing drops, every stable subscriber gets each
+//! event exactly once per matching subscription, in each publisher's order,
+//! and the engine's counters add up with the subscribers'.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use evroute::{Engine, EngineConfig, Next, Subscriber};
+
+const PUBLISHERS: usize = 4;
+const EVENTS: usize = 5000;
+const CHURNERS: usize = 2;
+
+fn status(t: usize, i: usize) -> String {
+    format!(
+        r#"{{"id":"{t}-{i}","visibility":"public","language":"en","account":{{"id":"9","acct":"nine"}},"reblog":null,"in_reply_to_account_id":null,"media_attachments":[],"mentions":[],"tags":[{{"name":"Rust"}}],"seq":"{t}:{i}"}}"#
+    )
+}
+
+/// Every 4th event goes through channel mode to `timeline:public` only.
+fn via_channel(i: usize) -> bool {
+    i % 4 == 3
+}
+
+fn publish(engine: &Engine, t: usize, i: usize) {
+    let stats = if via_channel(i) {
+        engine.publish_channel(
+            b"timeline:public",
+            format!(r#"{{"event":"update","payload":{}}}"#, status(t, i)).as_bytes(),
+        )
+    } else {
+        engine.publish(format!(r#"{{"event":"update","payload":{},"recipients":["1"]}}"#, status(t, i)).as_bytes())
+    };
+    let stats = stats.unwrap();
+    assert_eq!(stats.dropped, 0);
+}
+
+/// (publisher, sequence number) from a frame's payload.
+fn seq(payload: &str) -> (usize, usize) {
+    let at = payload.find("\"seq\":\"").expect("seq in payload") + 7;
+    let rest = &payload[at..];
+    let (t, rest) = rest.split_once(':').unwrap();
+    let i = &rest[..rest.find('"').unwrap()];
+    (t.parse().unwrap(), i.parse().unwrap())
+}
+
+struct Stable {
+    name: &'static str,
+    account: Option<&'static str>,
+    subscriptions: &'static [&'static str],
+    /// Frames expected for event `i` of any publisher.
+    frames_for: fn(usize) -> usize,
+}
+
+const STABLE: &[Stable] = &[
+    Stable {
+        name: "user 1",
+        account: Some("1"),
+        subscriptions: &[r#"{"stream":"user"}"#],
+        frames_for: |i| usize::from(!via_channel(i)),
+    },
+    Stable { name: "public", account: None, subscriptions: &[r#"{"stream":"public"}"#], frames_for: |_| 1 },
+    Stable {
+        name: "hashtag + public:local",
+        account: None,
+        subscriptions: &[r#"{"stream":"hashtag","tag":"rust"}"#, r#"{"stream":"public:local"}"#],
+        frames_for: |i| if via_channel(i) { 0 } else { 2 },
+    },
+];
+
+fn drain_until(sub: &Subscriber, want: usize, deadline: Instant) -> Vec<(String, usize, usize)> {
+    let mut got = Vec::with_capacity(want);
+    while got.len() < want && Instant::now() < deadline {
+        match sub.next(Duration::from_millis(50)) {
+            Next::Frame(f) => {
+                let (t, i) = seq(f.payload().unwrap());
+                got.push((f.stream().to_string(), t, i));
+            }
+            Next::Timeout | Next::Empty => {}
+            Next::Closed(why) => panic!("stable subscriber closed: {why}"),
+        }
+    }
+    got
+}
+
+#[test]
+fn concurrent_publish_subscribe_and_drain_lose_nothing() {
+    let engine = Engine::new(EngineConfig { queue_capacity: 1 << 16, ..EngineConfig::default() });
+    let stable: Vec<Arc<Subscriber>> = STABLE
+        .iter()
+        .map(|s| {
+            let json = match s.account {
+                Some(a) => format!(r#"{{"account":"{a}"}}"#),
+                None => "{}".to_string(),
+            };
+            let sub = engine.subscriber_from_json(json.as_bytes()).unwrap();
+            for subscription in s.subscriptions {
+                assert!(sub.subscribe(subscription.as_bytes()).unwrap());
+            }
+            Arc::new(sub)
+        })
+        .collect();
+
+    let done = Arc::new(AtomicBool::new(false));
+    let retired: Arc<Mutex<Vec<Subscriber>>> = Arc::default();
+    let deadline = Instant::now() + Duration::from_secs(60);
+
+    let drainers: Vec<_> = STABLE
+        .iter()
+        .zip(&stable)
+        .map(|(s, sub)| {
+            let sub = Arc::clone(sub);
+            let want = PUBLISHERS * (0..EVENTS).map(s.frames_for).sum::<usize>();
+            thread::spawn(move || drain_until(&sub, want, deadline))
+        })
+        .collect();
+
+    let churners: Vec<_> = (0..CHURNERS)
+        .map(|c| {
+            let engine = engine.clone();
+            let done = Arc::clone(&done);
+            let retired = Arc::clone(&retired);
+            thread::spawn(move || {
+                let streams = [
+                    r#"{"stream":"public"}"#,
+                    r#"{"stream":"user"}"#,
+                    r#"{"stream":"hashtag","tag":"RUST"}"#,
+                    r#"{"stream":"public:local","only_media":false}"#,
+                    r#"{"stream":"user:notification"}"#,
+                ];
+                let mut round = 0usize;
+                while !done.load(Ordering::Relaxed) {
+                    round += 1;
+                    let sub =
+                        engine.subscriber_from_json(format!(r#"{{"account":"{}"}}"#, round % 3).as_bytes()).unwrap();
+                    for k in 0..=(round % streams.len()) {
+                        sub.subscribe(streams[(k + c) % streams.len()].as_bytes()).unwrap();
+                    }
+                    let _ = sub.next(Duration::from_micros(200));
+                    if round.is_multiple_of(2) {
+                        sub.unsubscribe(streams[c % streams.len()].as_bytes()).unwrap();
+                    }
+                    while let Next::Frame(_) = sub.next(Duration::ZERO) {}
+                    sub.close();
+                    retired.lock().unwrap().push(sub);
+                }
+                round
+            })
+        })
+        .collect();
+
+    let publishers: Vec<_> = (0..PUBLISHERS)
+        .map(|t| {
+            let engine = engine.clone();
+            thread::spawn(move || {
+                for i in 0..EVENTS {
+                    publish(&engine, t, i);
+                }
+            })
+        })
+        .collect();
+
+    for p in publishers {
+        p.join().unwrap();
+    }
+    done.store(true, Ordering::Relaxed);
+    let rounds: usize = churners.into_iter().map(|c| c.join().unwrap()).sum();
+    assert!(rounds > 0, "churners never ran");
+
+    for ((s, sub), drainer) in STABLE.iter().zip(&stable).zip(drainers) {
+        let got = drainer.join().unwrap();
+        let want = PUBLISHERS * (0..EVENTS).map(s.frames_for).sum::<usize>();
+        assert_eq!(got.len(), want, "{}: frames received", s.name);
+        let unique: BTreeSet<_> = got.iter().collect();
+        assert_eq!(unique.len(), got.len(), "{}: duplicated frames", s.name);
+        for (stream, t, i) in &got {
+            assert!((s.frames_for)(*i) > 0, "{}: got {stream} {t}:{i}, which it does not listen to", s.name);
+        }
+        // Per publisher, arrival order is publish order (two frames of one
+        // event, on different subscriptions, may come in either order).
+        let mut last: BTreeMap<usize, usize> = BTreeMap::new();
+        for (_, t, i) in &got {
+            let prev = last.insert(*t, *i);
+            assert!(prev.is_none_or(|p| p <= *i), "{}: publisher {t} out of order: {prev:?} then {i}", s.name);
+        }
+        assert!(matches!(sub.next(Duration::ZERO), Next::Empty), "{}: extra frames", s.name);
+        let q = sub.stats();
+        assert_eq!(
+            (q.matched, q.delivered, q.dropped, q.read, q.depth),
+            (want as u64, want as u64, 0, want as u64, 0),
+            "{}",
+            s.name
+        );
+    }
+
+    let stats = engine.stats();
+    assert_eq!(stats.published, (PUBLISHERS * EVENTS) as u64);
+    assert_eq!(stats.rejected, 0);
+    assert_eq!(stats.matched, stats.delivered + stats.dropped, "{stats:?}");
+    let retired = retired.lock().unwrap();
+    let (mut matched, mut delivered) = (0, 0);
+    for q in stable.iter().map(|s| s.stats()).chain(retired.iter().map(Subscriber::stats)) {
+        matched += q.matched;
+        delivered += q.delivered;
+    }
+    assert_eq!((matched, delivered), (stats.matched, stats.delivered), "subscriber counters vs engine {stats:?}");
+    assert_eq!(stats.dropped, 0, "nothing may drop with these queue sizes");
+    // A retired subscriber's frames were each read or discarded by close().
+    for q in retired.iter().map(Subscriber::stats) {
+        assert_eq!(q.matched, q.delivered, "{q:?}");
+        assert_eq!(q.read + q.dropped, q.delivered, "{q:?}");
+        assert_eq!(q.depth, 0, "{q:?}");
+    }
+}
