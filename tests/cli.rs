@@ -19,8 +19,13 @@ fn route(subscribers: &PathBuf, events: Option<&PathBuf>, stdin: &str) -> Output
         cmd.arg(e);
     }
     let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    child.wait_with_output().unwrap()
+    // Feed stdin from another thread: the child writes output while it reads.
+    let mut pipe = child.stdin.take().unwrap();
+    let input = stdin.to_owned();
+    let writer = std::thread::spawn(move || pipe.write_all(input.as_bytes()));
+    let output = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    output
 }
 
 const SUBSCRIBERS: &str = r#"{"id": "a", "account": 7, "subscriptions": [{"stream": "public"}, {"stream": "user"}]}
