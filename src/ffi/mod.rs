@@ -610,7 +610,8 @@ pub unsafe extern "C" fn evr_frame_free(frame: *mut evr_frame) {
 
 /// The message of the last failed call on this thread (NUL-terminated), or
 /// "" when none failed yet. Valid until the next failed call on this
-/// thread; successful calls leave it alone. Never NULL.
+/// thread or until the thread exits; successful calls leave it alone.
+/// Never NULL.
 ///
 /// Thread-safety: thread-local; each thread sees its own last error.
 #[unsafe(no_mangle)]
