@@ -14,6 +14,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod event;
+pub mod ffi;
 pub mod filter;
 pub mod frame;
 pub mod index;

@@ -1,0 +1,635 @@
+//! The C ABI of SPEC §7 (`include/evroute.h` is generated from this module
+//! by cbindgen). A thin layer: each export checks its arguments, calls one
+//! core method inside the panic boundary and converts the result.
+//!
+//! Ownership, declared once per handle:
+//! - `evr_engine` owns an [`Engine`] (itself a shared reference to the
+//!   routing domain, so subscribers keep it alive);
+//! - `evr_subscriber` owns a [`Subscriber`];
+//! - `evr_frame` owns one `Arc<Frame>` reference, so a frame outlives its
+//!   subscriber and engine.
+
+#![allow(non_camel_case_types)]
+
+mod boundary;
+
+use std::ffi::{CStr, c_char, c_int};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::engine::{Engine, Next, PublishStats, Subscriber};
+use crate::frame::Frame;
+use crate::queue::SLOW_CONSUMER;
+
+pub use boundary::evr_status;
+use boundary::{bytes, guard, handle, out_param, pointer, status};
+use evr_status::*;
+
+/// A routing domain. Free with evr_engine_free().
+pub struct evr_engine {
+    engine: Engine,
+}
+
+/// One client connection: a bounded frame queue, viewer filters and any
+/// number of subscriptions. Free with evr_subscriber_free().
+pub struct evr_subscriber {
+    subscriber: Subscriber,
+}
+
+/// One immutable delivery, shared with every subscriber that received the
+/// same frame. Free with evr_frame_free().
+pub struct evr_frame {
+    frame: Arc<Frame>,
+}
+
+/// What one publish did.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct evr_publish_stats {
+    /// Subscriptions that matched (after viewer and event filters).
+    pub matched: u64,
+    /// Frames placed in queues.
+    pub delivered: u64,
+    /// Frames dropped by overflow policies or closed subscribers.
+    pub dropped: u64,
+}
+
+impl From<PublishStats> for evr_publish_stats {
+    fn from(s: PublishStats) -> Self {
+        evr_publish_stats {
+            matched: s.matched,
+            delivered: s.delivered,
+            dropped: s.dropped,
+        }
+    }
+}
+
+/// Engine-wide counters since the engine was created.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct evr_engine_stats {
+    /// Events accepted by evr_publish() or evr_publish_channel().
+    pub published: u64,
+    /// Events rejected as bad input.
+    pub rejected: u64,
+    /// Subscription matches over all publishes.
+    pub matched: u64,
+    /// Frames placed in queues.
+    pub delivered: u64,
+    /// Frames dropped by overflow policies or closed subscribers.
+    pub dropped: u64,
+    /// Live subscribers.
+    pub subscribers: u64,
+    /// Live subscriptions.
+    pub subscriptions: u64,
+}
+
+/// One subscriber's counters. Always matched == read + depth + dropped.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct evr_subscriber_stats {
+    /// Frames routed to this subscriber.
+    pub matched: u64,
+    /// Frames placed in its queue.
+    pub delivered: u64,
+    /// Frames that will never be read (evicted, refused, or discarded on close).
+    pub dropped: u64,
+    /// Frames taken by evr_subscriber_next().
+    pub read: u64,
+    /// Frames waiting now.
+    pub depth: u64,
+}
+
+/// Creates an engine from the engine config JSON
+/// (`{"queue_capacity":1024,"overflow":"drop_oldest","max_event_bytes":1048576,"delete_memory":65536,"redis_namespace":null}`,
+/// every key optional); `len == 0` means all defaults. On EVR_OK `*out` is a
+/// new engine to free with evr_engine_free().
+///
+/// Thread-safety: may be called from any thread.
+///
+/// # Safety
+/// `config_json` points to `len` readable bytes (or `len` is 0); `out` is
+/// NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn evr_engine_new(
+    config_json: *const u8,
+    len: usize,
+    out: *mut *mut evr_engine,
+) -> evr_status {
+    status(|| {
+        let out = out_param(out, "out")?;
+        // SAFETY: per this function's contract.
+        let config = unsafe { bytes(config_json, len, "config_json") }?;
+        let engine = Box::new(evr_engine {
+            engine: Engine::from_json(config)?,
+        });
+        // SAFETY: checked non-NULL; writable by contract.
+        unsafe { out.write(Box::into_raw(engine)) };
+        Ok(EVR_OK)
+    })
+}
+
+/// Frees an engine. Its subscribers stay usable (they keep the routing
+/// domain alive) and its frames stay valid. NULL is a no-op.
+///
+/// Thread-safety: must not race with another call on the same engine.
+///
+/// # Safety
+/// `engine` is NULL or a live engine from evr_engine_new(), not used again.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn evr_engine_free(engine: *mut evr_engine) {
+    if !engine.is_null() {
+        // SAFETY: the caller gives up this pointer from Box::into_raw.
+        guard((), || drop(unsafe { Box::from_raw(engine) }));
+    }
+}
+
+/// Creates a subscriber from the subscriber JSON (`{"account":"42","languages":["en"],
+/// "blocked_accounts":[],"muted_accounts":[],"blocked_domains":[],"queue_capacity":16,
+/// "overflow":"disconnect"}`, every key optional); `len == 0` means defaults.
+/// On EVR_OK `*out` is a new subscriber to free with evr_subscriber_free().
+///
+/// Thread-safety: may be called from any thread, concurrently with any call
+/// on the same engine.
+///
+/// # Safety
+/// `engine` is NULL or live; `json` points to `len` readable bytes (or `len`
+/// is 0); `out` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn evr_subscriber_new(
+    engine: *const evr_engine,
+    json: *const u8,
+    len: usize,
+    out: *mut *mut evr_subscriber,
+) -> evr_status {
+    status(|| {
+        // SAFETY: per this function's contract.
+        let engine = unsafe { handle(engine, "engine") }?;
+        let out = out_param(out, "out")?;
+        // SAFETY: per this function's contract.
+        let json = unsafe { bytes(json, len, "json") }?;
+        let subscriber = Box::new(evr_subscriber {
+            subscriber: engine.engine.subscriber_from_json(json)?,
+        });
+        // SAFETY: checked non-NULL; writable by contract.
+        unsafe { out.write(Box::into_raw(subscriber)) };
+        Ok(EVR_OK)
+    })
+}
+
+/// Replaces the subscriber's viewer filters with the JSON object's
+/// `languages`, `blocked_accounts`, `muted_accounts` and `blocked_domains`;
+/// absent keys become empty. Other keys are EVR_ERR_INVALID_CONFIG.
+///
+/// Thread-safety: may be called from any thread, concurrently with
+/// publishes and reads.
+///
+/// # Safety
+/// `subscriber` is NULL or live; `json` points to `len` readable bytes (or
+/// `len` is 0).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn evr_subscriber_update(
+    subscriber: *const evr_subscriber,
+    json: *const u8,
+    len: usize,
+) -> evr_status {
+    status(|| {
+        // SAFETY: per this function's contract.
+        let (subscriber, json) =
+            unsafe { (handle(subscriber, "subscriber")?, bytes(json, len, "json")?) };
+        subscriber.subscriber.update(json)?;
+        Ok(EVR_OK)
+    })
+}
+
+/// Frees a subscriber: unsubscribes everything and closes its queue. Frames
+/// already taken stay valid. NULL is a no-op.
+///
+/// Thread-safety: must not race with another call on the same subscriber
+/// (use evr_subscriber_close() to wake a thread blocked in
+/// evr_subscriber_next() first).
+///
+/// # Safety
+/// `subscriber` is NULL or a live subscriber, not used again.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn evr_subscriber_free(subscriber: *mut evr_subscriber) {
+    if !subscriber.is_null() {
+        // SAFETY: the caller gives up this pointer from Box::into_raw.
+        guard((), || drop(unsafe { Box::from_raw(subscriber) }));
+    }
+}
+
+/// Unsubscribes everything and closes the queue without freeing the
+/// subscriber: waiting and later evr_subscriber_next() calls return
+/// EVR_CLOSED, and the readiness fd becomes readable.
+///
+/// Thread-safety: may be called from any thread, also while another thread
+/// waits in evr_subscriber_next().
+///
+/// # Safety
+/// `subscriber` is NULL or live.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn evr_subscriber_close(subscriber: *const evr_subscriber) -> evr_status {
+    status(|| {
+        // SAFETY: per this function's contract.
+        unsafe { handle(subscriber, "subscriber") }?
+            .subscriber
+            .close();
+        Ok(EVR_OK)
+    })
+}
+
+/// Why the subscriber is closed: "slow consumer" (overflow policy
+/// `disconnect`) or "closed" (evr_subscriber_close()); NULL while it is open
+/// or when `subscriber` is NULL. The string is static.
+///
+/// Thread-safety: may be called from any thread.
+///
+/// # Safety
+/// `subscriber` is NULL or live.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn evr_subscriber_closed(subscriber: *const evr_subscriber) -> *const c_char {
+    pointer(|| {
+        // SAFETY: per this function's contract.
+        let subscriber = unsafe { handle(subscriber, "subscriber") }?;
+        Ok(match subscriber.subscriber.closed() {
+            None => std::ptr::null(),
+            Some(SLOW_CONSUMER) => c"slow consumer".as_ptr(),
+            Some(_) => c"closed".as_ptr(),
+        })
+    })
+}
+
+/// Adds a subscription from its JSON (`{"stream":S,"tag"?:T,"list"?:L,"events"?:[...]}`).
+/// A subscription that listens to the same channels as an existing one is
+/// a no-op and also returns EVR_OK. A refused subscription leaves the others
+/// as they were.
+///
+/// Thread-safety: may be called from any thread, concurrently with
+/// publishes and reads.
+///
+/// # Safety
+/// `subscriber` is NULL or live; `json` points to `len` readable bytes (or
+/// `len` is 0).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn evr_subscribe(
+    subscriber: *const evr_subscriber,
+    json: *const u8,
+    len: usize,
+) -> evr_status {
+    status(|| {
+        // SAFETY: per this function's contract.
+        let (subscriber, json) =
+            unsafe { (handle(subscriber, "subscriber")?, bytes(json, len, "json")?) };
+        subscriber.subscriber.subscribe(json)?;
+        Ok(EVR_OK)
+    })
+}
+
+/// Removes the subscription that the same JSON would have created. EVR_OK
+/// also when there was none.
+///
+/// Thread-safety: may be called from any thread, concurrently with
+/// publishes and reads.
+///
+/// # Safety
+/// `subscriber` is NULL or live; `json` points to `len` readable bytes (or
+/// `len` is 0).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn evr_unsubscribe(
+    subscriber: *const evr_subscriber,
+    json: *const u8,
+    len: usize,
+) -> evr_status {
+    status(|| {
+        // SAFETY: per this function's contract.
+        let (subscriber, json) =
+            unsafe { (handle(subscriber, "subscriber")?, bytes(json, len, "json")?) };
+        subscriber.subscriber.unsubscribe(json)?;
+        Ok(EVR_OK)
+    })
+}
+
+/// Content mode (SPEC §3b): routes an event by its own content. `out` may
+/// be NULL when the counts are not needed. A rejected event delivers
+/// nothing and leaves the engine fully usable. Never blocks on a slow
+/// subscriber.
+///
+/// Thread-safety: may be called from any thread, concurrently with any
+/// other call on the engine and its subscribers.
+///
+/// # Safety
+/// `engine` is NULL or live; `event` points to `len` readable bytes (or
+/// `len` is 0); `out` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn evr_publish(
+    engine: *const evr_engine,
+    event: *const u8,
+    len: usize,
+    out: *mut evr_publish_stats,
+) -> evr_status {
+    status(|| {
+        // SAFETY: per this function's contract.
+        let (engine, event) = unsafe { (handle(engine, "engine")?, bytes(event, len, "event")?) };
+        let stats = engine.engine.publish(event)?;
+        // SAFETY: NULL or writable by contract.
+        if let Some(out) = unsafe { out.as_mut() } {
+            *out = stats.into();
+        }
+        Ok(EVR_OK)
+    })
+}
+
+/// Channel mode (SPEC §3a): a Mastodon Redis channel (with the engine's
+/// namespace, if any) and message `{"event":E,"payload":P}`. `out` may be
+/// NULL when the counts are not needed.
+///
+/// Thread-safety: may be called from any thread, concurrently with any
+/// other call on the engine and its subscribers.
+///
+/// # Safety
+/// `engine` is NULL or live; `channel` and `message` point to `clen` and
+/// `mlen` readable bytes (or their length is 0); `out` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn evr_publish_channel(
+    engine: *const evr_engine,
+    channel: *const u8,
+    clen: usize,
+    message: *const u8,
+    mlen: usize,
+    out: *mut evr_publish_stats,
+) -> evr_status {
+    status(|| {
+        // SAFETY: per this function's contract.
+        let engine = unsafe { handle(engine, "engine") }?;
+        // SAFETY: per this function's contract.
+        let (channel, message) = unsafe {
+            (
+                bytes(channel, clen, "channel")?,
+                bytes(message, mlen, "message")?,
+            )
+        };
+        let stats = engine.engine.publish_channel(channel, message)?;
+        // SAFETY: NULL or writable by contract.
+        if let Some(out) = unsafe { out.as_mut() } {
+            *out = stats.into();
+        }
+        Ok(EVR_OK)
+    })
+}
+
+/// Takes the next frame, waiting up to `timeout_ms` milliseconds (0: don't
+/// wait). Returns EVR_OK with a new frame in `*out` (free it with
+/// evr_frame_free()), EVR_EMPTY (timeout 0, nothing queued), EVR_TIMEOUT, or
+/// EVR_CLOSED once the subscriber is closed.
+///
+/// Thread-safety: may be called from any thread; several readers of one
+/// subscriber each get different frames.
+///
+/// # Safety
+/// `subscriber` is NULL or live; `out` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn evr_subscriber_next(
+    subscriber: *const evr_subscriber,
+    timeout_ms: u32,
+    out: *mut *mut evr_frame,
+) -> evr_status {
+    status(|| {
+        // SAFETY: per this function's contract.
+        let subscriber = unsafe { handle(subscriber, "subscriber") }?;
+        let out = out_param(out, "out")?;
+        Ok(
+            match subscriber
+                .subscriber
+                .next(Duration::from_millis(timeout_ms.into()))
+            {
+                Next::Frame(frame) => {
+                    // SAFETY: checked non-NULL; writable by contract.
+                    unsafe { out.write(Box::into_raw(Box::new(evr_frame { frame }))) };
+                    EVR_OK
+                }
+                Next::Empty => EVR_EMPTY,
+                Next::Timeout => EVR_TIMEOUT,
+                Next::Closed(_) => EVR_CLOSED,
+            },
+        )
+    })
+}
+
+/// Stores in `*out` a file descriptor that polls readable (POLLIN) while
+/// frames are waiting or after the subscriber was closed, so a host event
+/// loop can put it into poll/epoll instead of busy polling. It is
+/// level-triggered: drain with evr_subscriber_next() until EVR_EMPTY. The
+/// fd is owned by the subscriber and lives until evr_subscriber_free():
+/// never read, write or close it. Repeated calls give the same fd.
+/// EVR_ERR_IO when it cannot be created (for example no fds left).
+///
+/// Thread-safety: may be called from any thread.
+///
+/// # Safety
+/// `subscriber` is NULL or live; `out` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn evr_subscriber_fd(
+    subscriber: *const evr_subscriber,
+    out: *mut c_int,
+) -> evr_status {
+    status(|| {
+        // SAFETY: per this function's contract.
+        let subscriber = unsafe { handle(subscriber, "subscriber") }?;
+        let out = out_param(out, "out")?;
+        let fd = subscriber.subscriber.ready_fd()?;
+        // SAFETY: checked non-NULL; writable by contract.
+        unsafe { out.write(fd) };
+        Ok(EVR_OK)
+    })
+}
+
+/// Stores the engine's counters in `*out`.
+///
+/// Thread-safety: may be called from any thread at any time.
+///
+/// # Safety
+/// `engine` is NULL or live; `out` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn evr_engine_get_stats(
+    engine: *const evr_engine,
+    out: *mut evr_engine_stats,
+) -> evr_status {
+    status(|| {
+        // SAFETY: per this function's contract.
+        let engine = unsafe { handle(engine, "engine") }?;
+        let out = out_param(out, "out")?;
+        let s = engine.engine.stats();
+        let stats = evr_engine_stats {
+            published: s.published,
+            rejected: s.rejected,
+            matched: s.matched,
+            delivered: s.delivered,
+            dropped: s.dropped,
+            subscribers: s.subscribers,
+            subscriptions: s.subscriptions,
+        };
+        // SAFETY: checked non-NULL; writable by contract.
+        unsafe { out.write(stats) };
+        Ok(EVR_OK)
+    })
+}
+
+/// Stores the subscriber's counters in `*out`.
+///
+/// Thread-safety: may be called from any thread at any time.
+///
+/// # Safety
+/// `subscriber` is NULL or live; `out` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn evr_subscriber_get_stats(
+    subscriber: *const evr_subscriber,
+    out: *mut evr_subscriber_stats,
+) -> evr_status {
+    status(|| {
+        // SAFETY: per this function's contract.
+        let subscriber = unsafe { handle(subscriber, "subscriber") }?;
+        let out = out_param(out, "out")?;
+        let s = subscriber.subscriber.stats();
+        let stats = evr_subscriber_stats {
+            matched: s.matched,
+            delivered: s.delivered,
+            dropped: s.dropped,
+            read: s.read,
+            depth: s.depth,
+        };
+        // SAFETY: checked non-NULL; writable by contract.
+        unsafe { out.write(stats) };
+        Ok(EVR_OK)
+    })
+}
+
+/// Gives one of a frame's byte strings and its length.
+///
+/// # Safety
+/// `frame` is NULL or live; `len` is NULL or writable.
+unsafe fn frame_bytes(
+    frame: *const evr_frame,
+    len: *mut usize,
+    part: impl FnOnce(&Frame) -> Option<&[u8]>,
+) -> *const u8 {
+    pointer(|| {
+        // SAFETY: per the caller's contract.
+        let frame = unsafe { handle(frame, "frame") }?;
+        let len = out_param(len, "len")?;
+        let (ptr, n) = part(&frame.frame).map_or((std::ptr::null(), 0), |b| (b.as_ptr(), b.len()));
+        // SAFETY: checked non-NULL; writable by contract.
+        unsafe { len.write(n) };
+        Ok(ptr)
+    })
+}
+
+/// The frame's SSE bytes (`event: E\ndata: P\n\n`), not NUL-terminated;
+/// `*len` gets the length. Valid until evr_frame_free(). NULL when `frame`
+/// or `len` is NULL.
+///
+/// Thread-safety: a frame is immutable; any thread may read it.
+///
+/// # Safety
+/// `frame` is NULL or live; `len` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn evr_frame_sse(frame: *const evr_frame, len: *mut usize) -> *const u8 {
+    // SAFETY: per this function's contract.
+    unsafe { frame_bytes(frame, len, |f| Some(f.sse())) }
+}
+
+/// The frame's WebSocket message (`{"stream":[...],"event":"E","payload":"..."}`),
+/// not NUL-terminated; `*len` gets the length. Valid until evr_frame_free().
+/// NULL when `frame` or `len` is NULL.
+///
+/// Thread-safety: a frame is immutable; any thread may read it.
+///
+/// # Safety
+/// `frame` is NULL or live; `len` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn evr_frame_ws(frame: *const evr_frame, len: *mut usize) -> *const u8 {
+    // SAFETY: per this function's contract.
+    unsafe { frame_bytes(frame, len, |f| Some(f.ws())) }
+}
+
+/// The frame's event name (UTF-8, not NUL-terminated); `*len` gets the
+/// length. Valid until evr_frame_free(). NULL when `frame` or `len` is NULL.
+///
+/// Thread-safety: a frame is immutable; any thread may read it.
+///
+/// # Safety
+/// `frame` is NULL or live; `len` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn evr_frame_event(frame: *const evr_frame, len: *mut usize) -> *const u8 {
+    // SAFETY: per this function's contract.
+    unsafe { frame_bytes(frame, len, |f| Some(f.event().as_bytes())) }
+}
+
+/// The frame's payload string (JSON text of an object payload, or the raw
+/// string), not NUL-terminated; `*len` gets the length. NULL with `*len = 0`
+/// when the event has no payload; NULL (len untouched) when `frame` or `len`
+/// is NULL. Valid until evr_frame_free().
+///
+/// Thread-safety: a frame is immutable; any thread may read it.
+///
+/// # Safety
+/// `frame` is NULL or live; `len` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn evr_frame_payload(frame: *const evr_frame, len: *mut usize) -> *const u8 {
+    // SAFETY: per this function's contract.
+    unsafe { frame_bytes(frame, len, |f| f.payload().map(str::as_bytes)) }
+}
+
+/// The frame's stream array as JSON text (e.g. `["hashtag","Rust"]`), not
+/// NUL-terminated; `*len` gets the length. Valid until evr_frame_free().
+/// NULL when `frame` or `len` is NULL.
+///
+/// Thread-safety: a frame is immutable; any thread may read it.
+///
+/// # Safety
+/// `frame` is NULL or live; `len` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn evr_frame_stream(frame: *const evr_frame, len: *mut usize) -> *const u8 {
+    // SAFETY: per this function's contract.
+    unsafe { frame_bytes(frame, len, |f| Some(f.stream().as_bytes())) }
+}
+
+/// Frees a frame taken by evr_subscriber_next(). NULL is a no-op.
+///
+/// Thread-safety: any thread, once per frame.
+///
+/// # Safety
+/// `frame` is NULL or a live frame, not used again.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn evr_frame_free(frame: *mut evr_frame) {
+    if !frame.is_null() {
+        // SAFETY: the caller gives up this pointer from Box::into_raw.
+        guard((), || drop(unsafe { Box::from_raw(frame) }));
+    }
+}
+
+/// The message of the last failed call on this thread (NUL-terminated), or
+/// "" when none failed yet. Valid until the next failed call on this
+/// thread or until the thread exits; successful calls leave it alone.
+/// Never NULL.
+///
+/// Thread-safety: thread-local; each thread sees its own last error.
+#[unsafe(no_mangle)]
+pub extern "C" fn evr_last_error() -> *const c_char {
+    boundary::last_error()
+}
+
+const VERSION: &CStr =
+    match CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
+        Ok(v) => v,
+        Err(_) => panic!("the crate version contains a NUL"),
+    };
+
+/// The library version, equal to Cargo.toml's and to the EVR_VERSION macro
+/// of the header it was built with. Static; never NULL.
+///
+/// Thread-safety: any thread.
+#[unsafe(no_mangle)]
+pub extern "C" fn evr_version() -> *const c_char {
+    VERSION.as_ptr()
+}
