@@ -93,6 +93,9 @@ struct Shared {
     pattern: String,
     stop: Receiver<()>,
     subscribed: AtomicBool,
+    /// Set when ingest reconnected: Redis may have restarted empty, so the
+    /// presence thread sets every key again even if its own connection survived.
+    resync_presence: AtomicBool,
     counters: Counters,
 }
 
@@ -127,6 +130,7 @@ impl RedisNode {
             options,
             stop: stop_rx,
             subscribed: AtomicBool::new(false),
+            resync_presence: AtomicBool::new(false),
             counters: Counters::default(),
         });
         let spawn = |name: &str, body: fn(&Shared)| {
@@ -140,11 +144,7 @@ impl RedisNode {
             spawn("evroute-redis-in", Shared::run_ingest)?,
             spawn("evroute-redis-presence", Shared::run_presence)?,
         ];
-        Ok(RedisNode {
-            shared,
-            stop: Some(stop_tx),
-            threads,
-        })
+        Ok(RedisNode { shared, stop: Some(stop_tx), threads })
     }
 
     /// The PSUBSCRIBE pattern, e.g. `ns:timeline:*`.
@@ -199,8 +199,7 @@ impl Drop for RedisNode {
 }
 
 fn open_client(url: &str) -> Result<redis::Client> {
-    redis::Client::open(url)
-        .map_err(|e| Error::new(ErrorKind::InvalidConfig, format!("redis URL {url:?}: {e}")))
+    redis::Client::open(url).map_err(|e| Error::new(ErrorKind::InvalidConfig, format!("redis URL {url:?}: {e}")))
 }
 
 fn namespaced(namespace: Option<&str>, name: &str) -> String {
@@ -214,10 +213,7 @@ fn namespaced(namespace: Option<&str>, name: &str) -> String {
 /// (streaming/index.js puts the prefix before `subscribed:`).
 pub fn presence_key(namespace: Option<&str>, channel: &str) -> String {
     let bare = match namespace {
-        Some(ns) => channel
-            .strip_prefix(ns)
-            .and_then(|c| c.strip_prefix(':'))
-            .unwrap_or(channel),
+        Some(ns) => channel.strip_prefix(ns).and_then(|c| c.strip_prefix(':')).unwrap_or(channel),
         None => channel,
     };
     namespaced(namespace, &format!("subscribed:{bare}"))
@@ -239,21 +235,12 @@ struct Backoff {
 
 impl Backoff {
     fn new(what: &'static str, options: &RedisNodeOptions) -> Backoff {
-        Backoff {
-            what,
-            next: options.backoff_min,
-            min: options.backoff_min,
-            max: options.backoff_max,
-            failures: 0,
-        }
+        Backoff { what, next: options.backoff_min, min: options.backoff_min, max: options.backoff_max, failures: 0 }
     }
 
     fn failed(&mut self, err: &redis::RedisError) -> Duration {
         if self.failures % 10 == 0 {
-            log(format_args!(
-                "{} connection failed ({err}); retrying with backoff up to {:?}",
-                self.what, self.max
-            ));
+            log(format_args!("{} connection failed ({err}); retrying with backoff up to {:?}", self.what, self.max));
         }
         self.failures += 1;
         let wait = self.next;
@@ -265,10 +252,7 @@ impl Backoff {
     fn succeeded(&mut self) -> bool {
         let recovered = self.failures > 0;
         if recovered {
-            log(format_args!(
-                "{} reconnected after {} failed attempts",
-                self.what, self.failures
-            ));
+            log(format_args!("{} reconnected after {} failed attempts", self.what, self.failures));
         }
         self.failures = 0;
         self.next = self.min;
@@ -283,10 +267,7 @@ impl Shared {
 
     /// Sleeps unless stopped first; returns false when stopped.
     fn pause(&self, wait: Duration) -> bool {
-        !matches!(
-            self.stop.recv_timeout(wait),
-            Err(RecvTimeoutError::Disconnected)
-        )
+        !matches!(self.stop.recv_timeout(wait), Err(RecvTimeoutError::Disconnected))
     }
 
     fn connect(&self, backoff: &mut Backoff) -> Option<redis::Connection> {
@@ -294,10 +275,7 @@ impl Shared {
             if self.stopped() {
                 return None;
             }
-            match self
-                .client
-                .get_connection_with_timeout(self.options.connect_timeout)
-            {
+            match self.client.get_connection_with_timeout(self.options.connect_timeout) {
                 Ok(conn) => return Some(conn),
                 Err(e) => {
                     let wait = backoff.failed(&e);
@@ -327,11 +305,7 @@ impl Shared {
     }
 
     /// Subscribes and feeds messages until stopped (`Ok`) or the connection fails.
-    fn listen(
-        &self,
-        conn: &mut redis::Connection,
-        backoff: &mut Backoff,
-    ) -> redis::RedisResult<()> {
+    fn listen(&self, conn: &mut redis::Connection, backoff: &mut Backoff) -> redis::RedisResult<()> {
         let mut pubsub = conn.as_pubsub();
         pubsub.set_read_timeout(Some(self.options.connect_timeout))?;
         pubsub.psubscribe(&self.pattern)?;
@@ -340,6 +314,7 @@ impl Shared {
         self.subscribed.store(true, Ordering::SeqCst);
         if backoff.succeeded() {
             self.counters.reconnects.fetch_add(1, Ordering::Relaxed);
+            self.resync_presence.store(true, Ordering::SeqCst);
         }
         loop {
             if self.stopped() {
@@ -360,10 +335,7 @@ impl Shared {
             c.ignored.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        match self
-            .engine
-            .publish_channel(&channel, msg.get_payload_bytes())
-        {
+        match self.engine.publish_channel(&channel, msg.get_payload_bytes()) {
             Ok(_) => {
                 c.received.fetch_add(1, Ordering::Relaxed);
             }
@@ -401,11 +373,7 @@ impl Shared {
     }
 
     /// Sets presence keys until stopped (`Ok`) or the connection fails.
-    fn keep_presence(
-        &self,
-        conn: &mut redis::Connection,
-        kept: &mut HashSet<String>,
-    ) -> redis::RedisResult<()> {
+    fn keep_presence(&self, conn: &mut redis::Connection, kept: &mut HashSet<String>) -> redis::RedisResult<()> {
         conn.set_read_timeout(Some(self.options.connect_timeout))?;
         conn.set_write_timeout(Some(self.options.connect_timeout))?;
         let namespace = self.engine.config().redis_namespace.as_deref();
@@ -414,13 +382,10 @@ impl Shared {
         loop {
             // Read the generation first: a change during the pass triggers another.
             let generation = self.engine.channel_generation();
-            let refresh_all = Instant::now() >= next_refresh;
+            let refresh_all = self.resync_presence.swap(false, Ordering::SeqCst) || Instant::now() >= next_refresh;
             if refresh_all || seen_generation != Some(generation) {
                 let active: HashSet<String> = self.engine.active_channels().into_iter().collect();
-                let to_set: Vec<&String> = active
-                    .iter()
-                    .filter(|c| refresh_all || !kept.contains(*c))
-                    .collect();
+                let to_set: Vec<&String> = active.iter().filter(|c| refresh_all || !kept.contains(*c)).collect();
                 if !to_set.is_empty() {
                     let mut pipe = redis::pipe();
                     for channel in to_set {
@@ -435,9 +400,7 @@ impl Shared {
                 }
                 // Channels nobody listens to any more are no longer refreshed.
                 *kept = active;
-                self.counters
-                    .presence_keys
-                    .store(kept.len() as u64, Ordering::Relaxed);
+                self.counters.presence_keys.store(kept.len() as u64, Ordering::Relaxed);
                 seen_generation = Some(generation);
                 if refresh_all {
                     next_refresh = Instant::now() + self.options.presence_refresh;
@@ -539,17 +502,11 @@ impl Publisher {
             }
         }
         if let Some(id) = routed.remember.clone() {
-            let routing = Routing {
-                channels: routed.channels.clone(),
-                watermark: 0,
-                excluded: Box::new([]),
-            };
+            let routing = Routing { channels: routed.channels.clone(), watermark: 0, excluded: Box::new([]) };
             self.recent.record(id, routing);
         }
-        let names: Vec<String> = channels
-            .iter()
-            .map(|k| namespaced(self.namespace.as_deref(), &k.to_string()))
-            .collect();
+        let names: Vec<String> =
+            channels.iter().map(|k| namespaced(self.namespace.as_deref(), &k.to_string())).collect();
         self.publish_all(&names, &message)
     }
 
@@ -558,10 +515,7 @@ impl Publisher {
     /// namespace (one that starts with it is accepted too).
     pub fn publish_channel(&mut self, channel: &str, message: &[u8]) -> Result<Published> {
         let ns = self.namespace.as_deref();
-        let bare = ns
-            .and_then(|ns| channel.strip_prefix(ns))
-            .and_then(|c| c.strip_prefix(':'))
-            .unwrap_or(channel);
+        let bare = ns.and_then(|ns| channel.strip_prefix(ns)).and_then(|c| c.strip_prefix(':')).unwrap_or(channel);
         let key = ChannelKey::parse(bare)?;
         event::parse_channel_message(key, message, &mut self.scratch)?;
         self.publish_all(&[namespaced(ns, bare)], message)
@@ -577,25 +531,20 @@ impl Publisher {
             }
             match doc.get("channel") {
                 None => Ok(None),
-                Some(c) => c.as_str().map(|c| Some(c.to_owned())).ok_or_else(|| {
-                    Error::new(ErrorKind::InvalidChannel, "\"channel\" must be a string")
-                }),
+                Some(c) => c
+                    .as_str()
+                    .map(|c| Some(c.to_owned()))
+                    .ok_or_else(|| Error::new(ErrorKind::InvalidChannel, "\"channel\" must be a string")),
             }
         })?;
         match channel {
             None => self.publish_content(line),
             Some(channel) => {
-                let span = top_level_span(line, "message").ok_or_else(|| {
-                    Error::new(
-                        ErrorKind::InvalidEvent,
-                        "a channel record needs a \"message\"",
-                    )
-                })?;
+                let span = top_level_span(line, "message")
+                    .ok_or_else(|| Error::new(ErrorKind::InvalidEvent, "a channel record needs a \"message\""))?;
                 let message = &line[span];
                 // A message given as a JSON string holds the message text.
-                let decoded = (message.first() == Some(&b'"'))
-                    .then(|| crate::json::decode_string(message))
-                    .flatten();
+                let decoded = (message.first() == Some(&b'"')).then(|| crate::json::decode_string(message)).flatten();
                 let message = decoded.as_deref().map(str::as_bytes).unwrap_or(message);
                 self.publish_channel(&channel, message)
             }
@@ -641,10 +590,7 @@ impl Publisher {
             pipe.cmd("PUBLISH").arg(channel).arg(message);
         }
         let counts: Vec<u64> = pipe.query(&mut self.conn).map_err(io_error)?;
-        Ok(Published {
-            channels: channels.len() as u64,
-            receivers: counts.iter().sum(),
-        })
+        Ok(Published { channels: channels.len() as u64, receivers: counts.iter().sum() })
     }
 }
 
@@ -659,10 +605,7 @@ mod tests {
     #[test]
     fn presence_keys_put_the_namespace_first() {
         assert_eq!(presence_key(None, "timeline:1"), "subscribed:timeline:1");
-        assert_eq!(
-            presence_key(Some("ns"), "ns:timeline:1"),
-            "ns:subscribed:timeline:1"
-        );
+        assert_eq!(presence_key(Some("ns"), "ns:timeline:1"), "ns:subscribed:timeline:1");
     }
 
     #[test]
@@ -672,14 +615,8 @@ mod tests {
                 r#"{"event":"update","payload":{"id":"1","account":{"id":"2"}},"recipients":[2]}"#,
                 r#"{"event":"update","payload":{"id":"1","account":{"id":"2"}}}"#,
             ),
-            (
-                r#"{"event":"delete","payload":"1"}"#,
-                r#"{"event":"delete","payload":"1"}"#,
-            ),
-            (
-                r#"{"event":"filters_changed","recipients":[3]}"#,
-                r#"{"event":"filters_changed"}"#,
-            ),
+            (r#"{"event":"delete","payload":"1"}"#, r#"{"event":"delete","payload":"1"}"#),
+            (r#"{"event":"filters_changed","recipients":[3]}"#, r#"{"event":"filters_changed"}"#),
             (
                 r#" {"type":"notification.mention","data":{"recipients":[1]}} "#,
                 r#"{"event":"notification.mention","payload":{"type":"notification.mention","data":{"recipients":[1]}}}"#,
@@ -687,10 +624,7 @@ mod tests {
         ];
         for (input, expected) in cases {
             let routed = event::parse_content(input.as_bytes(), &mut Vec::new()).unwrap();
-            assert_eq!(
-                String::from_utf8(channel_message(&routed, input.as_bytes())).unwrap(),
-                *expected
-            );
+            assert_eq!(String::from_utf8(channel_message(&routed, input.as_bytes())).unwrap(), *expected);
         }
     }
 }
