@@ -239,7 +239,7 @@ impl Backoff {
     }
 
     fn failed(&mut self, err: &redis::RedisError) -> Duration {
-        if self.failures % 10 == 0 {
+        if self.failures.is_multiple_of(10) {
             log(format_args!("{} connection failed ({err}); retrying with backoff up to {:?}", self.what, self.max));
         }
         self.failures += 1;
@@ -567,10 +567,10 @@ impl Publisher {
                 .query(&mut self.conn)
                 .map_err(io_error)?;
             for key in keys {
-                if let Ok(user @ ChannelKey::User(_)) = ChannelKey::parse(&key[prefix.len()..]) {
-                    if !users.contains(&user) {
-                        users.push(user);
-                    }
+                if let Ok(user @ ChannelKey::User(_)) = ChannelKey::parse(&key[prefix.len()..])
+                    && !users.contains(&user)
+                {
+                    users.push(user);
                 }
             }
             if next == 0 {

@@ -9,9 +9,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use evroute::redis_node::{RedisNode, RedisNodeOptions};
-use evroute::{Engine, EngineConfig};
+use evroute::{Engine, EngineConfig, Next};
 
-use crate::route::{drain, load_subscribers};
+use crate::route::{Routed, load_subscribers};
 
 pub const USAGE: &str = "usage: evroute node --redis URL --subscribers SUBS.ndjson [--namespace NS] \
 [--presence-ttl SECS] [--presence-refresh SECS]";
@@ -110,7 +110,7 @@ pub fn run(args: &[String]) -> ExitCode {
 }
 
 /// Waits on every subscriber's readiness fd and prints what arrives.
-fn deliver_until_stopped(subscribers: &[crate::route::Routed]) -> io::Result<()> {
+fn deliver_until_stopped(subscribers: &[Routed]) -> io::Result<()> {
     let mut fds = Vec::with_capacity(subscribers.len());
     for routed in subscribers {
         let fd = routed.subscriber.ready_fd().map_err(|e| io::Error::other(e.to_string()))?;
@@ -130,6 +130,21 @@ fn deliver_until_stopped(subscribers: &[crate::route::Routed]) -> io::Result<()>
         if ready > 0 {
             drain(subscribers, &mut out)?;
             out.flush()?;
+        }
+    }
+    Ok(())
+}
+
+/// Prints what each subscriber has, in queue order (frames of several
+/// events may wait, so `route`'s per-event sort does not apply).
+fn drain(subscribers: &[Routed], out: &mut impl Write) -> io::Result<()> {
+    for routed in subscribers {
+        while let Next::Frame(frame) = routed.subscriber.next(Duration::ZERO) {
+            out.write_all(b"{\"subscriber\":")?;
+            out.write_all(routed.id.as_bytes())?;
+            out.write_all(b",")?;
+            out.write_all(&frame.ws()[1..])?;
+            out.write_all(b"\n")?;
         }
     }
     Ok(())

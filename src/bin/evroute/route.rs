@@ -180,7 +180,7 @@ fn publish_line(engine: &Engine, line: &[u8]) -> Result<(), String> {
     }
 }
 
-pub(crate) fn drain(subscribers: &[Routed], out: &mut impl Write) -> io::Result<()> {
+fn drain(subscribers: &[Routed], out: &mut impl Write) -> io::Result<()> {
     for routed in subscribers {
         let streams = routed.subscriber.streams();
         let mut frames = Vec::new();
