@@ -21,6 +21,8 @@ pub mod index;
 pub mod json;
 pub mod queue;
 pub mod recent;
+#[cfg(feature = "redis")]
+pub mod redis_node;
 pub mod subscription;
 
 pub use channel::{ChannelKey, Stream, normalize_tag};

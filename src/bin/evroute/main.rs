@@ -1,6 +1,11 @@
-//! The `evroute` command line: `route`, `bench`.
+//! The `evroute` command line: `route`, `bench`, and with the `redis`
+//! feature `node` and `publish`.
 
 mod bench;
+#[cfg(feature = "redis")]
+mod node;
+#[cfg(feature = "redis")]
+mod publish;
 mod route;
 
 use std::process::ExitCode;
@@ -12,6 +17,12 @@ usage:
       one NDJSON line per delivery.
   evroute bench [--help]
       Runs the fan-out benchmark on a built-in workload.
+  evroute node --redis URL --subscribers SUBS.ndjson [--namespace NS]
+      Runs one node of a Redis deployment: delivers what arrives on Redis
+      to the subscribers and prints it like `route`, until SIGINT/SIGTERM.
+  evroute publish --redis URL [--namespace NS] [EVENTS.ndjson ...]
+      Publishes events to Redis as Mastodon channel messages.
+      (node and publish need a build with `--features redis`.)
   evroute --version";
 
 fn main() -> ExitCode {
@@ -19,6 +30,18 @@ fn main() -> ExitCode {
     match args.first().map(String::as_str) {
         Some("route") => route::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
+        #[cfg(feature = "redis")]
+        Some("node") => node::run(&args[1..]),
+        #[cfg(feature = "redis")]
+        Some("publish") => publish::run(&args[1..]),
+        #[cfg(not(feature = "redis"))]
+        Some(command @ ("node" | "publish")) => {
+            eprintln!(
+                "evroute {command}: this evroute was built without Redis support; \
+                 rebuild it with `cargo build --release --features redis`"
+            );
+            ExitCode::from(2)
+        }
         Some("--version" | "-V") => {
             println!("evroute {}", evroute::VERSION);
             ExitCode::SUCCESS

@@ -13,10 +13,10 @@ use evroute::json::{top_level_span, with_document};
 use evroute::{Engine, EngineConfig, Next, Subscriber, SubscriberOptions};
 use simd_json::prelude::*;
 
-struct Routed {
+pub(crate) struct Routed {
     /// The subscriber's `id` as it was written (JSON text).
-    id: String,
-    subscriber: Subscriber,
+    pub(crate) id: String,
+    pub(crate) subscriber: Subscriber,
 }
 
 pub fn run(args: &[String]) -> ExitCode {
@@ -86,7 +86,10 @@ pub fn run(args: &[String]) -> ExitCode {
 
 /// Calls `f` with each non-blank line (1-based numbers), as bytes so that
 /// invalid UTF-8 is reported by the engine rather than the reader.
-fn for_each_line(mut reader: impl BufRead, mut f: impl FnMut(usize, &[u8]) -> io::Result<()>) -> io::Result<()> {
+pub(crate) fn for_each_line(
+    mut reader: impl BufRead,
+    mut f: impl FnMut(usize, &[u8]) -> io::Result<()>,
+) -> io::Result<()> {
     let mut buf = Vec::new();
     let mut number = 0;
     loop {
@@ -102,7 +105,7 @@ fn for_each_line(mut reader: impl BufRead, mut f: impl FnMut(usize, &[u8]) -> io
     }
 }
 
-fn load_subscribers(engine: &Engine, path: &str, bad_lines: &mut bool) -> io::Result<Vec<Routed>> {
+pub(crate) fn load_subscribers(engine: &Engine, path: &str, bad_lines: &mut bool) -> io::Result<Vec<Routed>> {
     let mut subscribers = Vec::new();
     for_each_line(BufReader::new(File::open(path)?), |number, line| {
         match load_subscriber(engine, line) {

@@ -1,0 +1,630 @@
+//! Scale-out over Redis pub/sub (SPEC §9), compatible with Mastodon's
+//! streaming server. Built with the `redis` feature.
+//!
+//! Receiving side: [`RedisNode::attach`] starts two threads, each with its
+//! own connection that it re-opens with capped backoff when Redis goes away:
+//! - *ingest* PSUBSCRIBEs `[<namespace>:]timeline:*` and feeds every message
+//!   to [`Engine::publish_channel`];
+//! - *presence* keeps Mastodon's `[<namespace>:]subscribed:<channel>` keys
+//!   (SET … EX 1080, refreshed every 360 s) for the channels local
+//!   subscribers listen to, so that Mastodon's Rails side keeps publishing
+//!   home, list and notification updates.
+//!
+//! Subscribers and their queues live in the engine and never notice a Redis
+//! outage: delivery resumes once the ingest thread has subscribed again.
+//!
+//! Publishing side: [`Publisher`] turns content-mode events (§3b) into the
+//! Mastodon channel messages their routing rules derive, so that any node
+//! can accept events and every node delivers them.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
+
+use crate::channel::ChannelKey;
+use crate::engine::Engine;
+use crate::error::{Error, ErrorKind, Result};
+use crate::event::{self, RoutedEvent};
+use crate::json::{quote, top_level_span, with_document};
+use crate::recent::{RecentStatuses, Routing};
+
+/// Timings of a [`RedisNode`]. The defaults are Mastodon's; tests shorten them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RedisNodeOptions {
+    /// Lifetime of a presence key (Mastodon: 3 × 360 s). Whole seconds, at least 1.
+    pub presence_ttl: Duration,
+    /// How often presence keys of active channels are set again (Mastodon: 360 s).
+    pub presence_refresh: Duration,
+    /// How soon newly active channels get their key, and how soon a stop is noticed.
+    pub poll_interval: Duration,
+    /// First and longest wait between reconnection attempts.
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+    pub connect_timeout: Duration,
+}
+
+impl Default for RedisNodeOptions {
+    fn default() -> Self {
+        RedisNodeOptions {
+            presence_ttl: Duration::from_secs(1080),
+            presence_refresh: Duration::from_secs(360),
+            poll_interval: Duration::from_millis(100),
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Counters of a [`RedisNode`], readable at any time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RedisNodeStats {
+    /// Messages accepted by the engine.
+    pub received: u64,
+    /// Malformed messages on channels evroute routes; logged and skipped.
+    pub rejected: u64,
+    /// Messages on `timeline:*` channels evroute does not route (Mastodon's
+    /// `timeline:system:…` and `timeline:access_token:…`); skipped silently.
+    pub ignored: u64,
+    /// Connections re-established after a failure (both threads).
+    pub reconnects: u64,
+    /// Presence keys currently kept alive.
+    pub presence_keys: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    received: AtomicU64,
+    rejected: AtomicU64,
+    ignored: AtomicU64,
+    reconnects: AtomicU64,
+    presence_keys: AtomicU64,
+}
+
+/// What both threads share. Dropping the node's `Sender` wakes them.
+struct Shared {
+    engine: Engine,
+    client: redis::Client,
+    options: RedisNodeOptions,
+    pattern: String,
+    stop: Receiver<()>,
+    subscribed: AtomicBool,
+    /// Set when ingest reconnected: Redis may have restarted empty, so the
+    /// presence thread sets every key again even if its own connection survived.
+    resync_presence: AtomicBool,
+    counters: Counters,
+}
+
+/// An engine's link to Redis. Dropping it (or [`RedisNode::stop`]) stops
+/// both threads and waits for them; subscribers are not affected.
+pub struct RedisNode {
+    shared: Arc<Shared>,
+    stop: Option<Sender<()>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl RedisNode {
+    /// Attaches with Mastodon's timings. Fails only on a malformed URL: an
+    /// unreachable Redis is retried in the background (see [`RedisNode::wait_subscribed`]).
+    pub fn attach(engine: &Engine, url: &str) -> Result<RedisNode> {
+        Self::attach_with(engine, url, RedisNodeOptions::default())
+    }
+
+    pub fn attach_with(engine: &Engine, url: &str, options: RedisNodeOptions) -> Result<RedisNode> {
+        let client = open_client(url)?;
+        if options.presence_ttl.as_secs() == 0 || options.poll_interval.is_zero() {
+            return Err(Error::new(
+                ErrorKind::InvalidConfig,
+                "presence_ttl must be at least 1 s and poll_interval above zero",
+            ));
+        }
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded(0);
+        let shared = Arc::new(Shared {
+            pattern: namespaced(engine.config().redis_namespace.as_deref(), "timeline:*"),
+            engine: engine.clone(),
+            client,
+            options,
+            stop: stop_rx,
+            subscribed: AtomicBool::new(false),
+            resync_presence: AtomicBool::new(false),
+            counters: Counters::default(),
+        });
+        let spawn = |name: &str, body: fn(&Shared)| {
+            let shared = Arc::clone(&shared);
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(move || body(&shared))
+                .map_err(|e| Error::new(ErrorKind::Io, format!("cannot start {name}: {e}")))
+        };
+        let threads = vec![
+            spawn("evroute-redis-in", Shared::run_ingest)?,
+            spawn("evroute-redis-presence", Shared::run_presence)?,
+        ];
+        Ok(RedisNode { shared, stop: Some(stop_tx), threads })
+    }
+
+    /// The PSUBSCRIBE pattern, e.g. `ns:timeline:*`.
+    pub fn pattern(&self) -> &str {
+        &self.shared.pattern
+    }
+
+    /// True while the ingest connection is subscribed.
+    pub fn is_subscribed(&self) -> bool {
+        self.shared.subscribed.load(Ordering::SeqCst)
+    }
+
+    /// Waits until the ingest connection is subscribed; false on timeout.
+    pub fn wait_subscribed(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while !self.is_subscribed() {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        true
+    }
+
+    pub fn stats(&self) -> RedisNodeStats {
+        let c = &self.shared.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        RedisNodeStats {
+            received: get(&c.received),
+            rejected: get(&c.rejected),
+            ignored: get(&c.ignored),
+            reconnects: get(&c.reconnects),
+            presence_keys: get(&c.presence_keys),
+        }
+    }
+
+    /// Stops both threads and waits for them (at most about one poll
+    /// interval, or a connect timeout). Idempotent. Presence keys are left to
+    /// expire: another node may share them.
+    pub fn stop(&mut self) {
+        self.stop.take();
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for RedisNode {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn open_client(url: &str) -> Result<redis::Client> {
+    redis::Client::open(url).map_err(|e| Error::new(ErrorKind::InvalidConfig, format!("redis URL {url:?}: {e}")))
+}
+
+fn namespaced(namespace: Option<&str>, name: &str) -> String {
+    match namespace {
+        Some(ns) => format!("{ns}:{name}"),
+        None => name.to_owned(),
+    }
+}
+
+/// Mastodon's presence key of a channel: `[<ns>:]subscribed:timeline:…`
+/// (streaming/index.js puts the prefix before `subscribed:`).
+pub fn presence_key(namespace: Option<&str>, channel: &str) -> String {
+    let bare = match namespace {
+        Some(ns) => channel.strip_prefix(ns).and_then(|c| c.strip_prefix(':')).unwrap_or(channel),
+        None => channel,
+    };
+    namespaced(namespace, &format!("subscribed:{bare}"))
+}
+
+fn log(message: std::fmt::Arguments<'_>) {
+    eprintln!("evroute redis: {message}");
+}
+
+/// Capped exponential backoff that logs the first failure of a streak, then
+/// every tenth, and the recovery.
+struct Backoff {
+    what: &'static str,
+    next: Duration,
+    min: Duration,
+    max: Duration,
+    failures: u32,
+}
+
+impl Backoff {
+    fn new(what: &'static str, options: &RedisNodeOptions) -> Backoff {
+        Backoff { what, next: options.backoff_min, min: options.backoff_min, max: options.backoff_max, failures: 0 }
+    }
+
+    fn failed(&mut self, err: &redis::RedisError) -> Duration {
+        if self.failures.is_multiple_of(10) {
+            log(format_args!("{} connection failed ({err}); retrying with backoff up to {:?}", self.what, self.max));
+        }
+        self.failures += 1;
+        let wait = self.next;
+        self.next = (self.next * 2).min(self.max);
+        wait
+    }
+
+    /// Returns true when this ends a streak of failures.
+    fn succeeded(&mut self) -> bool {
+        let recovered = self.failures > 0;
+        if recovered {
+            log(format_args!("{} reconnected after {} failed attempts", self.what, self.failures));
+        }
+        self.failures = 0;
+        self.next = self.min;
+        recovered
+    }
+}
+
+impl Shared {
+    fn stopped(&self) -> bool {
+        matches!(self.stop.try_recv(), Err(TryRecvError::Disconnected))
+    }
+
+    /// Sleeps unless stopped first; returns false when stopped.
+    fn pause(&self, wait: Duration) -> bool {
+        !matches!(self.stop.recv_timeout(wait), Err(RecvTimeoutError::Disconnected))
+    }
+
+    fn connect(&self, backoff: &mut Backoff) -> Option<redis::Connection> {
+        loop {
+            if self.stopped() {
+                return None;
+            }
+            match self.client.get_connection_with_timeout(self.options.connect_timeout) {
+                Ok(conn) => return Some(conn),
+                Err(e) => {
+                    let wait = backoff.failed(&e);
+                    if !self.pause(wait) {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    fn run_ingest(&self) {
+        let mut backoff = Backoff::new("ingest", &self.options);
+        while let Some(mut conn) = self.connect(&mut backoff) {
+            let result = self.listen(&mut conn, &mut backoff);
+            self.subscribed.store(false, Ordering::SeqCst);
+            match result {
+                Ok(()) => return,
+                Err(e) => {
+                    let wait = backoff.failed(&e);
+                    if !self.pause(wait) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Subscribes and feeds messages until stopped (`Ok`) or the connection fails.
+    fn listen(&self, conn: &mut redis::Connection, backoff: &mut Backoff) -> redis::RedisResult<()> {
+        let mut pubsub = conn.as_pubsub();
+        pubsub.set_read_timeout(Some(self.options.connect_timeout))?;
+        pubsub.psubscribe(&self.pattern)?;
+        // Short reads so that a stop is noticed; a partial reply stays buffered.
+        pubsub.set_read_timeout(Some(self.options.poll_interval))?;
+        self.subscribed.store(true, Ordering::SeqCst);
+        if backoff.succeeded() {
+            self.counters.reconnects.fetch_add(1, Ordering::Relaxed);
+            self.resync_presence.store(true, Ordering::SeqCst);
+        }
+        loop {
+            if self.stopped() {
+                return Ok(());
+            }
+            match pubsub.get_message() {
+                Ok(msg) => self.feed(&msg),
+                Err(e) if e.is_timeout() => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn feed(&self, msg: &redis::Msg) {
+        let channel: Vec<u8> = msg.get_channel().unwrap_or_default();
+        let c = &self.counters;
+        if self.engine.parse_channel(&channel).is_err() {
+            c.ignored.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        match self.engine.publish_channel(&channel, msg.get_payload_bytes()) {
+            Ok(_) => {
+                c.received.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                let n = c.rejected.fetch_add(1, Ordering::Relaxed) + 1;
+                // Enough to diagnose a bad publisher without flooding the log.
+                if n <= 10 || n.is_multiple_of(1000) {
+                    log(format_args!(
+                        "skipped a bad message on {} ({n} so far): {e}",
+                        String::from_utf8_lossy(&channel)
+                    ));
+                }
+            }
+        }
+    }
+
+    fn run_presence(&self) {
+        let mut backoff = Backoff::new("presence", &self.options);
+        let mut kept: HashSet<String> = HashSet::new();
+        while let Some(mut conn) = self.connect(&mut backoff) {
+            if backoff.succeeded() {
+                self.counters.reconnects.fetch_add(1, Ordering::Relaxed);
+            }
+            // After a (re)connect every key is set again: Redis may have restarted empty.
+            match self.keep_presence(&mut conn, &mut kept) {
+                Ok(()) => return,
+                Err(e) => {
+                    let wait = backoff.failed(&e);
+                    if !self.pause(wait) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sets presence keys until stopped (`Ok`) or the connection fails.
+    fn keep_presence(&self, conn: &mut redis::Connection, kept: &mut HashSet<String>) -> redis::RedisResult<()> {
+        conn.set_read_timeout(Some(self.options.connect_timeout))?;
+        conn.set_write_timeout(Some(self.options.connect_timeout))?;
+        let namespace = self.engine.config().redis_namespace.as_deref();
+        let mut seen_generation = None;
+        let mut next_refresh = Instant::now();
+        loop {
+            // Read the generation first: a change during the pass triggers another.
+            let generation = self.engine.channel_generation();
+            let refresh_all = self.resync_presence.swap(false, Ordering::SeqCst) || Instant::now() >= next_refresh;
+            if refresh_all || seen_generation != Some(generation) {
+                let active: HashSet<String> = self.engine.active_channels().into_iter().collect();
+                let to_set: Vec<&String> = active.iter().filter(|c| refresh_all || !kept.contains(*c)).collect();
+                if !to_set.is_empty() {
+                    let mut pipe = redis::pipe();
+                    for channel in to_set {
+                        pipe.cmd("SET")
+                            .arg(presence_key(namespace, channel))
+                            .arg("1")
+                            .arg("EX")
+                            .arg(self.options.presence_ttl.as_secs())
+                            .ignore();
+                    }
+                    pipe.query::<()>(conn)?;
+                }
+                // Channels nobody listens to any more are no longer refreshed.
+                *kept = active;
+                self.counters.presence_keys.store(kept.len() as u64, Ordering::Relaxed);
+                seen_generation = Some(generation);
+                if refresh_all {
+                    next_refresh = Instant::now() + self.options.presence_refresh;
+                }
+            }
+            if !self.pause(self.options.poll_interval) {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// The result of publishing one event to Redis.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Published {
+    /// Redis channels the message was published to.
+    pub channels: u64,
+    /// Sum of PUBLISH replies: how many Redis subscribers (nodes) got a copy.
+    pub receivers: u64,
+}
+
+/// The Mastodon channel message for a content-mode event:
+/// `{"event":E,"payload":P}`, where P is the original JSON text of the
+/// envelope's payload (an object stays an object, a string a string) or, for
+/// a community webhook event, the whole event object. A node receiving it in
+/// channel mode then builds frames byte-identical to content mode.
+pub fn channel_message(routed: &RoutedEvent, input: &[u8]) -> Vec<u8> {
+    let raw_payload: Option<&[u8]> = match top_level_span(input, "event") {
+        Some(_) => top_level_span(input, "payload").map(|span| &input[span]),
+        None => routed.payload.as_deref().map(str::as_bytes),
+    };
+    let mut out = Vec::with_capacity(input.len() + 32);
+    out.extend_from_slice(b"{\"event\":");
+    out.extend_from_slice(quote(&routed.name).as_bytes());
+    if let Some(payload) = raw_payload {
+        out.extend_from_slice(b",\"payload\":");
+        out.extend_from_slice(payload);
+    }
+    out.push(b'}');
+    out
+}
+
+/// Publishes events to Redis as Mastodon channel messages.
+///
+/// It keeps a bounded memory (65,536 statuses) of the channels each status
+/// was published to, so that a later content-mode `delete` of that id goes
+/// to the same channels (as Mastodon's RemoveStatusService does), plus its
+/// `recipients` and `lists`. Announcements and `filters_changed` without
+/// recipients go to every `timeline:<account>` whose presence key exists,
+/// which is how Mastodon's PublishScheduledAnnouncementWorker reaches every
+/// connected user.
+pub struct Publisher {
+    conn: redis::Connection,
+    namespace: Option<String>,
+    recent: RecentStatuses,
+    scratch: Vec<u8>,
+}
+
+impl Publisher {
+    pub fn connect(url: &str, namespace: Option<&str>) -> Result<Publisher> {
+        let conn = open_client(url)?
+            .get_connection_with_timeout(RedisNodeOptions::default().connect_timeout)
+            .map_err(io_error)?;
+        Ok(Self::new(conn, namespace))
+    }
+
+    pub fn new(conn: redis::Connection, namespace: Option<&str>) -> Publisher {
+        Publisher {
+            conn,
+            namespace: namespace.filter(|ns| !ns.is_empty()).map(str::to_owned),
+            recent: RecentStatuses::new(65_536),
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Content mode (§3b): publishes the event to each channel its rules derive.
+    pub fn publish_content(&mut self, event: &[u8]) -> Result<Published> {
+        let routed = event::parse_content(event, &mut self.scratch)?;
+        let message = channel_message(&routed, event);
+        let mut channels: Vec<ChannelKey> = Vec::new();
+        let mut add = |key: &ChannelKey| {
+            if !channels.contains(key) {
+                channels.push(key.clone());
+            }
+        };
+        for key in &routed.channels {
+            match key {
+                ChannelKey::AllUsers => {
+                    for user in self.present_user_channels()? {
+                        add(&user);
+                    }
+                }
+                key => add(key),
+            }
+        }
+        if let Some(id) = routed.deletes.as_deref() {
+            for routing in self.recent.take(id).into_iter().flatten() {
+                routing.channels.iter().for_each(&mut add);
+            }
+        }
+        if let Some(id) = routed.remember.clone() {
+            let routing = Routing { channels: routed.channels.clone(), watermark: 0, excluded: Box::new([]) };
+            self.recent.record(id, routing);
+        }
+        let names: Vec<String> =
+            channels.iter().map(|k| namespaced(self.namespace.as_deref(), &k.to_string())).collect();
+        self.publish_all(&names, &message)
+    }
+
+    /// Channel mode (§3a): checks the channel and message as a node would,
+    /// then publishes the message unchanged. `channel` is given without
+    /// namespace (one that starts with it is accepted too).
+    pub fn publish_channel(&mut self, channel: &str, message: &[u8]) -> Result<Published> {
+        let ns = self.namespace.as_deref();
+        let bare = ns.and_then(|ns| channel.strip_prefix(ns)).and_then(|c| c.strip_prefix(':')).unwrap_or(channel);
+        let key = ChannelKey::parse(bare)?;
+        event::parse_channel_message(key, message, &mut self.scratch)?;
+        self.publish_all(&[namespaced(ns, bare)], message)
+    }
+
+    /// One line of an events file (the format of `evroute route`): a
+    /// channel-mode record `{"channel": C, "message": M}` or a content-mode event.
+    pub fn publish_record(&mut self, line: &[u8]) -> Result<Published> {
+        let channel = with_document(line, &mut self.scratch, |doc| {
+            use simd_json::prelude::*;
+            if doc.get("event").is_some() || doc.get("type").is_some() {
+                return Ok(None);
+            }
+            match doc.get("channel") {
+                None => Ok(None),
+                Some(c) => c
+                    .as_str()
+                    .map(|c| Some(c.to_owned()))
+                    .ok_or_else(|| Error::new(ErrorKind::InvalidChannel, "\"channel\" must be a string")),
+            }
+        })?;
+        match channel {
+            None => self.publish_content(line),
+            Some(channel) => {
+                let span = top_level_span(line, "message")
+                    .ok_or_else(|| Error::new(ErrorKind::InvalidEvent, "a channel record needs a \"message\""))?;
+                let message = &line[span];
+                // A message given as a JSON string holds the message text.
+                let decoded = (message.first() == Some(&b'"')).then(|| crate::json::decode_string(message)).flatten();
+                let message = decoded.as_deref().map(str::as_bytes).unwrap_or(message);
+                self.publish_channel(&channel, message)
+            }
+        }
+    }
+
+    /// `timeline:<account>` channels that some node keeps a presence key for.
+    fn present_user_channels(&mut self) -> Result<Vec<ChannelKey>> {
+        let prefix = namespaced(self.namespace.as_deref(), "subscribed:");
+        let pattern = format!("{prefix}timeline:*");
+        let mut cursor: u64 = 0;
+        let mut users = Vec::new();
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query(&mut self.conn)
+                .map_err(io_error)?;
+            for key in keys {
+                if let Ok(user @ ChannelKey::User(_)) = ChannelKey::parse(&key[prefix.len()..])
+                    && !users.contains(&user)
+                {
+                    users.push(user);
+                }
+            }
+            if next == 0 {
+                users.sort();
+                return Ok(users);
+            }
+            cursor = next;
+        }
+    }
+
+    fn publish_all(&mut self, channels: &[String], message: &[u8]) -> Result<Published> {
+        if channels.is_empty() {
+            return Ok(Published::default());
+        }
+        let mut pipe = redis::pipe();
+        for channel in channels {
+            pipe.cmd("PUBLISH").arg(channel).arg(message);
+        }
+        let counts: Vec<u64> = pipe.query(&mut self.conn).map_err(io_error)?;
+        Ok(Published { channels: channels.len() as u64, receivers: counts.iter().sum() })
+    }
+}
+
+fn io_error(e: redis::RedisError) -> Error {
+    Error::new(ErrorKind::Io, format!("redis: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presence_keys_put_the_namespace_first() {
+        assert_eq!(presence_key(None, "timeline:1"), "subscribed:timeline:1");
+        assert_eq!(presence_key(Some("ns"), "ns:timeline:1"), "ns:subscribed:timeline:1");
+    }
+
+    #[test]
+    fn channel_messages_keep_the_payload_type() {
+        let cases: &[(&str, &str)] = &[
+            (
+                r#"{"event":"update","payload":{"id":"1","account":{"id":"2"}},"recipients":[2]}"#,
+                r#"{"event":"update","payload":{"id":"1","account":{"id":"2"}}}"#,
+            ),
+            (r#"{"event":"delete","payload":"1"}"#, r#"{"event":"delete","payload":"1"}"#),
+            (r#"{"event":"filters_changed","recipients":[3]}"#, r#"{"event":"filters_changed"}"#),
+            (
+                r#" {"type":"notification.mention","data":{"recipients":[1]}} "#,
+                r#"{"event":"notification.mention","payload":{"type":"notification.mention","data":{"recipients":[1]}}}"#,
+            ),
+        ];
+        for (input, expected) in cases {
+            let routed = event::parse_content(input.as_bytes(), &mut Vec::new()).unwrap();
+            assert_eq!(String::from_utf8(channel_message(&routed, input.as_bytes())).unwrap(), *expected);
+        }
+    }
+}
