@@ -197,7 +197,7 @@ fn workload(n: usize, events: usize) -> Workload {
         .collect();
     let templates: Vec<Value> = STATUSES.iter().map(|s| serde_json::from_str(s).expect("corpus JSON")).collect();
     let notification: Value = serde_json::from_str(NOTIFICATION).expect("corpus JSON");
-    let mut status_event = |rng: &mut Rng, public: bool, tag_count: usize| {
+    let status_event = |rng: &mut Rng, public: bool, tag_count: usize| {
         let mut ev = templates[rng.below(templates.len())].clone();
         ev["event"] = json!("update");
         let p = &mut ev["payload"];
