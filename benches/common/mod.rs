@@ -4,10 +4,10 @@
 use evroute::{Engine, EngineConfig, Next, Subscriber};
 
 pub const STATUSES: [&str; 4] = [
-    include_str!("../corpus/mastodon/01-update-108914327388663283.json"),
-    include_str!("../corpus/mastodon/11-update-108914398911648589.json"),
-    include_str!("../corpus/mastodon/14-update-108914430312582020.json"),
-    include_str!("../corpus/mastodon/13-status.update-109348699525106378.json"),
+    include_str!("../../corpus/mastodon/01-update-108914327388663283.json"),
+    include_str!("../../corpus/mastodon/11-update-108914398911648589.json"),
+    include_str!("../../corpus/mastodon/14-update-108914430312582020.json"),
+    include_str!("../../corpus/mastodon/13-status.update-109348699525106378.json"),
 ];
 
 /// A public, local, tag-less status that reaches `timeline:public`.
