@@ -50,24 +50,23 @@ impl Connection {
             }
         }
         let hidden = |id: Option<&Value>| {
-            id.and_then(id_string)
-                .is_some_and(|id| self.blocked_accounts.contains(&id) || self.muted_accounts.contains(&id))
+            id.and_then(id_string).is_some_and(|id| {
+                self.blocked_accounts.contains(&id) || self.muted_accounts.contains(&id)
+            })
         };
         if hidden(status.pointer("/account/id")) || hidden(status.pointer("/reblog/account/id")) {
             return false;
         }
-        if let Some(mentions) = status.get("mentions").and_then(Value::as_array) {
-            if mentions.iter().any(|m| hidden(m.get("id"))) {
-                return false;
-            }
+        let mentions = status.get("mentions").and_then(Value::as_array);
+        if mentions.is_some_and(|ms| ms.iter().any(|m| hidden(m.get("id")))) {
+            return false;
         }
-        let acct = status.pointer("/account/acct").and_then(Value::as_str).unwrap_or("");
-        if let Some((_, domain)) = acct.split_once('@') {
-            if self.blocked_domains.contains(&domain.to_lowercase()) {
-                return false;
-            }
-        }
-        true
+        let acct = status
+            .pointer("/account/acct")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        acct.split_once('@')
+            .is_none_or(|(_, domain)| !self.blocked_domains.contains(&domain.to_lowercase()))
     }
 }
 
@@ -112,17 +111,26 @@ impl MastodonRouter {
     pub fn subscribe(&mut self, connection: usize, stream: &BaselineStream) {
         let account = self.connections[connection].account.clone();
         let (channels, array, viewer_filtered) = match stream {
-            BaselineStream::Public(name) => {
-                (vec![format!("timeline:{name}")], vec![name.to_string()], true)
-            }
+            BaselineStream::Public(name) => (
+                vec![format!("timeline:{name}")],
+                vec![name.to_string()],
+                true,
+            ),
             BaselineStream::Hashtag(tag) => (
                 vec![format!("timeline:hashtag:{}", tag.to_lowercase())],
                 vec!["hashtag".into(), tag.clone()],
                 true,
             ),
-            BaselineStream::List(id) => (vec![format!("timeline:list:{id}")], vec!["list".into(), id.clone()], false),
+            BaselineStream::List(id) => (
+                vec![format!("timeline:list:{id}")],
+                vec!["list".into(), id.clone()],
+                false,
+            ),
             BaselineStream::User => (
-                vec![format!("timeline:{account}"), format!("timeline:{account}:notifications")],
+                vec![
+                    format!("timeline:{account}"),
+                    format!("timeline:{account}:notifications"),
+                ],
                 vec!["user".into()],
                 false,
             ),
@@ -151,13 +159,19 @@ impl MastodonRouter {
         let is_status = name == "update" || name == "status.update";
         let mut delivered = 0;
         for channel in &channels {
-            let Some(listeners) = self.channels.get(channel) else { continue };
+            let Some(listeners) = self.channels.get(channel) else {
+                continue;
+            };
             for l in listeners {
                 let conn = &mut self.connections[l.connection];
                 if l.viewer_filtered && is_status && !conn.allows(payload) {
                     continue;
                 }
-                let envelope = Envelope { stream: &l.stream, event: name, payload: &payload_text };
+                let envelope = Envelope {
+                    stream: &l.stream,
+                    event: name,
+                    payload: &payload_text,
+                };
                 conn.queue.push_back(serde_json::to_string(&envelope)?);
                 delivered += 1;
             }
@@ -189,10 +203,18 @@ fn channels_of(name: &str, payload: &Value, doc: &Value) -> Vec<String> {
         "update" | "status.update" => {
             let public = payload.get("visibility").and_then(Value::as_str) == Some("public")
                 && payload.get("reblog").is_none_or(Value::is_null);
-            let acct = payload.pointer("/account/acct").and_then(Value::as_str).unwrap_or("");
+            let acct = payload
+                .pointer("/account/acct")
+                .and_then(Value::as_str)
+                .unwrap_or("");
             let local = !acct.contains('@');
             if public {
-                for tag in payload.get("tags").and_then(Value::as_array).into_iter().flatten() {
+                for tag in payload
+                    .get("tags")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
                     if let Some(t) = tag.get("name").and_then(Value::as_str) {
                         let t = t.to_lowercase();
                         out.push(format!("timeline:hashtag:{t}"));
@@ -204,20 +226,44 @@ fn channels_of(name: &str, payload: &Value, doc: &Value) -> Vec<String> {
                 let author = payload.pointer("/account/id").and_then(id_string);
                 let reply_to = payload.get("in_reply_to_account_id").and_then(id_string);
                 if reply_to.is_none() || reply_to == author {
-                    let scope = if local { "public:local" } else { "public:remote" };
+                    let scope = if local {
+                        "public:local"
+                    } else {
+                        "public:remote"
+                    };
                     out.push("timeline:public".into());
                     out.push(format!("timeline:{scope}"));
-                    if payload.get("media_attachments").and_then(Value::as_array).is_some_and(|m| !m.is_empty()) {
+                    if payload
+                        .get("media_attachments")
+                        .and_then(Value::as_array)
+                        .is_some_and(|m| !m.is_empty())
+                    {
                         out.push("timeline:public:media".into());
                         out.push(format!("timeline:{scope}:media"));
                     }
                 }
             }
-            out.extend(ids("recipients").into_iter().map(|id| format!("timeline:{id}")));
-            out.extend(ids("lists").into_iter().map(|id| format!("timeline:list:{id}")));
+            out.extend(
+                ids("recipients")
+                    .into_iter()
+                    .map(|id| format!("timeline:{id}")),
+            );
+            out.extend(
+                ids("lists")
+                    .into_iter()
+                    .map(|id| format!("timeline:list:{id}")),
+            );
         }
-        "notification" => out.extend(ids("recipients").into_iter().map(|id| format!("timeline:{id}:notifications"))),
-        _ => out.extend(ids("recipients").into_iter().map(|id| format!("timeline:{id}"))),
+        "notification" => out.extend(
+            ids("recipients")
+                .into_iter()
+                .map(|id| format!("timeline:{id}:notifications")),
+        ),
+        _ => out.extend(
+            ids("recipients")
+                .into_iter()
+                .map(|id| format!("timeline:{id}")),
+        ),
     }
     out
 }
@@ -233,10 +279,24 @@ impl RedisServer {
     pub fn start() -> std::io::Result<Option<RedisServer>> {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let spawned = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             // Unlimited pub/sub output buffers: a lagging reader must not
             // be disconnected mid-measurement.
-            .args(["--client-output-buffer-limit", "pubsub 0 0 0", "--maxclients", "15000"])
+            .args([
+                "--client-output-buffer-limit",
+                "pubsub 0 0 0",
+                "--maxclients",
+                "15000",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn();
@@ -257,7 +317,9 @@ impl RedisServer {
                 }
             }
             if Instant::now() > deadline {
-                return Err(std::io::Error::other("redis-server did not answer PING within 10 s"));
+                return Err(std::io::Error::other(
+                    "redis-server did not answer PING within 10 s",
+                ));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -290,7 +352,12 @@ pub struct RedisRun {
 /// connection PUBLISHes `message` `events` times, and one thread reads every
 /// subscriber socket with epoll until all deliveries have arrived. At most
 /// two events are in flight, so Redis's output buffers stay bounded.
-pub fn redis_fanout(server: &RedisServer, subscribers: usize, events: usize, message: &[u8]) -> std::io::Result<RedisRun> {
+pub fn redis_fanout(
+    server: &RedisServer,
+    subscribers: usize,
+    events: usize,
+    message: &[u8],
+) -> std::io::Result<RedisRun> {
     const CHANNEL: &str = "timeline:public";
     let mut conns = Vec::with_capacity(subscribers);
     for _ in 0..subscribers {
@@ -298,7 +365,10 @@ pub fn redis_fanout(server: &RedisServer, subscribers: usize, events: usize, mes
         c.write_all(format!("SUBSCRIBE {CHANNEL}\r\n").as_bytes())?;
         conns.push(c);
     }
-    let confirm = format!("*3\r\n$9\r\nsubscribe\r\n${}\r\n{CHANNEL}\r\n:1\r\n", CHANNEL.len());
+    let confirm = format!(
+        "*3\r\n$9\r\nsubscribe\r\n${}\r\n{CHANNEL}\r\n:1\r\n",
+        CHANNEL.len()
+    );
     let mut buf = vec![0u8; confirm.len()];
     for c in &mut conns {
         c.read_exact(&mut buf)?;
@@ -307,7 +377,12 @@ pub fn redis_fanout(server: &RedisServer, subscribers: usize, events: usize, mes
         }
         c.set_nonblocking(true)?;
     }
-    let per_delivery = format!("*3\r\n$7\r\nmessage\r\n${}\r\n{CHANNEL}\r\n${}\r\n\r\n", CHANNEL.len(), message.len()).len()
+    let per_delivery = format!(
+        "*3\r\n$7\r\nmessage\r\n${}\r\n{CHANNEL}\r\n${}\r\n\r\n",
+        CHANNEL.len(),
+        message.len()
+    )
+    .len()
         + message.len();
     let per_event = (per_delivery * subscribers) as u64;
 
@@ -319,7 +394,10 @@ pub fn redis_fanout(server: &RedisServer, subscribers: usize, events: usize, mes
     // SAFETY: epfd is a fresh fd that nothing else owns; closed on return.
     let _epoll_guard = unsafe { OwnedFd::from_raw_fd(epfd) };
     for (i, c) in conns.iter().enumerate() {
-        let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: i as u64 };
+        let mut ev = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: i as u64,
+        };
         // SAFETY: both fds are open; `ev` lives across the call.
         if unsafe { libc::epoll_ctl(epfd, libc::EPOLL_CTL_ADD, c.as_raw_fd(), &mut ev) } < 0 {
             return Err(std::io::Error::last_os_error());
@@ -327,7 +405,12 @@ pub fn redis_fanout(server: &RedisServer, subscribers: usize, events: usize, mes
     }
     let mut publisher = server.connect()?;
     let mut replies = BufReader::new(publisher.try_clone()?);
-    let mut command = format!("*3\r\n$7\r\nPUBLISH\r\n${}\r\n{CHANNEL}\r\n${}\r\n", CHANNEL.len(), message.len()).into_bytes();
+    let mut command = format!(
+        "*3\r\n$7\r\nPUBLISH\r\n${}\r\n{CHANNEL}\r\n${}\r\n",
+        CHANNEL.len(),
+        message.len()
+    )
+    .into_bytes();
     command.extend_from_slice(message);
     command.extend_from_slice(b"\r\n");
 
@@ -359,7 +442,11 @@ pub fn redis_fanout(server: &RedisServer, subscribers: usize, events: usize, mes
             let c = &mut conns[ev.u64 as usize];
             loop {
                 match c.read(&mut chunk) {
-                    Ok(0) => return Err(std::io::Error::other("redis closed a subscriber connection")),
+                    Ok(0) => {
+                        return Err(std::io::Error::other(
+                            "redis closed a subscriber connection",
+                        ));
+                    }
                     Ok(k) => received += k as u64,
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                     Err(e) => return Err(e),
@@ -370,7 +457,10 @@ pub fn redis_fanout(server: &RedisServer, subscribers: usize, events: usize, mes
     let elapsed = start.elapsed();
     // Reset instead of FIN on close, so repeated runs do not pile up
     // TIME_WAIT sockets and exhaust loopback ports.
-    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
     for c in &conns {
         // SAFETY: valid socket fd; `linger` outlives the call.
         unsafe {
@@ -383,7 +473,12 @@ pub fn redis_fanout(server: &RedisServer, subscribers: usize, events: usize, mes
             )
         };
     }
-    Ok(RedisRun { subscribers, events, deliveries: (events * subscribers) as u64, elapsed })
+    Ok(RedisRun {
+        subscribers,
+        events,
+        deliveries: (events * subscribers) as u64,
+        elapsed,
+    })
 }
 
 #[cfg(test)]
@@ -391,7 +486,10 @@ mod tests {
     use super::*;
 
     fn status(tags: &[&str], acct: &str, language: &str) -> String {
-        let tags: Vec<_> = tags.iter().map(|t| serde_json::json!({ "name": t })).collect();
+        let tags: Vec<_> = tags
+            .iter()
+            .map(|t| serde_json::json!({ "name": t }))
+            .collect();
         serde_json::json!({
             "event": "update",
             "payload": { "id": "1", "visibility": "public", "reblog": null, "language": language,
@@ -405,22 +503,38 @@ mod tests {
     #[test]
     fn mastodon_router_routes_and_filters_like_mastodon() {
         let mut r = MastodonRouter::new();
-        let public = r.connect(Connection { account: "1".into(), ..Default::default() });
+        let public = r.connect(Connection {
+            account: "1".into(),
+            ..Default::default()
+        });
         let english = r.connect(Connection {
             account: "2".into(),
             languages: Some(["en".to_string()].into()),
             ..Default::default()
         });
-        let tag = r.connect(Connection { account: "3".into(), ..Default::default() });
-        let user = r.connect(Connection { account: "5".into(), ..Default::default() });
-        let list = r.connect(Connection { account: "6".into(), ..Default::default() });
+        let tag = r.connect(Connection {
+            account: "3".into(),
+            ..Default::default()
+        });
+        let user = r.connect(Connection {
+            account: "5".into(),
+            ..Default::default()
+        });
+        let list = r.connect(Connection {
+            account: "6".into(),
+            ..Default::default()
+        });
         r.subscribe(public, &BaselineStream::Public("public"));
         r.subscribe(english, &BaselineStream::Public("public:remote"));
         r.subscribe(tag, &BaselineStream::Hashtag("Rust".into()));
         r.subscribe(user, &BaselineStream::User);
         r.subscribe(list, &BaselineStream::List("3".into()));
 
-        assert_eq!(r.publish(status(&["rust"], "a@remote.example", "de").as_bytes()).unwrap(), 4);
+        assert_eq!(
+            r.publish(status(&["rust"], "a@remote.example", "de").as_bytes())
+                .unwrap(),
+            4
+        );
         assert!(r.connections[english].queue.is_empty());
         let frame: Value = serde_json::from_str(&r.connections[tag].queue[0]).unwrap();
         assert_eq!(frame["stream"], serde_json::json!(["hashtag", "Rust"]));
@@ -428,7 +542,11 @@ mod tests {
         let payload: Value = serde_json::from_str(frame["payload"].as_str().unwrap()).unwrap();
         assert_eq!(payload["account"]["acct"], "a@remote.example");
         assert_eq!(r.drain(), 4);
-        assert_eq!(r.publish(status(&[], "a@remote.example", "en").as_bytes()).unwrap(), 4);
+        assert_eq!(
+            r.publish(status(&[], "a@remote.example", "en").as_bytes())
+                .unwrap(),
+            4
+        );
     }
 
     #[test]

@@ -40,7 +40,11 @@ fn positive(value: &Value<'_>, key: &str, allow_zero: bool) -> Result<usize> {
         Some(n) if n > 0 || allow_zero => Ok(n as usize),
         _ => Err(Error::config(format!(
             "{key} must be a {} integer",
-            if allow_zero { "non-negative" } else { "positive" }
+            if allow_zero {
+                "non-negative"
+            } else {
+                "positive"
+            }
         ))),
     }
 }
@@ -75,10 +79,18 @@ impl EngineConfig {
                             _ if value.is_null() => None,
                             Some("") => None,
                             Some(ns) => Some(ns.to_owned()),
-                            None => return Err(Error::config("redis_namespace must be a string or null")),
+                            None => {
+                                return Err(Error::config(
+                                    "redis_namespace must be a string or null",
+                                ));
+                            }
                         }
                     }
-                    other => return Err(Error::config(format!("unknown engine config key {other:?}"))),
+                    other => {
+                        return Err(Error::config(format!(
+                            "unknown engine config key {other:?}"
+                        )));
+                    }
                 }
             }
             Ok(config)
@@ -98,7 +110,12 @@ pub struct SubscriberOptions {
     pub overflow: Option<Overflow>,
 }
 
-pub(crate) const FILTER_KEYS: [&str; 4] = ["languages", "blocked_accounts", "muted_accounts", "blocked_domains"];
+pub(crate) const FILTER_KEYS: [&str; 4] = [
+    "languages",
+    "blocked_accounts",
+    "muted_accounts",
+    "blocked_domains",
+];
 
 impl SubscriberOptions {
     /// Parses the subscriber JSON of §7; empty input means all defaults.
@@ -159,7 +176,10 @@ mod tests {
 
     #[test]
     fn engine_config_defaults_and_overrides() {
-        assert_eq!(EngineConfig::from_json(b"").unwrap(), EngineConfig::default());
+        assert_eq!(
+            EngineConfig::from_json(b"").unwrap(),
+            EngineConfig::default()
+        );
         let c = EngineConfig::from_json(
             br#"{"queue_capacity":8,"overflow":"disconnect","max_event_bytes":100,"delete_memory":0,"redis_namespace":"ns"}"#,
         )
@@ -194,6 +214,11 @@ mod tests {
         assert!(o.filters.languages.as_ref().unwrap().contains("en"));
         assert_eq!(o.queue_capacity, Some(16));
         assert!(SubscriberOptions::from_json(br#"{"acount":1}"#).is_err());
-        assert!(filters_from_json(br#"{"account":"1"}"#).unwrap_err().message().contains("account"));
+        assert!(
+            filters_from_json(br#"{"account":"1"}"#)
+                .unwrap_err()
+                .message()
+                .contains("account")
+        );
     }
 }

@@ -93,7 +93,10 @@ impl Subscription {
         self.events.as_ref().is_none_or(|f| f.allows(&ev.name))
             && !(self.viewer_filtered
                 && self.core.has_filters.load(Ordering::Relaxed)
-                && ev.status.as_ref().is_some_and(|s| !self.core.filters.read().allows(s)))
+                && ev
+                    .status
+                    .as_ref()
+                    .is_some_and(|s| !self.core.filters.read().allows(s)))
     }
 }
 
@@ -163,7 +166,9 @@ impl Engine {
             engine: Arc::clone(inner),
             core: Arc::new(SubscriberCore {
                 queue: Queue::new(
-                    options.queue_capacity.unwrap_or(inner.config.queue_capacity),
+                    options
+                        .queue_capacity
+                        .unwrap_or(inner.config.queue_capacity),
                     options.overflow.unwrap_or(inner.config.overflow),
                 ),
                 filters: RwLock::new(options.filters),
@@ -181,9 +186,9 @@ impl Engine {
 
     /// Content mode (§3b): works out the channels from the event itself.
     pub fn publish(&self, event: &[u8]) -> Result<PublishStats> {
-        let routed = self.check_size(event).and_then(|_| {
-            SCRATCH.with(|s| event::parse_content(event, &mut s.borrow_mut()))
-        });
+        let routed = self
+            .check_size(event)
+            .and_then(|_| SCRATCH.with(|s| event::parse_content(event, &mut s.borrow_mut())));
         self.deliver_or_reject(routed)
     }
 
@@ -192,7 +197,9 @@ impl Engine {
         let routed = self
             .parse_channel(channel)
             .and_then(|key| self.check_size(message).map(|_| key))
-            .and_then(|key| SCRATCH.with(|s| event::parse_channel_message(key, message, &mut s.borrow_mut())));
+            .and_then(|key| {
+                SCRATCH.with(|s| event::parse_channel_message(key, message, &mut s.borrow_mut()))
+            });
         self.deliver_or_reject(routed)
     }
 
@@ -205,7 +212,9 @@ impl Engine {
         let ev = SCRATCH.with(|s| event::parse_content(event, &mut s.borrow_mut()))?;
         let mut matched = 0;
         for key in &ev.channels {
-            self.inner.index.for_each(key, |sub| matched += sub.accepts(&ev) as u64);
+            self.inner
+                .index
+                .for_each(key, |sub| matched += sub.accepts(&ev) as u64);
         }
         Ok(matched)
     }
@@ -270,7 +279,10 @@ impl Engine {
         if bytes.len() > limit {
             return Err(Error::new(
                 ErrorKind::TooLarge,
-                format!("event is {} bytes, above the limit of {limit} bytes", bytes.len()),
+                format!(
+                    "event is {} bytes, above the limit of {limit} bytes",
+                    bytes.len()
+                ),
             ));
         }
         Ok(())
@@ -329,7 +341,10 @@ impl Delivery<'_> {
 
 impl EngineInner {
     fn deliver(&self, ev: RoutedEvent) -> PublishStats {
-        let earlier = ev.deletes.as_deref().and_then(|id| self.recent.lock().take(id));
+        let earlier = ev
+            .deletes
+            .as_deref()
+            .and_then(|id| self.recent.lock().take(id));
         let watermark = self.next_seq.load(Ordering::SeqCst);
         let mut d = Delivery {
             ev: &ev,
@@ -354,7 +369,11 @@ impl EngineInner {
         if let (Some(id), Some(mut excluded)) = (ev.remember.clone(), d.excluded.take()) {
             excluded.sort_unstable();
             excluded.dedup();
-            let routing = Routing { channels: ev.channels.clone(), watermark, excluded: excluded.into() };
+            let routing = Routing {
+                channels: ev.channels.clone(),
+                watermark,
+                excluded: excluded.into(),
+            };
             self.recent.lock().record(id, routing);
         }
         stats
@@ -421,7 +440,10 @@ impl Subscriber {
             slots: Default::default(),
         });
         engine.index.insert(&sub);
-        engine.counters.subscriptions.fetch_add(1, Ordering::Relaxed);
+        engine
+            .counters
+            .subscriptions
+            .fetch_add(1, Ordering::Relaxed);
         subs.push(sub);
         Ok(true)
     }
@@ -437,7 +459,10 @@ impl Subscriber {
         };
         let sub = subs.remove(pos);
         self.engine.index.remove(&sub);
-        self.engine.counters.subscriptions.fetch_sub(1, Ordering::Relaxed);
+        self.engine
+            .counters
+            .subscriptions
+            .fetch_sub(1, Ordering::Relaxed);
         Ok(true)
     }
 
@@ -482,7 +507,11 @@ impl Subscriber {
 
     /// Stream arrays of the current subscriptions, in subscription order.
     pub fn streams(&self) -> Vec<String> {
-        self.subscriptions.lock().iter().map(|s| s.stream.to_string()).collect()
+        self.subscriptions
+            .lock()
+            .iter()
+            .map(|s| s.stream.to_string())
+            .collect()
     }
 
     /// Why the subscriber was closed, if it was.
@@ -501,7 +530,10 @@ impl Subscriber {
         for sub in &subs {
             self.engine.index.remove(sub);
         }
-        self.engine.counters.subscriptions.fetch_sub(subs.len() as u64, Ordering::Relaxed);
+        self.engine
+            .counters
+            .subscriptions
+            .fetch_sub(subs.len() as u64, Ordering::Relaxed);
     }
 }
 
@@ -509,6 +541,9 @@ impl Drop for Subscriber {
     fn drop(&mut self) {
         self.unsubscribe_all();
         self.core.queue.close("closed");
-        self.engine.counters.subscribers.fetch_sub(1, Ordering::Relaxed);
+        self.engine
+            .counters
+            .subscribers
+            .fetch_sub(1, Ordering::Relaxed);
     }
 }

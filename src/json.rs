@@ -56,7 +56,10 @@ pub fn check_id(s: &str) -> std::result::Result<&str, String> {
 
 /// Collects an optional array of ids (`recipients`, `lists`), deduplicated in
 /// first-seen order.
-pub fn id_list(value: Option<&Value<'_>>, what: &str) -> std::result::Result<Vec<Box<str>>, String> {
+pub fn id_list(
+    value: Option<&Value<'_>>,
+    what: &str,
+) -> std::result::Result<Vec<Box<str>>, String> {
     let Some(value) = value else {
         return Ok(Vec::new());
     };
@@ -247,12 +250,18 @@ mod tests {
     #[test]
     fn span_matches_escaped_keys() {
         let input = br#"{"p\u0061yload":"abc"}"#;
-        assert_eq!(&input[top_level_span(input, "payload").unwrap()], br#""abc""#);
+        assert_eq!(
+            &input[top_level_span(input, "payload").unwrap()],
+            br#""abc""#
+        );
     }
 
     #[test]
     fn escaping_matches_json_stringify() {
-        assert_eq!(quote("a\"b\\c\nd\u{1}é\u{2028}"), "\"a\\\"b\\\\c\\nd\\u0001é\u{2028}\"");
+        assert_eq!(
+            quote("a\"b\\c\nd\u{1}é\u{2028}"),
+            "\"a\\\"b\\\\c\\nd\\u0001é\u{2028}\""
+        );
     }
 
     #[test]

@@ -180,7 +180,9 @@ impl Queue {
                 }
                 return Pop::Frame(frame);
             }
-            let Some(deadline) = deadline else { return Pop::Empty };
+            let Some(deadline) = deadline else {
+                return Pop::Empty;
+            };
             st.waiters += 1;
             let timed_out = self.ready.wait_until(&mut st, deadline).timed_out();
             st.waiters -= 1;
@@ -213,7 +215,10 @@ impl Queue {
 
     pub fn stats(&self) -> QueueStats {
         let st = self.state.lock();
-        QueueStats { depth: st.frames.len() as u64, ..st.stats }
+        QueueStats {
+            depth: st.frames.len() as u64,
+            ..st.stats
+        }
     }
 
     pub fn closed(&self) -> Option<&'static str> {
@@ -277,7 +282,10 @@ mod tests {
     use crate::frame::FrameBody;
 
     fn frame(n: u32) -> Arc<Frame> {
-        Arc::new(Frame::new(&FrameBody::new("update", Some(&n.to_string())), &Arc::from("[\"public\"]")))
+        Arc::new(Frame::new(
+            &FrameBody::new("update", Some(&n.to_string())),
+            &Arc::from("[\"public\"]"),
+        ))
     }
 
     fn payloads(q: &Queue) -> Vec<String> {
@@ -295,7 +303,10 @@ mod tests {
         assert_eq!(dropped, 3);
         assert_eq!(payloads(&q), ["3", "4"]);
         let s = q.stats();
-        assert_eq!((s.matched, s.delivered, s.dropped, s.read, s.depth), (5, 5, 3, 2, 0));
+        assert_eq!(
+            (s.matched, s.delivered, s.dropped, s.read, s.depth),
+            (5, 5, 3, 2, 0)
+        );
     }
 
     #[test]
@@ -338,7 +349,11 @@ mod tests {
         let q = Queue::new(4, Overflow::DropOldest);
         let fd = q.ready_fd().unwrap();
         let readable = || {
-            let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+            let mut p = libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
             // SAFETY: one valid pollfd, zero timeout.
             unsafe { libc::poll(&mut p, 1, 0) == 1 }
         };

@@ -45,7 +45,12 @@ pub struct RecentStatuses {
 
 impl RecentStatuses {
     pub fn new(capacity: usize) -> RecentStatuses {
-        RecentStatuses { capacity, statuses: AHashMap::new(), order: VecDeque::new(), next_generation: 0 }
+        RecentStatuses {
+            capacity,
+            statuses: AHashMap::new(),
+            order: VecDeque::new(),
+            next_generation: 0,
+        }
     }
 
     pub fn record(&mut self, id: Box<str>, routing: Routing) {
@@ -54,7 +59,10 @@ impl RecentStatuses {
         }
         let generation = self.next_generation;
         self.next_generation += 1;
-        let slot = self.statuses.entry(id.clone()).or_insert_with(|| (generation, Vec::new()));
+        let slot = self
+            .statuses
+            .entry(id.clone())
+            .or_insert_with(|| (generation, Vec::new()));
         slot.0 = generation;
         if slot.1.len() == ROUTINGS_PER_STATUS {
             slot.1.remove(0);
@@ -62,14 +70,17 @@ impl RecentStatuses {
         slot.1.push(routing);
         self.order.push_back((id, generation));
         while self.statuses.len() > self.capacity {
-            let Some((old, g)) = self.order.pop_front() else { break };
+            let Some((old, g)) = self.order.pop_front() else {
+                break;
+            };
             if self.statuses.get(&old).is_some_and(|(cur, _)| *cur == g) {
                 self.statuses.remove(&old);
             }
         }
         if self.order.len() > 2 * self.capacity + 64 {
             let statuses = &self.statuses;
-            self.order.retain(|(id, g)| statuses.get(id).is_some_and(|(cur, _)| cur == g));
+            self.order
+                .retain(|(id, g)| statuses.get(id).is_some_and(|(cur, _)| cur == g));
         }
     }
 
@@ -92,7 +103,11 @@ mod tests {
     use super::*;
 
     fn routing(w: u64) -> Routing {
-        Routing { channels: SmallVec::new(), watermark: w, excluded: vec![2].into() }
+        Routing {
+            channels: SmallVec::new(),
+            watermark: w,
+            excluded: vec![2].into(),
+        }
     }
 
     #[test]
