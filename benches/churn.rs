@@ -15,30 +15,18 @@ fn churn_ops(c: &mut Criterion) {
     let base: Vec<_> = (0..100_000)
         .map(|i| {
             let s = engine.subscriber(Default::default());
-            s.subscribe(format!(r#"{{"stream":"hashtag","tag":"t{}"}}"#, i % 1000).as_bytes())
-                .unwrap();
+            s.subscribe(format!(r#"{{"stream":"hashtag","tag":"t{}"}}"#, i % 1000).as_bytes()).unwrap();
             s
         })
         .collect();
-    let sub = engine.subscriber(SubscriberOptions {
-        account: Some("1".into()),
-        ..Default::default()
-    });
+    let sub = engine.subscriber(SubscriberOptions { account: Some("1".into()), ..Default::default() });
     let mut g = c.benchmark_group("churn");
-    g.sample_size(20)
-        .warm_up_time(Duration::from_millis(300))
-        .measurement_time(Duration::from_secs(2));
+    g.sample_size(20).warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(2));
     g.throughput(Throughput::Elements(2));
     g.bench_function("subscribe_unsubscribe_pair", |b| {
         b.iter(|| {
-            assert!(
-                sub.subscribe(br#"{"stream":"hashtag","tag":"t7"}"#)
-                    .unwrap()
-            );
-            assert!(
-                sub.unsubscribe(br#"{"stream":"hashtag","tag":"t7"}"#)
-                    .unwrap()
-            );
+            assert!(sub.subscribe(br#"{"stream":"hashtag","tag":"t7"}"#).unwrap());
+            assert!(sub.unsubscribe(br#"{"stream":"hashtag","tag":"t7"}"#).unwrap());
         })
     });
     g.finish();
@@ -67,9 +55,7 @@ fn publish_under_churn(c: &mut Criterion) {
     let event = common::public_status();
     let (engine, subs) = common::public_subscribers(10_000, 16);
     let mut g = c.benchmark_group("publish_10k");
-    g.sample_size(10)
-        .warm_up_time(Duration::from_millis(300))
-        .measurement_time(Duration::from_secs(3));
+    g.sample_size(10).warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(3));
     g.throughput(Throughput::Elements(1));
     let mut measure = |name: &str| {
         g.bench_function(name, |b| {

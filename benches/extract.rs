@@ -49,9 +49,7 @@ fn extraction(c: &mut Criterion) {
     g.bench_function("evroute_parse_content", |b| {
         b.iter(|| {
             for s in common::STATUSES {
-                std::hint::black_box(
-                    evroute::event::parse_content(s.as_bytes(), &mut scratch).unwrap(),
-                );
+                std::hint::black_box(evroute::event::parse_content(s.as_bytes(), &mut scratch).unwrap());
             }
         })
     });

@@ -10,9 +10,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 fn fanout(c: &mut Criterion) {
     let event = common::public_status();
     let mut g = c.benchmark_group("fanout");
-    g.sample_size(10)
-        .warm_up_time(Duration::from_millis(300))
-        .measurement_time(Duration::from_secs(3));
+    g.sample_size(10).warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(3));
     for n in [1_000usize, 10_000, 100_000, 1_000_000] {
         let (engine, subs) = common::public_subscribers(n, 16);
         g.throughput(Throughput::Elements(n as u64));

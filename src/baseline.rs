@@ -50,9 +50,8 @@ impl Connection {
             }
         }
         let hidden = |id: Option<&Value>| {
-            id.and_then(id_string).is_some_and(|id| {
-                self.blocked_accounts.contains(&id) || self.muted_accounts.contains(&id)
-            })
+            id.and_then(id_string)
+                .is_some_and(|id| self.blocked_accounts.contains(&id) || self.muted_accounts.contains(&id))
         };
         if hidden(status.pointer("/account/id")) || hidden(status.pointer("/reblog/account/id")) {
             return false;
@@ -61,12 +60,8 @@ impl Connection {
         if mentions.is_some_and(|ms| ms.iter().any(|m| hidden(m.get("id")))) {
             return false;
         }
-        let acct = status
-            .pointer("/account/acct")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        acct.split_once('@')
-            .is_none_or(|(_, domain)| !self.blocked_domains.contains(&domain.to_lowercase()))
+        let acct = status.pointer("/account/acct").and_then(Value::as_str).unwrap_or("");
+        acct.split_once('@').is_none_or(|(_, domain)| !self.blocked_domains.contains(&domain.to_lowercase()))
     }
 }
 
@@ -111,26 +106,13 @@ impl MastodonRouter {
     pub fn subscribe(&mut self, connection: usize, stream: &BaselineStream) {
         let account = self.connections[connection].account.clone();
         let (channels, array, viewer_filtered) = match stream {
-            BaselineStream::Public(name) => (
-                vec![format!("timeline:{name}")],
-                vec![name.to_string()],
-                true,
-            ),
-            BaselineStream::Hashtag(tag) => (
-                vec![format!("timeline:hashtag:{}", tag.to_lowercase())],
-                vec!["hashtag".into(), tag.clone()],
-                true,
-            ),
-            BaselineStream::List(id) => (
-                vec![format!("timeline:list:{id}")],
-                vec!["list".into(), id.clone()],
-                false,
-            ),
+            BaselineStream::Public(name) => (vec![format!("timeline:{name}")], vec![name.to_string()], true),
+            BaselineStream::Hashtag(tag) => {
+                (vec![format!("timeline:hashtag:{}", tag.to_lowercase())], vec!["hashtag".into(), tag.clone()], true)
+            }
+            BaselineStream::List(id) => (vec![format!("timeline:list:{id}")], vec!["list".into(), id.clone()], false),
             BaselineStream::User => (
-                vec![
-                    format!("timeline:{account}"),
-                    format!("timeline:{account}:notifications"),
-                ],
+                vec![format!("timeline:{account}"), format!("timeline:{account}:notifications")],
                 vec!["user".into()],
                 false,
             ),
@@ -167,11 +149,7 @@ impl MastodonRouter {
                 if l.viewer_filtered && is_status && !conn.allows(payload) {
                     continue;
                 }
-                let envelope = Envelope {
-                    stream: &l.stream,
-                    event: name,
-                    payload: &payload_text,
-                };
+                let envelope = Envelope { stream: &l.stream, event: name, payload: &payload_text };
                 conn.queue.push_back(serde_json::to_string(&envelope)?);
                 delivered += 1;
             }
@@ -194,27 +172,16 @@ impl MastodonRouter {
 fn channels_of(name: &str, payload: &Value, doc: &Value) -> Vec<String> {
     let mut out = Vec::new();
     let ids = |key: &str| -> Vec<String> {
-        doc.get(key)
-            .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(id_string).collect())
-            .unwrap_or_default()
+        doc.get(key).and_then(Value::as_array).map(|a| a.iter().filter_map(id_string).collect()).unwrap_or_default()
     };
     match name {
         "update" | "status.update" => {
             let public = payload.get("visibility").and_then(Value::as_str) == Some("public")
                 && payload.get("reblog").is_none_or(Value::is_null);
-            let acct = payload
-                .pointer("/account/acct")
-                .and_then(Value::as_str)
-                .unwrap_or("");
+            let acct = payload.pointer("/account/acct").and_then(Value::as_str).unwrap_or("");
             let local = !acct.contains('@');
             if public {
-                for tag in payload
-                    .get("tags")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                {
+                for tag in payload.get("tags").and_then(Value::as_array).into_iter().flatten() {
                     if let Some(t) = tag.get("name").and_then(Value::as_str) {
                         let t = t.to_lowercase();
                         out.push(format!("timeline:hashtag:{t}"));
@@ -226,44 +193,20 @@ fn channels_of(name: &str, payload: &Value, doc: &Value) -> Vec<String> {
                 let author = payload.pointer("/account/id").and_then(id_string);
                 let reply_to = payload.get("in_reply_to_account_id").and_then(id_string);
                 if reply_to.is_none() || reply_to == author {
-                    let scope = if local {
-                        "public:local"
-                    } else {
-                        "public:remote"
-                    };
+                    let scope = if local { "public:local" } else { "public:remote" };
                     out.push("timeline:public".into());
                     out.push(format!("timeline:{scope}"));
-                    if payload
-                        .get("media_attachments")
-                        .and_then(Value::as_array)
-                        .is_some_and(|m| !m.is_empty())
-                    {
+                    if payload.get("media_attachments").and_then(Value::as_array).is_some_and(|m| !m.is_empty()) {
                         out.push("timeline:public:media".into());
                         out.push(format!("timeline:{scope}:media"));
                     }
                 }
             }
-            out.extend(
-                ids("recipients")
-                    .into_iter()
-                    .map(|id| format!("timeline:{id}")),
-            );
-            out.extend(
-                ids("lists")
-                    .into_iter()
-                    .map(|id| format!("timeline:list:{id}")),
-            );
+            out.extend(ids("recipients").into_iter().map(|id| format!("timeline:{id}")));
+            out.extend(ids("lists").into_iter().map(|id| format!("timeline:list:{id}")));
         }
-        "notification" => out.extend(
-            ids("recipients")
-                .into_iter()
-                .map(|id| format!("timeline:{id}:notifications")),
-        ),
-        _ => out.extend(
-            ids("recipients")
-                .into_iter()
-                .map(|id| format!("timeline:{id}")),
-        ),
+        "notification" => out.extend(ids("recipients").into_iter().map(|id| format!("timeline:{id}:notifications"))),
+        _ => out.extend(ids("recipients").into_iter().map(|id| format!("timeline:{id}"))),
     }
     out
 }
@@ -279,24 +222,10 @@ impl RedisServer {
     pub fn start() -> std::io::Result<Option<RedisServer>> {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let spawned = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             // Unlimited pub/sub output buffers: a lagging reader must not
             // be disconnected mid-measurement.
-            .args([
-                "--client-output-buffer-limit",
-                "pubsub 0 0 0",
-                "--maxclients",
-                "15000",
-            ])
+            .args(["--client-output-buffer-limit", "pubsub 0 0 0", "--maxclients", "15000"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn();
@@ -317,9 +246,7 @@ impl RedisServer {
                 }
             }
             if Instant::now() > deadline {
-                return Err(std::io::Error::other(
-                    "redis-server did not answer PING within 10 s",
-                ));
+                return Err(std::io::Error::other("redis-server did not answer PING within 10 s"));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -365,10 +292,7 @@ pub fn redis_fanout(
         c.write_all(format!("SUBSCRIBE {CHANNEL}\r\n").as_bytes())?;
         conns.push(c);
     }
-    let confirm = format!(
-        "*3\r\n$9\r\nsubscribe\r\n${}\r\n{CHANNEL}\r\n:1\r\n",
-        CHANNEL.len()
-    );
+    let confirm = format!("*3\r\n$9\r\nsubscribe\r\n${}\r\n{CHANNEL}\r\n:1\r\n", CHANNEL.len());
     let mut buf = vec![0u8; confirm.len()];
     for c in &mut conns {
         c.read_exact(&mut buf)?;
@@ -377,12 +301,8 @@ pub fn redis_fanout(
         }
         c.set_nonblocking(true)?;
     }
-    let per_delivery = format!(
-        "*3\r\n$7\r\nmessage\r\n${}\r\n{CHANNEL}\r\n${}\r\n\r\n",
-        CHANNEL.len(),
-        message.len()
-    )
-    .len()
+    let per_delivery = format!("*3\r\n$7\r\nmessage\r\n${}\r\n{CHANNEL}\r\n${}\r\n\r\n", CHANNEL.len(), message.len())
+        .len()
         + message.len();
     let per_event = (per_delivery * subscribers) as u64;
 
@@ -394,10 +314,7 @@ pub fn redis_fanout(
     // SAFETY: epfd is a fresh fd that nothing else owns; closed on return.
     let _epoll_guard = unsafe { OwnedFd::from_raw_fd(epfd) };
     for (i, c) in conns.iter().enumerate() {
-        let mut ev = libc::epoll_event {
-            events: libc::EPOLLIN as u32,
-            u64: i as u64,
-        };
+        let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: i as u64 };
         // SAFETY: both fds are open; `ev` lives across the call.
         if unsafe { libc::epoll_ctl(epfd, libc::EPOLL_CTL_ADD, c.as_raw_fd(), &mut ev) } < 0 {
             return Err(std::io::Error::last_os_error());
@@ -405,12 +322,8 @@ pub fn redis_fanout(
     }
     let mut publisher = server.connect()?;
     let mut replies = BufReader::new(publisher.try_clone()?);
-    let mut command = format!(
-        "*3\r\n$7\r\nPUBLISH\r\n${}\r\n{CHANNEL}\r\n${}\r\n",
-        CHANNEL.len(),
-        message.len()
-    )
-    .into_bytes();
+    let mut command =
+        format!("*3\r\n$7\r\nPUBLISH\r\n${}\r\n{CHANNEL}\r\n${}\r\n", CHANNEL.len(), message.len()).into_bytes();
     command.extend_from_slice(message);
     command.extend_from_slice(b"\r\n");
 
@@ -443,9 +356,7 @@ pub fn redis_fanout(
             loop {
                 match c.read(&mut chunk) {
                     Ok(0) => {
-                        return Err(std::io::Error::other(
-                            "redis closed a subscriber connection",
-                        ));
+                        return Err(std::io::Error::other("redis closed a subscriber connection"));
                     }
                     Ok(k) => received += k as u64,
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
@@ -457,10 +368,7 @@ pub fn redis_fanout(
     let elapsed = start.elapsed();
     // Reset instead of FIN on close, so repeated runs do not pile up
     // TIME_WAIT sockets and exhaust loopback ports.
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
+    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
     for c in &conns {
         // SAFETY: valid socket fd; `linger` outlives the call.
         unsafe {
@@ -473,12 +381,7 @@ pub fn redis_fanout(
             )
         };
     }
-    Ok(RedisRun {
-        subscribers,
-        events,
-        deliveries: (events * subscribers) as u64,
-        elapsed,
-    })
+    Ok(RedisRun { subscribers, events, deliveries: (events * subscribers) as u64, elapsed })
 }
 
 #[cfg(test)]
@@ -486,10 +389,7 @@ mod tests {
     use super::*;
 
     fn status(tags: &[&str], acct: &str, language: &str) -> String {
-        let tags: Vec<_> = tags
-            .iter()
-            .map(|t| serde_json::json!({ "name": t }))
-            .collect();
+        let tags: Vec<_> = tags.iter().map(|t| serde_json::json!({ "name": t })).collect();
         serde_json::json!({
             "event": "update",
             "payload": { "id": "1", "visibility": "public", "reblog": null, "language": language,
@@ -503,38 +403,22 @@ mod tests {
     #[test]
     fn mastodon_router_routes_and_filters_like_mastodon() {
         let mut r = MastodonRouter::new();
-        let public = r.connect(Connection {
-            account: "1".into(),
-            ..Default::default()
-        });
+        let public = r.connect(Connection { account: "1".into(), ..Default::default() });
         let english = r.connect(Connection {
             account: "2".into(),
             languages: Some(["en".to_string()].into()),
             ..Default::default()
         });
-        let tag = r.connect(Connection {
-            account: "3".into(),
-            ..Default::default()
-        });
-        let user = r.connect(Connection {
-            account: "5".into(),
-            ..Default::default()
-        });
-        let list = r.connect(Connection {
-            account: "6".into(),
-            ..Default::default()
-        });
+        let tag = r.connect(Connection { account: "3".into(), ..Default::default() });
+        let user = r.connect(Connection { account: "5".into(), ..Default::default() });
+        let list = r.connect(Connection { account: "6".into(), ..Default::default() });
         r.subscribe(public, &BaselineStream::Public("public"));
         r.subscribe(english, &BaselineStream::Public("public:remote"));
         r.subscribe(tag, &BaselineStream::Hashtag("Rust".into()));
         r.subscribe(user, &BaselineStream::User);
         r.subscribe(list, &BaselineStream::List("3".into()));
 
-        assert_eq!(
-            r.publish(status(&["rust"], "a@remote.example", "de").as_bytes())
-                .unwrap(),
-            4
-        );
+        assert_eq!(r.publish(status(&["rust"], "a@remote.example", "de").as_bytes()).unwrap(), 4);
         assert!(r.connections[english].queue.is_empty());
         let frame: Value = serde_json::from_str(&r.connections[tag].queue[0]).unwrap();
         assert_eq!(frame["stream"], serde_json::json!(["hashtag", "Rust"]));
@@ -542,11 +426,7 @@ mod tests {
         let payload: Value = serde_json::from_str(frame["payload"].as_str().unwrap()).unwrap();
         assert_eq!(payload["account"]["acct"], "a@remote.example");
         assert_eq!(r.drain(), 4);
-        assert_eq!(
-            r.publish(status(&[], "a@remote.example", "en").as_bytes())
-                .unwrap(),
-            4
-        );
+        assert_eq!(r.publish(status(&[], "a@remote.example", "en").as_bytes()).unwrap(), 4);
     }
 
     #[test]

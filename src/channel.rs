@@ -32,30 +32,12 @@ impl Stream {
     pub fn from_name(name: &str) -> Option<Stream> {
         use Scope::*;
         Some(match name {
-            "public" => Stream::Public {
-                scope: All,
-                media: false,
-            },
-            "public:media" => Stream::Public {
-                scope: All,
-                media: true,
-            },
-            "public:local" => Stream::Public {
-                scope: Local,
-                media: false,
-            },
-            "public:local:media" => Stream::Public {
-                scope: Local,
-                media: true,
-            },
-            "public:remote" => Stream::Public {
-                scope: Remote,
-                media: false,
-            },
-            "public:remote:media" => Stream::Public {
-                scope: Remote,
-                media: true,
-            },
+            "public" => Stream::Public { scope: All, media: false },
+            "public:media" => Stream::Public { scope: All, media: true },
+            "public:local" => Stream::Public { scope: Local, media: false },
+            "public:local:media" => Stream::Public { scope: Local, media: true },
+            "public:remote" => Stream::Public { scope: Remote, media: false },
+            "public:remote:media" => Stream::Public { scope: Remote, media: true },
             "hashtag" => Stream::Hashtag { local: false },
             "hashtag:local" => Stream::Hashtag { local: true },
             "user" => Stream::User,
@@ -69,30 +51,12 @@ impl Stream {
     pub fn name(self) -> &'static str {
         use Scope::*;
         match self {
-            Stream::Public {
-                scope: All,
-                media: false,
-            } => "public",
-            Stream::Public {
-                scope: All,
-                media: true,
-            } => "public:media",
-            Stream::Public {
-                scope: Local,
-                media: false,
-            } => "public:local",
-            Stream::Public {
-                scope: Local,
-                media: true,
-            } => "public:local:media",
-            Stream::Public {
-                scope: Remote,
-                media: false,
-            } => "public:remote",
-            Stream::Public {
-                scope: Remote,
-                media: true,
-            } => "public:remote:media",
+            Stream::Public { scope: All, media: false } => "public",
+            Stream::Public { scope: All, media: true } => "public:media",
+            Stream::Public { scope: Local, media: false } => "public:local",
+            Stream::Public { scope: Local, media: true } => "public:local:media",
+            Stream::Public { scope: Remote, media: false } => "public:remote",
+            Stream::Public { scope: Remote, media: true } => "public:remote:media",
             Stream::Hashtag { local: false } => "hashtag",
             Stream::Hashtag { local: true } => "hashtag:local",
             Stream::User => "user",
@@ -142,30 +106,12 @@ impl ChannelKey {
         let unknown = || Error::channel(format!("unknown channel {name:?}"));
         let rest = name.strip_prefix("timeline:").ok_or_else(unknown)?;
         let key = match rest {
-            "public" => ChannelKey::Public {
-                local: None,
-                media: false,
-            },
-            "public:media" => ChannelKey::Public {
-                local: None,
-                media: true,
-            },
-            "public:local" => ChannelKey::Public {
-                local: Some(true),
-                media: false,
-            },
-            "public:local:media" => ChannelKey::Public {
-                local: Some(true),
-                media: true,
-            },
-            "public:remote" => ChannelKey::Public {
-                local: Some(false),
-                media: false,
-            },
-            "public:remote:media" => ChannelKey::Public {
-                local: Some(false),
-                media: true,
-            },
+            "public" => ChannelKey::Public { local: None, media: false },
+            "public:media" => ChannelKey::Public { local: None, media: true },
+            "public:local" => ChannelKey::Public { local: Some(true), media: false },
+            "public:local:media" => ChannelKey::Public { local: Some(true), media: true },
+            "public:remote" => ChannelKey::Public { local: Some(false), media: false },
+            "public:remote:media" => ChannelKey::Public { local: Some(false), media: true },
             _ => {
                 if let Some(tag) = rest.strip_prefix("hashtag:") {
                     let (raw, local) = match tag.strip_suffix(":local") {
@@ -174,14 +120,9 @@ impl ChannelKey {
                     };
                     let tag = normalize_tag(raw);
                     if tag.is_empty() {
-                        return Err(Error::channel(format!(
-                            "channel {name:?} has no usable tag"
-                        )));
+                        return Err(Error::channel(format!("channel {name:?} has no usable tag")));
                     }
-                    ChannelKey::Hashtag {
-                        tag: tag.into(),
-                        local,
-                    }
+                    ChannelKey::Hashtag { tag: tag.into(), local }
                 } else if let Some(id) = rest.strip_prefix("list:") {
                     ChannelKey::List(channel_id(name, id)?)
                 } else if let Some(id) = rest.strip_prefix("direct:") {
@@ -200,9 +141,7 @@ impl ChannelKey {
 }
 
 fn channel_id(name: &str, id: &str) -> Result<Box<str>> {
-    check_id(id)
-        .map(Box::from)
-        .map_err(|e| Error::channel(format!("channel {name:?}: {e}")))
+    check_id(id).map(Box::from).map_err(|e| Error::channel(format!("channel {name:?}: {e}")))
 }
 
 impl fmt::Display for ChannelKey {
@@ -221,11 +160,7 @@ impl fmt::Display for ChannelKey {
                 Ok(())
             }
             ChannelKey::Hashtag { tag, local } => {
-                write!(
-                    f,
-                    "timeline:hashtag:{tag}{}",
-                    if *local { ":local" } else { "" }
-                )
+                write!(f, "timeline:hashtag:{tag}{}", if *local { ":local" } else { "" })
             }
             ChannelKey::User(id) => write!(f, "timeline:{id}"),
             ChannelKey::Notifications(id) => write!(f, "timeline:{id}:notifications"),
@@ -262,11 +197,7 @@ fn is_tag_char(c: char) -> bool {
 /// drop everything that cannot be part of a hashtag.
 pub fn normalize_tag(tag: &str) -> String {
     let lowered = tag.nfkc().collect::<String>().to_lowercase();
-    lowered
-        .chars()
-        .map(fold_to_ascii)
-        .filter(|&c| is_tag_char(c))
-        .collect()
+    lowered.chars().map(fold_to_ascii).filter(|&c| is_tag_char(c)).collect()
 }
 
 #[cfg(test)]
@@ -312,14 +243,7 @@ mod tests {
 
     #[test]
     fn bad_channels_are_named_in_the_error() {
-        for name in [
-            "",
-            "public",
-            "timeline:",
-            "timeline:public:bogus",
-            "timeline:hashtag:!!",
-            "timeline:list:",
-        ] {
+        for name in ["", "public", "timeline:", "timeline:public:bogus", "timeline:hashtag:!!", "timeline:list:"] {
             let err = ChannelKey::parse(name).unwrap_err();
             assert_eq!(err.kind(), crate::ErrorKind::InvalidChannel, "{name}");
             assert!(err.message().contains("channel"), "{err}");

@@ -40,24 +40,20 @@ fn positive(value: &Value<'_>, key: &str, allow_zero: bool) -> Result<usize> {
         Some(n) if n > 0 || allow_zero => Ok(n as usize),
         _ => Err(Error::config(format!(
             "{key} must be a {} integer",
-            if allow_zero {
-                "non-negative"
-            } else {
-                "positive"
-            }
+            if allow_zero { "non-negative" } else { "positive" }
         ))),
     }
 }
 
 fn overflow(value: &Value<'_>) -> Result<Overflow> {
-    value.as_str().and_then(Overflow::from_name).ok_or_else(|| {
-        Error::config("overflow must be \"drop_oldest\", \"drop_newest\" or \"disconnect\"")
-    })
+    value
+        .as_str()
+        .and_then(Overflow::from_name)
+        .ok_or_else(|| Error::config("overflow must be \"drop_oldest\", \"drop_newest\" or \"disconnect\""))
 }
 
 fn object<'v>(doc: &'v Value<'v>, what: &str) -> Result<&'v simd_json::borrowed::Object<'v>> {
-    doc.as_object()
-        .ok_or_else(|| Error::config(format!("{what} must be a JSON object")))
+    doc.as_object().ok_or_else(|| Error::config(format!("{what} must be a JSON object")))
 }
 
 impl EngineConfig {
@@ -80,16 +76,12 @@ impl EngineConfig {
                             Some("") => None,
                             Some(ns) => Some(ns.to_owned()),
                             None => {
-                                return Err(Error::config(
-                                    "redis_namespace must be a string or null",
-                                ));
+                                return Err(Error::config("redis_namespace must be a string or null"));
                             }
                         }
                     }
                     other => {
-                        return Err(Error::config(format!(
-                            "unknown engine config key {other:?}"
-                        )));
+                        return Err(Error::config(format!("unknown engine config key {other:?}")));
                     }
                 }
             }
@@ -110,12 +102,7 @@ pub struct SubscriberOptions {
     pub overflow: Option<Overflow>,
 }
 
-pub(crate) const FILTER_KEYS: [&str; 4] = [
-    "languages",
-    "blocked_accounts",
-    "muted_accounts",
-    "blocked_domains",
-];
+pub(crate) const FILTER_KEYS: [&str; 4] = ["languages", "blocked_accounts", "muted_accounts", "blocked_domains"];
 
 impl SubscriberOptions {
     /// Parses the subscriber JSON of §7; empty input means all defaults.
@@ -134,11 +121,7 @@ impl SubscriberOptions {
             match key.as_ref() {
                 "account" if value.is_null() => {}
                 "account" => {
-                    opts.account = Some(
-                        id_text(value)
-                            .map_err(|e| Error::config(format!("account: {e}")))?
-                            .into(),
-                    )
+                    opts.account = Some(id_text(value).map_err(|e| Error::config(format!("account: {e}")))?.into())
                 }
                 "queue_capacity" => opts.queue_capacity = Some(positive(value, key, false)?),
                 "overflow" => opts.overflow = Some(overflow(value)?),
@@ -176,10 +159,7 @@ mod tests {
 
     #[test]
     fn engine_config_defaults_and_overrides() {
-        assert_eq!(
-            EngineConfig::from_json(b"").unwrap(),
-            EngineConfig::default()
-        );
+        assert_eq!(EngineConfig::from_json(b"").unwrap(), EngineConfig::default());
         let c = EngineConfig::from_json(
             br#"{"queue_capacity":8,"overflow":"disconnect","max_event_bytes":100,"delete_memory":0,"redis_namespace":"ns"}"#,
         )
@@ -214,11 +194,6 @@ mod tests {
         assert!(o.filters.languages.as_ref().unwrap().contains("en"));
         assert_eq!(o.queue_capacity, Some(16));
         assert!(SubscriberOptions::from_json(br#"{"acount":1}"#).is_err());
-        assert!(
-            filters_from_json(br#"{"account":"1"}"#)
-                .unwrap_err()
-                .message()
-                .contains("account")
-        );
+        assert!(filters_from_json(br#"{"account":"1"}"#).unwrap_err().message().contains("account"));
     }
 }

@@ -93,10 +93,7 @@ impl Subscription {
         self.events.as_ref().is_none_or(|f| f.allows(&ev.name))
             && !(self.viewer_filtered
                 && self.core.has_filters.load(Ordering::Relaxed)
-                && ev
-                    .status
-                    .as_ref()
-                    .is_some_and(|s| !self.core.filters.read().allows(s)))
+                && ev.status.as_ref().is_some_and(|s| !self.core.filters.read().allows(s)))
     }
 }
 
@@ -166,9 +163,7 @@ impl Engine {
             engine: Arc::clone(inner),
             core: Arc::new(SubscriberCore {
                 queue: Queue::new(
-                    options
-                        .queue_capacity
-                        .unwrap_or(inner.config.queue_capacity),
+                    options.queue_capacity.unwrap_or(inner.config.queue_capacity),
                     options.overflow.unwrap_or(inner.config.overflow),
                 ),
                 filters: RwLock::new(options.filters),
@@ -186,9 +181,8 @@ impl Engine {
 
     /// Content mode (§3b): works out the channels from the event itself.
     pub fn publish(&self, event: &[u8]) -> Result<PublishStats> {
-        let routed = self
-            .check_size(event)
-            .and_then(|_| SCRATCH.with(|s| event::parse_content(event, &mut s.borrow_mut())));
+        let routed =
+            self.check_size(event).and_then(|_| SCRATCH.with(|s| event::parse_content(event, &mut s.borrow_mut())));
         self.deliver_or_reject(routed)
     }
 
@@ -197,9 +191,7 @@ impl Engine {
         let routed = self
             .parse_channel(channel)
             .and_then(|key| self.check_size(message).map(|_| key))
-            .and_then(|key| {
-                SCRATCH.with(|s| event::parse_channel_message(key, message, &mut s.borrow_mut()))
-            });
+            .and_then(|key| SCRATCH.with(|s| event::parse_channel_message(key, message, &mut s.borrow_mut())));
         self.deliver_or_reject(routed)
     }
 
@@ -212,9 +204,7 @@ impl Engine {
         let ev = SCRATCH.with(|s| event::parse_content(event, &mut s.borrow_mut()))?;
         let mut matched = 0;
         for key in &ev.channels {
-            self.inner
-                .index
-                .for_each(key, |sub| matched += sub.accepts(&ev) as u64);
+            self.inner.index.for_each(key, |sub| matched += sub.accepts(&ev) as u64);
         }
         Ok(matched)
     }
@@ -223,10 +213,7 @@ impl Engine {
     pub fn parse_channel(&self, channel: &[u8]) -> Result<ChannelKey> {
         let name = std::str::from_utf8(channel).map_err(Error::utf8)?;
         let name = match &self.inner.config.redis_namespace {
-            Some(ns) => name
-                .strip_prefix(ns.as_str())
-                .and_then(|rest| rest.strip_prefix(':'))
-                .unwrap_or(name),
+            Some(ns) => name.strip_prefix(ns.as_str()).and_then(|rest| rest.strip_prefix(':')).unwrap_or(name),
             None => name,
         };
         ChannelKey::parse(name)
@@ -243,14 +230,8 @@ impl Engine {
     /// Redis channels (with namespace) that at least one subscription
     /// listens to. See [`Engine::channel_generation`] to notice changes.
     pub fn active_channels(&self) -> Vec<String> {
-        let mut names: Vec<String> = self
-            .inner
-            .index
-            .keys()
-            .iter()
-            .filter(|k| k.is_redis_channel())
-            .map(|k| self.channel_name(k))
-            .collect();
+        let mut names: Vec<String> =
+            self.inner.index.keys().iter().filter(|k| k.is_redis_channel()).map(|k| self.channel_name(k)).collect();
         names.sort();
         names
     }
@@ -279,10 +260,7 @@ impl Engine {
         if bytes.len() > limit {
             return Err(Error::new(
                 ErrorKind::TooLarge,
-                format!(
-                    "event is {} bytes, above the limit of {limit} bytes",
-                    bytes.len()
-                ),
+                format!("event is {} bytes, above the limit of {limit} bytes", bytes.len()),
             ));
         }
         Ok(())
@@ -341,10 +319,7 @@ impl Delivery<'_> {
 
 impl EngineInner {
     fn deliver(&self, ev: RoutedEvent) -> PublishStats {
-        let earlier = ev
-            .deletes
-            .as_deref()
-            .and_then(|id| self.recent.lock().take(id));
+        let earlier = ev.deletes.as_deref().and_then(|id| self.recent.lock().take(id));
         let watermark = self.next_seq.load(Ordering::SeqCst);
         let mut d = Delivery {
             ev: &ev,
@@ -369,11 +344,7 @@ impl EngineInner {
         if let (Some(id), Some(mut excluded)) = (ev.remember.clone(), d.excluded.take()) {
             excluded.sort_unstable();
             excluded.dedup();
-            let routing = Routing {
-                channels: ev.channels.clone(),
-                watermark,
-                excluded: excluded.into(),
-            };
+            let routing = Routing { channels: ev.channels.clone(), watermark, excluded: excluded.into() };
             self.recent.lock().record(id, routing);
         }
         stats
@@ -440,10 +411,7 @@ impl Subscriber {
             slots: Default::default(),
         });
         engine.index.insert(&sub);
-        engine
-            .counters
-            .subscriptions
-            .fetch_add(1, Ordering::Relaxed);
+        engine.counters.subscriptions.fetch_add(1, Ordering::Relaxed);
         subs.push(sub);
         Ok(true)
     }
@@ -459,10 +427,7 @@ impl Subscriber {
         };
         let sub = subs.remove(pos);
         self.engine.index.remove(&sub);
-        self.engine
-            .counters
-            .subscriptions
-            .fetch_sub(1, Ordering::Relaxed);
+        self.engine.counters.subscriptions.fetch_sub(1, Ordering::Relaxed);
         Ok(true)
     }
 
@@ -507,11 +472,7 @@ impl Subscriber {
 
     /// Stream arrays of the current subscriptions, in subscription order.
     pub fn streams(&self) -> Vec<String> {
-        self.subscriptions
-            .lock()
-            .iter()
-            .map(|s| s.stream.to_string())
-            .collect()
+        self.subscriptions.lock().iter().map(|s| s.stream.to_string()).collect()
     }
 
     /// Why the subscriber was closed, if it was.
@@ -530,10 +491,7 @@ impl Subscriber {
         for sub in &subs {
             self.engine.index.remove(sub);
         }
-        self.engine
-            .counters
-            .subscriptions
-            .fetch_sub(subs.len() as u64, Ordering::Relaxed);
+        self.engine.counters.subscriptions.fetch_sub(subs.len() as u64, Ordering::Relaxed);
     }
 }
 
@@ -541,9 +499,6 @@ impl Drop for Subscriber {
     fn drop(&mut self) {
         self.unsubscribe_all();
         self.core.queue.close("closed");
-        self.engine
-            .counters
-            .subscribers
-            .fetch_sub(1, Ordering::Relaxed);
+        self.engine.counters.subscribers.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -34,10 +34,7 @@ pub struct Error {
 
 impl Error {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Error {
-            kind,
-            message: message.into(),
-        }
+        Error { kind, message: message.into() }
     }
 
     pub fn kind(&self) -> ErrorKind {
@@ -53,10 +50,7 @@ impl Error {
     }
 
     pub(crate) fn utf8(err: std::str::Utf8Error) -> Self {
-        Error::new(
-            ErrorKind::InvalidUtf8,
-            format!("invalid UTF-8 at byte {}", err.valid_up_to()),
-        )
+        Error::new(ErrorKind::InvalidUtf8, format!("invalid UTF-8 at byte {}", err.valid_up_to()))
     }
 
     pub(crate) fn event(message: impl Into<String>) -> Self {

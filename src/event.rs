@@ -52,16 +52,12 @@ fn is_status_event(name: &str) -> bool {
 
 fn event_name<'v>(value: Option<&'v Value<'_>>, key: &str) -> Result<&'v str> {
     let value = value.ok_or_else(|| Error::event(format!("missing {key:?}")))?;
-    let name = value
-        .as_str()
-        .ok_or_else(|| Error::event(format!("{key:?} must be a string")))?;
+    let name = value.as_str().ok_or_else(|| Error::event(format!("{key:?} must be a string")))?;
     if name.is_empty() {
         return Err(Error::event(format!("{key:?} must not be empty")));
     }
     if name.contains(['\r', '\n']) {
-        return Err(Error::event(format!(
-            "{key:?} must not contain a line break"
-        )));
+        return Err(Error::event(format!("{key:?} must not contain a line break")));
     }
     Ok(name)
 }
@@ -91,30 +87,20 @@ fn status_facts(status: &Value<'_>) -> Result<StatusFacts> {
         .ok_or_else(|| Error::event("status account has no id"))
         .and_then(|v| id_text(v).map_err(|e| Error::event(format!("status account id: {e}"))))?;
     let acct = account.get("acct").and_then(|a| a.as_str()).unwrap_or("");
-    let domain = acct
-        .split_once('@')
-        .map(|(_, d)| d.to_lowercase().into_boxed_str());
+    let domain = acct.split_once('@').map(|(_, d)| d.to_lowercase().into_boxed_str());
     let optional_id = |v: Option<&Value<'_>>, what: &str| -> Result<Option<Box<str>>> {
         match v {
             None => Ok(None),
             Some(v) if v.is_null() => Ok(None),
-            Some(v) => id_text(v)
-                .map(Some)
-                .map_err(|e| Error::event(format!("{what}: {e}"))),
+            Some(v) => id_text(v).map(Some).map_err(|e| Error::event(format!("{what}: {e}"))),
         }
     };
     let reblog = status.get("reblog").filter(|r| !r.is_null());
     let reblog_author = match reblog {
-        Some(r) => optional_id(
-            r.get("account").and_then(|a| a.get("id")),
-            "reblog account id",
-        )?,
+        Some(r) => optional_id(r.get("account").and_then(|a| a.get("id")), "reblog account id")?,
         None => None,
     };
-    let reply_to = optional_id(
-        status.get("in_reply_to_account_id"),
-        "in_reply_to_account_id",
-    )?;
+    let reply_to = optional_id(status.get("in_reply_to_account_id"), "in_reply_to_account_id")?;
     let mut mentions = SmallVec::new();
     if let Some(list) = status.get("mentions").and_then(|m| m.as_array()) {
         for m in list {
@@ -131,20 +117,13 @@ fn status_facts(status: &Value<'_>) -> Result<StatusFacts> {
     }
     Ok(StatusFacts {
         id: optional_id(status.get("id"), "status id")?,
-        public: status.get("visibility").and_then(|v| v.as_str()) == Some("public")
-            && reblog.is_none(),
+        public: status.get("visibility").and_then(|v| v.as_str()) == Some("public") && reblog.is_none(),
         local: domain.is_none(),
-        media: status
-            .get("media_attachments")
-            .and_then(|m| m.as_array())
-            .is_some_and(|m| !m.is_empty()),
+        media: status.get("media_attachments").and_then(|m| m.as_array()).is_some_and(|m| !m.is_empty()),
         reply_to_other: reply_to.as_ref().is_some_and(|r| *r != author),
         tags,
         keys: StatusKeys {
-            language: status
-                .get("language")
-                .and_then(|l| l.as_str())
-                .map(Box::from),
+            language: status.get("language").and_then(|l| l.as_str()).map(Box::from),
             author,
             mentions,
             reblog_author,
@@ -165,9 +144,7 @@ fn push_tag(tags: &mut Vec<String>, raw: Option<&str>) {
 /// Status facts of an `update` payload, which may be an object or (as older
 /// Mastodon versions publish it) a string holding the status JSON.
 fn update_facts(doc: &Value<'_>) -> Result<StatusFacts> {
-    let payload = doc
-        .get("payload")
-        .ok_or_else(|| Error::event("an update event needs a status payload"))?;
+    let payload = doc.get("payload").ok_or_else(|| Error::event("an update event needs a status payload"))?;
     match payload.as_str() {
         Some(text) => {
             let mut scratch = Vec::new();
@@ -183,15 +160,9 @@ fn route_public_status(ev: &mut RoutedEvent, facts: &StatusFacts) {
         return;
     }
     for tag in &facts.tags {
-        ev.add(ChannelKey::Hashtag {
-            tag: tag.as_str().into(),
-            local: false,
-        });
+        ev.add(ChannelKey::Hashtag { tag: tag.as_str().into(), local: false });
         if facts.local {
-            ev.add(ChannelKey::Hashtag {
-                tag: tag.as_str().into(),
-                local: true,
-            });
+            ev.add(ChannelKey::Hashtag { tag: tag.as_str().into(), local: true });
         }
     }
     if !facts.reply_to_other {
@@ -200,10 +171,7 @@ fn route_public_status(ev: &mut RoutedEvent, facts: &StatusFacts) {
                 continue;
             }
             ev.add(ChannelKey::Public { local: None, media });
-            ev.add(ChannelKey::Public {
-                local: Some(facts.local),
-                media,
-            });
+            ev.add(ChannelKey::Public { local: Some(facts.local), media });
         }
     }
 }
@@ -219,9 +187,7 @@ pub fn parse_content(input: &[u8], scratch: &mut Vec<u8>) -> Result<RoutedEvent>
         } else if doc.get("type").is_some() {
             community_event(doc, input)
         } else {
-            Err(Error::event(
-                "missing \"event\" (Mastodon envelope) or \"type\" (community event)",
-            ))
+            Err(Error::event("missing \"event\" (Mastodon envelope) or \"type\" (community event)"))
         }
     })
 }
@@ -230,11 +196,7 @@ fn mastodon_envelope(doc: &Value<'_>, input: &[u8]) -> Result<RoutedEvent> {
     let name = event_name(doc.get("event"), "event")?;
     let recipients = id_list(doc.get("recipients"), "recipients").map_err(Error::event)?;
     let lists = id_list(doc.get("lists"), "lists").map_err(Error::event)?;
-    let mut ev = RoutedEvent {
-        name: name.into(),
-        payload: payload_text(doc, input),
-        ..Default::default()
-    };
+    let mut ev = RoutedEvent { name: name.into(), payload: payload_text(doc, input), ..Default::default() };
     let home_and_lists = |ev: &mut RoutedEvent| {
         for r in &recipients {
             ev.add(ChannelKey::User(r.clone()));
@@ -268,11 +230,11 @@ fn mastodon_envelope(doc: &Value<'_>, input: &[u8]) -> Result<RoutedEvent> {
             home_and_lists(&mut ev);
         }
         "delete" => {
-            let id = doc.get("payload").filter(|p| !p.is_null()).ok_or_else(|| {
-                Error::event("a delete event needs the deleted status id as payload")
-            })?;
-            ev.deletes =
-                Some(id_text(id).map_err(|e| Error::event(format!("delete payload: {e}")))?);
+            let id = doc
+                .get("payload")
+                .filter(|p| !p.is_null())
+                .ok_or_else(|| Error::event("a delete event needs the deleted status id as payload"))?;
+            ev.deletes = Some(id_text(id).map_err(|e| Error::event(format!("delete payload: {e}")))?);
             home_and_lists(&mut ev);
         }
         _ => home_and_lists(&mut ev),
@@ -287,14 +249,9 @@ fn community_event(doc: &Value<'_>, input: &[u8]) -> Result<RoutedEvent> {
         .filter(|d| d.as_object().is_some())
         .ok_or_else(|| Error::event(format!("community event {name:?} has no \"data\" object")))?;
     let whole = std::str::from_utf8(input.trim_ascii()).map_err(Error::utf8)?;
-    let mut ev = RoutedEvent {
-        name: name.into(),
-        payload: Some(whole.into()),
-        ..Default::default()
-    };
+    let mut ev = RoutedEvent { name: name.into(), payload: Some(whole.into()), ..Default::default() };
     if name.starts_with("notification.") {
-        let recipients =
-            id_list(data.get("recipients"), "data.recipients").map_err(Error::event)?;
+        let recipients = id_list(data.get("recipients"), "data.recipients").map_err(Error::event)?;
         for r in recipients {
             ev.add(ChannelKey::Notifications(r));
         }
@@ -304,44 +261,23 @@ fn community_event(doc: &Value<'_>, input: &[u8]) -> Result<RoutedEvent> {
             _ => data
                 .get("status")
                 .filter(|s| s.as_object().is_some())
-                .ok_or_else(|| {
-                    Error::event(format!("{name} event has no \"data.status\" object"))
-                })?,
+                .ok_or_else(|| Error::event(format!("{name} event has no \"data.status\" object")))?,
         };
-        let media = status
-            .get("medias")
-            .and_then(|m| m.as_array())
-            .is_some_and(|m| !m.is_empty());
+        let media = status.get("medias").and_then(|m| m.as_array()).is_some_and(|m| !m.is_empty());
         let mut tags = Vec::new();
         if let Some(list) = status.get("tags").and_then(|t| t.as_array()) {
             for t in list {
-                push_tag(
-                    &mut tags,
-                    t.as_str()
-                        .or_else(|| t.get("name").and_then(|n| n.as_str())),
-                );
+                push_tag(&mut tags, t.as_str().or_else(|| t.get("name").and_then(|n| n.as_str())));
             }
         }
         for tag in &tags {
-            ev.add(ChannelKey::Hashtag {
-                tag: tag.as_str().into(),
-                local: false,
-            });
-            ev.add(ChannelKey::Hashtag {
-                tag: tag.as_str().into(),
-                local: true,
-            });
+            ev.add(ChannelKey::Hashtag { tag: tag.as_str().into(), local: false });
+            ev.add(ChannelKey::Hashtag { tag: tag.as_str().into(), local: true });
         }
         for m in [false, true] {
             if !m || media {
-                ev.add(ChannelKey::Public {
-                    local: None,
-                    media: m,
-                });
-                ev.add(ChannelKey::Public {
-                    local: Some(true),
-                    media: m,
-                });
+                ev.add(ChannelKey::Public { local: None, media: m });
+                ev.add(ChannelKey::Public { local: Some(true), media: m });
             }
         }
     }
@@ -349,21 +285,13 @@ fn community_event(doc: &Value<'_>, input: &[u8]) -> Result<RoutedEvent> {
 }
 
 /// Channel mode: a Mastodon Redis message on an already-parsed channel.
-pub fn parse_channel_message(
-    channel: ChannelKey,
-    input: &[u8],
-    scratch: &mut Vec<u8>,
-) -> Result<RoutedEvent> {
+pub fn parse_channel_message(channel: ChannelKey, input: &[u8], scratch: &mut Vec<u8>) -> Result<RoutedEvent> {
     with_document(input, scratch, |doc| {
         if doc.as_object().is_none() {
             return Err(Error::event("a channel message must be a JSON object"));
         }
         let name = event_name(doc.get("event"), "event")?;
-        let mut ev = RoutedEvent {
-            name: name.into(),
-            payload: payload_text(doc, input),
-            ..Default::default()
-        };
+        let mut ev = RoutedEvent { name: name.into(), payload: payload_text(doc, input), ..Default::default() };
         if is_status_event(name) {
             ev.status = Some(update_facts(doc)?.keys);
         }
@@ -391,10 +319,8 @@ mod tests {
 
     #[test]
     fn public_local_status_with_media_and_tags() {
-        let ev = content(&format!(
-            r#"{{"event":"update","payload":{STATUS},"recipients":[5,"5"],"lists":["3"]}}"#
-        ))
-        .unwrap();
+        let ev =
+            content(&format!(r#"{{"event":"update","payload":{STATUS},"recipients":[5,"5"],"lists":["3"]}}"#)).unwrap();
         assert_eq!(
             names(&ev),
             [
@@ -418,19 +344,10 @@ mod tests {
 
     #[test]
     fn replies_to_others_skip_public_timelines_but_keep_tags() {
-        let status = STATUS.replace(
-            r#""in_reply_to_account_id":null"#,
-            r#""in_reply_to_account_id":"8""#,
-        );
+        let status = STATUS.replace(r#""in_reply_to_account_id":null"#, r#""in_reply_to_account_id":"8""#);
         let ev = content(&format!(r#"{{"event":"update","payload":{status}}}"#)).unwrap();
-        assert_eq!(
-            names(&ev),
-            ["timeline:hashtag:rust", "timeline:hashtag:rust:local"]
-        );
-        let self_reply = STATUS.replace(
-            r#""in_reply_to_account_id":null"#,
-            r#""in_reply_to_account_id":1"#,
-        );
+        assert_eq!(names(&ev), ["timeline:hashtag:rust", "timeline:hashtag:rust:local"]);
+        let self_reply = STATUS.replace(r#""in_reply_to_account_id":null"#, r#""in_reply_to_account_id":1"#);
         let ev = content(&format!(r#"{{"event":"update","payload":{self_reply}}}"#)).unwrap();
         assert!(names(&ev).contains(&"timeline:public".to_string()));
     }
@@ -443,52 +360,37 @@ mod tests {
         assert!(!names(&ev).contains(&"timeline:hashtag:rust:local".to_string()));
         assert_eq!(ev.status.unwrap().domain.as_deref(), Some("example.org"));
         let unlisted = STATUS.replace(r#""visibility":"public""#, r#""visibility":"unlisted""#);
-        assert!(
-            content(&format!(r#"{{"event":"update","payload":{unlisted}}}"#))
-                .unwrap()
-                .channels
-                .is_empty()
-        );
+        assert!(content(&format!(r#"{{"event":"update","payload":{unlisted}}}"#)).unwrap().channels.is_empty());
         let reblog = STATUS.replace(r#""reblog":null"#, r#""reblog":{"account":{"id":"4"}}"#);
-        let ev = content(&format!(
-            r#"{{"event":"update","payload":{reblog},"recipients":[1]}}"#
-        ))
-        .unwrap();
+        let ev = content(&format!(r#"{{"event":"update","payload":{reblog},"recipients":[1]}}"#)).unwrap();
         assert_eq!(names(&ev), ["timeline:1"]);
         assert_eq!(ev.status.unwrap().reblog_author.as_deref(), Some("4"));
     }
 
     #[test]
     fn other_mastodon_events() {
-        let ev =
-            content(r#"{"event":"notification","payload":{"id":"1"},"recipients":[7]}"#).unwrap();
+        let ev = content(r#"{"event":"notification","payload":{"id":"1"},"recipients":[7]}"#).unwrap();
         assert_eq!(names(&ev), ["timeline:7:notifications"]);
         let ev = content(r#"{"event":"conversation","payload":{},"recipients":["7"]}"#).unwrap();
         assert_eq!(names(&ev), ["timeline:direct:7"]);
         let ev = content(r#"{"event":"filters_changed"}"#).unwrap();
         assert_eq!(ev.channels.as_slice(), &[ChannelKey::AllUsers]);
         assert_eq!(ev.payload, None);
-        let ev =
-            content(r#"{"event":"announcement.delete","payload":"1","recipients":[3]}"#).unwrap();
+        let ev = content(r#"{"event":"announcement.delete","payload":"1","recipients":[3]}"#).unwrap();
         assert_eq!(names(&ev), ["timeline:3"]);
         assert_eq!(ev.payload.as_deref(), Some("1"));
         let ev = content(r#"{"event":"delete","payload":12,"lists":[4]}"#).unwrap();
         assert_eq!(ev.deletes.as_deref(), Some("12"));
         assert_eq!(names(&ev), ["timeline:list:4"]);
-        let ev =
-            content(r#"{"event":"custom","payload":"x","recipients":[1],"lists":[2]}"#).unwrap();
+        let ev = content(r#"{"event":"custom","payload":"x","recipients":[1],"lists":[2]}"#).unwrap();
         assert_eq!(names(&ev), ["timeline:1", "timeline:list:2"]);
     }
 
     #[test]
     fn community_events() {
         let ev = content(r#"{"type":"notification.mention","data":{"recipients":[1,2]}}"#).unwrap();
-        assert_eq!(
-            names(&ev),
-            ["timeline:1:notifications", "timeline:2:notifications"]
-        );
-        let input =
-            r#" {"type":"status.created","data":{"medias":[1],"tags":["Go",{"name":"RUST"}]}} "#;
+        assert_eq!(names(&ev), ["timeline:1:notifications", "timeline:2:notifications"]);
+        let input = r#" {"type":"status.created","data":{"medias":[1],"tags":["Go",{"name":"RUST"}]}} "#;
         let ev = content(input).unwrap();
         assert_eq!(ev.payload.as_deref(), Some(input.trim()));
         assert_eq!(
@@ -513,57 +415,27 @@ mod tests {
     #[test]
     fn bad_input_names_the_problem() {
         let cases: &[(&[u8], ErrorKind, &str)] = &[
-            (
-                b"{\"event\":\"update\",",
-                ErrorKind::InvalidJson,
-                "invalid JSON",
-            ),
+            (b"{\"event\":\"update\",", ErrorKind::InvalidJson, "invalid JSON"),
             (b"{\"event\":\"\xff\"}", ErrorKind::InvalidUtf8, "UTF-8"),
             (b"{\"payload\":1}", ErrorKind::InvalidEvent, "missing"),
             (b"[1]", ErrorKind::InvalidEvent, "object"),
-            (
-                b"{\"event\":\"update\",\"payload\":{\"id\":\"1\"}}",
-                ErrorKind::InvalidEvent,
-                "account",
-            ),
-            (
-                b"{\"event\":\"delete\"}",
-                ErrorKind::InvalidEvent,
-                "status id",
-            ),
-            (
-                b"{\"event\":\"a\\nb\"}",
-                ErrorKind::InvalidEvent,
-                "line break",
-            ),
-            (
-                b"{\"event\":\"x\",\"recipients\":5}",
-                ErrorKind::InvalidEvent,
-                "recipients",
-            ),
+            (b"{\"event\":\"update\",\"payload\":{\"id\":\"1\"}}", ErrorKind::InvalidEvent, "account"),
+            (b"{\"event\":\"delete\"}", ErrorKind::InvalidEvent, "status id"),
+            (b"{\"event\":\"a\\nb\"}", ErrorKind::InvalidEvent, "line break"),
+            (b"{\"event\":\"x\",\"recipients\":5}", ErrorKind::InvalidEvent, "recipients"),
         ];
         for (input, kind, needle) in cases {
             let err = parse_content(input, &mut Vec::new()).unwrap_err();
             assert_eq!(err.kind(), *kind, "{err}");
-            assert!(
-                err.message().contains(needle),
-                "{err} should mention {needle}"
-            );
+            assert!(err.message().contains(needle), "{err} should mention {needle}");
         }
     }
 
     #[test]
     fn channel_mode_accepts_string_status_payloads() {
-        let msg = format!(
-            r#"{{"event":"update","payload":{}}}"#,
-            crate::json::quote(STATUS)
-        );
-        let ev = parse_channel_message(
-            ChannelKey::parse("timeline:public").unwrap(),
-            msg.as_bytes(),
-            &mut Vec::new(),
-        )
-        .unwrap();
+        let msg = format!(r#"{{"event":"update","payload":{}}}"#, crate::json::quote(STATUS));
+        let ev = parse_channel_message(ChannelKey::parse("timeline:public").unwrap(), msg.as_bytes(), &mut Vec::new())
+            .unwrap();
         assert_eq!(ev.payload.as_deref(), Some(STATUS));
         assert_eq!(&*ev.status.unwrap().author, "1");
         assert_eq!(ev.remember, None);

@@ -45,8 +45,7 @@ impl ViewerFilters {
                 _ => return false,
             }
         }
-        let hidden =
-            |id: &str| self.blocked_accounts.contains(id) || self.muted_accounts.contains(id);
+        let hidden = |id: &str| self.blocked_accounts.contains(id) || self.muted_accounts.contains(id);
         if hidden(&status.author)
             || status.mentions.iter().any(|m| hidden(m))
             || status.reblog_author.as_deref().is_some_and(hidden)
@@ -80,14 +79,8 @@ impl ViewerFilters {
     }
 }
 
-fn string_set(
-    value: &Value<'_>,
-    what: &str,
-    map: impl Fn(&str) -> String,
-) -> Result<AHashSet<Box<str>>> {
-    let items = value
-        .as_array()
-        .ok_or_else(|| Error::config(format!("{what} must be an array of strings")))?;
+fn string_set(value: &Value<'_>, what: &str, map: impl Fn(&str) -> String) -> Result<AHashSet<Box<str>>> {
+    let items = value.as_array().ok_or_else(|| Error::config(format!("{what} must be an array of strings")))?;
     items
         .iter()
         .map(|item| {
@@ -102,13 +95,8 @@ fn id_set(value: Option<&Value<'_>>, what: &str) -> Result<AHashSet<Box<str>>> {
     let Some(value) = value.filter(|v| !v.is_null()) else {
         return Ok(AHashSet::new());
     };
-    let items = value
-        .as_array()
-        .ok_or_else(|| Error::config(format!("{what} must be an array of account ids")))?;
-    items
-        .iter()
-        .map(|item| id_text(item).map_err(|e| Error::config(format!("{what}: {e}"))))
-        .collect()
+    let items = value.as_array().ok_or_else(|| Error::config(format!("{what} must be an array of account ids")))?;
+    items.iter().map(|item| id_text(item).map_err(|e| Error::config(format!("{what}: {e}")))).collect()
 }
 
 #[cfg(test)]
@@ -140,19 +128,13 @@ mod tests {
         assert!(!filters(r#"{"muted_accounts":["2"]}"#).allows(&status()));
         assert!(!filters(r#"{"blocked_accounts":["3"]}"#).allows(&status()));
         assert!(!filters(r#"{"blocked_domains":["Example.COM"]}"#).allows(&status()));
-        let local = StatusKeys {
-            domain: None,
-            ..status()
-        };
+        let local = StatusKeys { domain: None, ..status() };
         assert!(filters(r#"{"blocked_domains":["example.com"]}"#).allows(&local));
     }
 
     #[test]
     fn a_language_filter_hides_statuses_without_language() {
-        let unknown = StatusKeys {
-            language: None,
-            ..status()
-        };
+        let unknown = StatusKeys { language: None, ..status() };
         assert!(!filters(r#"{"languages":["en"]}"#).allows(&unknown));
         assert!(filters(r#"{"languages":[]}"#).allows(&unknown));
     }

@@ -35,11 +35,7 @@ impl FrameBody {
             }
         }
         sse.push(b'\n');
-        Arc::new(FrameBody {
-            event: event.into(),
-            payload: payload.map(Box::from),
-            sse: sse.into_boxed_slice(),
-        })
+        Arc::new(FrameBody { event: event.into(), payload: payload.map(Box::from), sse: sse.into_boxed_slice() })
     }
 }
 
@@ -72,10 +68,7 @@ pub struct Frame {
 
 impl Frame {
     pub fn new(body: &Arc<FrameBody>, stream: &Arc<str>) -> Frame {
-        let payload_len = body
-            .payload
-            .as_ref()
-            .map_or(0, |p| p.len() + p.len() / 8 + 16);
+        let payload_len = body.payload.as_ref().map_or(0, |p| p.len() + p.len() / 8 + 16);
         let mut ws = Vec::with_capacity(stream.len() + body.event.len() + payload_len + 32);
         ws.extend_from_slice(b"{\"stream\":");
         ws.extend_from_slice(stream.as_bytes());
@@ -88,11 +81,7 @@ impl Frame {
             ws.push(b'"');
         }
         ws.push(b'}');
-        Frame {
-            body: Arc::clone(body),
-            stream: Arc::clone(stream),
-            ws: ws.into_boxed_slice(),
-        }
+        Frame { body: Arc::clone(body), stream: Arc::clone(stream), ws: ws.into_boxed_slice() }
     }
 
     pub fn event(&self) -> &str {
@@ -127,10 +116,7 @@ pub struct FrameCache {
 
 impl FrameCache {
     pub fn new(body: Arc<FrameBody>) -> FrameCache {
-        FrameCache {
-            body,
-            frames: SmallVec::new(),
-        }
+        FrameCache { body, frames: SmallVec::new() }
     }
 
     pub fn get(&mut self, stream: &Arc<str>) -> &Arc<Frame> {
@@ -164,10 +150,7 @@ mod tests {
         let f = frame("delete", Some("108914398911648589"), r#"["public"]"#);
         assert_eq!(f.sse(), b"event: delete\ndata: 108914398911648589\n\n");
         let f = frame("delete", Some("106692867363994015"), r#"["public"]"#);
-        assert_eq!(
-            f.ws(),
-            br#"{"stream":["public"],"event":"delete","payload":"106692867363994015"}"#
-        );
+        assert_eq!(f.ws(), br#"{"stream":["public"],"event":"delete","payload":"106692867363994015"}"#);
         let f = frame("filters_changed", None, r#"["user"]"#);
         assert_eq!(f.sse(), b"event: filters_changed\ndata: undefined\n\n");
         assert_eq!(f.ws(), br#"{"stream":["user"],"event":"filters_changed"}"#);
@@ -176,11 +159,7 @@ mod tests {
 
     #[test]
     fn object_payloads_are_escaped_into_a_string() {
-        let f = frame(
-            "update",
-            Some(r#"{"id":"1","content":"a\nb"}"#),
-            r#"["hashtag","Rust"]"#,
-        );
+        let f = frame("update", Some(r#"{"id":"1","content":"a\nb"}"#), r#"["hashtag","Rust"]"#);
         assert_eq!(
             f.ws(),
             br#"{"stream":["hashtag","Rust"],"event":"update","payload":"{\"id\":\"1\",\"content\":\"a\\nb\"}"}"#
@@ -190,10 +169,7 @@ mod tests {
     #[test]
     fn multi_line_payloads_become_several_data_lines() {
         let f = frame("update", Some("{\n  \"id\": \"1\"\r\n}"), r#"["public"]"#);
-        assert_eq!(
-            f.sse(),
-            b"event: update\ndata: {\ndata:   \"id\": \"1\"\ndata: }\n\n"
-        );
+        assert_eq!(f.sse(), b"event: update\ndata: {\ndata:   \"id\": \"1\"\ndata: }\n\n");
     }
 
     #[test]

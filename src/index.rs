@@ -87,12 +87,7 @@ impl<T: Indexed> Index<T> {
         let mut shard = self.shard(key).write();
         let list = shard.entry(key.clone()).or_insert_with(|| {
             self.generation.fetch_add(1, Ordering::Relaxed);
-            Arc::new(ChannelList {
-                state: RwLock::new(ListState {
-                    entries: Vec::new(),
-                    dead: false,
-                }),
-            })
+            Arc::new(ChannelList { state: RwLock::new(ListState { entries: Vec::new(), dead: false }) })
         });
         Arc::clone(list)
     }
@@ -119,11 +114,7 @@ impl<T: Indexed> Index<T> {
             let Some(list) = self.list(key) else { continue };
             let mut st = list.state.write();
             let pos = entry.slot(i).load(Ordering::Relaxed);
-            if !st
-                .entries
-                .get(pos)
-                .is_some_and(|(e, _)| Arc::ptr_eq(e, entry))
-            {
+            if !st.entries.get(pos).is_some_and(|(e, _)| Arc::ptr_eq(e, entry)) {
                 debug_assert!(false, "index entry out of place");
                 continue;
             }
@@ -208,9 +199,7 @@ mod tests {
     #[test]
     fn insert_remove_keep_positions_consistent() {
         let ix = Index::new();
-        let entries: Vec<_> = (0..10)
-            .map(|i| e(i, &["timeline:public", "timeline:1"]))
-            .collect();
+        let entries: Vec<_> = (0..10).map(|i| e(i, &["timeline:public", "timeline:1"])).collect();
         entries.iter().for_each(|x| ix.insert(x));
         for i in [0, 5, 9, 3] {
             ix.remove(&entries[i as usize]);

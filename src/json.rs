@@ -12,11 +12,7 @@ use crate::error::{Error, Result};
 /// Parses `bytes` (copied into `scratch`, which simd-json rewrites in place)
 /// and hands the document to `f`. UTF-8 is checked first so that the error
 /// names the real problem.
-pub fn with_document<R>(
-    bytes: &[u8],
-    scratch: &mut Vec<u8>,
-    f: impl FnOnce(&Value<'_>) -> Result<R>,
-) -> Result<R> {
+pub fn with_document<R>(bytes: &[u8], scratch: &mut Vec<u8>, f: impl FnOnce(&Value<'_>) -> Result<R>) -> Result<R> {
     std::str::from_utf8(bytes).map_err(Error::utf8)?;
     scratch.clear();
     scratch.extend_from_slice(bytes);
@@ -36,10 +32,7 @@ pub fn id_text(value: &Value<'_>) -> std::result::Result<Box<str>, String> {
     if let Some(n) = value.as_i64() {
         return Ok(n.to_string().into_boxed_str());
     }
-    Err(format!(
-        "an id must be a string or an integer, got {}",
-        type_name(value)
-    ))
+    Err(format!("an id must be a string or an integer, got {}", type_name(value)))
 }
 
 /// Ids become parts of channel names, so they may not be empty, contain `:`
@@ -56,10 +49,7 @@ pub fn check_id(s: &str) -> std::result::Result<&str, String> {
 
 /// Collects an optional array of ids (`recipients`, `lists`), deduplicated in
 /// first-seen order.
-pub fn id_list(
-    value: Option<&Value<'_>>,
-    what: &str,
-) -> std::result::Result<Vec<Box<str>>, String> {
+pub fn id_list(value: Option<&Value<'_>>, what: &str) -> std::result::Result<Vec<Box<str>>, String> {
     let Some(value) = value else {
         return Ok(Vec::new());
     };
@@ -250,18 +240,12 @@ mod tests {
     #[test]
     fn span_matches_escaped_keys() {
         let input = br#"{"p\u0061yload":"abc"}"#;
-        assert_eq!(
-            &input[top_level_span(input, "payload").unwrap()],
-            br#""abc""#
-        );
+        assert_eq!(&input[top_level_span(input, "payload").unwrap()], br#""abc""#);
     }
 
     #[test]
     fn escaping_matches_json_stringify() {
-        assert_eq!(
-            quote("a\"b\\c\nd\u{1}é\u{2028}"),
-            "\"a\\\"b\\\\c\\nd\\u0001é\u{2028}\""
-        );
+        assert_eq!(quote("a\"b\\c\nd\u{1}é\u{2028}"), "\"a\\\"b\\\\c\\nd\\u0001é\u{2028}\"");
     }
 
     #[test]

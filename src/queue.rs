@@ -215,10 +215,7 @@ impl Queue {
 
     pub fn stats(&self) -> QueueStats {
         let st = self.state.lock();
-        QueueStats {
-            depth: st.frames.len() as u64,
-            ..st.stats
-        }
+        QueueStats { depth: st.frames.len() as u64, ..st.stats }
     }
 
     pub fn closed(&self) -> Option<&'static str> {
@@ -282,10 +279,7 @@ mod tests {
     use crate::frame::FrameBody;
 
     fn frame(n: u32) -> Arc<Frame> {
-        Arc::new(Frame::new(
-            &FrameBody::new("update", Some(&n.to_string())),
-            &Arc::from("[\"public\"]"),
-        ))
+        Arc::new(Frame::new(&FrameBody::new("update", Some(&n.to_string())), &Arc::from("[\"public\"]")))
     }
 
     fn payloads(q: &Queue) -> Vec<String> {
@@ -303,10 +297,7 @@ mod tests {
         assert_eq!(dropped, 3);
         assert_eq!(payloads(&q), ["3", "4"]);
         let s = q.stats();
-        assert_eq!(
-            (s.matched, s.delivered, s.dropped, s.read, s.depth),
-            (5, 5, 3, 2, 0)
-        );
+        assert_eq!((s.matched, s.delivered, s.dropped, s.read, s.depth), (5, 5, 3, 2, 0));
     }
 
     #[test]
@@ -349,11 +340,7 @@ mod tests {
         let q = Queue::new(4, Overflow::DropOldest);
         let fd = q.ready_fd().unwrap();
         let readable = || {
-            let mut p = libc::pollfd {
-                fd,
-                events: libc::POLLIN,
-                revents: 0,
-            };
+            let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
             // SAFETY: one valid pollfd, zero timeout.
             unsafe { libc::poll(&mut p, 1, 0) == 1 }
         };

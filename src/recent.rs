@@ -45,12 +45,7 @@ pub struct RecentStatuses {
 
 impl RecentStatuses {
     pub fn new(capacity: usize) -> RecentStatuses {
-        RecentStatuses {
-            capacity,
-            statuses: AHashMap::new(),
-            order: VecDeque::new(),
-            next_generation: 0,
-        }
+        RecentStatuses { capacity, statuses: AHashMap::new(), order: VecDeque::new(), next_generation: 0 }
     }
 
     pub fn record(&mut self, id: Box<str>, routing: Routing) {
@@ -59,10 +54,7 @@ impl RecentStatuses {
         }
         let generation = self.next_generation;
         self.next_generation += 1;
-        let slot = self
-            .statuses
-            .entry(id.clone())
-            .or_insert_with(|| (generation, Vec::new()));
+        let slot = self.statuses.entry(id.clone()).or_insert_with(|| (generation, Vec::new()));
         slot.0 = generation;
         if slot.1.len() == ROUTINGS_PER_STATUS {
             slot.1.remove(0);
@@ -79,8 +71,7 @@ impl RecentStatuses {
         }
         if self.order.len() > 2 * self.capacity + 64 {
             let statuses = &self.statuses;
-            self.order
-                .retain(|(id, g)| statuses.get(id).is_some_and(|(cur, _)| cur == g));
+            self.order.retain(|(id, g)| statuses.get(id).is_some_and(|(cur, _)| cur == g));
         }
     }
 
@@ -103,11 +94,7 @@ mod tests {
     use super::*;
 
     fn routing(w: u64) -> Routing {
-        Routing {
-            channels: SmallVec::new(),
-            watermark: w,
-            excluded: vec![2].into(),
-        }
+        Routing { channels: SmallVec::new(), watermark: w, excluded: vec![2].into() }
     }
 
     #[test]

@@ -25,18 +25,11 @@ pub struct EventFilter {
 
 impl EventFilter {
     pub fn parse(value: &Value<'_>) -> Result<EventFilter> {
-        let items = value
-            .as_array()
-            .ok_or_else(|| Error::subscription("events must be an array of event names"))?;
+        let items = value.as_array().ok_or_else(|| Error::subscription("events must be an array of event names"))?;
         if items.is_empty() {
-            return Err(Error::subscription(
-                "events must name at least one event (omit it to receive every event)",
-            ));
+            return Err(Error::subscription("events must name at least one event (omit it to receive every event)"));
         }
-        let mut filter = EventFilter {
-            exact: Vec::new(),
-            prefixes: Vec::new(),
-        };
+        let mut filter = EventFilter { exact: Vec::new(), prefixes: Vec::new() };
         for item in items {
             let name = item
                 .as_str()
@@ -46,9 +39,7 @@ impl EventFilter {
                 filter.prefixes.push("".into());
             } else if let Some(prefix) = name.strip_suffix('*') {
                 if !prefix.ends_with('.') {
-                    return Err(Error::subscription(format!(
-                        "event pattern {name:?} must have the form \"prefix.*\""
-                    )));
+                    return Err(Error::subscription(format!("event pattern {name:?} must have the form \"prefix.*\"")));
                 }
                 filter.prefixes.push(prefix.into());
             } else {
@@ -59,8 +50,7 @@ impl EventFilter {
     }
 
     pub fn allows(&self, event: &str) -> bool {
-        self.exact.iter().any(|e| **e == *event)
-            || self.prefixes.iter().any(|p| event.starts_with(&**p))
+        self.exact.iter().any(|e| **e == *event) || self.prefixes.iter().any(|p| event.starts_with(&**p))
     }
 }
 
@@ -106,17 +96,11 @@ impl SubscriptionSpec {
         }
         let stream_name = match doc.get("stream") {
             None => return Err(Error::subscription("Missing stream name parameter")),
-            Some(v) => v.as_str().ok_or_else(|| {
-                Error::subscription("Unknown stream type: stream must be a string")
-            })?,
+            Some(v) => v.as_str().ok_or_else(|| Error::subscription("Unknown stream type: stream must be a string"))?,
         };
         let mut stream = Stream::from_name(stream_name)
             .ok_or_else(|| Error::subscription(format!("Unknown stream type {stream_name:?}")))?;
-        if let Stream::Public {
-            scope,
-            media: false,
-        } = stream
-        {
+        if let Stream::Public { scope, media: false } = stream {
             if truthy(doc.get("only_media")) {
                 stream = Stream::Public { scope, media: true };
             }
@@ -139,10 +123,7 @@ impl SubscriptionSpec {
                 Some(v) if v.is_null() || v.as_str() == Some("") => {
                     return Err(Error::subscription("Missing list name parameter"));
                 }
-                Some(v) => Some(
-                    id_text(v)
-                        .map_err(|e| Error::subscription(format!("Invalid list parameter: {e}")))?,
-                ),
+                Some(v) => Some(id_text(v).map_err(|e| Error::subscription(format!("Invalid list parameter: {e}")))?),
             },
             _ => None,
         };
@@ -151,11 +132,7 @@ impl SubscriptionSpec {
             Some(v) if v.is_null() => None,
             Some(v) => Some(EventFilter::parse(v)?),
         };
-        Ok(SubscriptionSpec {
-            stream,
-            param,
-            events,
-        })
+        Ok(SubscriptionSpec { stream, param, events })
     }
 
     /// The index keys this subscription listens to, for a subscriber with
@@ -174,10 +151,7 @@ impl SubscriptionSpec {
             Stream::Public { scope, media } => keys.push(ChannelKey::public(scope, media)),
             Stream::Hashtag { local } => {
                 let tag = normalize_tag(self.param.as_deref().unwrap_or_default());
-                keys.push(ChannelKey::Hashtag {
-                    tag: tag.into(),
-                    local,
-                });
+                keys.push(ChannelKey::Hashtag { tag: tag.into(), local });
             }
             Stream::User => {
                 let id = need_account()?;
@@ -221,78 +195,29 @@ mod tests {
     fn only_media_follows_mastodon_truthiness() {
         for v in ["true", "1", "\"1\"", "\"t\"", "\"yes\"", "\"true\""] {
             let spec = parse(&format!(r#"{{"stream":"public:local","only_media":{v}}}"#)).unwrap();
-            assert_eq!(
-                spec.stream,
-                Stream::Public {
-                    scope: Scope::Local,
-                    media: true
-                },
-                "{v}"
-            );
+            assert_eq!(spec.stream, Stream::Public { scope: Scope::Local, media: true }, "{v}");
         }
-        for v in [
-            "false",
-            "0",
-            "\"0\"",
-            "\"f\"",
-            "\"F\"",
-            "\"false\"",
-            "\"FALSE\"",
-            "\"off\"",
-            "\"OFF\"",
-            "null",
-        ] {
+        for v in ["false", "0", "\"0\"", "\"f\"", "\"F\"", "\"false\"", "\"FALSE\"", "\"off\"", "\"OFF\"", "null"] {
             let spec = parse(&format!(r#"{{"stream":"public","only_media":{v}}}"#)).unwrap();
-            assert_eq!(
-                spec.stream,
-                Stream::Public {
-                    scope: Scope::All,
-                    media: false
-                },
-                "{v}"
-            );
+            assert_eq!(spec.stream, Stream::Public { scope: Scope::All, media: false }, "{v}");
         }
     }
 
     #[test]
     fn hashtag_keys_normalize_but_stream_keeps_the_tag_as_written() {
         let spec = parse(r##"{"type":"subscribe","stream":"hashtag","tag":"#Café"}"##).unwrap();
-        assert_eq!(
-            spec.keys(None).unwrap().as_slice(),
-            &[ChannelKey::Hashtag {
-                tag: "cafe".into(),
-                local: false
-            }]
-        );
+        assert_eq!(spec.keys(None).unwrap().as_slice(), &[ChannelKey::Hashtag { tag: "cafe".into(), local: false }]);
         assert_eq!(spec.stream_json(), r##"["hashtag","#Café"]"##);
     }
 
     #[test]
     fn mastodon_error_messages() {
-        assert!(
-            parse(r#"{"stream":"bogus"}"#)
-                .unwrap_err()
-                .message()
-                .contains("Unknown stream type")
-        );
-        assert!(
-            parse(r#"{"stream":"hashtag"}"#)
-                .unwrap_err()
-                .message()
-                .contains("Missing tag name parameter")
-        );
-        assert!(
-            parse(r#"{"stream":"list"}"#)
-                .unwrap_err()
-                .message()
-                .contains("Missing list name parameter")
-        );
+        assert!(parse(r#"{"stream":"bogus"}"#).unwrap_err().message().contains("Unknown stream type"));
+        assert!(parse(r#"{"stream":"hashtag"}"#).unwrap_err().message().contains("Missing tag name parameter"));
+        assert!(parse(r#"{"stream":"list"}"#).unwrap_err().message().contains("Missing list name parameter"));
         let user = parse(r#"{"stream":"user"}"#).unwrap();
         assert!(user.keys(None).unwrap_err().message().contains("account"));
-        assert_eq!(
-            parse("{").unwrap_err().kind(),
-            crate::ErrorKind::InvalidJson
-        );
+        assert_eq!(parse("{").unwrap_err().kind(), crate::ErrorKind::InvalidJson);
     }
 
     #[test]

@@ -9,13 +9,10 @@ fn count_matches_applies_filters_without_delivering() {
     let engine = Engine::default();
     let all = engine.subscriber(Default::default());
     all.subscribe(br#"{"stream":"public"}"#).unwrap();
-    let english = engine
-        .subscriber_from_json(br#"{"languages":["en"]}"#)
-        .unwrap();
+    let english = engine.subscriber_from_json(br#"{"languages":["en"]}"#).unwrap();
     english.subscribe(br#"{"stream":"public"}"#).unwrap();
     let tag = engine.subscriber(Default::default());
-    tag.subscribe(br#"{"stream":"hashtag","tag":"Rust"}"#)
-        .unwrap();
+    tag.subscribe(br#"{"stream":"hashtag","tag":"Rust"}"#).unwrap();
     let event = br#"{"event":"update","payload":{"id":"1","visibility":"public","language":"de",
         "account":{"id":"9","acct":"a"},"tags":[{"name":"rust"}],"mentions":[],"media_attachments":[]}}"#;
 

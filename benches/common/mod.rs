@@ -23,10 +23,7 @@ pub fn public_status() -> Vec<u8> {
 /// An engine with `n` subscribers on `public`, with queues large enough
 /// for `depth` frames each.
 pub fn public_subscribers(n: usize, depth: usize) -> (Engine, Vec<Subscriber>) {
-    let engine = Engine::new(EngineConfig {
-        queue_capacity: depth,
-        ..EngineConfig::default()
-    });
+    let engine = Engine::new(EngineConfig { queue_capacity: depth, ..EngineConfig::default() });
     let subs = (0..n)
         .map(|_| {
             let s = engine.subscriber(Default::default());

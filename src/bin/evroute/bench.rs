@@ -52,38 +52,22 @@ struct Options {
 }
 
 fn parse_args(args: &[String]) -> Result<Options, String> {
-    let mut o = Options {
-        scales: vec![10_000, 100_000],
-        events: 2000,
-        json: false,
-        redis: true,
-    };
+    let mut o = Options { scales: vec![10_000, 100_000], events: 2000, json: false, redis: true };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
-        let mut value = |name: &str| {
-            it.next()
-                .cloned()
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
+        let mut value = |name: &str| it.next().cloned().ok_or_else(|| format!("{name} needs a value"));
         match arg.as_str() {
             "--scale" => {
                 o.scales = value("--scale")?
                     .split(',')
-                    .map(|s| {
-                        s.trim()
-                            .replace('_', "")
-                            .parse::<usize>()
-                            .map_err(|_| format!("bad scale {s:?}"))
-                    })
+                    .map(|s| s.trim().replace('_', "").parse::<usize>().map_err(|_| format!("bad scale {s:?}")))
                     .collect::<Result<_, _>>()?;
                 if o.scales.iter().any(|&n| n < 10) {
                     return Err("each scale must be at least 10 subscribers".into());
                 }
             }
             "--events" => {
-                o.events = value("--events")?
-                    .parse()
-                    .map_err(|_| "--events needs a number".to_string())?;
+                o.events = value("--events")?.parse().map_err(|_| "--events needs a number".to_string())?;
                 if o.events < DRAIN_EVERY {
                     return Err(format!("--events must be at least {DRAIN_EVERY}"));
                 }
@@ -207,18 +191,11 @@ fn workload(n: usize, events: usize) -> Workload {
                 account: i.to_string(),
                 stream,
                 languages: filtered.then(|| vec!["en", "de"]),
-                blocked: if filtered {
-                    (0..3).map(|_| rng.below(n).to_string()).collect()
-                } else {
-                    vec![]
-                },
+                blocked: if filtered { (0..3).map(|_| rng.below(n).to_string()).collect() } else { vec![] },
             }
         })
         .collect();
-    let templates: Vec<Value> = STATUSES
-        .iter()
-        .map(|s| serde_json::from_str(s).expect("corpus JSON"))
-        .collect();
+    let templates: Vec<Value> = STATUSES.iter().map(|s| serde_json::from_str(s).expect("corpus JSON")).collect();
     let notification: Value = serde_json::from_str(NOTIFICATION).expect("corpus JSON");
     let status_event = |rng: &mut Rng, public: bool, tag_count: usize| {
         let mut ev = templates[rng.below(templates.len())].clone();
@@ -227,11 +204,7 @@ fn workload(n: usize, events: usize) -> Workload {
         let author = rng.below(n);
         p["visibility"] = json!(if public { "public" } else { "unlisted" });
         p["reblog"] = Value::Null;
-        p["in_reply_to_account_id"] = if rng.chance(0.15) {
-            json!(rng.below(n).to_string())
-        } else {
-            Value::Null
-        };
+        p["in_reply_to_account_id"] = if rng.chance(0.15) { json!(rng.below(n).to_string()) } else { Value::Null };
         p["account"]["id"] = json!(author.to_string());
         p["account"]["acct"] = if rng.chance(0.5) {
             json!(format!("user{author}"))
@@ -239,9 +212,7 @@ fn workload(n: usize, events: usize) -> Workload {
             json!(format!("user{author}@remote{}.example", rng.below(50)))
         };
         p["language"] = json!(["en", "en", "en", "de", "ja"][rng.below(5)]);
-        p["tags"] = (0..tag_count)
-            .map(|_| json!({ "name": tag_name(rng.popular(tags)) }))
-            .collect();
+        p["tags"] = (0..tag_count).map(|_| json!({ "name": tag_name(rng.popular(tags)) })).collect();
         ev["recipients"] = (0..20).map(|_| json!(rng.below(n).to_string())).collect();
         ev["lists"] = (0..2).map(|_| json!(rng.below(lists))).collect();
         ev
@@ -261,23 +232,13 @@ fn workload(n: usize, events: usize) -> Workload {
     }
     let mut public = status_event(&mut rng, true, 0);
     public["payload"]["in_reply_to_account_id"] = Value::Null;
-    public
-        .as_object_mut()
-        .map(|o| (o.remove("recipients"), o.remove("lists")));
-    Workload {
-        subs,
-        events: out,
-        public_event: serde_json::to_vec(&public).expect("serializable"),
-    }
+    public.as_object_mut().map(|o| (o.remove("recipients"), o.remove("lists")));
+    Workload { subs, events: out, public_event: serde_json::to_vec(&public).expect("serializable") }
 }
 
 fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
+    let pages: u64 = statm.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     // SAFETY: sysconf has no preconditions.
     pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64
 }
@@ -286,11 +247,8 @@ fn build_subscribers(engine: &Engine, specs: &[SubSpec]) -> Result<Vec<Subscribe
     specs
         .iter()
         .map(|s| {
-            let sub = engine
-                .subscriber_from_json(s.subscriber_json().as_bytes())
-                .map_err(|e| e.to_string())?;
-            sub.subscribe(s.subscription_json().as_bytes())
-                .map_err(|e| e.to_string())?;
+            let sub = engine.subscriber_from_json(s.subscriber_json().as_bytes()).map_err(|e| e.to_string())?;
+            sub.subscribe(s.subscription_json().as_bytes()).map_err(|e| e.to_string())?;
             Ok(sub)
         })
         .collect()
@@ -304,19 +262,13 @@ fn rss_probe(n: usize) -> ExitCode {
     let before = rss_bytes();
     let subs = build_subscribers(&engine, &specs).expect("workload subscriptions are valid");
     let after = rss_bytes();
-    println!(
-        "{}",
-        (after.saturating_sub(before)) as f64 / subs.len() as f64
-    );
+    println!("{}", (after.saturating_sub(before)) as f64 / subs.len() as f64);
     ExitCode::SUCCESS
 }
 
 fn measure_rss_per_subscriber(n: usize) -> Option<f64> {
     let exe = std::env::current_exe().ok()?;
-    let out = std::process::Command::new(exe)
-        .args(["bench", "--rss-probe", &n.to_string()])
-        .output()
-        .ok()?;
+    let out = std::process::Command::new(exe).args(["bench", "--rss-probe", &n.to_string()]).output().ok()?;
     String::from_utf8(out.stdout).ok()?.trim().parse().ok()
 }
 
@@ -337,12 +289,7 @@ impl Timing {
     fn to_json(&self) -> Value {
         let mut lat = self.latencies_ns.clone();
         lat.sort_unstable();
-        let pct = |p: f64| {
-            lat.get(((lat.len() as f64 - 1.0) * p) as usize)
-                .copied()
-                .unwrap_or(0) as f64
-                / 1000.0
-        };
+        let pct = |p: f64| lat.get(((lat.len() as f64 - 1.0) * p) as usize).copied().unwrap_or(0) as f64 / 1000.0;
         let e2e = self.publish + self.drain;
         json!({
             "events": self.events,
@@ -402,10 +349,7 @@ fn run_evroute(w: &Workload, events: usize, pb: &ProgressBar) -> Result<Timing, 
     }
     drain(&mut warm);
     phase(pb, "evroute: publishing", events);
-    let mut t = Timing {
-        latencies_ns: Vec::with_capacity(events),
-        ..Timing::default()
-    };
+    let mut t = Timing { latencies_ns: Vec::with_capacity(events), ..Timing::default() };
     for i in 0..events {
         let ev = &w.events[i % w.events.len()];
         let start = Instant::now();
@@ -416,10 +360,7 @@ fn run_evroute(w: &Workload, events: usize, pb: &ProgressBar) -> Result<Timing, 
         t.deliveries += stats.delivered;
         t.events += 1;
         if stats.dropped > 0 {
-            return Err(format!(
-                "{} frames dropped: the measurement would not be comparable",
-                stats.dropped
-            ));
+            return Err(format!("{} frames dropped: the measurement would not be comparable", stats.dropped));
         }
         if (i + 1) % DRAIN_EVERY == 0 {
             drain(&mut t);
@@ -436,10 +377,7 @@ fn run_mastodon(w: &Workload, events: usize, pb: &ProgressBar) -> Result<Timing,
     for s in &w.subs {
         let c = router.connect(Connection {
             account: s.account.clone(),
-            languages: s
-                .languages
-                .as_ref()
-                .map(|l| l.iter().map(|x| x.to_string()).collect()),
+            languages: s.languages.as_ref().map(|l| l.iter().map(|x| x.to_string()).collect()),
             blocked_accounts: s.blocked.iter().cloned().collect(),
             ..Default::default()
         });
@@ -473,17 +411,11 @@ fn run_mastodon(w: &Workload, events: usize, pb: &ProgressBar) -> Result<Timing,
     Ok(t)
 }
 
-fn run_redis(
-    server: &RedisServer,
-    w: &Workload,
-    n: usize,
-    pb: &ProgressBar,
-) -> Result<Value, String> {
+fn run_redis(server: &RedisServer, w: &Workload, n: usize, pb: &ProgressBar) -> Result<Value, String> {
     let subscribers = n.min(REDIS_MAX_SUBSCRIBERS);
     let events = (REDIS_DELIVERIES / subscribers).clamp(5, 500);
     phase(pb, "baseline (b): redis", 1);
-    let run = redis_fanout(server, subscribers, events, &w.public_event)
-        .map_err(|e| format!("redis: {e}"))?;
+    let run = redis_fanout(server, subscribers, events, &w.public_event).map_err(|e| format!("redis: {e}"))?;
     Ok(json!({
         "subscribers": run.subscribers,
         "events": run.events,
@@ -512,9 +444,7 @@ fn bench(opts: &Options) -> Result<(), String> {
         match RedisServer::start() {
             Ok(Some(s)) => Some(s),
             Ok(None) => {
-                eprintln!(
-                    "redis-server not found: baseline (b) skipped (apt-get install redis-server)"
-                );
+                eprintln!("redis-server not found: baseline (b) skipped (apt-get install redis-server)");
                 None
             }
             Err(e) => {
@@ -540,9 +470,7 @@ fn bench(opts: &Options) -> Result<(), String> {
         let rss = measure_rss_per_subscriber(n);
         pb.finish_and_clear();
         let (ours, theirs) = (ours.to_json(), theirs.to_json());
-        let ratio = |a: &Value, b: &Value, k: &str| {
-            a[k].as_f64().unwrap_or(0.0) / b[k].as_f64().unwrap_or(f64::NAN)
-        };
+        let ratio = |a: &Value, b: &Value, k: &str| a[k].as_f64().unwrap_or(0.0) / b[k].as_f64().unwrap_or(f64::NAN);
         rows.push(json!({
             "subscribers": n,
             "evroute": ours,
@@ -556,10 +484,7 @@ fn bench(opts: &Options) -> Result<(), String> {
     }
     let report = json!({ "machine": machine(), "drain_every": DRAIN_EVERY, "scales": rows });
     if opts.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).expect("serializable")
-        );
+        println!("{}", serde_json::to_string_pretty(&report).expect("serializable"));
     } else {
         print_table(&report);
     }
@@ -574,9 +499,7 @@ fn print_table(report: &Value) {
         m["cpu"].as_str().unwrap_or("?"),
         m["cores"]
     );
-    println!(
-        "publish timed alone; queues drained every {DRAIN_EVERY} events outside the timer (e2e adds the drain)\n"
-    );
+    println!("publish timed alone; queues drained every {DRAIN_EVERY} events outside the timer (e2e adds the drain)\n");
     println!(
         "{:>9} {:<13} {:>9} {:>12} {:>8} {:>8} {:>9} {:>9} {:>9} {:>8} {:>8}",
         "subs",
@@ -594,12 +517,8 @@ fn print_table(report: &Value) {
     let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
     for row in report["scales"].as_array().into_iter().flatten() {
         let n = row["subscribers"].as_u64().unwrap_or(0);
-        let rss = row["rss_bytes_per_subscriber"]
-            .as_f64()
-            .map_or("-".into(), |b| format!("{b:.0}"));
-        let ratio_b = row["ratio_redis"]
-            .as_f64()
-            .map_or("-".into(), |r| format!("{r:.1}"));
+        let rss = row["rss_bytes_per_subscriber"].as_f64().map_or("-".into(), |b| format!("{b:.0}"));
+        let ratio_b = row["ratio_redis"].as_f64().map_or("-".into(), |r| format!("{r:.1}"));
         for (name, key) in [("evroute", "evroute"), ("(a) mastodon", "mastodon")] {
             let t = &row[key];
             let ours = key == "evroute";
@@ -614,11 +533,7 @@ fn print_table(report: &Value) {
                 f(t, "p50_publish_us"),
                 f(t, "p99_publish_us"),
                 if ours { rss.clone() } else { "-".into() },
-                if ours {
-                    format!("{:.1}", f(row, "ratio_mastodon"))
-                } else {
-                    "1.0".into()
-                },
+                if ours { format!("{:.1}", f(row, "ratio_mastodon")) } else { "1.0".into() },
                 if ours { ratio_b.clone() } else { "-".into() },
             );
         }
@@ -638,10 +553,6 @@ fn print_table(report: &Value) {
                 "1.0"
             );
         }
-        println!(
-            "{:>9} e2e (publish+drain) deliveries/s ratio vs (a): {:.1}x",
-            "",
-            f(row, "ratio_mastodon_e2e")
-        );
+        println!("{:>9} e2e (publish+drain) deliveries/s ratio vs (a): {:.1}x", "", f(row, "ratio_mastodon_e2e"));
     }
 }
