@@ -75,10 +75,14 @@ impl EngineConfig {
                             _ if value.is_null() => None,
                             Some("") => None,
                             Some(ns) => Some(ns.to_owned()),
-                            None => return Err(Error::config("redis_namespace must be a string or null")),
+                            None => {
+                                return Err(Error::config("redis_namespace must be a string or null"));
+                            }
                         }
                     }
-                    other => return Err(Error::config(format!("unknown engine config key {other:?}"))),
+                    other => {
+                        return Err(Error::config(format!("unknown engine config key {other:?}")));
+                    }
                 }
             }
             Ok(config)

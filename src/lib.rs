@@ -9,6 +9,9 @@
 //! [`index`] (keys → subscriptions), [`frame`] (encode once), [`queue`]
 //! (bounded delivery); [`engine`] ties them together.
 
+#[cfg(feature = "bench")]
+#[doc(hidden)]
+pub mod baseline;
 pub mod channel;
 pub mod config;
 pub mod engine;

@@ -183,7 +183,9 @@ impl Queue {
                 }
                 return Pop::Frame(frame);
             }
-            let Some(deadline) = deadline else { return Pop::Empty };
+            let Some(deadline) = deadline else {
+                return Pop::Empty;
+            };
             st.waiters += 1;
             let timed_out = self.ready.wait_until(&mut st, deadline).timed_out();
             st.waiters -= 1;

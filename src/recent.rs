@@ -62,7 +62,9 @@ impl RecentStatuses {
         slot.1.push(routing);
         self.order.push_back((id, generation));
         while self.statuses.len() > self.capacity {
-            let Some((old, g)) = self.order.pop_front() else { break };
+            let Some((old, g)) = self.order.pop_front() else {
+                break;
+            };
             if self.statuses.get(&old).is_some_and(|(cur, _)| *cur == g) {
                 self.statuses.remove(&old);
             }

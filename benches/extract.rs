@@ -1,0 +1,71 @@
+//! Routing-key extraction on corpus statuses (MB/s), against serde_json
+//! deserializing only the same fields into a typed struct.
+
+mod common;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+
+#[derive(Deserialize)]
+#[allow(dead_code)]
+struct Envelope {
+    event: String,
+    payload: Status,
+}
+
+#[derive(Deserialize)]
+#[allow(dead_code)]
+struct Status {
+    id: String,
+    visibility: String,
+    language: Option<String>,
+    in_reply_to_account_id: Option<String>,
+    reblog: Option<IgnoredAny>,
+    account: Account,
+    mentions: Vec<Account>,
+    tags: Vec<Tag>,
+    media_attachments: Vec<IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+#[allow(dead_code)]
+struct Account {
+    id: String,
+    acct: String,
+}
+
+#[derive(Deserialize)]
+#[allow(dead_code)]
+struct Tag {
+    name: String,
+}
+
+fn extraction(c: &mut Criterion) {
+    let bytes: usize = common::STATUSES.iter().map(|s| s.len()).sum();
+    let mut g = c.benchmark_group("extract");
+    g.throughput(Throughput::Bytes(bytes as u64));
+    let mut scratch = Vec::new();
+    g.bench_function("evroute_parse_content", |b| {
+        b.iter(|| {
+            for s in common::STATUSES {
+                std::hint::black_box(evroute::event::parse_content(s.as_bytes(), &mut scratch).unwrap());
+            }
+        })
+    });
+    g.bench_function("serde_json_typed", |b| {
+        b.iter(|| {
+            for s in common::STATUSES {
+                std::hint::black_box(serde_json::from_str::<Envelope>(s).unwrap());
+            }
+        })
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(20).measurement_time(std::time::Duration::from_secs(2)).warm_up_time(std::time::Duration::from_millis(500));
+    targets = extraction
+}
+criterion_main!(benches);

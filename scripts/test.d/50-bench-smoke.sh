@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Benchmark smoke test: benches compile, `evroute bench` runs end to end
+# at a small scale (with Redis when it can be installed) and emits JSON.
+set -euo pipefail
+if ! command -v redis-server >/dev/null; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null) \
+        || echo "redis-server unavailable: baseline (b) will be skipped"
+fi
+cargo bench --no-run
+cargo build --release
+out=$(./target/release/evroute bench --scale 1000 --events 128 --json)
+python3 - "$out" <<'PY'
+import json, sys
+r = json.loads(sys.argv[1])
+row = r["scales"][0]
+assert row["subscribers"] == 1000, row
+assert row["evroute"]["deliveries"] > 0 and row["mastodon"]["deliveries"] > 0, row
+assert row["ratio_mastodon"] > 1.0, "evroute slower than the Mastodon-style baseline"
+print("bench smoke ok: %.3g deliveries/s, %.1fx baseline (a)" % (row["evroute"]["deliveries_per_sec"], row["ratio_mastodon"]))
+PY
