@@ -2,14 +2,14 @@
 //! which channels an event goes to and extracts what viewer filters need; it
 //! never touches subscribers or queues.
 
-use simd_json::BorrowedValue as Value;
 use simd_json::prelude::*;
+use simd_json::tape::Value;
 use smallvec::SmallVec;
 
 use crate::channel::{ChannelKey, normalize_tag};
 use crate::error::{Error, Result};
 use crate::filter::StatusKeys;
-use crate::json::{id_list, id_text, top_level_span, with_document};
+use crate::json::{id_text, top_level_span, with_tape};
 
 /// Everything the engine needs to deliver one event.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -50,9 +50,9 @@ fn is_status_event(name: &str) -> bool {
     name == "update" || name == "status.update"
 }
 
-fn event_name<'v>(value: Option<&'v Value<'_>>, key: &str) -> Result<&'v str> {
+fn event_name<'i>(value: Option<Value<'_, 'i>>, key: &str) -> Result<&'i str> {
     let value = value.ok_or_else(|| Error::event(format!("missing {key:?}")))?;
-    let name = value.as_str().ok_or_else(|| Error::event(format!("{key:?} must be a string")))?;
+    let name = value.into_string().ok_or_else(|| Error::event(format!("{key:?} must be a string")))?;
     if name.is_empty() {
         return Err(Error::event(format!("{key:?} must not be empty")));
     }
@@ -64,9 +64,9 @@ fn event_name<'v>(value: Option<&'v Value<'_>>, key: &str) -> Result<&'v str> {
 
 /// The payload string: a string payload's text, otherwise the payload's
 /// original JSON bytes, passed through.
-fn payload_text(doc: &Value<'_>, input: &[u8]) -> Option<Box<str>> {
+fn payload_text(doc: Value<'_, '_>, input: &[u8]) -> Option<Box<str>> {
     let value = doc.get("payload")?;
-    if let Some(s) = value.as_str() {
+    if let Some(s) = value.into_string() {
         return Some(s.into());
     }
     let span = top_level_span(input, "payload")?;
@@ -74,61 +74,83 @@ fn payload_text(doc: &Value<'_>, input: &[u8]) -> Option<Box<str>> {
     std::str::from_utf8(&input[span]).ok().map(Box::from)
 }
 
-fn status_facts(status: &Value<'_>) -> Result<StatusFacts> {
-    if status.as_object().is_none() {
-        return Err(Error::event("a status payload must be a JSON object"));
+/// An optional id: absent and `null` are `None`.
+fn optional_id(value: Option<Value<'_, '_>>, what: &str) -> Result<Option<Box<str>>> {
+    match value {
+        Some(v) if !v.is_null() => id_text(&v).map(Some).map_err(|e| Error::event(format!("{what}: {e}"))),
+        _ => Ok(None),
     }
-    let account = status
-        .get("account")
-        .filter(|a| a.as_object().is_some())
-        .ok_or_else(|| Error::event("status payload has no account"))?;
-    let author = account
-        .get("id")
-        .ok_or_else(|| Error::event("status account has no id"))
-        .and_then(|v| id_text(v).map_err(|e| Error::event(format!("status account id: {e}"))))?;
-    let acct = account.get("acct").and_then(|a| a.as_str()).unwrap_or("");
-    let domain = acct.split_once('@').map(|(_, d)| d.to_lowercase().into_boxed_str());
-    let optional_id = |v: Option<&Value<'_>>, what: &str| -> Result<Option<Box<str>>> {
-        match v {
-            None => Ok(None),
-            Some(v) if v.is_null() => Ok(None),
-            Some(v) => id_text(v).map(Some).map_err(|e| Error::event(format!("{what}: {e}"))),
-        }
+}
+
+/// An optional array of ids (`recipients`, `lists`), deduplicated in
+/// first-seen order.
+fn id_list(value: Option<Value<'_, '_>>, what: &str) -> Result<Vec<Box<str>>> {
+    let Some(value) = value.filter(|v| !v.is_null()) else {
+        return Ok(Vec::new());
     };
-    let reblog = status.get("reblog").filter(|r| !r.is_null());
+    let items = value.as_array().ok_or_else(|| Error::event(format!("{what} must be an array of ids")))?;
+    let mut out: Vec<Box<str>> = Vec::with_capacity(items.len());
+    for item in items.iter() {
+        let id = id_text(&item).map_err(|e| Error::event(format!("{what}: {e}")))?;
+        if !out.contains(&id) {
+            out.push(id);
+        }
+    }
+    Ok(out)
+}
+
+fn non_empty_array(value: Value<'_, '_>) -> bool {
+    value.as_array().is_some_and(|a| !a.is_empty())
+}
+
+/// One pass over the status object's keys, picking out what routing needs.
+fn status_facts(status: Value<'_, '_>) -> Result<StatusFacts> {
+    let object = status.as_object().ok_or_else(|| Error::event("a status payload must be a JSON object"))?;
+    let (mut account, mut reblog, mut reply_to, mut id) = (None, None, None, None);
+    let (mut public, mut media, mut language) = (false, false, None);
+    let mut mentions = SmallVec::new();
+    let mut tags: Vec<String> = Vec::new();
+    for (key, value) in object.iter() {
+        match key {
+            "id" => id = optional_id(Some(value), "status id")?,
+            "account" => account = value.as_object().map(|_| value),
+            "visibility" => public = value.into_string() == Some("public"),
+            "reblog" => reblog = (!value.is_null()).then_some(value),
+            "in_reply_to_account_id" => reply_to = optional_id(Some(value), "in_reply_to_account_id")?,
+            "media_attachments" => media = non_empty_array(value),
+            "language" => language = value.into_string().map(Box::from),
+            "mentions" => {
+                for m in value.as_array().iter().flat_map(|a| a.iter()) {
+                    if let Some(mention) = optional_id(m.get("id"), "mention id")? {
+                        mentions.push(mention);
+                    }
+                }
+            }
+            "tags" => {
+                for t in value.as_array().iter().flat_map(|a| a.iter()) {
+                    push_tag(&mut tags, t.get("name").and_then(|n| n.into_string()));
+                }
+            }
+            _ => {}
+        }
+    }
+    let account = account.ok_or_else(|| Error::event("status payload has no account"))?;
+    let author =
+        optional_id(account.get("id"), "status account id")?.ok_or_else(|| Error::event("status account has no id"))?;
+    let acct = account.get("acct").and_then(|a| a.into_string()).unwrap_or("");
+    let domain = acct.split_once('@').map(|(_, d)| d.to_lowercase().into_boxed_str());
     let reblog_author = match reblog {
         Some(r) => optional_id(r.get("account").and_then(|a| a.get("id")), "reblog account id")?,
         None => None,
     };
-    let reply_to = optional_id(status.get("in_reply_to_account_id"), "in_reply_to_account_id")?;
-    let mut mentions = SmallVec::new();
-    if let Some(list) = status.get("mentions").and_then(|m| m.as_array()) {
-        for m in list {
-            if let Some(id) = optional_id(m.get("id"), "mention id")? {
-                mentions.push(id);
-            }
-        }
-    }
-    let mut tags: Vec<String> = Vec::new();
-    if let Some(list) = status.get("tags").and_then(|t| t.as_array()) {
-        for t in list {
-            push_tag(&mut tags, t.get("name").and_then(|n| n.as_str()));
-        }
-    }
     Ok(StatusFacts {
-        id: optional_id(status.get("id"), "status id")?,
-        public: status.get("visibility").and_then(|v| v.as_str()) == Some("public") && reblog.is_none(),
+        id,
+        public: public && reblog.is_none(),
         local: domain.is_none(),
-        media: status.get("media_attachments").and_then(|m| m.as_array()).is_some_and(|m| !m.is_empty()),
+        media,
         reply_to_other: reply_to.as_ref().is_some_and(|r| *r != author),
         tags,
-        keys: StatusKeys {
-            language: status.get("language").and_then(|l| l.as_str()).map(Box::from),
-            author,
-            mentions,
-            reblog_author,
-            domain,
-        },
+        keys: StatusKeys { language, author, mentions, reblog_author, domain },
     })
 }
 
@@ -143,13 +165,11 @@ fn push_tag(tags: &mut Vec<String>, raw: Option<&str>) {
 
 /// Status facts of an `update` payload, which may be an object or (as older
 /// Mastodon versions publish it) a string holding the status JSON.
-fn update_facts(doc: &Value<'_>) -> Result<StatusFacts> {
+fn update_facts(doc: Value<'_, '_>) -> Result<StatusFacts> {
     let payload = doc.get("payload").ok_or_else(|| Error::event("an update event needs a status payload"))?;
-    match payload.as_str() {
+    match payload.into_string() {
         Some(text) => {
-            let mut scratch = Vec::new();
-            with_document(text.as_bytes(), &mut scratch, status_facts)
-                .map_err(|e| Error::event(format!("status payload string: {e}")))
+            with_tape(text.as_bytes(), status_facts).map_err(|e| Error::event(format!("status payload string: {e}")))
         }
         None => status_facts(payload),
     }
@@ -176,9 +196,10 @@ fn route_public_status(ev: &mut RoutedEvent, facts: &StatusFacts) {
     }
 }
 
-/// Content mode: works out the channels from the event itself.
-pub fn parse_content(input: &[u8], scratch: &mut Vec<u8>) -> Result<RoutedEvent> {
-    with_document(input, scratch, |doc| {
+/// Content mode: works out the channels from the event itself. The scratch
+/// argument is kept for API stability; parsing reuses per-thread buffers.
+pub fn parse_content(input: &[u8], _scratch: &mut Vec<u8>) -> Result<RoutedEvent> {
+    with_tape(input, |doc| {
         if doc.as_object().is_none() {
             return Err(Error::event("an event must be a JSON object"));
         }
@@ -192,10 +213,10 @@ pub fn parse_content(input: &[u8], scratch: &mut Vec<u8>) -> Result<RoutedEvent>
     })
 }
 
-fn mastodon_envelope(doc: &Value<'_>, input: &[u8]) -> Result<RoutedEvent> {
+fn mastodon_envelope(doc: Value<'_, '_>, input: &[u8]) -> Result<RoutedEvent> {
     let name = event_name(doc.get("event"), "event")?;
-    let recipients = id_list(doc.get("recipients"), "recipients").map_err(Error::event)?;
-    let lists = id_list(doc.get("lists"), "lists").map_err(Error::event)?;
+    let recipients = id_list(doc.get("recipients"), "recipients")?;
+    let lists = id_list(doc.get("lists"), "lists")?;
     let mut ev = RoutedEvent { name: name.into(), payload: payload_text(doc, input), ..Default::default() };
     let home_and_lists = |ev: &mut RoutedEvent| {
         for r in &recipients {
@@ -234,7 +255,7 @@ fn mastodon_envelope(doc: &Value<'_>, input: &[u8]) -> Result<RoutedEvent> {
                 .get("payload")
                 .filter(|p| !p.is_null())
                 .ok_or_else(|| Error::event("a delete event needs the deleted status id as payload"))?;
-            ev.deletes = Some(id_text(id).map_err(|e| Error::event(format!("delete payload: {e}")))?);
+            ev.deletes = Some(id_text(&id).map_err(|e| Error::event(format!("delete payload: {e}")))?);
             home_and_lists(&mut ev);
         }
         _ => home_and_lists(&mut ev),
@@ -242,7 +263,7 @@ fn mastodon_envelope(doc: &Value<'_>, input: &[u8]) -> Result<RoutedEvent> {
     Ok(ev)
 }
 
-fn community_event(doc: &Value<'_>, input: &[u8]) -> Result<RoutedEvent> {
+fn community_event(doc: Value<'_, '_>, input: &[u8]) -> Result<RoutedEvent> {
     let name = event_name(doc.get("type"), "type")?;
     let data = doc
         .get("data")
@@ -251,8 +272,7 @@ fn community_event(doc: &Value<'_>, input: &[u8]) -> Result<RoutedEvent> {
     let whole = std::str::from_utf8(input.trim_ascii()).map_err(Error::utf8)?;
     let mut ev = RoutedEvent { name: name.into(), payload: Some(whole.into()), ..Default::default() };
     if name.starts_with("notification.") {
-        let recipients = id_list(data.get("recipients"), "data.recipients").map_err(Error::event)?;
-        for r in recipients {
+        for r in id_list(data.get("recipients"), "data.recipients")? {
             ev.add(ChannelKey::Notifications(r));
         }
     } else if let Some(action) = name.strip_prefix("status.") {
@@ -263,12 +283,10 @@ fn community_event(doc: &Value<'_>, input: &[u8]) -> Result<RoutedEvent> {
                 .filter(|s| s.as_object().is_some())
                 .ok_or_else(|| Error::event(format!("{name} event has no \"data.status\" object")))?,
         };
-        let media = status.get("medias").and_then(|m| m.as_array()).is_some_and(|m| !m.is_empty());
+        let media = status.get("medias").is_some_and(non_empty_array);
         let mut tags = Vec::new();
-        if let Some(list) = status.get("tags").and_then(|t| t.as_array()) {
-            for t in list {
-                push_tag(&mut tags, t.as_str().or_else(|| t.get("name").and_then(|n| n.as_str())));
-            }
+        for t in status.get("tags").and_then(|t| t.as_array()).iter().flat_map(|a| a.iter()) {
+            push_tag(&mut tags, t.into_string().or_else(|| t.get("name").and_then(|n| n.into_string())));
         }
         for tag in &tags {
             ev.add(ChannelKey::Hashtag { tag: tag.as_str().into(), local: false });
@@ -285,8 +303,8 @@ fn community_event(doc: &Value<'_>, input: &[u8]) -> Result<RoutedEvent> {
 }
 
 /// Channel mode: a Mastodon Redis message on an already-parsed channel.
-pub fn parse_channel_message(channel: ChannelKey, input: &[u8], scratch: &mut Vec<u8>) -> Result<RoutedEvent> {
-    with_document(input, scratch, |doc| {
+pub fn parse_channel_message(channel: ChannelKey, input: &[u8], _scratch: &mut Vec<u8>) -> Result<RoutedEvent> {
+    with_tape(input, |doc| {
         if doc.as_object().is_none() {
             return Err(Error::event("a channel message must be a JSON object"));
         }

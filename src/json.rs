@@ -2,10 +2,12 @@
 //! distinct UTF-8 and JSON errors, id normalization, locating the raw bytes of
 //! a top-level value (so payloads pass through untouched), and escaping.
 
+use std::cell::RefCell;
 use std::ops::Range;
 
 use simd_json::BorrowedValue as Value;
 use simd_json::prelude::*;
+use simd_json::tape::{Tape, Value as TapeValue};
 
 use crate::error::{Error, Result};
 
@@ -43,9 +45,45 @@ fn describe_json_error(e: &simd_json::Error) -> String {
     }
 }
 
+/// Reused per thread by [`with_tape`]: simd-json's buffers and tape.
+struct TapeScratch {
+    input: Vec<u8>,
+    buffers: simd_json::Buffers,
+    tape: Option<Tape<'static>>,
+}
+
+thread_local! {
+    static TAPE_SCRATCH: RefCell<Option<TapeScratch>> = const { RefCell::new(None) };
+}
+
+/// Parses `bytes` into simd-json's tape (no per-object allocation, unlike a
+/// DOM) and hands its root to `f`. The hot path parses this way; buffers are
+/// reused per thread. Re-entrant: a nested call gets fresh buffers.
+pub fn with_tape<R>(bytes: &[u8], f: impl FnOnce(TapeValue<'_, '_>) -> Result<R>) -> Result<R> {
+    std::str::from_utf8(bytes).map_err(Error::utf8)?;
+    let mut scratch = TAPE_SCRATCH.with(|s| s.borrow_mut().take()).unwrap_or_else(|| TapeScratch {
+        input: Vec::new(),
+        buffers: simd_json::Buffers::new(bytes.len()),
+        tape: None,
+    });
+    scratch.input.clear();
+    scratch.input.extend_from_slice(bytes);
+    let mut tape = scratch.tape.take().unwrap_or_else(Tape::null).reset();
+    let result = match simd_json::fill_tape(&mut scratch.input, &mut scratch.buffers, &mut tape) {
+        Ok(()) => f(tape.as_value()),
+        Err(e) => Err(Error::json(describe_json_error(&e))),
+    };
+    scratch.tape = Some(tape.reset());
+    // Don't keep a huge buffer alive for the thread's lifetime after one large event.
+    if scratch.input.capacity() <= 1 << 20 {
+        TAPE_SCRATCH.with(|s| *s.borrow_mut() = Some(scratch));
+    }
+    result
+}
+
 /// An id as evroute writes it: `7` and `"7"` are both `7`.
 /// Returns `Err` with a reason when the value cannot be an id.
-pub fn id_text(value: &Value<'_>) -> std::result::Result<Box<str>, String> {
+pub fn id_text<V: ValueAsScalar + TypedValue>(value: &V) -> std::result::Result<Box<str>, String> {
     if let Some(s) = value.as_str() {
         return check_id(s).map(Box::from);
     }
@@ -70,29 +108,7 @@ pub fn check_id(s: &str) -> std::result::Result<&str, String> {
     Ok(s)
 }
 
-/// Collects an optional array of ids (`recipients`, `lists`), deduplicated in
-/// first-seen order.
-pub fn id_list(value: Option<&Value<'_>>, what: &str) -> std::result::Result<Vec<Box<str>>, String> {
-    let Some(value) = value else {
-        return Ok(Vec::new());
-    };
-    if value.is_null() {
-        return Ok(Vec::new());
-    }
-    let Some(items) = value.as_array() else {
-        return Err(format!("{what} must be an array of ids"));
-    };
-    let mut out: Vec<Box<str>> = Vec::with_capacity(items.len());
-    for item in items {
-        let id = id_text(item).map_err(|e| format!("{what}: {e}"))?;
-        if !out.contains(&id) {
-            out.push(id);
-        }
-    }
-    Ok(out)
-}
-
-pub fn type_name(value: &Value<'_>) -> &'static str {
+pub fn type_name<V: TypedValue>(value: &V) -> &'static str {
     match value.value_type() {
         ValueType::Null => "null",
         ValueType::Bool => "a boolean",
@@ -161,11 +177,11 @@ fn skip_ws(input: &[u8], mut i: usize) -> usize {
 fn skip_string(input: &[u8], mut i: usize) -> Option<usize> {
     i += 1;
     loop {
-        match input.get(i)? {
-            b'"' => return Some(i + 1),
-            b'\\' => i += 2,
-            _ => i += 1,
+        i += memchr::memchr2(b'"', b'\\', input.get(i..)?)?;
+        if input[i] == b'"' {
+            return Some(i + 1);
         }
+        i += 2;
     }
 }
 
