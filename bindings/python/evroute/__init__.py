@@ -197,16 +197,21 @@ class _Handle:
             if self._closing:
                 return
             self._closing = True
-            if self._busy > 0:
-                ptr = None
-                wake = self._ptr
-            else:
+            ptr = wake = None
+            if self._busy == 0:
                 ptr, self._ptr = self._ptr, None
-                wake = None
-        if wake is not None and self._wake is not None:
-            self._wake(wake)  # safe concurrently with other calls; the last release() frees
+            elif self._wake is not None:
+                # Calls are in flight: wake them holding a use of our own, so the
+                # handle cannot be freed under the wake; the last release() frees.
+                wake = self._ptr
+                self._busy += 1
         if ptr is not None:
             self._free(ptr)
+        elif wake is not None:
+            try:
+                self._wake(wake)
+            finally:
+                self.release()
 
     @property
     def closing(self):
