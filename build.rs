@@ -14,8 +14,7 @@ fn main() {
     println!("cargo:rerun-if-env-changed=EVR_REGEN_HEADER");
 
     let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
-    let mut config =
-        cbindgen::Config::from_file(root.join("cbindgen.toml")).expect("reading cbindgen.toml");
+    let mut config = cbindgen::Config::from_file(root.join("cbindgen.toml")).expect("reading cbindgen.toml");
     // The version macros come from Cargo.toml, so a version bump changes the
     // header and the header check asks for a regeneration.
     let version = env::var("CARGO_PKG_VERSION").expect("CARGO_PKG_VERSION");

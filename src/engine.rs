@@ -20,7 +20,7 @@ use crate::frame::{Frame, FrameBody, FrameCache};
 use crate::index::{Index, Indexed};
 use crate::queue::{Pop, Queue, QueueStats};
 use crate::recent::{RecentStatuses, Routing};
-use crate::subscription::{EventFilter, Keys, SubscriptionSpec};
+use crate::subscription::{EventFilter, SubscriptionSpec};
 
 /// What one publish did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -69,13 +69,16 @@ struct Counters {
 }
 
 /// The part of a subscriber that subscriptions in the index point to.
+/// The queue comes first so that prefetching the core fetches the queue.
+#[repr(C)]
 pub(crate) struct SubscriberCore {
     queue: Queue,
     /// Owned here (not by the handle) so that a subscriber disconnected as a
     /// slow consumer can be taken out of the index after the publish. The
     /// `Arc` cycle core → subscription → core is broken by `unsubscribe_all`.
     subscriptions: Mutex<Vec<Arc<Subscription>>>,
-    filters: RwLock<ViewerFilters>,
+    /// Boxed: most subscribers have no filters, and the sets are large.
+    filters: RwLock<Option<Box<ViewerFilters>>>,
     has_filters: AtomicBool,
     account: Option<Box<str>>,
 }
@@ -85,9 +88,9 @@ pub(crate) struct Subscription {
     seq: u64,
     core: Arc<SubscriberCore>,
     stream: Arc<str>,
-    events: Option<EventFilter>,
+    events: Option<Box<EventFilter>>,
     viewer_filtered: bool,
-    keys: Keys,
+    keys: Box<[ChannelKey]>,
     slots: [AtomicUsize; 3],
 }
 
@@ -97,7 +100,7 @@ impl Subscription {
         self.events.as_ref().is_none_or(|f| f.allows(&ev.name))
             && !(self.viewer_filtered
                 && self.core.has_filters.load(Ordering::Relaxed)
-                && ev.status.as_ref().is_some_and(|s| !self.core.filters.read().allows(s)))
+                && ev.status.as_ref().is_some_and(|s| self.core.filters.read().as_ref().is_some_and(|f| !f.allows(s))))
     }
 }
 
@@ -107,6 +110,9 @@ impl Indexed for Subscription {
     }
     fn slot(&self, i: usize) -> &AtomicUsize {
         &self.slots[i]
+    }
+    fn prefetch_targets(&self) {
+        self.core.queue.prefetch();
     }
 }
 
@@ -173,7 +179,7 @@ impl Engine {
                     options.queue_capacity.unwrap_or(inner.config.queue_capacity),
                     options.overflow.unwrap_or(inner.config.overflow),
                 ),
-                filters: RwLock::new(options.filters),
+                filters: RwLock::new((has_filters).then(|| Box::new(options.filters))),
                 has_filters: AtomicBool::new(has_filters),
                 account: options.account.map(Into::into),
                 subscriptions: Mutex::new(Vec::new()),
@@ -433,7 +439,7 @@ impl Subscriber {
             return Err(Error::subscription(format!("the subscriber is closed ({reason})")));
         }
         let mut subs = self.core.subscriptions.lock();
-        if subs.iter().any(|s| s.keys == keys) {
+        if subs.iter().any(|s| *s.keys == *keys) {
             return Ok(false);
         }
         let engine = &self.engine;
@@ -441,9 +447,9 @@ impl Subscriber {
             seq: engine.next_seq.fetch_add(1, Ordering::SeqCst),
             core: Arc::clone(&self.core),
             stream: engine.intern_stream(spec.stream_json()),
-            events: spec.events.clone(),
+            events: spec.events.clone().map(Box::new),
             viewer_filtered: spec.stream.viewer_filtered(),
-            keys,
+            keys: keys.into_vec().into_boxed_slice(),
             slots: Default::default(),
         });
         engine.index.insert(&sub);
@@ -458,7 +464,7 @@ impl Subscriber {
         let spec = SubscriptionSpec::parse(json)?;
         let keys = spec.keys(self.core.account.as_deref())?;
         let mut subs = self.core.subscriptions.lock();
-        let Some(pos) = subs.iter().position(|s| s.keys == keys) else {
+        let Some(pos) = subs.iter().position(|s| *s.keys == *keys) else {
             return Ok(false);
         };
         let sub = subs.remove(pos);
@@ -477,7 +483,7 @@ impl Subscriber {
 
     pub fn set_filters(&self, filters: ViewerFilters) {
         let empty = filters.is_empty();
-        *self.core.filters.write() = filters;
+        *self.core.filters.write() = (!empty).then(|| Box::new(filters));
         self.core.has_filters.store(!empty, Ordering::Relaxed);
     }
 

@@ -36,7 +36,28 @@ pub trait Indexed {
     fn keys(&self) -> &[ChannelKey];
     /// Position of this entry in the list of `keys()[i]`.
     fn slot(&self, i: usize) -> &AtomicUsize;
+    /// Hints the memory the visitor will touch next for this entry (beyond
+    /// the entry itself) into cache. Only a hint: it must not block.
+    fn prefetch_targets(&self) {}
 }
+
+/// Asks the CPU to pull the cache line at `p` in; a no-op elsewhere.
+#[inline(always)]
+pub fn prefetch<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetch is a hint; it never faults, whatever the address.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+/// How far ahead a walk prefetches entries, and their targets. A fan-out to
+/// 100k subscribers misses cache on every entry; fetching ahead overlaps the
+/// misses instead of taking them one after another.
+const PREFETCH_ENTRY: usize = 8;
+const PREFETCH_TARGET: usize = 4;
 
 struct ListState<T> {
     entries: Vec<(Arc<T>, u8)>,
@@ -137,7 +158,14 @@ impl<T: Indexed> Index<T> {
     pub fn for_each(&self, key: &ChannelKey, mut f: impl FnMut(&Arc<T>)) {
         let Some(list) = self.list(key) else { return };
         let st = list.state.read();
-        for (entry, _) in &st.entries {
+        let entries = &st.entries;
+        for (i, (entry, _)) in entries.iter().enumerate() {
+            if let Some((ahead, _)) = entries.get(i + PREFETCH_ENTRY) {
+                prefetch(Arc::as_ptr(ahead));
+            }
+            if let Some((ahead, _)) = entries.get(i + PREFETCH_TARGET) {
+                ahead.prefetch_targets();
+            }
             f(entry);
         }
     }

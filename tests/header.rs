@@ -5,10 +5,7 @@
 fn committed_header_matches_the_generated_one() {
     let generated = include_str!(concat!(env!("OUT_DIR"), "/evroute.h"));
     let committed = include_str!("../include/evroute.h");
-    assert!(
-        generated == committed,
-        "include/evroute.h is stale: run `EVR_REGEN_HEADER=1 cargo build` and commit it"
-    );
+    assert!(generated == committed, "include/evroute.h is stale: run `EVR_REGEN_HEADER=1 cargo build` and commit it");
 }
 
 #[test]

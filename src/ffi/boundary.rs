@@ -70,18 +70,12 @@ pub(crate) struct Failure {
 
 impl From<Error> for Failure {
     fn from(e: Error) -> Failure {
-        Failure {
-            status: e.kind().into(),
-            message: e.message().to_owned(),
-        }
+        Failure { status: e.kind().into(), message: e.message().to_owned() }
     }
 }
 
 pub(crate) fn null_argument(name: &str) -> Failure {
-    Failure {
-        status: EVR_ERR_NULL,
-        message: format!("{name} is NULL"),
-    }
+    Failure { status: EVR_ERR_NULL, message: format!("{name} is NULL") }
 }
 
 thread_local! {
@@ -154,11 +148,7 @@ pub(crate) unsafe fn handle<'a, T>(ptr: *const T, name: &str) -> Result<&'a T, F
 ///
 /// # Safety
 /// When `len > 0`, `ptr` is NULL or points to `len` readable bytes.
-pub(crate) unsafe fn bytes<'a>(
-    ptr: *const u8,
-    len: usize,
-    name: &str,
-) -> Result<&'a [u8], Failure> {
+pub(crate) unsafe fn bytes<'a>(ptr: *const u8, len: usize, name: &str) -> Result<&'a [u8], Failure> {
     if len == 0 {
         return Ok(&[]);
     }
@@ -166,10 +156,7 @@ pub(crate) unsafe fn bytes<'a>(
         return Err(null_argument(name));
     }
     if len > isize::MAX as usize {
-        return Err(Failure {
-            status: EVR_ERR_TOO_LARGE,
-            message: format!("{name}: length {len} is impossible"),
-        });
+        return Err(Failure { status: EVR_ERR_TOO_LARGE, message: format!("{name}: length {len} is impossible") });
     }
     // SAFETY: non-NULL, len within isize, readable by the caller's contract.
     Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
@@ -178,11 +165,7 @@ pub(crate) unsafe fn bytes<'a>(
 /// Checks that an out-parameter is present before any work is done, so a
 /// created object is never lost for lack of a place to put it.
 pub(crate) fn out_param<T>(ptr: *mut T, name: &str) -> Result<*mut T, Failure> {
-    if ptr.is_null() {
-        Err(null_argument(name))
-    } else {
-        Ok(ptr)
-    }
+    if ptr.is_null() { Err(null_argument(name)) } else { Ok(ptr) }
 }
 
 #[cfg(test)]
@@ -192,9 +175,7 @@ mod tests {
 
     fn last() -> String {
         // SAFETY: last_error() is a valid NUL-terminated string.
-        unsafe { CStr::from_ptr(last_error()) }
-            .to_string_lossy()
-            .into_owned()
+        unsafe { CStr::from_ptr(last_error()) }.to_string_lossy().into_owned()
     }
 
     #[test]
@@ -208,10 +189,7 @@ mod tests {
 
     #[test]
     fn errors_set_the_thread_local_message_only_on_their_thread() {
-        assert_eq!(
-            status(|| Err(Error::new(ErrorKind::TooLarge, "big\0ger").into())),
-            EVR_ERR_TOO_LARGE
-        );
+        assert_eq!(status(|| Err(Error::new(ErrorKind::TooLarge, "big\0ger").into())), EVR_ERR_TOO_LARGE);
         assert_eq!(last(), "big\\0ger");
         let other = std::thread::spawn(last).join().unwrap();
         assert_eq!(other, "");
@@ -222,22 +200,10 @@ mod tests {
     #[test]
     fn every_error_kind_maps_to_a_distinct_negative_status() {
         use ErrorKind::*;
-        let kinds = [
-            InvalidUtf8,
-            InvalidJson,
-            InvalidSubscription,
-            InvalidChannel,
-            InvalidEvent,
-            TooLarge,
-            InvalidConfig,
-            Io,
-        ];
+        let kinds =
+            [InvalidUtf8, InvalidJson, InvalidSubscription, InvalidChannel, InvalidEvent, TooLarge, InvalidConfig, Io];
         let mut codes: Vec<i32> = kinds.iter().map(|&k| evr_status::from(k) as i32).collect();
-        assert!(
-            codes
-                .iter()
-                .all(|&c| c < 0 && c != EVR_ERR_NULL as i32 && c != EVR_ERR_PANIC as i32)
-        );
+        assert!(codes.iter().all(|&c| c < 0 && c != EVR_ERR_NULL as i32 && c != EVR_ERR_PANIC as i32));
         codes.sort_unstable();
         codes.dedup();
         assert_eq!(codes.len(), kinds.len());

@@ -56,11 +56,7 @@ pub struct evr_publish_stats {
 
 impl From<PublishStats> for evr_publish_stats {
     fn from(s: PublishStats) -> Self {
-        evr_publish_stats {
-            matched: s.matched,
-            delivered: s.delivered,
-            dropped: s.dropped,
-        }
+        evr_publish_stats { matched: s.matched, delivered: s.delivered, dropped: s.dropped }
     }
 }
 
@@ -111,18 +107,12 @@ pub struct evr_subscriber_stats {
 /// `config_json` points to `len` readable bytes (or `len` is 0); `out` is
 /// NULL or writable.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn evr_engine_new(
-    config_json: *const u8,
-    len: usize,
-    out: *mut *mut evr_engine,
-) -> evr_status {
+pub unsafe extern "C" fn evr_engine_new(config_json: *const u8, len: usize, out: *mut *mut evr_engine) -> evr_status {
     status(|| {
         let out = out_param(out, "out")?;
         // SAFETY: per this function's contract.
         let config = unsafe { bytes(config_json, len, "config_json") }?;
-        let engine = Box::new(evr_engine {
-            engine: Engine::from_json(config)?,
-        });
+        let engine = Box::new(evr_engine { engine: Engine::from_json(config)? });
         // SAFETY: checked non-NULL; writable by contract.
         unsafe { out.write(Box::into_raw(engine)) };
         Ok(EVR_OK)
@@ -168,9 +158,7 @@ pub unsafe extern "C" fn evr_subscriber_new(
         let out = out_param(out, "out")?;
         // SAFETY: per this function's contract.
         let json = unsafe { bytes(json, len, "json") }?;
-        let subscriber = Box::new(evr_subscriber {
-            subscriber: engine.engine.subscriber_from_json(json)?,
-        });
+        let subscriber = Box::new(evr_subscriber { subscriber: engine.engine.subscriber_from_json(json)? });
         // SAFETY: checked non-NULL; writable by contract.
         unsafe { out.write(Box::into_raw(subscriber)) };
         Ok(EVR_OK)
@@ -195,8 +183,7 @@ pub unsafe extern "C" fn evr_subscriber_update(
 ) -> evr_status {
     status(|| {
         // SAFETY: per this function's contract.
-        let (subscriber, json) =
-            unsafe { (handle(subscriber, "subscriber")?, bytes(json, len, "json")?) };
+        let (subscriber, json) = unsafe { (handle(subscriber, "subscriber")?, bytes(json, len, "json")?) };
         subscriber.subscriber.update(json)?;
         Ok(EVR_OK)
     })
@@ -232,9 +219,7 @@ pub unsafe extern "C" fn evr_subscriber_free(subscriber: *mut evr_subscriber) {
 pub unsafe extern "C" fn evr_subscriber_close(subscriber: *const evr_subscriber) -> evr_status {
     status(|| {
         // SAFETY: per this function's contract.
-        unsafe { handle(subscriber, "subscriber") }?
-            .subscriber
-            .close();
+        unsafe { handle(subscriber, "subscriber") }?.subscriber.close();
         Ok(EVR_OK)
     })
 }
@@ -272,15 +257,10 @@ pub unsafe extern "C" fn evr_subscriber_closed(subscriber: *const evr_subscriber
 /// `subscriber` is NULL or live; `json` points to `len` readable bytes (or
 /// `len` is 0).
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn evr_subscribe(
-    subscriber: *const evr_subscriber,
-    json: *const u8,
-    len: usize,
-) -> evr_status {
+pub unsafe extern "C" fn evr_subscribe(subscriber: *const evr_subscriber, json: *const u8, len: usize) -> evr_status {
     status(|| {
         // SAFETY: per this function's contract.
-        let (subscriber, json) =
-            unsafe { (handle(subscriber, "subscriber")?, bytes(json, len, "json")?) };
+        let (subscriber, json) = unsafe { (handle(subscriber, "subscriber")?, bytes(json, len, "json")?) };
         subscriber.subscriber.subscribe(json)?;
         Ok(EVR_OK)
     })
@@ -296,15 +276,10 @@ pub unsafe extern "C" fn evr_subscribe(
 /// `subscriber` is NULL or live; `json` points to `len` readable bytes (or
 /// `len` is 0).
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn evr_unsubscribe(
-    subscriber: *const evr_subscriber,
-    json: *const u8,
-    len: usize,
-) -> evr_status {
+pub unsafe extern "C" fn evr_unsubscribe(subscriber: *const evr_subscriber, json: *const u8, len: usize) -> evr_status {
     status(|| {
         // SAFETY: per this function's contract.
-        let (subscriber, json) =
-            unsafe { (handle(subscriber, "subscriber")?, bytes(json, len, "json")?) };
+        let (subscriber, json) = unsafe { (handle(subscriber, "subscriber")?, bytes(json, len, "json")?) };
         subscriber.subscriber.unsubscribe(json)?;
         Ok(EVR_OK)
     })
@@ -363,12 +338,7 @@ pub unsafe extern "C" fn evr_publish_channel(
         // SAFETY: per this function's contract.
         let engine = unsafe { handle(engine, "engine") }?;
         // SAFETY: per this function's contract.
-        let (channel, message) = unsafe {
-            (
-                bytes(channel, clen, "channel")?,
-                bytes(message, mlen, "message")?,
-            )
-        };
+        let (channel, message) = unsafe { (bytes(channel, clen, "channel")?, bytes(message, mlen, "message")?) };
         let stats = engine.engine.publish_channel(channel, message)?;
         // SAFETY: NULL or writable by contract.
         if let Some(out) = unsafe { out.as_mut() } {
@@ -398,21 +368,16 @@ pub unsafe extern "C" fn evr_subscriber_next(
         // SAFETY: per this function's contract.
         let subscriber = unsafe { handle(subscriber, "subscriber") }?;
         let out = out_param(out, "out")?;
-        Ok(
-            match subscriber
-                .subscriber
-                .next(Duration::from_millis(timeout_ms.into()))
-            {
-                Next::Frame(frame) => {
-                    // SAFETY: checked non-NULL; writable by contract.
-                    unsafe { out.write(Box::into_raw(Box::new(evr_frame { frame }))) };
-                    EVR_OK
-                }
-                Next::Empty => EVR_EMPTY,
-                Next::Timeout => EVR_TIMEOUT,
-                Next::Closed(_) => EVR_CLOSED,
-            },
-        )
+        Ok(match subscriber.subscriber.next(Duration::from_millis(timeout_ms.into())) {
+            Next::Frame(frame) => {
+                // SAFETY: checked non-NULL; writable by contract.
+                unsafe { out.write(Box::into_raw(Box::new(evr_frame { frame }))) };
+                EVR_OK
+            }
+            Next::Empty => EVR_EMPTY,
+            Next::Timeout => EVR_TIMEOUT,
+            Next::Closed(_) => EVR_CLOSED,
+        })
     })
 }
 
@@ -429,10 +394,7 @@ pub unsafe extern "C" fn evr_subscriber_next(
 /// # Safety
 /// `subscriber` is NULL or live; `out` is NULL or writable.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn evr_subscriber_fd(
-    subscriber: *const evr_subscriber,
-    out: *mut c_int,
-) -> evr_status {
+pub unsafe extern "C" fn evr_subscriber_fd(subscriber: *const evr_subscriber, out: *mut c_int) -> evr_status {
     status(|| {
         // SAFETY: per this function's contract.
         let subscriber = unsafe { handle(subscriber, "subscriber") }?;
@@ -451,10 +413,7 @@ pub unsafe extern "C" fn evr_subscriber_fd(
 /// # Safety
 /// `engine` is NULL or live; `out` is NULL or writable.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn evr_engine_get_stats(
-    engine: *const evr_engine,
-    out: *mut evr_engine_stats,
-) -> evr_status {
+pub unsafe extern "C" fn evr_engine_get_stats(engine: *const evr_engine, out: *mut evr_engine_stats) -> evr_status {
     status(|| {
         // SAFETY: per this function's contract.
         let engine = unsafe { handle(engine, "engine") }?;
@@ -619,11 +578,10 @@ pub extern "C" fn evr_last_error() -> *const c_char {
     boundary::last_error()
 }
 
-const VERSION: &CStr =
-    match CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
-        Ok(v) => v,
-        Err(_) => panic!("the crate version contains a NUL"),
-    };
+const VERSION: &CStr = match CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
+    Ok(v) => v,
+    Err(_) => panic!("the crate version contains a NUL"),
+};
 
 /// The library version, equal to Cargo.toml's and to the EVR_VERSION macro
 /// of the header it was built with. Static; never NULL.

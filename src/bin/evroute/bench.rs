@@ -85,10 +85,10 @@ pub fn run(args: &[String]) -> ExitCode {
         println!("{USAGE}");
         return ExitCode::SUCCESS;
     }
-    if let [flag, n] = args {
-        if flag == "--rss-probe" {
-            return rss_probe(n.parse().unwrap_or(0));
-        }
+    if let [flag, n] = args
+        && flag == "--rss-probe"
+    {
+        return rss_probe(n.parse().unwrap_or(0));
     }
     let opts = match parse_args(args) {
         Ok(o) => o,
