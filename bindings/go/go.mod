@@ -1,0 +1,3 @@
+module evroute
+
+go 1.19
