@@ -5,11 +5,12 @@
 use std::cell::RefCell;
 use std::os::fd::RawFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use ahash::{AHashMap, AHashSet};
 use parking_lot::{Mutex, RwLock};
+use smallvec::SmallVec;
 
 use crate::channel::ChannelKey;
 use crate::config::{EngineConfig, SubscriberOptions, filters_from_json};
@@ -18,9 +19,9 @@ use crate::event::{self, RoutedEvent};
 use crate::filter::ViewerFilters;
 use crate::frame::{Frame, FrameBody, FrameCache};
 use crate::index::{Index, Indexed};
-use crate::queue::{Pop, Queue, QueueStats};
+use crate::queue::{CloseReason, Pop, Queue, QueueStats};
 use crate::recent::{RecentStatuses, Routing};
-use crate::subscription::{EventFilter, SubscriptionSpec};
+use crate::subscription::{EventFilter, Keys, SubscriptionSpec};
 
 /// What one publish did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -76,7 +77,7 @@ pub(crate) struct SubscriberCore {
     /// Owned here (not by the handle) so that a subscriber disconnected as a
     /// slow consumer can be taken out of the index after the publish. The
     /// `Arc` cycle core → subscription → core is broken by `unsubscribe_all`.
-    subscriptions: Mutex<Vec<Arc<Subscription>>>,
+    subscriptions: Mutex<SmallVec<[Arc<Subscription>; 1]>>,
     /// Boxed: most subscribers have no filters, and the sets are large.
     filters: RwLock<Option<Box<ViewerFilters>>>,
     has_filters: AtomicBool,
@@ -90,8 +91,8 @@ pub(crate) struct Subscription {
     stream: Arc<str>,
     events: Option<Box<EventFilter>>,
     viewer_filtered: bool,
-    keys: Box<[ChannelKey]>,
-    slots: [AtomicUsize; 3],
+    keys: Keys,
+    slots: [AtomicU32; 3],
 }
 
 impl Subscription {
@@ -108,7 +109,7 @@ impl Indexed for Subscription {
     fn keys(&self) -> &[ChannelKey] {
         &self.keys
     }
-    fn slot(&self, i: usize) -> &AtomicUsize {
+    fn slot(&self, i: usize) -> &AtomicU32 {
         &self.slots[i]
     }
     fn prefetch_targets(&self) {
@@ -182,7 +183,7 @@ impl Engine {
                 filters: RwLock::new((has_filters).then(|| Box::new(options.filters))),
                 has_filters: AtomicBool::new(has_filters),
                 account: options.account.map(Into::into),
-                subscriptions: Mutex::new(Vec::new()),
+                subscriptions: Mutex::new(SmallVec::new()),
             }),
         }
     }
@@ -386,7 +387,7 @@ impl EngineInner {
 
     fn close_subscriber(&self, core: &SubscriberCore) {
         self.unsubscribe_all(core);
-        let discarded = core.queue.close("closed");
+        let discarded = core.queue.close(CloseReason::Closed);
         self.counters.dropped.fetch_add(discarded, Ordering::Relaxed);
     }
 
@@ -449,7 +450,7 @@ impl Subscriber {
             stream: engine.intern_stream(spec.stream_json()),
             events: spec.events.clone().map(Box::new),
             viewer_filtered: spec.stream.viewer_filtered(),
-            keys: keys.into_vec().into_boxed_slice(),
+            keys,
             slots: Default::default(),
         });
         engine.index.insert(&sub);

@@ -22,7 +22,7 @@
 
 use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use ahash::{AHashMap, RandomState};
 use parking_lot::RwLock;
@@ -35,7 +35,7 @@ const SHARDS: usize = 64;
 pub trait Indexed {
     fn keys(&self) -> &[ChannelKey];
     /// Position of this entry in the list of `keys()[i]`.
-    fn slot(&self, i: usize) -> &AtomicUsize;
+    fn slot(&self, i: usize) -> &AtomicU32;
     /// Hints the memory the visitor will touch next for this entry (beyond
     /// the entry itself) into cache. Only a hint: it must not block.
     fn prefetch_targets(&self) {}
@@ -121,7 +121,7 @@ impl<T: Indexed> Index<T> {
                 if st.dead {
                     continue;
                 }
-                entry.slot(i).store(st.entries.len(), Ordering::Relaxed);
+                entry.slot(i).store(st.entries.len() as u32, Ordering::Relaxed);
                 st.entries.push((Arc::clone(entry), i as u8));
                 break;
             }
@@ -134,14 +134,14 @@ impl<T: Indexed> Index<T> {
         for (i, key) in entry.keys().iter().enumerate() {
             let Some(list) = self.list(key) else { continue };
             let mut st = list.state.write();
-            let pos = entry.slot(i).load(Ordering::Relaxed);
+            let pos = entry.slot(i).load(Ordering::Relaxed) as usize;
             if !st.entries.get(pos).is_some_and(|(e, _)| Arc::ptr_eq(e, entry)) {
                 debug_assert!(false, "index entry out of place");
                 continue;
             }
             st.entries.swap_remove(pos);
             if let Some((moved, slot)) = st.entries.get(pos) {
-                moved.slot(*slot as usize).store(pos, Ordering::Relaxed);
+                moved.slot(*slot as usize).store(pos as u32, Ordering::Relaxed);
             }
             if st.entries.is_empty() {
                 let mut shard = self.shard(key).write();
@@ -197,14 +197,14 @@ mod tests {
     struct E {
         id: u32,
         keys: Vec<ChannelKey>,
-        slots: [AtomicUsize; 3],
+        slots: [AtomicU32; 3],
     }
 
     impl Indexed for E {
         fn keys(&self) -> &[ChannelKey] {
             &self.keys
         }
-        fn slot(&self, i: usize) -> &AtomicUsize {
+        fn slot(&self, i: usize) -> &AtomicU32 {
             &self.slots[i]
         }
     }

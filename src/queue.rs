@@ -89,6 +89,32 @@ pub enum Pop {
 
 pub const SLOW_CONSUMER: &str = "slow consumer";
 
+/// Why a queue was closed; one byte instead of a string slice per queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// Its owner closed or freed it.
+    Closed,
+    /// It overflowed under the `disconnect` policy.
+    SlowConsumer,
+}
+
+impl CloseReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::Closed => "closed",
+            CloseReason::SlowConsumer => SLOW_CONSUMER,
+        }
+    }
+}
+
+/// What a queue counts; `matched` is derived (`read + depth + dropped`).
+#[derive(Clone, Copy, Default)]
+struct Counts {
+    delivered: u64,
+    dropped: u64,
+    read: u64,
+}
+
 // Field order is fixed (repr(C)) so that what a push touches (lock, deque,
 // capacity, policy, closed flag) shares the first cache line of the queue.
 #[repr(C)]
@@ -96,10 +122,10 @@ struct State {
     frames: VecDeque<Arc<Frame>>,
     capacity: usize,
     overflow: Overflow,
-    closed: Option<&'static str>,
+    closed: Option<CloseReason>,
     waiters: u32,
     notifier: Option<EventFd>,
-    stats: QueueStats,
+    counts: Counts,
 }
 
 #[repr(C)]
@@ -118,7 +144,7 @@ impl Queue {
                 closed: None,
                 waiters: 0,
                 notifier: None,
-                stats: QueueStats::default(),
+                counts: Counts::default(),
             }),
             ready: Condvar::new(),
         }
@@ -137,25 +163,24 @@ impl Queue {
         if st.closed.is_some() {
             return PushOutcome::default();
         }
-        st.stats.matched += 1;
         let mut outcome = PushOutcome { accepted: true, ..PushOutcome::default() };
         if st.frames.len() >= st.capacity {
             match st.overflow {
                 Overflow::DropOldest => {
                     st.frames.pop_front();
-                    st.stats.dropped += 1;
+                    st.counts.dropped += 1;
                     outcome.dropped += 1;
                 }
                 Overflow::DropNewest => {
-                    st.stats.dropped += 1;
+                    st.counts.dropped += 1;
                     outcome.dropped = 1;
                     return outcome;
                 }
                 Overflow::Disconnect => {
                     let discarded = st.frames.len() as u64 + 1;
-                    st.stats.dropped += discarded;
+                    st.counts.dropped += discarded;
                     outcome.dropped = discarded;
-                    Self::close_locked(&mut st, SLOW_CONSUMER);
+                    Self::close_locked(&mut st, CloseReason::SlowConsumer);
                     outcome.disconnected = true;
                     drop(st);
                     self.ready.notify_all();
@@ -165,7 +190,7 @@ impl Queue {
         }
         let was_empty = st.frames.is_empty();
         st.frames.push_back(Arc::clone(frame));
-        st.stats.delivered += 1;
+        st.counts.delivered += 1;
         outcome.delivered = true;
         if was_empty {
             if let Some(fd) = &st.notifier {
@@ -184,10 +209,10 @@ impl Queue {
         let deadline = (!timeout.is_zero()).then(|| Instant::now() + timeout);
         loop {
             if let Some(reason) = st.closed {
-                return Pop::Closed(reason);
+                return Pop::Closed(reason.as_str());
             }
             if let Some(frame) = st.frames.pop_front() {
-                st.stats.read += 1;
+                st.counts.read += 1;
                 if st.frames.is_empty()
                     && let Some(fd) = &st.notifier
                 {
@@ -207,7 +232,7 @@ impl Queue {
         }
     }
 
-    fn close_locked(st: &mut State, reason: &'static str) {
+    fn close_locked(st: &mut State, reason: CloseReason) {
         if st.closed.is_none() {
             st.closed = Some(reason);
             st.frames = VecDeque::new();
@@ -220,10 +245,10 @@ impl Queue {
 
     /// Closes the queue: waiting and later reads return `Closed(reason)`.
     /// Returns how many queued frames were discarded (counted as dropped).
-    pub fn close(&self, reason: &'static str) -> u64 {
+    pub fn close(&self, reason: CloseReason) -> u64 {
         let mut st = self.state.lock();
         let discarded = if st.closed.is_some() { 0 } else { st.frames.len() as u64 };
-        st.stats.dropped += discarded;
+        st.counts.dropped += discarded;
         Self::close_locked(&mut st, reason);
         drop(st);
         self.ready.notify_all();
@@ -232,11 +257,19 @@ impl Queue {
 
     pub fn stats(&self) -> QueueStats {
         let st = self.state.lock();
-        QueueStats { depth: st.frames.len() as u64, ..st.stats }
+        let depth = st.frames.len() as u64;
+        let c = st.counts;
+        QueueStats {
+            matched: c.read + depth + c.dropped,
+            delivered: c.delivered,
+            dropped: c.dropped,
+            read: c.read,
+            depth,
+        }
     }
 
     pub fn closed(&self) -> Option<&'static str> {
-        self.state.lock().closed
+        self.state.lock().closed.map(CloseReason::as_str)
     }
 
     /// A file descriptor that polls readable while frames are waiting or the
@@ -370,7 +403,7 @@ mod tests {
         assert!(readable());
         q.pop(Duration::ZERO);
         assert!(!readable());
-        q.close("closed");
+        q.close(CloseReason::Closed);
         assert!(readable());
         assert_eq!(q.ready_fd().unwrap(), fd);
     }

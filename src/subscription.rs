@@ -10,9 +10,9 @@ use crate::channel::{ChannelKey, Stream, normalize_tag};
 use crate::error::{Error, Result};
 use crate::json::{self, id_text, quote, with_document};
 
-/// Index keys of one subscription. At most three: `user` listens to the home
-/// and notification channels and to the virtual every-user key.
-pub type Keys = SmallVec<[ChannelKey; 3]>;
+/// Index keys of one subscription. Usually one; `user` has three (the home
+/// and notification channels and the virtual every-user key) and spills.
+pub type Keys = SmallVec<[ChannelKey; 1]>;
 
 /// Which event names a subscription accepts: exact names and `prefix.*`.
 #[derive(Clone, Debug, PartialEq, Eq)]
