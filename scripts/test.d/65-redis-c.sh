@@ -28,6 +28,9 @@ if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; th
     exit 0
 fi
 
+echo "--- Rust unit tests of the Redis exports (argument checks, options JSON)"
+cargo test --release --features redis --lib ffi::redis
+
 # Same profile and features as 60-redis.sh, so only evroute itself is rebuilt;
 # the libraries are copied away because other parts build without the feature.
 cargo build --release --features redis --lib
