@@ -104,6 +104,23 @@ typedef struct evr_engine evr_engine;
  */
 typedef struct evr_frame evr_frame;
 
+#if defined(EVR_FEATURE_REDIS)
+/**
+ * An engine's link to Redis: two background threads that feed Redis
+ * channel messages to the engine and keep Mastodon's presence keys. Free
+ * with evr_redis_node_free().
+ */
+typedef struct evr_redis_node evr_redis_node;
+#endif
+
+#if defined(EVR_FEATURE_REDIS)
+/**
+ * A connection that publishes events to Redis as Mastodon channel
+ * messages. Free with evr_redis_publisher_free().
+ */
+typedef struct evr_redis_publisher evr_redis_publisher;
+#endif
+
 /**
  * One client connection: a bounded frame queue, viewer filters and any
  * number of subscriptions. Free with evr_subscriber_free().
@@ -187,6 +204,50 @@ typedef struct evr_subscriber_stats {
    */
   uint64_t depth;
 } evr_subscriber_stats;
+
+#if defined(EVR_FEATURE_REDIS)
+/**
+ * Counters of an evr_redis_node, since it was attached.
+ */
+typedef struct evr_redis_node_stats {
+  /**
+   * Channel messages accepted by the engine.
+   */
+  uint64_t received;
+  /**
+   * Malformed messages on channels evroute routes (logged to stderr and skipped).
+   */
+  uint64_t rejected;
+  /**
+   * Messages on `timeline:*` channels evroute does not route (skipped).
+   */
+  uint64_t ignored;
+  /**
+   * Connections re-established after a Redis failure.
+   */
+  uint64_t reconnects;
+  /**
+   * Presence keys (`subscribed:<channel>`) currently kept alive.
+   */
+  uint64_t presence_keys;
+} evr_redis_node_stats;
+#endif
+
+#if defined(EVR_FEATURE_REDIS)
+/**
+ * What one publish to Redis did.
+ */
+typedef struct evr_redis_published {
+  /**
+   * Redis channels the message was published to.
+   */
+  uint64_t channels;
+  /**
+   * Sum of Redis's PUBLISH replies: how many Redis subscribers (nodes) got a copy.
+   */
+  uint64_t receivers;
+} evr_redis_published;
+#endif
 
 #ifdef __cplusplus
 extern "C" {
@@ -500,6 +561,183 @@ const char *evr_last_error(void);
  * Thread-safety: any thread.
  */
 const char *evr_version(void);
+
+#if defined(EVR_FEATURE_REDIS)
+/**
+ * Attaches the engine to Redis (SPEC §9): PSUBSCRIBEs
+ * `[<namespace>:]timeline:*` (the namespace is the engine's
+ * `redis_namespace`), feeds every message to channel mode and keeps the
+ * presence keys `[<namespace>:]subscribed:<channel>` of the channels the
+ * engine's subscribers listen to. `url` is a Redis URL
+ * (`redis://127.0.0.1:6379/`). `options_json` is optional (`len` 0 means
+ * Mastodon's timings): `{"presence_ttl_secs":1080,"presence_refresh_secs":360,
+ * "poll_interval_ms":100,"backoff_min_ms":100,"backoff_max_ms":5000,
+ * "connect_timeout_ms":2000}`, every key optional, every value a positive
+ * integer; unknown keys are EVR_ERR_INVALID_CONFIG.
+ *
+ * Fails only on bad arguments (a malformed URL is EVR_ERR_INVALID_CONFIG)
+ * or when the threads cannot start (EVR_ERR_IO): an unreachable Redis is
+ * retried in the background with backoff, and outages are logged to
+ * stderr and survived without touching subscribers (see
+ * evr_redis_node_wait_subscribed()). On EVR_OK `*out` is a new node to free
+ * with evr_redis_node_free(); it keeps the routing domain alive, so the
+ * engine handle may be freed first.
+ *
+ * Thread-safety: may be called from any thread, concurrently with any call
+ * on the engine. Several nodes may be attached to one engine (each then
+ * delivers every message once).
+ *
+ * # Safety
+ * `engine` is NULL or live; `url` and `options_json` point to `url_len` and
+ * `options_len` readable bytes (or their length is 0); `out` is NULL or
+ * writable.
+ */
+enum evr_status evr_redis_node_attach(const struct evr_engine *engine,
+                                      const uint8_t *url,
+                                      size_t url_len,
+                                      const uint8_t *options_json,
+                                      size_t options_len,
+                                      struct evr_redis_node **out);
+#endif
+
+#if defined(EVR_FEATURE_REDIS)
+/**
+ * Waits up to `timeout_ms` milliseconds (0: just check) until the node's
+ * ingest connection is subscribed, so messages published from now on are
+ * received. EVR_OK when subscribed, EVR_TIMEOUT when not (Redis
+ * unreachable, or still connecting), EVR_CLOSED once the node was stopped.
+ *
+ * Thread-safety: may be called from any thread; evr_redis_node_stop() from
+ * another thread ends the wait with EVR_CLOSED.
+ *
+ * # Safety
+ * `node` is NULL or live.
+ */
+enum evr_status evr_redis_node_wait_subscribed(const struct evr_redis_node *node,
+                                               uint32_t timeout_ms);
+#endif
+
+#if defined(EVR_FEATURE_REDIS)
+/**
+ * Stores the node's counters in `*out`.
+ *
+ * Thread-safety: may be called from any thread at any time (it waits while
+ * evr_redis_node_stop() runs).
+ *
+ * # Safety
+ * `node` is NULL or live; `out` is NULL or writable.
+ */
+enum evr_status evr_redis_node_get_stats(const struct evr_redis_node *node,
+                                         struct evr_redis_node_stats *out);
+#endif
+
+#if defined(EVR_FEATURE_REDIS)
+/**
+ * Stops the node's threads and waits for them (about one poll interval,
+ * at most a connect timeout). Nothing more is received from Redis and no
+ * presence key is refreshed; the keys are left to expire, since another
+ * node may share them. Subscribers are not affected. Idempotent: later
+ * calls return EVR_OK at once.
+ *
+ * Thread-safety: may be called from any thread, also while other threads
+ * call evr_redis_node_wait_subscribed() or evr_redis_node_get_stats().
+ *
+ * # Safety
+ * `node` is NULL or live.
+ */
+enum evr_status evr_redis_node_stop(const struct evr_redis_node *node);
+#endif
+
+#if defined(EVR_FEATURE_REDIS)
+/**
+ * Stops the node (as evr_redis_node_stop()) and frees it. NULL is a no-op.
+ *
+ * Thread-safety: must not race with another call on the same node.
+ *
+ * # Safety
+ * `node` is NULL or a live node from evr_redis_node_attach(), not used again.
+ */
+void evr_redis_node_free(struct evr_redis_node *node);
+#endif
+
+#if defined(EVR_FEATURE_REDIS)
+/**
+ * Connects a publisher to Redis. `namespace` is Mastodon's
+ * `REDIS_NAMESPACE` (`(NULL, 0)` for none); it must match the receiving
+ * engines' `redis_namespace`. EVR_ERR_INVALID_CONFIG for a malformed URL,
+ * EVR_ERR_IO when Redis cannot be reached (no retry). On EVR_OK `*out` is a
+ * new publisher to free with evr_redis_publisher_free().
+ *
+ * Thread-safety: may be called from any thread.
+ *
+ * # Safety
+ * `url` and `namespace` point to `url_len` and `namespace_len` readable
+ * bytes (or their length is 0); `out` is NULL or writable.
+ */
+enum evr_status evr_redis_publisher_new(const uint8_t *url,
+                                        size_t url_len,
+                                        const uint8_t *namespace_,
+                                        size_t namespace_len,
+                                        struct evr_redis_publisher **out);
+#endif
+
+#if defined(EVR_FEATURE_REDIS)
+/**
+ * Content mode over Redis: publishes the event (SPEC §3b input) as
+ * `{"event":E,"payload":P}` to every channel its content rules derive, so
+ * that every attached node delivers it. A `delete` also goes to the
+ * channels of the status, when this publisher published it (bounded memory
+ * of 65,536 statuses). `out` may be NULL when the counts are not needed.
+ * Bad input is refused as by evr_publish() and nothing is published;
+ * EVR_ERR_IO when Redis fails (the publisher does not reconnect: free it
+ * and create a new one).
+ *
+ * Thread-safety: may be called from any thread; calls on one publisher are
+ * serialized.
+ *
+ * # Safety
+ * `publisher` is NULL or live; `event` points to `len` readable bytes (or
+ * `len` is 0); `out` is NULL or writable.
+ */
+enum evr_status evr_redis_publish(const struct evr_redis_publisher *publisher,
+                                  const uint8_t *event,
+                                  size_t len,
+                                  struct evr_redis_published *out);
+#endif
+
+#if defined(EVR_FEATURE_REDIS)
+/**
+ * Channel mode over Redis: checks the channel (without namespace; one that
+ * starts with the publisher's namespace is accepted too) and the message
+ * `{"event":E,"payload":P}` as a node would, then publishes the message
+ * unchanged. `out` may be NULL. Errors as evr_redis_publish().
+ *
+ * Thread-safety: may be called from any thread; calls on one publisher are
+ * serialized.
+ *
+ * # Safety
+ * `publisher` is NULL or live; `channel` and `message` point to `clen` and
+ * `mlen` readable bytes (or their length is 0); `out` is NULL or writable.
+ */
+enum evr_status evr_redis_publish_channel(const struct evr_redis_publisher *publisher,
+                                          const uint8_t *channel,
+                                          size_t clen,
+                                          const uint8_t *message,
+                                          size_t mlen,
+                                          struct evr_redis_published *out);
+#endif
+
+#if defined(EVR_FEATURE_REDIS)
+/**
+ * Closes the publisher's connection and frees it. NULL is a no-op.
+ *
+ * Thread-safety: must not race with another call on the same publisher.
+ *
+ * # Safety
+ * `publisher` is NULL or a live publisher, not used again.
+ */
+void evr_redis_publisher_free(struct evr_redis_publisher *publisher);
+#endif
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -8,10 +8,14 @@
 //! - `evr_subscriber` owns a [`Subscriber`];
 //! - `evr_frame` owns one `Arc<Frame>` reference, so a frame outlives its
 //!   subscriber and engine.
+//!
+//! The Redis exports (`evr_redis_*`, cargo feature `redis`) live in `redis.rs`.
 
 #![allow(non_camel_case_types)]
 
 mod boundary;
+#[cfg(feature = "redis")]
+mod redis;
 
 use std::ffi::{CStr, c_char, c_int};
 use std::sync::Arc;

@@ -1,0 +1,436 @@
+//! The Redis scale-out of SPEC §9 in the C ABI (cargo feature `redis`). In
+//! the header these declarations are wrapped in `#if defined(EVR_FEATURE_REDIS)`:
+//! C users define that macro when they link a library built with the feature.
+//!
+//! Ownership:
+//! - `evr_redis_node` owns a [`RedisNode`], which holds its own clone of the
+//!   engine, so it outlives the `evr_engine` handle it was attached to;
+//! - `evr_redis_publisher` owns a [`Publisher`] and its connection.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, RwLock};
+use simd_json::prelude::*;
+
+use super::boundary::{bytes, handle, out_param, status};
+use super::{evr_engine, evr_status};
+use crate::error::{Error, Result};
+use crate::json::with_document;
+use crate::redis_node::{Published, Publisher, RedisNode, RedisNodeOptions};
+use evr_status::*;
+
+/// An engine's link to Redis: two background threads that feed Redis
+/// channel messages to the engine and keep Mastodon's presence keys. Free
+/// with evr_redis_node_free().
+pub struct evr_redis_node {
+    /// Readers: stats and waits; writer: stop (which joins the threads).
+    node: RwLock<RedisNode>,
+    stopped: AtomicBool,
+}
+
+/// A connection that publishes events to Redis as Mastodon channel
+/// messages. Free with evr_redis_publisher_free().
+pub struct evr_redis_publisher {
+    publisher: Mutex<Publisher>,
+}
+
+/// Counters of an evr_redis_node, since it was attached.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct evr_redis_node_stats {
+    /// Channel messages accepted by the engine.
+    pub received: u64,
+    /// Malformed messages on channels evroute routes (logged to stderr and skipped).
+    pub rejected: u64,
+    /// Messages on `timeline:*` channels evroute does not route (skipped).
+    pub ignored: u64,
+    /// Connections re-established after a Redis failure.
+    pub reconnects: u64,
+    /// Presence keys (`subscribed:<channel>`) currently kept alive.
+    pub presence_keys: u64,
+}
+
+/// What one publish to Redis did.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct evr_redis_published {
+    /// Redis channels the message was published to.
+    pub channels: u64,
+    /// Sum of Redis's PUBLISH replies: how many Redis subscribers (nodes) got a copy.
+    pub receivers: u64,
+}
+
+impl From<Published> for evr_redis_published {
+    fn from(p: Published) -> Self {
+        evr_redis_published { channels: p.channels, receivers: p.receivers }
+    }
+}
+
+fn utf8<'a>(input: &'a [u8], name: &str) -> Result<&'a str> {
+    std::str::from_utf8(input).map_err(|e| {
+        let e = Error::utf8(e);
+        Error::new(e.kind(), format!("{name}: {}", e.message()))
+    })
+}
+
+/// Parses the node options JSON; empty input means Mastodon's timings.
+/// Every value is a positive integer; unknown keys are refused so that a
+/// misspelt interval does not silently fall back to a default.
+fn node_options(json: &[u8]) -> Result<RedisNodeOptions> {
+    let mut options = RedisNodeOptions::default();
+    if json.trim_ascii().is_empty() {
+        return Ok(options);
+    }
+    with_document(json, &mut Vec::new(), |doc| {
+        let object = doc.as_object().ok_or_else(|| Error::config("redis node options must be a JSON object"))?;
+        for (key, value) in object.iter() {
+            let n = || match value.as_u64() {
+                Some(n) if n > 0 => Ok(n),
+                _ => Err(Error::config(format!("{key} must be a positive integer"))),
+            };
+            match key.as_ref() {
+                "presence_ttl_secs" => options.presence_ttl = Duration::from_secs(n()?),
+                "presence_refresh_secs" => options.presence_refresh = Duration::from_secs(n()?),
+                "poll_interval_ms" => options.poll_interval = Duration::from_millis(n()?),
+                "backoff_min_ms" => options.backoff_min = Duration::from_millis(n()?),
+                "backoff_max_ms" => options.backoff_max = Duration::from_millis(n()?),
+                "connect_timeout_ms" => options.connect_timeout = Duration::from_millis(n()?),
+                other => return Err(Error::config(format!("unknown redis node option {other:?}"))),
+            }
+        }
+        if options.backoff_min > options.backoff_max {
+            return Err(Error::config("backoff_min_ms must not exceed backoff_max_ms"));
+        }
+        Ok(options)
+    })
+}
+
+/// Attaches the engine to Redis (SPEC §9): PSUBSCRIBEs
+/// `[<namespace>:]timeline:*` (the namespace is the engine's
+/// `redis_namespace`), feeds every message to channel mode and keeps the
+/// presence keys `[<namespace>:]subscribed:<channel>` of the channels the
+/// engine's subscribers listen to. `url` is a Redis URL
+/// (`redis://127.0.0.1:6379/`). `options_json` is optional (`len` 0 means
+/// Mastodon's timings): `{"presence_ttl_secs":1080,"presence_refresh_secs":360,
+/// "poll_interval_ms":100,"backoff_min_ms":100,"backoff_max_ms":5000,
+/// "connect_timeout_ms":2000}`, every key optional, every value a positive
+/// integer; unknown keys are EVR_ERR_INVALID_CONFIG.
+///
+/// Fails only on bad arguments (a malformed URL is EVR_ERR_INVALID_CONFIG)
+/// or when the threads cannot start (EVR_ERR_IO): an unreachable Redis is
+/// retried in the background with backoff, and outages are logged to
+/// stderr and survived without touching subscribers (see
+/// evr_redis_node_wait_subscribed()). On EVR_OK `*out` is a new node to free
+/// with evr_redis_node_free(); it keeps the routing domain alive, so the
+/// engine handle may be freed first.
+///
+/// Thread-safety: may be called from any thread, concurrently with any call
+/// on the engine. Several nodes may be attached to one engine (each then
+/// delivers every message once).
+///
+/// # Safety
+/// `engine` is NULL or live; `url` and `options_json` point to `url_len` and
+/// `options_len` readable bytes (or their length is 0); `out` is NULL or
+/// writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn evr_redis_node_attach(
+    engine: *const evr_engine,
+    url: *const u8,
+    url_len: usize,
+    options_json: *const u8,
+    options_len: usize,
+    out: *mut *mut evr_redis_node,
+) -> evr_status {
+    status(|| {
+        // SAFETY: per this function's contract.
+        let engine = unsafe { handle(engine, "engine") }?;
+        let out = out_param(out, "out")?;
+        // SAFETY: per this function's contract.
+        let (url, options) =
+            unsafe { (bytes(url, url_len, "url")?, bytes(options_json, options_len, "options_json")?) };
+        let options = node_options(options)?;
+        let node = RedisNode::attach_with(&engine.engine, utf8(url, "url")?, options)?;
+        let node = Box::new(evr_redis_node { node: RwLock::new(node), stopped: AtomicBool::new(false) });
+        // SAFETY: checked non-NULL; writable by contract.
+        unsafe { out.write(Box::into_raw(node)) };
+        Ok(EVR_OK)
+    })
+}
+
+/// Waits up to `timeout_ms` milliseconds (0: just check) until the node's
+/// ingest connection is subscribed, so messages published from now on are
+/// received. EVR_OK when subscribed, EVR_TIMEOUT when not (Redis
+/// unreachable, or still connecting), EVR_CLOSED once the node was stopped.
+///
+/// Thread-safety: may be called from any thread; evr_redis_node_stop() from
+/// another thread ends the wait with EVR_CLOSED.
+///
+/// # Safety
+/// `node` is NULL or live.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn evr_redis_node_wait_subscribed(node: *const evr_redis_node, timeout_ms: u32) -> evr_status {
+    status(|| {
+        // SAFETY: per this function's contract.
+        let node = unsafe { handle(node, "node") }?;
+        let deadline = Instant::now() + Duration::from_millis(timeout_ms.into());
+        loop {
+            // Checked before each look so a stop during the wait is seen;
+            // the read lock is never held while sleeping, so stop never waits on it.
+            if node.stopped.load(Ordering::SeqCst) {
+                return Ok(EVR_CLOSED);
+            }
+            if node.node.read().is_subscribed() {
+                return Ok(EVR_OK);
+            }
+            if Instant::now() >= deadline {
+                return Ok(EVR_TIMEOUT);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    })
+}
+
+/// Stores the node's counters in `*out`.
+///
+/// Thread-safety: may be called from any thread at any time (it waits while
+/// evr_redis_node_stop() runs).
+///
+/// # Safety
+/// `node` is NULL or live; `out` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn evr_redis_node_get_stats(
+    node: *const evr_redis_node,
+    out: *mut evr_redis_node_stats,
+) -> evr_status {
+    status(|| {
+        // SAFETY: per this function's contract.
+        let node = unsafe { handle(node, "node") }?;
+        let out = out_param(out, "out")?;
+        let s = node.node.read().stats();
+        let stats = evr_redis_node_stats {
+            received: s.received,
+            rejected: s.rejected,
+            ignored: s.ignored,
+            reconnects: s.reconnects,
+            presence_keys: s.presence_keys,
+        };
+        // SAFETY: checked non-NULL; writable by contract.
+        unsafe { out.write(stats) };
+        Ok(EVR_OK)
+    })
+}
+
+/// Stops the node's threads and waits for them (about one poll interval,
+/// at most a connect timeout). Nothing more is received from Redis and no
+/// presence key is refreshed; the keys are left to expire, since another
+/// node may share them. Subscribers are not affected. Idempotent: later
+/// calls return EVR_OK at once.
+///
+/// Thread-safety: may be called from any thread, also while other threads
+/// call evr_redis_node_wait_subscribed() or evr_redis_node_get_stats().
+///
+/// # Safety
+/// `node` is NULL or live.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn evr_redis_node_stop(node: *const evr_redis_node) -> evr_status {
+    status(|| {
+        // SAFETY: per this function's contract.
+        let node = unsafe { handle(node, "node") }?;
+        node.stopped.store(true, Ordering::SeqCst);
+        node.node.write().stop();
+        Ok(EVR_OK)
+    })
+}
+
+/// Stops the node (as evr_redis_node_stop()) and frees it. NULL is a no-op.
+///
+/// Thread-safety: must not race with another call on the same node.
+///
+/// # Safety
+/// `node` is NULL or a live node from evr_redis_node_attach(), not used again.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn evr_redis_node_free(node: *mut evr_redis_node) {
+    if !node.is_null() {
+        // SAFETY: the caller gives up this pointer from Box::into_raw.
+        super::boundary::guard((), || drop(unsafe { Box::from_raw(node) }));
+    }
+}
+
+/// Connects a publisher to Redis. `namespace` is Mastodon's
+/// `REDIS_NAMESPACE` (`(NULL, 0)` for none); it must match the receiving
+/// engines' `redis_namespace`. EVR_ERR_INVALID_CONFIG for a malformed URL,
+/// EVR_ERR_IO when Redis cannot be reached (no retry). On EVR_OK `*out` is a
+/// new publisher to free with evr_redis_publisher_free().
+///
+/// Thread-safety: may be called from any thread.
+///
+/// # Safety
+/// `url` and `namespace` point to `url_len` and `namespace_len` readable
+/// bytes (or their length is 0); `out` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn evr_redis_publisher_new(
+    url: *const u8,
+    url_len: usize,
+    namespace: *const u8,
+    namespace_len: usize,
+    out: *mut *mut evr_redis_publisher,
+) -> evr_status {
+    status(|| {
+        let out = out_param(out, "out")?;
+        // SAFETY: per this function's contract.
+        let (url, namespace) = unsafe { (bytes(url, url_len, "url")?, bytes(namespace, namespace_len, "namespace")?) };
+        let namespace = Some(utf8(namespace, "namespace")?).filter(|ns| !ns.is_empty());
+        let publisher = Publisher::connect(utf8(url, "url")?, namespace)?;
+        let publisher = Box::new(evr_redis_publisher { publisher: Mutex::new(publisher) });
+        // SAFETY: checked non-NULL; writable by contract.
+        unsafe { out.write(Box::into_raw(publisher)) };
+        Ok(EVR_OK)
+    })
+}
+
+/// Content mode over Redis: publishes the event (SPEC §3b input) as
+/// `{"event":E,"payload":P}` to every channel its content rules derive, so
+/// that every attached node delivers it. A `delete` also goes to the
+/// channels of the status, when this publisher published it (bounded memory
+/// of 65,536 statuses). `out` may be NULL when the counts are not needed.
+/// Bad input is refused as by evr_publish() and nothing is published;
+/// EVR_ERR_IO when Redis fails (the publisher does not reconnect: free it
+/// and create a new one).
+///
+/// Thread-safety: may be called from any thread; calls on one publisher are
+/// serialized.
+///
+/// # Safety
+/// `publisher` is NULL or live; `event` points to `len` readable bytes (or
+/// `len` is 0); `out` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn evr_redis_publish(
+    publisher: *const evr_redis_publisher,
+    event: *const u8,
+    len: usize,
+    out: *mut evr_redis_published,
+) -> evr_status {
+    status(|| {
+        // SAFETY: per this function's contract.
+        let (publisher, event) = unsafe { (handle(publisher, "publisher")?, bytes(event, len, "event")?) };
+        let published = publisher.publisher.lock().publish_content(event)?;
+        // SAFETY: NULL or writable by contract.
+        if let Some(out) = unsafe { out.as_mut() } {
+            *out = published.into();
+        }
+        Ok(EVR_OK)
+    })
+}
+
+/// Channel mode over Redis: checks the channel (without namespace; one that
+/// starts with the publisher's namespace is accepted too) and the message
+/// `{"event":E,"payload":P}` as a node would, then publishes the message
+/// unchanged. `out` may be NULL. Errors as evr_redis_publish().
+///
+/// Thread-safety: may be called from any thread; calls on one publisher are
+/// serialized.
+///
+/// # Safety
+/// `publisher` is NULL or live; `channel` and `message` point to `clen` and
+/// `mlen` readable bytes (or their length is 0); `out` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn evr_redis_publish_channel(
+    publisher: *const evr_redis_publisher,
+    channel: *const u8,
+    clen: usize,
+    message: *const u8,
+    mlen: usize,
+    out: *mut evr_redis_published,
+) -> evr_status {
+    status(|| {
+        // SAFETY: per this function's contract.
+        let publisher = unsafe { handle(publisher, "publisher") }?;
+        // SAFETY: per this function's contract.
+        let (channel, message) = unsafe { (bytes(channel, clen, "channel")?, bytes(message, mlen, "message")?) };
+        let published = publisher.publisher.lock().publish_channel(utf8(channel, "channel")?, message)?;
+        // SAFETY: NULL or writable by contract.
+        if let Some(out) = unsafe { out.as_mut() } {
+            *out = published.into();
+        }
+        Ok(EVR_OK)
+    })
+}
+
+/// Closes the publisher's connection and frees it. NULL is a no-op.
+///
+/// Thread-safety: must not race with another call on the same publisher.
+///
+/// # Safety
+/// `publisher` is NULL or a live publisher, not used again.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn evr_redis_publisher_free(publisher: *mut evr_redis_publisher) {
+    if !publisher.is_null() {
+        // SAFETY: the caller gives up this pointer from Box::into_raw.
+        super::boundary::guard((), || drop(unsafe { Box::from_raw(publisher) }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+
+    #[test]
+    fn node_options_default_to_mastodon_and_refuse_unknown_or_bad_values() {
+        assert_eq!(node_options(b"").unwrap(), RedisNodeOptions::default());
+        let options =
+            node_options(br#"{"presence_ttl_secs":3,"presence_refresh_secs":1,"poll_interval_ms":20}"#).unwrap();
+        assert_eq!(options.presence_ttl, Duration::from_secs(3));
+        assert_eq!(options.presence_refresh, Duration::from_secs(1));
+        assert_eq!(options.poll_interval, Duration::from_millis(20));
+        assert_eq!(options.backoff_max, RedisNodeOptions::default().backoff_max);
+        for (bad, kind) in [
+            (&br#"{"presence_ttl":3}"#[..], ErrorKind::InvalidConfig),
+            (br#"{"poll_interval_ms":0}"#, ErrorKind::InvalidConfig),
+            (br#"{"backoff_min_ms":"5"}"#, ErrorKind::InvalidConfig),
+            (br#"{"backoff_min_ms":900,"backoff_max_ms":100}"#, ErrorKind::InvalidConfig),
+            (br#"[1]"#, ErrorKind::InvalidConfig),
+            (br#"{"poll_interval_ms":}"#, ErrorKind::InvalidJson),
+            (b"\xff", ErrorKind::InvalidUtf8),
+        ] {
+            assert_eq!(node_options(bad).err().map(|e| e.kind()), Some(kind), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn attach_checks_its_arguments_before_starting_anything() {
+        let mut engine = std::ptr::null_mut();
+        // SAFETY: valid arguments throughout; handles are freed below.
+        unsafe {
+            assert_eq!(super::super::evr_engine_new(std::ptr::null(), 0, &mut engine), EVR_OK);
+            let url = b"redis://127.0.0.1:1/";
+            let mut node = std::ptr::null_mut();
+            let attach = |url: &[u8], options: &[u8], out| {
+                evr_redis_node_attach(engine, url.as_ptr(), url.len(), options.as_ptr(), options.len(), out)
+            };
+            assert_eq!(attach(url, b"", std::ptr::null_mut()), EVR_ERR_NULL);
+            assert_eq!(
+                evr_redis_node_attach(std::ptr::null(), url.as_ptr(), url.len(), std::ptr::null(), 0, &mut node),
+                EVR_ERR_NULL
+            );
+            assert_eq!(attach(b"not a url", b"", &mut node), EVR_ERR_INVALID_CONFIG);
+            assert_eq!(attach(b"redis://\xff/", b"", &mut node), EVR_ERR_INVALID_UTF8);
+            assert_eq!(attach(url, br#"{"ttl":1}"#, &mut node), EVR_ERR_INVALID_CONFIG);
+            assert!(node.is_null(), "out is written only on EVR_OK");
+            assert_eq!(evr_redis_node_stop(std::ptr::null()), EVR_ERR_NULL);
+            assert_eq!(evr_redis_node_wait_subscribed(std::ptr::null(), 0), EVR_ERR_NULL);
+            evr_redis_node_free(std::ptr::null_mut());
+            evr_redis_publisher_free(std::ptr::null_mut());
+
+            // Nothing listens on port 1: the node retries in the background.
+            assert_eq!(attach(url, br#"{"poll_interval_ms":10,"connect_timeout_ms":50}"#, &mut node), EVR_OK);
+            super::super::evr_engine_free(engine);
+            assert_eq!(evr_redis_node_wait_subscribed(node, 30), EVR_TIMEOUT);
+            assert_eq!(evr_redis_node_stop(node), EVR_OK);
+            assert_eq!(evr_redis_node_stop(node), EVR_OK);
+            assert_eq!(evr_redis_node_wait_subscribed(node, 1000), EVR_CLOSED);
+            evr_redis_node_free(node);
+        }
+    }
+}
