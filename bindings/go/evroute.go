@@ -2,7 +2,6 @@ package evroute
 
 /*
 #cgo CFLAGS: -I${SRCDIR}/../../include
-#cgo LDFLAGS: ${SRCDIR}/../../target/release/libevroute.a -lpthread -ldl -lm
 #include <stdlib.h>
 #include "evroute.h"
 */

@@ -41,6 +41,7 @@ __all__ = [
     "Error", "Closed", "NullArgument", "InvalidUtf8", "InvalidJson", "InvalidSubscription",
     "InvalidChannel", "InvalidEvent", "TooLarge", "InvalidConfig", "IoError", "Panic",
     "lib_version", "lib_path",
+    "RedisNode", "RedisPublisher", "RedisNodeStats", "RedisPublished", "lib_has_redis",
 ]
 
 _lib = _native.lib
@@ -125,6 +126,8 @@ def _check(status):
 PublishStats = namedtuple("PublishStats", "matched delivered dropped")
 EngineStats = namedtuple("EngineStats", "published rejected matched delivered dropped subscribers subscriptions")
 SubscriberStats = namedtuple("SubscriberStats", "matched delivered dropped read depth")
+RedisNodeStats = namedtuple("RedisNodeStats", "received rejected ignored reconnects presence_keys")
+RedisPublished = namedtuple("RedisPublished", "channels receivers")
 
 
 def lib_version():
@@ -135,6 +138,27 @@ def lib_version():
 def lib_path():
     """The path of the loaded libevroute."""
     return _native.path
+
+
+def lib_has_redis():
+    """Whether the loaded library was built with the cargo feature `redis` (SPEC §9)."""
+    return _native.has_redis
+
+
+def _require_redis():
+    if not _native.has_redis:
+        raise Error(
+            f"{_native.path}: library built without the redis feature; build it with "
+            "`cargo build --release --features redis --lib` and point EVROUTE_LIB at it"
+        )
+
+
+def _text_bytes(value, what):
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogatepass")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    raise TypeError(f"{what} must be str or bytes, not {type(value).__name__}")
 
 
 def _json_bytes(value, what):
@@ -323,12 +347,28 @@ class Engine:
 
     def publish_channel(self, channel, message):
         """Channel mode (SPEC §3a): a Mastodon Redis channel and `{"event":E,"payload":P}`."""
-        ch = channel.encode("utf-8", "surrogatepass") if isinstance(channel, str) else bytes(channel)
+        ch = _text_bytes(channel, "channel")
         raw = _json_bytes(message, "message")
         stats = _native.PublishStatsC()
         with _Use(self._handle) as ptr:
             _check(_lib.evr_publish_channel(ptr, ch, len(ch), raw, len(raw), _byref(stats)))
         return PublishStats(stats.matched, stats.delivered, stats.dropped)
+
+    def attach_redis(self, url, **options):
+        """Attaches this engine to Redis (SPEC §9) and returns the running RedisNode.
+
+        It PSUBSCRIBEs `[<redis_namespace>:]timeline:*`, routes every message in
+        channel mode and keeps Mastodon's presence keys. Keyword options:
+        presence_ttl_secs, presence_refresh_secs, poll_interval_ms, backoff_min_ms,
+        backoff_max_ms, connect_timeout_ms. An unreachable Redis is retried in the
+        background: use wait_subscribed() to know when messages arrive."""
+        _require_redis()
+        u = _text_bytes(url, "url")
+        raw = _json_bytes(options, "redis options") if options else b""
+        out = ctypes.c_void_p()
+        with _Use(self._handle) as ptr:
+            _check(_lib.evr_redis_node_attach(ptr, u, len(u), raw, len(raw), _byref(out)))
+        return RedisNode(out.value)
 
     def stats(self):
         out = _native.EngineStatsC()
@@ -474,6 +514,94 @@ class Subscriber:
     def close(self):
         """Unsubscribes everything and frees the subscriber; wakes any thread in next().
         Safe to call more than once and from any thread."""
+        self._handle.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+
+class RedisNode:
+    """An engine's link to Redis, from Engine.attach_redis(). Its threads run
+    until stop() or close() (or garbage collection); it keeps the routing domain
+    alive, so the engine may be closed first. Usable as a context manager."""
+
+    def __init__(self, ptr):
+        # close() while another thread waits in wait_subscribed() stops the node
+        # first, which ends that wait; the last call out frees it.
+        self._handle = _Handle(ptr, _lib.evr_redis_node_free, _lib.evr_redis_node_stop, "redis node")
+
+    def wait_subscribed(self, timeout=5.0):
+        """True once the node is subscribed (messages published from now on are
+        received), False if it was not within `timeout` seconds. Raises Closed
+        once stopped."""
+        with _Use(self._handle) as ptr:
+            status = _check(_lib.evr_redis_node_wait_subscribed(ptr, _timeout_ms(timeout)))
+        if status == CLOSED:
+            raise Closed("redis node is stopped")
+        return status == OK
+
+    def stats(self):
+        out = _native.RedisNodeStatsC()
+        with _Use(self._handle) as ptr:
+            _check(_lib.evr_redis_node_get_stats(ptr, _byref(out)))
+        return RedisNodeStats(*(getattr(out, f) for f in RedisNodeStats._fields))
+
+    def stop(self):
+        """Stops receiving and refreshing presence keys; stats() still works. Idempotent."""
+        with _Use(self._handle) as ptr:
+            _check(_lib.evr_redis_node_stop(ptr))
+
+    def close(self):
+        """Stops the node and frees it; safe to call more than once."""
+        self._handle.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+
+class RedisPublisher:
+    """Publishes events to Redis as Mastodon channel messages, so every attached
+    node delivers them. `namespace` must match the nodes' redis_namespace.
+    Raises IoError when Redis cannot be reached; it does not reconnect: after an
+    IoError, close it and create a new one. Usable as a context manager."""
+
+    def __init__(self, url, namespace=None):
+        _require_redis()
+        u = _text_bytes(url, "url")
+        ns = b"" if namespace is None else _text_bytes(namespace, "namespace")
+        out = ctypes.c_void_p()
+        _check(_lib.evr_redis_publisher_new(u, len(u), ns, len(ns), _byref(out)))
+        self._handle = _Handle(out.value, _lib.evr_redis_publisher_free, None, "redis publisher")
+
+    def publish(self, event):
+        """Content mode: publishes to every channel the event's content rules derive.
+        `event` is bytes, str or dict. Returns RedisPublished(channels, receivers)."""
+        raw = _json_bytes(event, "event")
+        out = _native.RedisPublishedC()
+        with _Use(self._handle) as ptr:
+            _check(_lib.evr_redis_publish(ptr, raw, len(raw), _byref(out)))
+        return RedisPublished(out.channels, out.receivers)
+
+    def publish_channel(self, channel, message):
+        """Channel mode: checks `channel` ("timeline:public") and `{"event":E,"payload":P}`,
+        then publishes the message unchanged."""
+        ch = _text_bytes(channel, "channel")
+        raw = _json_bytes(message, "message")
+        out = _native.RedisPublishedC()
+        with _Use(self._handle) as ptr:
+            _check(_lib.evr_redis_publish_channel(ptr, ch, len(ch), raw, len(raw), _byref(out)))
+        return RedisPublished(out.channels, out.receivers)
+
+    def close(self):
+        """Closes the connection; safe to call more than once."""
         self._handle.close()
 
     def __enter__(self):

@@ -26,6 +26,14 @@ class SubscriberStatsC(ctypes.Structure):
     _fields_ = [(name, ctypes.c_uint64) for name in ("matched", "delivered", "dropped", "read", "depth")]
 
 
+class RedisNodeStatsC(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_uint64) for name in ("received", "rejected", "ignored", "reconnects", "presence_keys")]
+
+
+class RedisPublishedC(ctypes.Structure):
+    _fields_ = [("channels", ctypes.c_uint64), ("receivers", ctypes.c_uint64)]
+
+
 def _candidates():
     env = os.environ.get("EVROUTE_LIB")
     if env:
@@ -90,6 +98,19 @@ def _declare(lib):
         "evr_last_error": (c.c_char_p, []),
         "evr_version": (c.c_char_p, []),
     }
+    # Exported only by a library built with `--features redis`.
+    if hasattr(lib, "evr_redis_node_attach"):
+        protos.update({
+            "evr_redis_node_attach": (status, [vp, u8p, size, u8p, size, c.POINTER(vp)]),
+            "evr_redis_node_wait_subscribed": (status, [vp, c.c_uint32]),
+            "evr_redis_node_get_stats": (status, [vp, c.POINTER(RedisNodeStatsC)]),
+            "evr_redis_node_stop": (status, [vp]),
+            "evr_redis_node_free": (None, [vp]),
+            "evr_redis_publisher_new": (status, [u8p, size, u8p, size, c.POINTER(vp)]),
+            "evr_redis_publish": (status, [vp, u8p, size, c.POINTER(RedisPublishedC)]),
+            "evr_redis_publish_channel": (status, [vp, u8p, size, u8p, size, c.POINTER(RedisPublishedC)]),
+            "evr_redis_publisher_free": (None, [vp]),
+        })
     for name, (restype, argtypes) in protos.items():
         fn = getattr(lib, name)
         fn.restype = restype
@@ -97,6 +118,7 @@ def _declare(lib):
 
 
 lib, path = _load()
+has_redis = hasattr(lib, "evr_redis_node_attach")
 
 
 def has_symbol(name):

@@ -1,0 +1,280 @@
+//go:build evroute_redis
+
+package evroute
+
+// The Redis scale-out (SPEC §9), built with `-tags evroute_redis` against the
+// redis-enabled static library in target/redis-lib (see docs/redis.md).
+
+/*
+#cgo CFLAGS: -DEVR_FEATURE_REDIS
+#cgo LDFLAGS: ${SRCDIR}/../../target/redis-lib/libevroute.a -lpthread -ldl -lm
+#include "evroute.h"
+*/
+import "C"
+
+import (
+	"runtime"
+	"sync"
+	"time"
+)
+
+// RedisOptions are a RedisNode's timings; zero fields take Mastodon's
+// (presence keys: TTL 1080 s, refreshed every 360 s). Durations are rounded
+// up to the unit of the C option (seconds for the presence keys, else ms).
+type RedisOptions struct {
+	PresenceTTL     time.Duration
+	PresenceRefresh time.Duration
+	PollInterval    time.Duration // how often the threads check for stop and new channels (100 ms)
+	BackoffMin      time.Duration // reconnect backoff after a Redis failure (100 ms doubling ...)
+	BackoffMax      time.Duration // ... to 5 s)
+	ConnectTimeout  time.Duration // 2 s
+}
+
+func (o RedisOptions) json() ([]byte, error) {
+	fields := []struct {
+		key  string
+		d    time.Duration
+		unit time.Duration
+	}{
+		{"presence_ttl_secs", o.PresenceTTL, time.Second},
+		{"presence_refresh_secs", o.PresenceRefresh, time.Second},
+		{"poll_interval_ms", o.PollInterval, time.Millisecond},
+		{"backoff_min_ms", o.BackoffMin, time.Millisecond},
+		{"backoff_max_ms", o.BackoffMax, time.Millisecond},
+		{"connect_timeout_ms", o.ConnectTimeout, time.Millisecond},
+	}
+	opts := map[string]int64{}
+	for _, f := range fields {
+		if f.d < 0 {
+			return nil, &Error{StatusInvalidConfig, "RedisOptions: negative " + f.key}
+		}
+		if f.d > 0 {
+			opts[f.key] = int64((f.d + f.unit - 1) / f.unit)
+		}
+	}
+	if len(opts) == 0 {
+		return nil, nil
+	}
+	return marshal(opts)
+}
+
+// RedisNodeStats are a RedisNode's counters since it was attached.
+type RedisNodeStats struct {
+	Received     uint64 // channel messages accepted by the engine
+	Rejected     uint64 // malformed messages on routed channels (logged, skipped)
+	Ignored      uint64 // messages on timeline:* channels evroute does not route
+	Reconnects   uint64 // connections re-established after a Redis failure
+	PresenceKeys uint64 // presence keys currently kept alive
+}
+
+// RedisNode is an engine's link to Redis: background threads that route
+// every `[<namespace>:]timeline:*` message in channel mode and keep
+// Mastodon's presence keys. It keeps the routing domain alive, so the Engine
+// may be closed first. Safe for concurrent use.
+type RedisNode struct {
+	mu  sync.RWMutex // calls hold it shared; Close holds it exclusively to free
+	ptr *C.evr_redis_node
+}
+
+// AttachRedis attaches the engine to Redis at url ("redis://127.0.0.1:6379/");
+// the namespace is the engine's RedisNamespace. It fails only on bad
+// arguments: an unreachable Redis is retried in the background with backoff
+// (see WaitSubscribed).
+func (e *Engine) AttachRedis(url string, opts RedisOptions) (*RedisNode, error) {
+	raw, err := opts.json()
+	if err != nil {
+		return nil, err
+	}
+	ptr, err := e.use()
+	if err != nil {
+		return nil, err
+	}
+	defer e.mu.RUnlock()
+	u := []byte(url)
+	up, un := bytesArg(u)
+	op, on := bytesArg(raw)
+	var out *C.evr_redis_node
+	_, err = call(func() C.int { return C.int(C.evr_redis_node_attach(ptr, up, un, op, on, &out)) })
+	runtime.KeepAlive(u)
+	runtime.KeepAlive(raw)
+	runtime.KeepAlive(e)
+	if err != nil {
+		return nil, err
+	}
+	n := &RedisNode{ptr: out}
+	runtime.SetFinalizer(n, (*RedisNode).Close)
+	return n, nil
+}
+
+func (n *RedisNode) use() (*C.evr_redis_node, error) {
+	n.mu.RLock()
+	if n.ptr == nil {
+		n.mu.RUnlock()
+		return nil, &Error{StatusClosed, "redis node is closed"}
+	}
+	return n.ptr, nil
+}
+
+// WaitSubscribed waits up to timeout (<= 0: just check) until the node is
+// subscribed, so messages published from then on are received. It returns
+// false when it is not (Redis unreachable or still connecting) and an error
+// matching ErrClosed once the node is stopped.
+func (n *RedisNode) WaitSubscribed(timeout time.Duration) (bool, error) {
+	ptr, err := n.use()
+	if err != nil {
+		return false, err
+	}
+	defer n.mu.RUnlock()
+	if timeout > maxWait {
+		timeout = maxWait
+	}
+	ms := C.uint32_t(0)
+	if timeout > 0 {
+		ms = C.uint32_t((timeout + time.Millisecond - 1) / time.Millisecond)
+	}
+	st, err := call(func() C.int { return C.int(C.evr_redis_node_wait_subscribed(ptr, ms)) })
+	runtime.KeepAlive(n)
+	switch {
+	case err != nil:
+		return false, err
+	case st == StatusClosed:
+		return false, &Error{StatusClosed, "redis node is stopped"}
+	}
+	return st == StatusOK, nil
+}
+
+// Stats returns the node's counters (also after Stop).
+func (n *RedisNode) Stats() (RedisNodeStats, error) {
+	ptr, err := n.use()
+	if err != nil {
+		return RedisNodeStats{}, err
+	}
+	defer n.mu.RUnlock()
+	var st C.evr_redis_node_stats
+	_, err = call(func() C.int { return C.int(C.evr_redis_node_get_stats(ptr, &st)) })
+	runtime.KeepAlive(n)
+	return RedisNodeStats{
+		uint64(st.received), uint64(st.rejected), uint64(st.ignored), uint64(st.reconnects),
+		uint64(st.presence_keys),
+	}, err
+}
+
+// Stop stops the node's threads and waits for them; nothing more is received
+// and presence keys are left to expire. Subscribers are not affected.
+// Idempotent; Stats still works afterwards.
+func (n *RedisNode) Stop() error {
+	ptr, err := n.use()
+	if err != nil {
+		return err
+	}
+	defer n.mu.RUnlock()
+	_, err = call(func() C.int { return C.int(C.evr_redis_node_stop(ptr)) })
+	runtime.KeepAlive(n)
+	return err
+}
+
+// Close stops the node (which ends a WaitSubscribed in another goroutine)
+// and frees it. Safe to call twice and from any goroutine.
+func (n *RedisNode) Close() error {
+	if ptr, err := n.use(); err == nil {
+		C.evr_redis_node_stop(ptr) // allowed concurrently with other calls
+		n.mu.RUnlock()
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.ptr != nil {
+		C.evr_redis_node_free(n.ptr)
+		n.ptr = nil
+		runtime.SetFinalizer(n, nil)
+	}
+	return nil
+}
+
+// RedisPublished is what one publish to Redis did.
+type RedisPublished struct {
+	Channels  uint64 // Redis channels the message was published to
+	Receivers uint64 // sum of PUBLISH replies: how many nodes got a copy
+}
+
+// RedisPublisher publishes events to Redis as Mastodon channel messages, so
+// that every attached node delivers them. It does not reconnect: after an
+// error matching ErrIO, close it and create a new one. Safe for concurrent
+// use (calls are serialized).
+type RedisPublisher struct {
+	mu  sync.RWMutex
+	ptr *C.evr_redis_publisher
+}
+
+// NewRedisPublisher connects to Redis at url; namespace is Mastodon's
+// REDIS_NAMESPACE ("" for none) and must match the nodes' RedisNamespace.
+func NewRedisPublisher(url, namespace string) (*RedisPublisher, error) {
+	u, ns := []byte(url), []byte(namespace)
+	up, un := bytesArg(u)
+	np, nn := bytesArg(ns)
+	var out *C.evr_redis_publisher
+	_, err := call(func() C.int { return C.int(C.evr_redis_publisher_new(up, un, np, nn, &out)) })
+	runtime.KeepAlive(u)
+	runtime.KeepAlive(ns)
+	if err != nil {
+		return nil, err
+	}
+	p := &RedisPublisher{ptr: out}
+	runtime.SetFinalizer(p, (*RedisPublisher).Close)
+	return p, nil
+}
+
+func (p *RedisPublisher) use() (*C.evr_redis_publisher, error) {
+	p.mu.RLock()
+	if p.ptr == nil {
+		p.mu.RUnlock()
+		return nil, &Error{StatusClosed, "redis publisher is closed"}
+	}
+	return p.ptr, nil
+}
+
+// Publish publishes an event in content mode: to every channel its content
+// rules (SPEC §3b) derive. Bad input is refused and nothing is published.
+func (p *RedisPublisher) Publish(event []byte) (RedisPublished, error) {
+	ptr, err := p.use()
+	if err != nil {
+		return RedisPublished{}, err
+	}
+	defer p.mu.RUnlock()
+	ep, en := bytesArg(event)
+	var out C.evr_redis_published
+	_, err = call(func() C.int { return C.int(C.evr_redis_publish(ptr, ep, en, &out)) })
+	runtime.KeepAlive(event)
+	runtime.KeepAlive(p)
+	return RedisPublished{uint64(out.channels), uint64(out.receivers)}, err
+}
+
+// PublishChannel checks a channel ("timeline:public") and a message
+// {"event":E,"payload":P} as a node would, then publishes the message unchanged.
+func (p *RedisPublisher) PublishChannel(channel string, msg []byte) (RedisPublished, error) {
+	ptr, err := p.use()
+	if err != nil {
+		return RedisPublished{}, err
+	}
+	defer p.mu.RUnlock()
+	ch := []byte(channel)
+	cp, cn := bytesArg(ch)
+	mp, mn := bytesArg(msg)
+	var out C.evr_redis_published
+	_, err = call(func() C.int { return C.int(C.evr_redis_publish_channel(ptr, cp, cn, mp, mn, &out)) })
+	runtime.KeepAlive(ch)
+	runtime.KeepAlive(msg)
+	runtime.KeepAlive(p)
+	return RedisPublished{uint64(out.channels), uint64(out.receivers)}, err
+}
+
+// Close closes the connection and frees the publisher. Safe to call twice.
+func (p *RedisPublisher) Close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ptr != nil {
+		C.evr_redis_publisher_free(p.ptr)
+		p.ptr = nil
+		runtime.SetFinalizer(p, nil)
+	}
+	return nil
+}

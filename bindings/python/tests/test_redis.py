@@ -1,0 +1,113 @@
+"""The Redis node and publisher (cargo feature `redis`, SPEC §9) against a real
+redis-server on a free loopback port. scripts/test.d/66-redis-bindings.sh runs
+this with EVROUTE_LIB pointing at a redis-enabled library."""
+
+import shutil
+import socket
+import subprocess
+import time
+
+import pytest
+
+import evroute
+from conftest import corpus, mastodon, payload_of, sse, ws
+
+needs_redis_lib = pytest.mark.skipif(
+    not evroute.lib_has_redis(), reason="library built without the redis feature (see 66-redis-bindings.sh)")
+
+
+def redis_ping(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2) as conn:
+            conn.sendall(b"PING\r\n")
+            return conn.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def redis_port(tmp_path):
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    for _ in range(20):  # retry on a port taken between probe and bind
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        server = subprocess.Popen(
+            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--logfile", str(tmp_path / "redis.log")])
+        for _ in range(50):
+            if redis_ping(port) or server.poll() is not None:
+                break
+            time.sleep(0.1)
+        if server.poll() is None and redis_ping(port):
+            try:
+                yield port
+            finally:
+                server.terminate()
+                server.wait(10)
+            return
+        server.kill()
+        server.wait()
+    pytest.fail("could not start redis-server: " + (tmp_path / "redis.log").read_text())
+
+
+@pytest.mark.skipif(evroute.lib_has_redis(), reason="the loaded library has the redis feature")
+def test_without_redis_feature_raises():
+    with evroute.Engine() as engine:
+        for call in (lambda: engine.attach_redis("redis://127.0.0.1:6379/"),
+                     lambda: evroute.RedisPublisher("redis://127.0.0.1:6379/")):
+            with pytest.raises(evroute.Error, match="built without the redis feature"):
+                call()
+
+
+@needs_redis_lib
+def test_publish_through_redis_reaches_subscriber(redis_port):
+    url = f"redis://127.0.0.1:{redis_port}/"
+    doc = corpus(mastodon("14"))  # a local public status tagged #test
+    payload = payload_of(doc)
+    delete = b'{"event":"delete","payload":"108914430312582020"}'
+    with evroute.Engine(redis_namespace="evrpy") as engine, engine.subscriber() as sub:
+        sub.subscribe(stream="public")
+        with pytest.raises(evroute.InvalidConfig, match="presence_ttl"):
+            engine.attach_redis(url, presence_ttl=5)
+        with pytest.raises(evroute.IoError):
+            evroute.RedisPublisher("redis://127.0.0.1:1/")  # nothing listens there
+
+        node = engine.attach_redis(url, poll_interval_ms=20)
+        with node, evroute.RedisPublisher(url, namespace="evrpy") as publisher:
+            assert node.wait_subscribed(5.0)
+
+            # public, public:local, hashtag:test, hashtag:test:local; one node listening.
+            assert publisher.publish(doc) == evroute.RedisPublished(channels=4, receivers=4)
+            frame = sub.next(5.0)
+            assert frame is not None
+            assert (frame.event, frame.stream) == ("update", ["public"])
+            assert frame.sse == sse("update", payload)
+            assert frame.ws == ws(["public"], "update", payload)
+
+            assert publisher.publish_channel("timeline:public", delete) == (1, 1)
+            frame = sub.next(5.0)
+            assert frame is not None
+            assert frame.sse == sse("delete", b"108914430312582020")
+            assert frame.ws == ws(["public"], "delete", b"108914430312582020")
+            assert sub.next(0.2) is None
+
+            # received is raised just after delivery, so it may lag the frame.
+            for _ in range(100):
+                stats = node.stats()
+                if stats.received >= 5:
+                    break
+                time.sleep(0.01)
+            assert stats.received == 5 and stats.rejected == 0
+
+            node.stop()
+            with pytest.raises(evroute.Closed):
+                node.wait_subscribed(1.0)
+            assert publisher.publish_channel("timeline:public", delete).channels == 1
+            assert sub.next(0.3) is None
+            assert node.stats().received == 5
+        with pytest.raises(evroute.Closed):
+            node.stats()
+        with pytest.raises(evroute.Closed):
+            publisher.publish(doc)
