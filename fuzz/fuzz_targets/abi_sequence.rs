@@ -42,7 +42,8 @@ const SUBSCRIBERS: &[&str] = &[
 
 const SUBSCRIPTIONS: &[&str] = &[r#"{"stream":"nope"}"#, r#"{"stream":"hashtag"}"#, r#"{"stream":"user","events":[]}"#];
 
-const UPDATES: &[&str] = &[r#"{"languages":["de"]}"#, "{}", r#"{"blocked_domains":["example.org"]}"#, r#"{"account":"3"}"#];
+const UPDATES: &[&str] =
+    &[r#"{"languages":["de"]}"#, "{}", r#"{"blocked_domains":["example.org"]}"#, r#"{"account":"3"}"#];
 
 const EVENTS: &[&str] = &[
     include_str!("../../corpus/mastodon/01-update-108914327388663283.json"),
@@ -212,7 +213,10 @@ fn is_closed(s: *const evr_subscriber) -> bool {
 }
 
 /// Reads one of the frame's byte strings through its accessor.
-fn part<'a>(f: *const evr_frame, get: unsafe extern "C" fn(*const evr_frame, *mut usize) -> *const u8) -> Option<&'a [u8]> {
+fn part<'a>(
+    f: *const evr_frame,
+    get: unsafe extern "C" fn(*const evr_frame, *mut usize) -> *const u8,
+) -> Option<&'a [u8]> {
     let mut len = usize::MAX;
     // SAFETY: `f` is a live frame; `len` is writable.
     let p = unsafe { get(f, &mut len) };

@@ -16,8 +16,11 @@ fuzz_target!(|data: &[u8]| {
         Some(i) => (&data[..i], &data[i + 1..]),
         None => (data, &b""[..]),
     };
-    let engine =
-        Engine::new(EngineConfig { redis_namespace: Some("ns".into()), max_event_bytes: 1 << 16, ..Default::default() });
+    let engine = Engine::new(EngineConfig {
+        redis_namespace: Some("ns".into()),
+        max_event_bytes: 1 << 16,
+        ..Default::default()
+    });
     let subs = subscribers(&engine);
     let listened = engine.active_channels();
     let key = engine.parse_channel(channel);

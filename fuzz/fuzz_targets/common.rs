@@ -34,7 +34,9 @@ pub fn subscribers(engine: &Engine) -> Vec<Subscriber> {
         })
         .collect();
     let filtered = engine
-        .subscriber_from_json(br#"{"account":"1","languages":["en"],"blocked_accounts":["2"],"blocked_domains":["example.org"]}"#)
+        .subscriber_from_json(
+            br#"{"account":"1","languages":["en"],"blocked_accounts":["2"],"blocked_domains":["example.org"]}"#,
+        )
         .unwrap();
     filtered.subscribe(br#"{"stream":"public"}"#).unwrap();
     subs.push(filtered);

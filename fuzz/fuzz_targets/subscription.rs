@@ -52,7 +52,10 @@ fuzz_target!(|data: &[u8]| {
             },
             Some(b'~') => {
                 if let Err(e) = sub.update(&line[1..]) {
-                    assert!(matches!(e.kind(), ErrorKind::InvalidUtf8 | ErrorKind::InvalidJson | ErrorKind::InvalidConfig));
+                    assert!(matches!(
+                        e.kind(),
+                        ErrorKind::InvalidUtf8 | ErrorKind::InvalidJson | ErrorKind::InvalidConfig
+                    ));
                 }
                 sub.streams()
             }
