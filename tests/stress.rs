@@ -133,13 +133,13 @@ fn eight_threads_mixing_every_operation_lose_nothing() {
             let mut n = 0u64;
             while !done.load(Ordering::Relaxed) {
                 n += 1;
-                let allow = if n % 2 == 0 {
+                let allow = if n.is_multiple_of(2) {
                     r#"{"languages":["de","en"],"blocked_accounts":["4"]}"#
                 } else {
                     r#"{"languages":["en","de"],"muted_accounts":[7],"blocked_domains":["example.org"]}"#
                 };
                 stable[1].update(allow.as_bytes()).unwrap();
-                let toggle = if n % 2 == 0 { r#"{"blocked_accounts":["9"]}"# } else { "{}" };
+                let toggle = if n.is_multiple_of(2) { r#"{"blocked_accounts":["9"]}"# } else { "{}" };
                 stable[2].update(toggle.as_bytes()).unwrap();
                 thread::sleep(Duration::from_micros(200));
             }
