@@ -31,6 +31,6 @@ for target in event_parse channel_message subscription abi_sequence; do
         echo "fuzz target $target failed: the crashing input is under fuzz/artifacts/$target"
         exit 1
     fi
-    grep -E '^#[0-9]+ +DONE|^stat::(number_of_executed_units|average_exec_per_sec)' "$log"
+    grep -E '^#[0-9]+[[:space:]]+DONE|^stat::(number_of_executed_units|average_exec_per_sec)' "$log"
 done
 echo "fuzz smoke test passed"
