@@ -1,0 +1,601 @@
+//! An `arbitrary`-driven sequence of C ABI calls (SPEC §7), made through the
+//! real `extern "C"` functions. After every step: statuses are in the set
+//! each call documents, frames are byte-valid, and per-subscriber and
+//! engine counters add up. Everything is freed at the end, so AddressSanitizer
+//! reports leaks and use-after-free. Pointers are only ever live handles or
+//! NULL; a NULL buffer is passed with length 0 (allowed) or a non-zero length
+//! (must be EVR_ERR_NULL).
+#![no_main]
+
+mod common;
+
+use std::ffi::CStr;
+use std::ptr::{null, null_mut};
+
+use arbitrary::Arbitrary;
+use common::{GOOD_STATUS, STREAMS, check_frame_bytes};
+use evroute::ffi::*;
+use libfuzzer_sys::fuzz_target;
+
+use evr_status::*;
+
+const ENGINE_CONFIGS: &[&str] = &[
+    "",
+    r#"{"queue_capacity":2}"#,
+    r#"{"queue_capacity":1,"overflow":"drop_newest"}"#,
+    r#"{"queue_capacity":2,"overflow":"disconnect"}"#,
+    r#"{"delete_memory":1,"queue_capacity":3}"#,
+    r#"{"redis_namespace":"ns"}"#,
+    r#"{"max_event_bytes":300}"#,
+    r#"{"queue_capacity":0}"#,
+];
+
+const SUBSCRIBERS: &[&str] = &[
+    "",
+    r#"{"account":"1"}"#,
+    r#"{"account":1,"queue_capacity":2,"overflow":"disconnect"}"#,
+    r#"{"account":"2","queue_capacity":1,"overflow":"drop_newest"}"#,
+    r#"{"account":"1","languages":["en"],"blocked_accounts":["9"]}"#,
+    r#"{"queue_capacity":3,"overflow":"drop_oldest"}"#,
+    r#"{"acount":1}"#,
+];
+
+const SUBSCRIPTIONS: &[&str] = &[r#"{"stream":"nope"}"#, r#"{"stream":"hashtag"}"#, r#"{"stream":"user","events":[]}"#];
+
+const UPDATES: &[&str] =
+    &[r#"{"languages":["de"]}"#, "{}", r#"{"blocked_domains":["example.org"]}"#, r#"{"account":"3"}"#];
+
+const EVENTS: &[&str] = &[
+    include_str!("../../corpus/mastodon/01-update-108914327388663283.json"),
+    include_str!("../../corpus/mastodon/02-notification-68739215.json"),
+    include_str!("../../corpus/mastodon/03-filters_changed-undefined.json"),
+    include_str!("../../corpus/mastodon/18-conversation-819516.json"),
+    include_str!("../../corpus/community/status.created.json"),
+    include_str!("../../corpus/community/notification.mention.json"),
+    include_str!("../../corpus/invalid/notification.contribution-trailing-comma.json"),
+    r#"{"event":"notification","payload":{"id":"5"},"recipients":[1,"2"]}"#,
+    r#"{"event":"conversation","payload":{"id":"6"},"recipients":["1"]}"#,
+    r#"{"event":"delete","payload":"77","lists":[1]}"#,
+    r#"{"event":"update","payload":{"id":"1"}}"#,
+];
+
+const CHANNELS: &[&str] = &[
+    "timeline:public",
+    "ns:timeline:public",
+    "timeline:1",
+    "timeline:1:notifications",
+    "timeline:hashtag:rust",
+    "timeline:list:1",
+    "timeline:direct:1",
+    "timeline:public:local:media",
+    "timeline:nope",
+];
+
+const MESSAGES: &[&str] = &[
+    r#"{"event":"delete","payload":"77"}"#,
+    r#"{"event":"filters_changed"}"#,
+    r#"{"event":"notification","payload":{"id":"5"}}"#,
+    r#"{"event":"update","payload":"{\"id\":\"3\",\"account\":{\"id\":\"4\",\"acct\":\"x@example.org\"}}"}"#,
+    "{\"event\":\"update\",\"payload\":{\n \"id\": \"8\",\r\n \"account\": {\"id\": 9}}}",
+];
+
+/// A `(ptr, len)` byte input.
+#[derive(Arbitrary, Debug)]
+enum Input {
+    /// `(NULL, 0)`: the empty input, allowed everywhere.
+    Empty,
+    /// `(NULL, n)` with `n > 0`: must be EVR_ERR_NULL.
+    NullWithLen(u16),
+    /// An entry of the call's table of realistic inputs.
+    Known(u8),
+    /// A prefix of such an entry (a short length over a real buffer).
+    Prefix(u8, u16),
+    Bytes(Vec<u8>),
+}
+
+impl Input {
+    /// The bytes to pass (None: a NULL pointer) and the length.
+    fn resolve(&self, table: &[&str], extra: &[&str]) -> (Option<Vec<u8>>, usize) {
+        let pick = |i: u8| {
+            let all = table.len() + extra.len();
+            let i = usize::from(i) % all;
+            if i < table.len() { table[i] } else { extra[i - table.len()] }
+        };
+        match self {
+            Input::Empty => (None, 0),
+            Input::NullWithLen(n) => (None, usize::from(*n).max(1)),
+            Input::Known(i) => {
+                let b = pick(*i).as_bytes().to_vec();
+                let n = b.len();
+                (Some(b), n)
+            }
+            Input::Prefix(i, cut) => {
+                let b = pick(*i).as_bytes().to_vec();
+                let n = usize::from(*cut) % (b.len() + 1);
+                (Some(b), n)
+            }
+            Input::Bytes(b) => (Some(b.clone()), b.len()),
+        }
+    }
+
+    fn is_null_with_len(&self) -> bool {
+        matches!(self, Input::NullWithLen(_))
+    }
+}
+
+fn ptr_of(b: &Option<Vec<u8>>) -> *const u8 {
+    b.as_ref().map_or(null(), |v| v.as_ptr())
+}
+
+#[derive(Arbitrary, Debug)]
+enum Op {
+    NewSubscriber(Input),
+    FreeSubscriber(u8),
+    CloseSubscriber(u8),
+    Subscribe(u8, Input),
+    Unsubscribe(u8, Input),
+    Update(u8, Input),
+    Publish(Input, bool),
+    PublishChannel(Input, Input, bool),
+    Next(u8, bool),
+    ReadFrame(u8),
+    FreeFrame(u8),
+    Fd(u8),
+    NullHandles(u8),
+    /// Frees the engine (its subscribers stay usable) and makes a new one.
+    ReplaceEngine(Input),
+}
+
+#[derive(Arbitrary, Debug)]
+struct Plan {
+    engine_config: Input,
+    ops: Vec<Op>,
+}
+
+#[derive(Default)]
+struct EngineModel {
+    ptr: Option<*mut evr_engine>,
+    published: u64,
+    rejected: u64,
+    /// Counters of freed subscribers, at the time they were freed.
+    retired: (u64, u64, u64),
+}
+
+struct Sub {
+    ptr: *mut evr_subscriber,
+    engine: usize,
+    reads: u64,
+}
+
+struct World {
+    /// Timed waits left (each costs a millisecond).
+    waits: u32,
+    engines: Vec<EngineModel>,
+    subs: Vec<Sub>,
+    frames: Vec<*mut evr_frame>,
+}
+
+fn last_error() -> String {
+    // SAFETY: evr_last_error() never returns NULL and is NUL-terminated.
+    unsafe { CStr::from_ptr(evr_last_error()) }.to_string_lossy().into_owned()
+}
+
+/// Checks a status against the set a call documents; errors carry a message.
+fn expect_status(got: evr_status, allowed: &[evr_status], what: &str) {
+    assert!(allowed.contains(&got), "{what}: unexpected {got:?} ({})", last_error());
+    if (got as i32) < 0 {
+        assert!(!last_error().is_empty(), "{what}: {got:?} without a message");
+    }
+}
+
+fn expect_null_error(got: evr_status, what: &str) {
+    assert_eq!(got, EVR_ERR_NULL, "{what}");
+    assert!(last_error().contains("NULL"), "{what}: {}", last_error());
+}
+
+fn sub_stats(s: *const evr_subscriber) -> evr_subscriber_stats {
+    let mut q = evr_subscriber_stats::default();
+    // SAFETY: `s` is a live subscriber; `q` is writable.
+    assert_eq!(unsafe { evr_subscriber_get_stats(s, &mut q) }, EVR_OK);
+    q
+}
+
+fn is_closed(s: *const evr_subscriber) -> bool {
+    // SAFETY: `s` is a live subscriber; the result is NULL or a static C string.
+    let reason = unsafe { evr_subscriber_closed(s) };
+    if reason.is_null() {
+        return false;
+    }
+    // SAFETY: non-NULL: a static NUL-terminated string.
+    let text = unsafe { CStr::from_ptr(reason) }.to_str().unwrap();
+    assert!(text == "closed" || text == "slow consumer", "{text}");
+    true
+}
+
+/// Reads one of the frame's byte strings through its accessor.
+fn part<'a>(
+    f: *const evr_frame,
+    get: unsafe extern "C" fn(*const evr_frame, *mut usize) -> *const u8,
+) -> Option<&'a [u8]> {
+    let mut len = usize::MAX;
+    // SAFETY: `f` is a live frame; `len` is writable.
+    let p = unsafe { get(f, &mut len) };
+    if p.is_null() {
+        assert_eq!(len, 0, "a NULL part has length 0");
+        return None;
+    }
+    // SAFETY: the accessor returns `len` bytes valid until the frame is freed.
+    Some(unsafe { std::slice::from_raw_parts(p, len) })
+}
+
+fn check_abi_frame(f: *const evr_frame) {
+    let sse = part(f, evr_frame_sse).expect("SSE bytes");
+    let ws = part(f, evr_frame_ws).expect("WS bytes");
+    let event = std::str::from_utf8(part(f, evr_frame_event).expect("event")).expect("event is UTF-8");
+    let stream = std::str::from_utf8(part(f, evr_frame_stream).expect("stream")).expect("stream is UTF-8");
+    let payload = part(f, evr_frame_payload).map(|p| std::str::from_utf8(p).expect("payload is UTF-8"));
+    check_frame_bytes(sse, ws, event, payload, stream);
+}
+
+impl World {
+    fn engine(&self) -> *mut evr_engine {
+        self.engines.last().and_then(|e| e.ptr).expect("a current engine")
+    }
+
+    fn pick(&self, i: u8) -> Option<usize> {
+        (!self.subs.is_empty()).then(|| usize::from(i) % self.subs.len())
+    }
+
+    /// Per subscriber: matched == read + depth + dropped, reads as counted
+    /// here. Per live engine: its counters equal its subscribers' sums.
+    fn check_invariants(&self) {
+        let mut sums = vec![(0u64, 0u64, 0u64, 0u64, true); self.engines.len()];
+        for s in &self.subs {
+            let q = sub_stats(s.ptr);
+            assert_eq!(q.matched, q.read + q.depth + q.dropped, "{q:?}");
+            assert!(q.delivered <= q.matched, "{q:?}");
+            assert_eq!(q.read, s.reads, "{q:?}");
+            let closed = is_closed(s.ptr);
+            if closed {
+                assert_eq!(q.depth, 0);
+            }
+            let e = &mut sums[s.engine];
+            e.0 += q.matched;
+            e.1 += q.delivered;
+            e.2 += q.dropped;
+            e.3 += 1;
+            e.4 &= closed;
+        }
+        for (model, sum) in self.engines.iter().zip(sums) {
+            let Some(ptr) = model.ptr else { continue };
+            let mut st = evr_engine_stats::default();
+            // SAFETY: live engine, writable out.
+            assert_eq!(unsafe { evr_engine_get_stats(ptr, &mut st) }, EVR_OK);
+            assert_eq!((st.published, st.rejected), (model.published, model.rejected), "{st:?}");
+            let (rm, rd, rx) = model.retired;
+            assert_eq!((st.matched, st.delivered, st.dropped), (sum.0 + rm, sum.1 + rd, sum.2 + rx), "{st:?}");
+            assert_eq!(st.subscribers, sum.3, "{st:?}");
+            if sum.4 {
+                assert_eq!(st.subscriptions, 0, "closed subscribers keep subscriptions: {st:?}");
+            }
+        }
+    }
+
+    fn run(&mut self, op: &Op) {
+        match op {
+            Op::NewSubscriber(input) => {
+                if self.subs.len() >= 12 {
+                    return;
+                }
+                let (b, len) = input.resolve(SUBSCRIBERS, &[]);
+                let mut out = null_mut();
+                // SAFETY: live engine; `b` holds `len` bytes or is NULL; `out` writable.
+                let st = unsafe { evr_subscriber_new(self.engine(), ptr_of(&b), len, &mut out) };
+                if input.is_null_with_len() {
+                    return expect_null_error(st, "subscriber_new");
+                }
+                expect_status(
+                    st,
+                    &[EVR_OK, EVR_ERR_INVALID_UTF8, EVR_ERR_INVALID_JSON, EVR_ERR_INVALID_CONFIG],
+                    "subscriber_new",
+                );
+                if st == EVR_OK {
+                    assert!(!out.is_null());
+                    self.subs.push(Sub { ptr: out, engine: self.engines.len() - 1, reads: 0 });
+                } else {
+                    assert!(out.is_null(), "a failed call wrote its out-parameter");
+                }
+            }
+            Op::FreeSubscriber(i) => {
+                let Some(i) = self.pick(*i) else { return };
+                let s = self.subs.swap_remove(i);
+                let q = sub_stats(s.ptr);
+                // SAFETY: live subscriber, not used again.
+                unsafe { evr_subscriber_free(s.ptr) };
+                // Freeing discards the queued frames, counted as dropped.
+                let r = &mut self.engines[s.engine].retired;
+                r.0 += q.matched;
+                r.1 += q.delivered;
+                r.2 += q.dropped + q.depth;
+            }
+            Op::CloseSubscriber(i) => {
+                let Some(i) = self.pick(*i) else { return };
+                let s = self.subs[i].ptr;
+                let before = sub_stats(s);
+                // SAFETY: live subscriber.
+                assert_eq!(unsafe { evr_subscriber_close(s) }, EVR_OK);
+                assert!(is_closed(s));
+                let after = sub_stats(s);
+                assert_eq!((after.dropped, after.depth), (before.dropped + before.depth, 0));
+            }
+            Op::Subscribe(i, input) | Op::Unsubscribe(i, input) => {
+                let Some(i) = self.pick(*i) else { return };
+                let s = self.subs[i].ptr;
+                let (b, len) = input.resolve(STREAMS, SUBSCRIPTIONS);
+                let subscribe = matches!(op, Op::Subscribe(..));
+                // SAFETY: live subscriber; `b` holds `len` bytes or is NULL.
+                let st = unsafe {
+                    if subscribe { evr_subscribe(s, ptr_of(&b), len) } else { evr_unsubscribe(s, ptr_of(&b), len) }
+                };
+                if input.is_null_with_len() {
+                    return expect_null_error(st, "subscribe");
+                }
+                expect_status(
+                    st,
+                    &[EVR_OK, EVR_ERR_INVALID_UTF8, EVR_ERR_INVALID_JSON, EVR_ERR_INVALID_SUBSCRIPTION],
+                    "subscribe",
+                );
+            }
+            Op::Update(i, input) => {
+                let Some(i) = self.pick(*i) else { return };
+                let (b, len) = input.resolve(UPDATES, &[]);
+                // SAFETY: live subscriber; `b` holds `len` bytes or is NULL.
+                let st = unsafe { evr_subscriber_update(self.subs[i].ptr, ptr_of(&b), len) };
+                if input.is_null_with_len() {
+                    return expect_null_error(st, "update");
+                }
+                expect_status(
+                    st,
+                    &[EVR_OK, EVR_ERR_INVALID_UTF8, EVR_ERR_INVALID_JSON, EVR_ERR_INVALID_CONFIG],
+                    "update",
+                );
+            }
+            Op::Publish(input, with_stats) => {
+                let (b, len) = input.resolve(EVENTS, &[std::str::from_utf8(GOOD_STATUS).unwrap()]);
+                let mut stats = evr_publish_stats { matched: u64::MAX, delivered: u64::MAX, dropped: u64::MAX };
+                let out: *mut evr_publish_stats = if *with_stats { &mut stats } else { null_mut() };
+                // SAFETY: live engine; `b` holds `len` bytes or is NULL; `out` NULL or writable.
+                let st = unsafe { evr_publish(self.engine(), ptr_of(&b), len, out) };
+                self.after_publish(st, input.is_null_with_len(), *with_stats, &stats, "publish");
+            }
+            Op::PublishChannel(channel, message, with_stats) => {
+                let (c, clen) = channel.resolve(CHANNELS, &[]);
+                let (m, mlen) = message.resolve(MESSAGES, &[std::str::from_utf8(GOOD_STATUS).unwrap()]);
+                let mut stats = evr_publish_stats { matched: u64::MAX, delivered: u64::MAX, dropped: u64::MAX };
+                let out: *mut evr_publish_stats = if *with_stats { &mut stats } else { null_mut() };
+                // SAFETY: as for evr_publish, with two inputs.
+                let st = unsafe { evr_publish_channel(self.engine(), ptr_of(&c), clen, ptr_of(&m), mlen, out) };
+                let null = channel.is_null_with_len() || message.is_null_with_len();
+                self.after_publish(st, null, *with_stats, &stats, "publish_channel");
+            }
+            Op::Next(i, wait) => {
+                let Some(i) = self.pick(*i) else { return };
+                let s = self.subs[i].ptr;
+                let (before, closed) = (sub_stats(s), is_closed(s));
+                let wait = *wait && self.waits > 0;
+                self.waits -= u32::from(wait);
+                let mut frame = null_mut();
+                // SAFETY: live subscriber; `frame` writable.
+                let st = unsafe { evr_subscriber_next(s, u32::from(wait), &mut frame) };
+                let want = match (closed, before.depth > 0, wait) {
+                    (true, _, _) => EVR_CLOSED,
+                    (false, true, _) => EVR_OK,
+                    (false, false, false) => EVR_EMPTY,
+                    (false, false, true) => EVR_TIMEOUT,
+                };
+                assert_eq!(st, want, "next");
+                if st == EVR_OK {
+                    assert!(!frame.is_null());
+                    self.subs[i].reads += 1;
+                    check_abi_frame(frame);
+                    if self.frames.len() >= 16 {
+                        // SAFETY: a live frame, not used again.
+                        unsafe { evr_frame_free(self.frames.swap_remove(0)) };
+                    }
+                    self.frames.push(frame);
+                } else {
+                    assert!(frame.is_null());
+                }
+            }
+            Op::ReadFrame(i) => {
+                if !self.frames.is_empty() {
+                    // Frames outlive their subscriber and engine.
+                    check_abi_frame(self.frames[usize::from(*i) % self.frames.len()]);
+                }
+            }
+            Op::FreeFrame(i) => {
+                if !self.frames.is_empty() {
+                    let f = self.frames.swap_remove(usize::from(*i) % self.frames.len());
+                    // SAFETY: a live frame, not used again.
+                    unsafe { evr_frame_free(f) };
+                }
+            }
+            Op::Fd(i) => {
+                let Some(i) = self.pick(*i) else { return };
+                let s = self.subs[i].ptr;
+                let mut fd = -1;
+                // SAFETY: live subscriber; `fd` writable.
+                assert_eq!(unsafe { evr_subscriber_fd(s, &mut fd) }, EVR_OK);
+                assert!(fd >= 0);
+                let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+                // SAFETY: one valid pollfd, zero timeout.
+                let readable = unsafe { libc::poll(&mut p, 1, 0) } == 1;
+                let want = sub_stats(s).depth > 0 || is_closed(s);
+                assert_eq!(readable, want, "the readiness fd disagrees with the queue");
+            }
+            Op::NullHandles(which) => self.null_handles(*which),
+            Op::ReplaceEngine(config) => {
+                let old = self.engine();
+                // SAFETY: live engine, not used again; subscribers keep the domain alive.
+                unsafe { evr_engine_free(old) };
+                self.engines.last_mut().unwrap().ptr = None;
+                self.new_engine(config);
+            }
+        }
+    }
+
+    fn after_publish(&mut self, st: evr_status, null: bool, with_stats: bool, stats: &evr_publish_stats, what: &str) {
+        if null {
+            return expect_null_error(st, what);
+        }
+        expect_status(
+            st,
+            &[
+                EVR_OK,
+                EVR_ERR_INVALID_UTF8,
+                EVR_ERR_INVALID_JSON,
+                EVR_ERR_INVALID_EVENT,
+                EVR_ERR_INVALID_CHANNEL,
+                EVR_ERR_TOO_LARGE,
+            ],
+            what,
+        );
+        let model = self.engines.last_mut().unwrap();
+        if st == EVR_OK {
+            model.published += 1;
+            if with_stats {
+                assert!(stats.delivered <= stats.matched && stats.matched < 1 << 20, "{stats:?}");
+            }
+        } else {
+            model.rejected += 1;
+            if with_stats {
+                assert_eq!(stats.matched, u64::MAX, "a failed publish wrote its stats");
+            }
+        }
+    }
+
+    /// NULL handles and out-parameters: EVR_ERR_NULL, NULL results, no-ops.
+    fn null_handles(&mut self, which: u8) {
+        let json = br#"{"stream":"public"}"#;
+        let mut frame = null_mut();
+        let mut len = 0usize;
+        // SAFETY: every pointer is NULL or live/writable, lengths match buffers.
+        unsafe {
+            match which % 8 {
+                0 => {
+                    evr_engine_free(null_mut());
+                    evr_subscriber_free(null_mut());
+                    evr_frame_free(null_mut());
+                }
+                1 => {
+                    expect_null_error(evr_subscribe(null(), json.as_ptr(), json.len()), "subscribe NULL");
+                    expect_null_error(evr_unsubscribe(null(), json.as_ptr(), json.len()), "unsubscribe NULL");
+                    expect_null_error(evr_subscriber_update(null(), null(), 0), "update NULL");
+                    expect_null_error(evr_subscriber_close(null()), "close NULL");
+                    assert!(evr_subscriber_closed(null()).is_null());
+                }
+                2 => {
+                    expect_null_error(evr_publish(null(), GOOD_STATUS.as_ptr(), GOOD_STATUS.len(), null_mut()), "pub");
+                    let c = b"timeline:public";
+                    let r = evr_publish_channel(null(), c.as_ptr(), c.len(), GOOD_STATUS.as_ptr(), 9, null_mut());
+                    expect_null_error(r, "publish_channel NULL");
+                }
+                3 => {
+                    let r = evr_subscriber_new(self.engine(), null(), 0, null_mut());
+                    expect_null_error(r, "subscriber_new out NULL");
+                    expect_null_error(evr_subscriber_new(null(), null(), 0, &mut null_mut()), "subscriber_new NULL");
+                }
+                4 => {
+                    expect_null_error(evr_subscriber_next(null(), 0, &mut frame), "next NULL");
+                    if let Some(s) = self.subs.first() {
+                        expect_null_error(evr_subscriber_next(s.ptr, 0, null_mut()), "next out NULL");
+                    }
+                    assert!(frame.is_null());
+                }
+                5 => {
+                    assert!(evr_frame_sse(null(), &mut len).is_null());
+                    assert!(evr_frame_payload(null(), &mut len).is_null());
+                    if let Some(&f) = self.frames.first() {
+                        assert!(evr_frame_ws(f, null_mut()).is_null());
+                        assert!(evr_frame_event(f, null_mut()).is_null());
+                    }
+                }
+                6 => {
+                    let mut es = evr_engine_stats::default();
+                    let mut ss = evr_subscriber_stats::default();
+                    let mut fd = 0;
+                    expect_null_error(evr_engine_get_stats(null(), &mut es), "engine stats NULL");
+                    expect_null_error(evr_engine_get_stats(self.engine(), null_mut()), "engine stats out NULL");
+                    expect_null_error(evr_subscriber_get_stats(null(), &mut ss), "sub stats NULL");
+                    expect_null_error(evr_subscriber_fd(null(), &mut fd), "fd NULL");
+                    if let Some(s) = self.subs.first() {
+                        expect_null_error(evr_subscriber_get_stats(s.ptr, null_mut()), "sub stats out NULL");
+                        expect_null_error(evr_subscriber_fd(s.ptr, null_mut()), "fd out NULL");
+                    }
+                }
+                _ => {
+                    let c = br#"{"queue_capacity":4}"#;
+                    expect_null_error(evr_engine_new(c.as_ptr(), c.len(), null_mut()), "engine_new out NULL");
+                    let mut e = null_mut();
+                    expect_null_error(evr_engine_new(null(), 3, &mut e), "engine_new NULL config");
+                    assert!(e.is_null());
+                }
+            }
+        }
+    }
+
+    fn new_engine(&mut self, config: &Input) {
+        let (b, len) = config.resolve(ENGINE_CONFIGS, &[]);
+        let mut out = null_mut();
+        // SAFETY: `b` holds `len` bytes or is NULL; `out` writable.
+        let st = unsafe { evr_engine_new(ptr_of(&b), len, &mut out) };
+        if config.is_null_with_len() {
+            expect_null_error(st, "engine_new");
+        } else {
+            expect_status(
+                st,
+                &[EVR_OK, EVR_ERR_INVALID_UTF8, EVR_ERR_INVALID_JSON, EVR_ERR_INVALID_CONFIG],
+                "engine_new",
+            );
+        }
+        if st != EVR_OK {
+            assert!(out.is_null());
+            // SAFETY: (NULL, 0) means defaults; `out` writable.
+            assert_eq!(unsafe { evr_engine_new(null(), 0, &mut out) }, EVR_OK);
+        }
+        assert!(!out.is_null());
+        self.engines.push(EngineModel { ptr: Some(out), ..EngineModel::default() });
+    }
+
+    /// Frees everything, in an order that also exercises frames outliving
+    /// their subscribers and engines.
+    fn free_all(mut self) {
+        for e in &mut self.engines {
+            if let Some(p) = e.ptr.take() {
+                // SAFETY: live engine, not used again.
+                unsafe { evr_engine_free(p) };
+            }
+        }
+        for s in self.subs.drain(..) {
+            // SAFETY: live subscriber, not used again.
+            unsafe { evr_subscriber_free(s.ptr) };
+        }
+        for f in self.frames.drain(..) {
+            check_abi_frame(f);
+            // SAFETY: live frame, not used again.
+            unsafe { evr_frame_free(f) };
+        }
+    }
+}
+
+fuzz_target!(|plan: Plan| {
+    // SAFETY: evr_version() returns a static NUL-terminated string.
+    assert_eq!(unsafe { CStr::from_ptr(evr_version()) }.to_str(), Ok(evroute::VERSION));
+    let mut world = World { waits: 2, engines: Vec::new(), subs: Vec::new(), frames: Vec::new() };
+    world.new_engine(&plan.engine_config);
+    for op in plan.ops.iter().take(256) {
+        world.run(op);
+        world.check_invariants();
+    }
+    world.free_all();
+});
