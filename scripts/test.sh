@@ -5,8 +5,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
 
+timings=()
 for part in scripts/test.d/*.sh; do
     echo "==> ${part}"
+    start=$SECONDS
     bash "$part"
+    timings+=("$(printf '%5ds  %s' $((SECONDS - start)) "$part")")
 done
+printf '%s\n' "==> time per part:" "${timings[@]}"
 echo "==> all test parts passed"

@@ -2,5 +2,6 @@
 # Lints and the Rust test suite (unit, golden corpus, proptest model, threads).
 set -euo pipefail
 cargo fmt --check
-cargo clippy --all-targets -- -D warnings
+# --all-features lints the redis feature too, in the same check build.
+cargo clippy --all-targets --all-features -- -D warnings
 cargo test --release

@@ -13,6 +13,5 @@ if ! command -v redis-server >/dev/null 2>&1; then
 fi
 # The apt package starts a system service on port 6379; the tests use their own servers.
 
-cargo clippy --features redis --all-targets -- -D warnings
 cargo test --features redis --release --lib redis_node
 cargo test --features redis --release --test redis

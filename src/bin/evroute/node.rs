@@ -11,7 +11,7 @@ use std::time::Duration;
 use evroute::redis_node::{RedisNode, RedisNodeOptions};
 use evroute::{Engine, EngineConfig, Next};
 
-use crate::route::{Routed, load_subscribers};
+use crate::route::{Routed, load_subscribers, write_delivery};
 
 pub const USAGE: &str = "usage: evroute node --redis URL --subscribers SUBS.ndjson [--namespace NS] \
 [--presence-ttl SECS] [--presence-refresh SECS]";
@@ -140,11 +140,7 @@ fn deliver_until_stopped(subscribers: &[Routed]) -> io::Result<()> {
 fn drain(subscribers: &[Routed], out: &mut impl Write) -> io::Result<()> {
     for routed in subscribers {
         while let Next::Frame(frame) = routed.subscriber.next(Duration::ZERO) {
-            out.write_all(b"{\"subscriber\":")?;
-            out.write_all(routed.id.as_bytes())?;
-            out.write_all(b",")?;
-            out.write_all(&frame.ws()[1..])?;
-            out.write_all(b"\n")?;
+            write_delivery(out, &routed.id, &frame)?;
         }
     }
     Ok(())

@@ -3,14 +3,13 @@
 //! derive, for every evroute node (or Mastodon streaming server) to deliver.
 //! Lines are those of `evroute route`: content-mode events or channel records.
 
-use std::fs::File;
-use std::io::{self, BufRead, BufReader};
+use std::io;
 use std::process::ExitCode;
 
 use evroute::ErrorKind;
 use evroute::redis_node::{Published, Publisher};
 
-use crate::route::for_each_line;
+use crate::route::{for_each_line, open_input};
 
 pub const USAGE: &str = "usage: evroute publish --redis URL [--namespace NS] [EVENTS.ndjson ...]";
 
@@ -44,18 +43,13 @@ pub fn run(args: &[String]) -> ExitCode {
     }
     let (mut events, mut total, mut bad_lines) = (0u64, Published::default(), false);
     for path in &paths {
-        let reader: Box<dyn BufRead> = if path == "-" {
-            Box::new(BufReader::new(io::stdin()))
-        } else {
-            match File::open(path) {
-                Ok(f) => Box::new(BufReader::new(f)),
-                Err(e) => {
-                    eprintln!("evroute publish: {path}: {e}");
-                    return ExitCode::from(2);
-                }
+        let (reader, name) = match open_input(path) {
+            Ok(opened) => opened,
+            Err(e) => {
+                eprintln!("evroute publish: {path}: {e}");
+                return ExitCode::from(2);
             }
         };
-        let name = if path == "-" { "<stdin>" } else { path.as_str() };
         let result = for_each_line(reader, |number, line| match publisher.publish_record(line) {
             Ok(p) => {
                 events += 1;

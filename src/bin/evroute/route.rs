@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use evroute::json::{top_level_span, with_document};
-use evroute::{Engine, EngineConfig, Next, Subscriber, SubscriberOptions};
+use evroute::{Engine, EngineConfig, Frame, Next, Subscriber, SubscriberOptions};
 use simd_json::prelude::*;
 
 pub(crate) struct Routed {
@@ -53,18 +53,13 @@ pub fn run(args: &[String]) -> ExitCode {
         event_paths.push("-".into());
     }
     for path in &event_paths {
-        let reader: Box<dyn BufRead> = if path == "-" {
-            Box::new(BufReader::new(io::stdin()))
-        } else {
-            match File::open(path) {
-                Ok(f) => Box::new(BufReader::new(f)),
-                Err(e) => {
-                    eprintln!("evroute route: {path}: {e}");
-                    return ExitCode::from(2);
-                }
+        let (reader, name) = match open_input(path) {
+            Ok(opened) => opened,
+            Err(e) => {
+                eprintln!("evroute route: {path}: {e}");
+                return ExitCode::from(2);
             }
         };
-        let name = if path == "-" { "<stdin>" } else { path.as_str() };
         let result = for_each_line(reader, |number, line| {
             if let Err(reason) = publish_line(&engine, line) {
                 eprintln!("{name}:{number}: {reason}");
@@ -82,6 +77,24 @@ pub fn run(args: &[String]) -> ExitCode {
         return ExitCode::from(2);
     }
     if bad_lines { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+}
+
+/// Opens an events file, or stdin for `-`; returns it with the name that
+/// `FILE:LINE: reason` messages use.
+pub(crate) fn open_input(path: &str) -> io::Result<(Box<dyn BufRead>, &str)> {
+    if path == "-" {
+        return Ok((Box::new(BufReader::new(io::stdin())), "<stdin>"));
+    }
+    Ok((Box::new(BufReader::new(File::open(path)?)), path))
+}
+
+/// Writes one delivery line: the WebSocket frame with the subscriber id first.
+pub(crate) fn write_delivery(out: &mut impl Write, id: &str, frame: &Frame) -> io::Result<()> {
+    out.write_all(b"{\"subscriber\":")?;
+    out.write_all(id.as_bytes())?;
+    out.write_all(b",")?;
+    out.write_all(&frame.ws()[1..])?;
+    out.write_all(b"\n")
 }
 
 /// Calls `f` with each non-blank line (1-based numbers), as bytes so that
@@ -191,11 +204,7 @@ fn drain(subscribers: &[Routed], out: &mut impl Write) -> io::Result<()> {
         // order; a subscriber's stream arrays are unique per subscription.
         frames.sort_by_key(|f| streams.iter().position(|s| s == f.stream()));
         for frame in frames {
-            out.write_all(b"{\"subscriber\":")?;
-            out.write_all(routed.id.as_bytes())?;
-            out.write_all(b",")?;
-            out.write_all(&frame.ws()[1..])?;
-            out.write_all(b"\n")?;
+            write_delivery(out, &routed.id, &frame)?;
         }
     }
     Ok(())
