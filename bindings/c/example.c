@@ -8,7 +8,7 @@
  * bytes, so the output is itself a valid SSE stream. A bad input line is
  * reported on stderr as "stdin:LINE: reason"; the exit status is then 1.
  *
- * Build (see docs/c-abi.md):
+ * Build (see the C ABI section of the README):
  *   cargo build --release
  *   cc -std=c99 -Wall -Wextra -Werror -Iinclude bindings/c/example.c \
  *      target/release/libevroute.a -lpthread -ldl -lm -o example

@@ -3,7 +3,7 @@
 package evroute
 
 // The Redis scale-out (SPEC §9), built with `-tags evroute_redis` against the
-// redis-enabled static library in target/redis-lib (see docs/redis.md).
+// redis-enabled static library in target/redis-lib (see the README, "Running several nodes").
 
 /*
 #cgo CFLAGS: -DEVR_FEATURE_REDIS

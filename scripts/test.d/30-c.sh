@@ -41,7 +41,7 @@ cc "${cflags[@]}" -O1 tests/c/test_evroute.c -L"$lib" -levroute "${syslibs[@]}" 
 LD_LIBRARY_PATH="$lib" valgrind -q --error-exitcode=1 --leak-check=full \
     "$out/test_evroute_shared" corpus
 
-echo "--- C example (the cc line of docs/c-abi.md)"
+echo "--- C example (the cc line of the README C ABI section)"
 cc -std=c99 -Wall -Wextra -Werror -Iinclude bindings/c/example.c \
     target/release/libevroute.a -lpthread -ldl -lm -o "$out/example"
 input="$out/example-input.ndjson"

@@ -27,7 +27,7 @@ if ! python3 -c 'import pytest' 2>/dev/null; then
 fi
 
 # The redis-enabled library lives in target/redis-lib, where the Go binding's
-# evroute_redis build links it (docs/redis.md): other parts rebuild
+# evroute_redis build links it (README, "Running several nodes"): other parts rebuild
 # target/release without the feature.
 cargo build --release --features redis --lib
 lib=target/redis-lib
