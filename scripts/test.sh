@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
+# Every part builds with --all-features: one feature set means the release
+# dependencies are compiled once for the whole suite, not once per part.
 
 timings=()
 for part in scripts/test.d/*.sh; do

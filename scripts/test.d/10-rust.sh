@@ -4,4 +4,4 @@ set -euo pipefail
 cargo fmt --check
 # --all-features lints the redis feature too, in the same check build.
 cargo clippy --all-targets --all-features -- -D warnings
-cargo test --release
+cargo test --release --all-features

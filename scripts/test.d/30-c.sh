@@ -17,11 +17,11 @@ fi
 
 out=target/c-tests
 mkdir -p "$out"
-cargo build --release --lib
+cargo build --release --lib --all-features
 lib=target/release
 
 echo "--- header: committed include/evroute.h equals the cbindgen output"
-cargo test --release --test header
+cargo test --release --all-features --test header
 
 echo "--- header: compiles alone as C99 and as C++"
 cc -std=c99 -Wall -Wextra -Werror -pedantic -fsyntax-only -x c include/evroute.h

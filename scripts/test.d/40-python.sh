@@ -15,7 +15,7 @@ if ! python3 -c 'import pytest' 2>/dev/null; then
         || python3 -m pip install --quiet --break-system-packages pytest
 fi
 
-cargo build --release --lib
+cargo build --release --lib --all-features
 export EVROUTE_LIB="$PWD/target/release/libevroute.so"
 status=0
 python3 -m pytest -q -p no:cacheprovider bindings/python/tests || status=$?

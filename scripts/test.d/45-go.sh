@@ -22,7 +22,7 @@ writable() { mkdir -p "$1" 2>/dev/null && [ -w "$1" ]; }
 writable "$(go env GOPATH)" || export GOPATH="$scratch/gopath"
 writable "$(go env GOCACHE)" || export GOCACHE="$scratch/gocache"
 
-cargo build --release --lib
+cargo build --release --lib --all-features
 cd bindings/go
 
 echo "--- go vet"

@@ -6,8 +6,8 @@ if ! command -v redis-server >/dev/null; then
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null) \
         || echo "redis-server unavailable: baseline (b) will be skipped"
 fi
-cargo bench --no-run
-cargo build --release
+cargo bench --no-run --all-features
+cargo build --release --all-features
 out=$(./target/release/evroute bench --scale 1000 --events 128 --json)
 python3 - "$out" <<'PY'
 import json, sys

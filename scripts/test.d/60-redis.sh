@@ -13,5 +13,5 @@ if ! command -v redis-server >/dev/null 2>&1; then
 fi
 # The apt package starts a system service on port 6379; the tests use their own servers.
 
-cargo test --features redis --release --lib redis_node
-cargo test --features redis --release --test redis
+cargo test --all-features --release --lib redis_node
+cargo test --all-features --release --test redis

@@ -29,11 +29,11 @@ if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; th
 fi
 
 echo "--- Rust unit tests of the Redis exports (argument checks, options JSON)"
-cargo test --release --features redis --lib ffi::redis
+cargo test --release --all-features --lib ffi::redis
 
 # Same profile and features as 60-redis.sh, so only evroute itself is rebuilt;
 # the libraries are copied away because other parts build without the feature.
-cargo build --release --features redis --lib
+cargo build --release --all-features --lib
 out=target/c-redis-tests
 mkdir -p "$out"
 cp target/release/libevroute.a target/release/libevroute.so "$out/"

@@ -29,7 +29,7 @@ fi
 # The redis-enabled library lives in target/redis-lib, where the Go binding's
 # evroute_redis build links it (README, "Running several nodes"): other parts rebuild
 # target/release without the feature.
-cargo build --release --features redis --lib
+cargo build --release --all-features --lib
 lib=target/redis-lib
 mkdir -p "$lib"
 cp target/release/libevroute.a target/release/libevroute.so "$lib/"
