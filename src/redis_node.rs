@@ -316,13 +316,23 @@ impl Shared {
             self.counters.reconnects.fetch_add(1, Ordering::Relaxed);
             self.resync_presence.store(true, Ordering::SeqCst);
         }
+        let mut retried = 0;
         loop {
             if self.stopped() {
                 return Ok(());
             }
             match pubsub.get_message() {
-                Ok(msg) => self.feed(&msg),
-                Err(e) if e.is_timeout() => {}
+                Ok(msg) => {
+                    retried = 0;
+                    self.feed(&msg);
+                }
+                Err(e) if e.is_timeout() => retried = 0,
+                // A read interrupted by a signal (EINTR) leaves the connection
+                // usable; dropping it would lose messages while we reconnect.
+                // A few in a row are tolerated, not an endless stream.
+                Err(e) if retried < 3 && matches!(e.retry_method(), redis::RetryMethod::RetryImmediately) => {
+                    retried += 1;
+                }
                 Err(e) => return Err(e),
             }
         }
