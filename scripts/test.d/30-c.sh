@@ -5,15 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-need=()
-command -v cc >/dev/null || need+=(gcc libc6-dev)
-command -v g++ >/dev/null || need+=(g++)
-command -v valgrind >/dev/null || need+=(valgrind)
-if [ ${#need[@]} -gt 0 ]; then
-    sudo_=$([ "$(id -u)" = 0 ] || echo sudo)
-    $sudo_ apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq "${need[@]}"
-fi
+source scripts/need.sh
+need cc:gcc,libc6-dev g++:g++ valgrind:valgrind
 
 out=target/c-tests
 mkdir -p "$out"

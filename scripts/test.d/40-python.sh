@@ -4,16 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-command -v python3 >/dev/null || {
-    sudo_=$([ "$(id -u)" = 0 ] || echo sudo)
-    $sudo_ apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq python3 python3-pip
-}
-if ! python3 -c 'import pytest' 2>/dev/null; then
-    # Debian's system Python refuses plain pip installs (PEP 668).
-    python3 -m pip install --quiet pytest 2>/dev/null \
-        || python3 -m pip install --quiet --break-system-packages pytest
-fi
+source scripts/need.sh
+need python3:python3,python3-pip
+need_pytest
 
 cargo build --release --lib --all-features
 export EVROUTE_LIB="$PWD/target/release/libevroute.so"

@@ -4,14 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-need=()
-command -v go >/dev/null || need+=(golang-go)
-command -v cc >/dev/null || need+=(gcc libc6-dev)
-if [ ${#need[@]} -gt 0 ]; then
-    sudo_=$([ "$(id -u)" = 0 ] || echo sudo)
-    $sudo_ apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq "${need[@]}"
-fi
+source scripts/need.sh
+need go:golang-go cc:gcc,libc6-dev
 go version
 
 # Standard library only: no module downloads. Keep Go's caches writable.

@@ -2,10 +2,8 @@
 # Benchmark smoke test: benches compile, `evroute bench` runs end to end
 # at a small scale (with Redis when it can be installed) and emits JSON.
 set -euo pipefail
-if ! command -v redis-server >/dev/null; then
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null) \
-        || echo "redis-server unavailable: baseline (b) will be skipped"
-fi
+source scripts/need.sh
+need redis-server:redis-server || echo "redis-server unavailable: baseline (b) will be skipped"
 cargo bench --no-run --all-features
 cargo build --release --all-features
 out=$(./target/release/evroute bench --scale 1000 --events 128 --json)

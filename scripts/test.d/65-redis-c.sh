@@ -6,18 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-need=()
-command -v cc >/dev/null || need+=(gcc libc6-dev)
-command -v g++ >/dev/null || need+=(g++)
-command -v valgrind >/dev/null || need+=(valgrind)
-command -v redis-server >/dev/null || need+=(redis-server)
-command -v redis-cli >/dev/null || need+=(redis-tools)
-if [ ${#need[@]} -gt 0 ]; then
-    sudo_=$([ "$(id -u)" = 0 ] || echo sudo)
-    $sudo_ apt-get update -qq || true
-    DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq "${need[@]}" >/dev/null \
-        || echo "warning: could not install ${need[*]}"
-fi
+source scripts/need.sh
+need cc:gcc,libc6-dev g++:g++ valgrind:valgrind redis-server:redis-server redis-cli:redis-tools ||
+    echo "warning: could not install every package"
 
 echo "--- header: compiles alone with EVR_FEATURE_REDIS, as C99 and as C++"
 cc -std=c99 -DEVR_FEATURE_REDIS -Wall -Wextra -Werror -pedantic -fsyntax-only -x c include/evroute.h

@@ -5,26 +5,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-need=()
-command -v python3 >/dev/null || need+=(python3 python3-pip)
-command -v go >/dev/null || need+=(golang-go)
-command -v cc >/dev/null || need+=(gcc libc6-dev)
-command -v redis-server >/dev/null || need+=(redis-server)
-if [ ${#need[@]} -gt 0 ]; then
-    sudo_=$([ "$(id -u)" = 0 ] || echo sudo)
-    $sudo_ apt-get update -qq || true
-    DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq "${need[@]}" >/dev/null \
-        || echo "warning: could not install ${need[*]}"
-fi
+source scripts/need.sh
+need python3:python3,python3-pip go:golang-go cc:gcc,libc6-dev redis-server:redis-server ||
+    echo "warning: could not install every package"
 if ! command -v redis-server >/dev/null; then
     echo "SKIPPED: Redis binding tests (redis-server not installed and not installable)"
     exit 0
 fi
-if ! python3 -c 'import pytest' 2>/dev/null; then
-    # Debian's system Python refuses plain pip installs (PEP 668).
-    python3 -m pip install --quiet pytest 2>/dev/null \
-        || python3 -m pip install --quiet --break-system-packages pytest
-fi
+need_pytest
 
 # The redis-enabled library lives in target/redis-lib, where the Go binding's
 # evroute_redis build links it (README, "Running several nodes"): other parts rebuild

@@ -8,14 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
-need=()
-command -v cc >/dev/null || need+=(gcc libc6-dev)
-command -v c++ >/dev/null || need+=(g++)
-if [ ${#need[@]} -gt 0 ]; then
-    sudo_=$([ "$(id -u)" = 0 ] || echo sudo)
-    $sudo_ apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq "${need[@]}"
-fi
+source scripts/need.sh
+need cc:gcc,libc6-dev c++:g++
 
 export RUSTC_BOOTSTRAP=1
 seconds=${FUZZ_SECONDS:-15}

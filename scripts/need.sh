@@ -1,0 +1,27 @@
+# Sourced by the test parts: install what a part needs on a fresh Debian machine.
+
+# need CMD:PKG[,PKG...] ...  installs the packages of every command that is missing.
+# Fails when apt-get does; callers that can skip instead add `|| echo ...`.
+need() {
+    local missing=() spec pkgs
+    for spec in "$@"; do
+        if ! command -v "${spec%%:*}" >/dev/null 2>&1; then
+            IFS=, read -r -a pkgs <<<"${spec#*:}"
+            missing+=("${pkgs[@]}")
+        fi
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    local sudo_=""
+    [ "$(id -u)" = 0 ] || sudo_=sudo
+    echo "installing ${missing[*]}"
+    $sudo_ apt-get update -qq || true
+    $sudo_ env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+# need_pytest installs pytest with pip when it is missing.
+need_pytest() {
+    python3 -c 'import pytest' 2>/dev/null && return 0
+    # Debian's system Python refuses plain pip installs (PEP 668).
+    python3 -m pip install --quiet pytest 2>/dev/null ||
+        python3 -m pip install --quiet --break-system-packages pytest
+}
