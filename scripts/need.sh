@@ -25,3 +25,13 @@ need_pytest() {
     python3 -m pip install --quiet pytest 2>/dev/null ||
         python3 -m pip install --quiet --break-system-packages pytest
 }
+
+# go_env: standard library only, so no module downloads; keep Go's caches writable
+# (a scratch dir, removed on exit, when the defaults are not).
+go_env() {
+    export GOFLAGS=-mod=mod GOPROXY=off GOTOOLCHAIN=local CGO_ENABLED=1
+    go_scratch=$(mktemp -d)
+    trap 'rm -rf "$go_scratch"' EXIT
+    mkdir -p "$(go env GOPATH)" 2>/dev/null && [ -w "$(go env GOPATH)" ] || export GOPATH="$go_scratch/gopath"
+    mkdir -p "$(go env GOCACHE)" 2>/dev/null && [ -w "$(go env GOCACHE)" ] || export GOCACHE="$go_scratch/gocache"
+}

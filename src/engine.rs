@@ -341,13 +341,15 @@ impl Delivery<'_> {
 }
 
 impl EngineInner {
-    fn deliver(&self, ev: RoutedEvent) -> PublishStats {
+    fn deliver(&self, mut ev: RoutedEvent) -> PublishStats {
+        // The frame body takes the payload: it is not copied a second time.
+        let payload = ev.payload.take();
         let earlier = ev.deletes.as_deref().and_then(|id| self.recent.lock().take(id));
         let watermark = self.next_seq.load(Ordering::SeqCst);
         let mut d = Delivery {
             disconnected: Vec::new(),
             ev: &ev,
-            frames: FrameCache::new(FrameBody::new(&ev.name, ev.payload.as_deref())),
+            frames: FrameCache::new(FrameBody::with_payload(&ev.name, payload)),
             stats: PublishStats::default(),
             excluded: ev.remember.as_ref().map(|_| Vec::new()),
             seen: earlier.as_ref().map(|_| AHashSet::new()),

@@ -18,11 +18,17 @@ pub struct FrameBody {
 
 impl FrameBody {
     pub fn new(event: &str, payload: Option<&str>) -> Arc<FrameBody> {
-        let mut sse = Vec::with_capacity(event.len() + payload.map_or(9, str::len) + 16);
+        Self::with_payload(event, payload.map(Box::from))
+    }
+
+    /// Like `new`, taking an owned payload so the hot path does not copy it again.
+    pub fn with_payload(event: &str, payload: Option<Box<str>>) -> Arc<FrameBody> {
+        let payload_ref = payload.as_deref();
+        let mut sse = Vec::with_capacity(event.len() + payload_ref.map_or(9, str::len) + 16);
         sse.extend_from_slice(b"event: ");
         sse.extend_from_slice(event.as_bytes());
         sse.push(b'\n');
-        match payload {
+        match payload_ref {
             None => sse.extend_from_slice(b"data: undefined\n"),
             Some(text) => {
                 // One data line per line of the payload, so a pretty-printed
@@ -35,7 +41,7 @@ impl FrameBody {
             }
         }
         sse.push(b'\n');
-        Arc::new(FrameBody { event: event.into(), payload: payload.map(Box::from), sse: sse.into_boxed_slice() })
+        Arc::new(FrameBody { event: event.into(), payload, sse: sse.into_boxed_slice() })
     }
 }
 

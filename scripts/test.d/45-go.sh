@@ -8,13 +8,7 @@ source scripts/need.sh
 need go:golang-go cc:gcc,libc6-dev
 go version
 
-# Standard library only: no module downloads. Keep Go's caches writable.
-export GOFLAGS=-mod=mod GOPROXY=off GOTOOLCHAIN=local CGO_ENABLED=1
-scratch=$(mktemp -d)
-trap 'rm -rf "$scratch"' EXIT
-writable() { mkdir -p "$1" 2>/dev/null && [ -w "$1" ]; }
-writable "$(go env GOPATH)" || export GOPATH="$scratch/gopath"
-writable "$(go env GOCACHE)" || export GOCACHE="$scratch/gocache"
+go_env
 
 cargo build --release --lib --all-features
 cd bindings/go

@@ -31,12 +31,7 @@ python3 -m pytest -q -p no:cacheprovider -rs bindings/python/tests/test_redis.py
 [ "$status" = 0 ] || { echo "pytest failed (exit status $status)"; exit 1; }
 
 echo "--- Go: go vet and go test -tags evroute_redis -run Redis"
-export GOFLAGS=-mod=mod GOPROXY=off GOTOOLCHAIN=local CGO_ENABLED=1
-scratch=$(mktemp -d)
-trap 'rm -rf "$scratch"' EXIT
-writable() { mkdir -p "$1" 2>/dev/null && [ -w "$1" ]; }
-writable "$(go env GOPATH)" || export GOPATH="$scratch/gopath"
-writable "$(go env GOCACHE)" || export GOCACHE="$scratch/gocache"
+go_env
 cd bindings/go
 go vet -tags evroute_redis ./...
 go test -count=1 -v -tags evroute_redis -run Redis .
