@@ -1,3 +1,3 @@
-module evroute
+module github.com/evroute/evroute/bindings/go
 
-go 1.19
+go 1.22

@@ -21,7 +21,7 @@ import (
 	"strings"
 	"time"
 
-	"evroute"
+	evroute "github.com/evroute/evroute/bindings/go"
 )
 
 const prefix = "/api/v1/streaming/"

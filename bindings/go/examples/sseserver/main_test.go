@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"evroute"
+	evroute "github.com/evroute/evroute/bindings/go"
 )
 
 // Expected frames are built from the corpus bytes and SPEC §4.
