@@ -192,13 +192,13 @@ impl Queue {
         st.frames.push_back(Arc::clone(frame));
         st.counts.delivered += 1;
         outcome.delivered = true;
-        if was_empty {
-            if let Some(fd) = &st.notifier {
-                fd.signal();
-            }
-            if st.waiters > 0 {
-                self.ready.notify_one();
-            }
+        if was_empty && let Some(fd) = &st.notifier {
+            fd.signal();
+        }
+        // One wakeup per frame, not only on empty → non-empty: with several
+        // readers waiting, a burst of frames must wake as many of them.
+        if st.waiters > 0 {
+            self.ready.notify_one();
         }
         outcome
     }

@@ -218,3 +218,51 @@ fn concurrent_publish_subscribe_and_drain_lose_nothing() {
         assert_eq!(q.depth, 0, "{q:?}");
     }
 }
+
+/// Several threads wait in `next` on one subscriber (the header allows it)
+/// and a burst of frames arrives at once: each frame wakes a reader, so
+/// every frame is taken within a fraction of the readers' long timeout.
+fn burst_wakes_every_reader(readers: usize) {
+    const ROUNDS: usize = 6;
+    const TIMEOUT: Duration = Duration::from_secs(10);
+    let engine = Engine::new(EngineConfig::default());
+    let sub = Arc::new(engine.subscriber_from_json(b"{}").unwrap());
+    sub.subscribe(br#"{"stream":"public"}"#).unwrap();
+    for round in 0..ROUNDS {
+        let threads: Vec<_> = (0..readers)
+            .map(|_| {
+                let sub = Arc::clone(&sub);
+                thread::spawn(move || match sub.next(TIMEOUT) {
+                    Next::Frame(_) => Instant::now(),
+                    other => panic!("reader got {other:?} instead of a frame"),
+                })
+            })
+            .collect();
+        // Let every reader block in `next` before the burst.
+        thread::sleep(Duration::from_millis(100));
+        let sent = Instant::now();
+        for i in 0..readers {
+            engine
+                .publish_channel(
+                    b"timeline:public",
+                    format!(r#"{{"event":"update","payload":{}}}"#, status(round, i)).as_bytes(),
+                )
+                .unwrap();
+        }
+        for t in threads {
+            let waited = t.join().unwrap().saturating_duration_since(sent);
+            assert!(waited < Duration::from_secs(2), "{readers} readers, round {round}: a frame waited {waited:?}");
+        }
+        assert!(matches!(sub.next(Duration::ZERO), Next::Empty));
+    }
+}
+
+#[test]
+fn two_readers_each_wake_for_a_burst() {
+    burst_wakes_every_reader(2);
+}
+
+#[test]
+fn four_readers_each_wake_for_a_burst() {
+    burst_wakes_every_reader(4);
+}
