@@ -26,10 +26,11 @@ need_pytest() {
         python3 -m pip install --quiet --break-system-packages pytest
 }
 
-# go_env: standard library only, so no module downloads; keep Go's caches writable
-# (a scratch dir, removed on exit, when the defaults are not).
+# go_env: the Go module (bindings/go) takes its modules, pinned by the committed go.sum,
+# from the Go module proxy; keep Go's caches writable (a scratch dir, removed on exit,
+# when the defaults are not).
 go_env() {
-    export GOFLAGS=-mod=mod GOPROXY=off GOTOOLCHAIN=local CGO_ENABLED=1
+    export GOFLAGS=-mod=readonly GOPROXY=https://proxy.golang.org,direct GOTOOLCHAIN=local CGO_ENABLED=1
     go_scratch=$(mktemp -d)
     trap 'rm -rf "$go_scratch"' EXIT
     mkdir -p "$(go env GOPATH)" 2>/dev/null && [ -w "$(go env GOPATH)" ] || export GOPATH="$go_scratch/gopath"

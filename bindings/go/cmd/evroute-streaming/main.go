@@ -1,0 +1,270 @@
+//go:build evroute_redis
+
+// Command evroute-streaming is a drop-in replacement for Mastodon's streaming
+// server (streaming/index.js) on evroute: same environment, same endpoints,
+// same frames, no database query per message.
+//
+//	evroute-streaming [--env-file .env.production]           # serve
+//	evroute-streaming install-triggers [--env-file FILE]     # opt-in NOTIFY triggers
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	evroute "github.com/evroute/evroute/bindings/go"
+	"github.com/evroute/evroute/bindings/go/streaming"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/joho/godotenv"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/redis/go-redis/v9"
+)
+
+func usage(fs *flag.FlagSet) func() {
+	return func() {
+		out := fs.Output()
+		fmt.Fprint(out, `Usage: evroute-streaming [--env-file FILE] [serve | install-triggers]
+
+A drop-in replacement for Mastodon's streaming server. It reads Mastodon's
+environment: SOCKET or BIND/PORT; DATABASE_URL or DB_USER, DB_PASS, DB_NAME,
+DB_HOST, DB_PORT, DB_SSLMODE, DB_POOL; REDIS_URL or REDIS_HOST, REDIS_PORT,
+REDIS_DB, REDIS_USERNAME, REDIS_PASSWORD; REDIS_NAMESPACE.
+
+Commands:
+  serve             serve the streaming API (the default)
+  install-triggers  add Postgres triggers on blocks, mutes, domain blocks, users and
+                    custom_filters that NOTIFY the server, which then reloads the
+                    account's viewer state within a second (a schema addition)
+
+Flags:
+`)
+		fs.PrintDefaults()
+		fmt.Fprint(out, "\nevroute settings (environment):\n")
+		for _, s := range evrouteSettings {
+			fmt.Fprintf(out, "  %-26s %s (default %s)\n", s.name, s.help, s.def)
+		}
+	}
+}
+
+func main() {
+	fs := flag.NewFlagSet("evroute-streaming", flag.ContinueOnError)
+	envFile := fs.String("env-file", "", "load this dotenv file first (e.g. Mastodon's .env.production); the environment wins")
+	fs.Usage = usage(fs)
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		os.Exit(2)
+	}
+	cmd := "serve"
+	if fs.NArg() > 0 {
+		cmd = fs.Arg(0)
+	}
+	if *envFile != "" {
+		if err := godotenv.Load(*envFile); err != nil {
+			fmt.Fprintf(os.Stderr, "evroute-streaming: --env-file: %v\n", err)
+			os.Exit(1)
+		}
+	}
+	var err error
+	switch cmd {
+	case "serve":
+		err = serve()
+	case "install-triggers":
+		err = runInstallTriggers()
+	default:
+		fs.Usage()
+		os.Exit(2)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "evroute-streaming: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func newLogger(level string) *slog.Logger {
+	lv := slog.LevelInfo
+	switch level {
+	case "silly", "debug", "verbose":
+		lv = slog.LevelDebug
+	case "warn":
+		lv = slog.LevelWarn
+	case "error", "silent":
+		lv = slog.LevelError
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lv}))
+}
+
+func openPool(ctx context.Context, cfg *config) (*pgxpool.Pool, error) {
+	pc, err := pgxpool.ParseConfig(cfg.databaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("database configuration: %w", err)
+	}
+	pc.MaxConns = int32(cfg.dbPool)
+	// As Mastodon: an empty application_name keeps PgBouncer cheap.
+	pc.ConnConfig.RuntimeParams["application_name"] = ""
+	return pgxpool.NewWithConfig(ctx, pc)
+}
+
+func runInstallTriggers() error {
+	cfg, err := loadConfig()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	pool, err := openPool(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	if err := installTriggers(ctx, pool); err != nil {
+		return fmt.Errorf("install-triggers: %w", err)
+	}
+	fmt.Println("evroute-streaming: triggers installed (channel " + notifyChannel + ")")
+	return nil
+}
+
+func listener(cfg *config) (net.Listener, string, error) {
+	if cfg.socket != "" {
+		_ = os.Remove(cfg.socket)
+		l, err := net.Listen("unix", cfg.socket)
+		if err != nil {
+			return nil, "", err
+		}
+		if err := os.Chmod(cfg.socket, 0o666); err != nil {
+			l.Close()
+			return nil, "", err
+		}
+		return l, cfg.socket, nil
+	}
+	addr := net.JoinHostPort(cfg.bind, strconv.Itoa(cfg.port))
+	l, err := net.Listen("tcp", addr)
+	return l, addr, err
+}
+
+func serve() error {
+	cfg, err := loadConfig()
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg.logLevel)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	pool, err := openPool(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+
+	eng, err := evroute.NewEngine(evroute.Config{QueueCapacity: cfg.queueCapacity, Overflow: cfg.overflow, RedisNamespace: cfg.redisNamespace})
+	if err != nil {
+		return err
+	}
+	defer eng.Close()
+	node, err := eng.AttachRedis(cfg.redisURL, evroute.RedisOptions{})
+	if err != nil {
+		return fmt.Errorf("redis: %w", err)
+	}
+	defer node.Close()
+	ropts, err := redis.ParseURL(cfg.redisURL)
+	if err != nil {
+		return fmt.Errorf("redis: %w", err)
+	}
+	rdb := redis.NewClient(ropts)
+	defer rdb.Close()
+	bus := newSystemBus(rdb, cfg.redisNamespace, log)
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	var h *streaming.Handler
+	registerIngestMetrics(reg, node, bus, pool, func() int { return 1 + len(h.SystemChannels()) })
+
+	store := &pgStore{pool: pool}
+	h, err = streaming.New(streaming.Options{
+		Engine: eng, Tokens: store, Viewers: store, System: bus,
+		Ready: func() bool {
+			ok, _ := node.WaitSubscribed(0)
+			return ok
+		},
+		Registerer: reg, Gatherer: reg, Logger: log,
+		RefreshInterval: cfg.refresh, BatchBytes: cfg.batchBytes,
+	})
+	if err != nil {
+		return err
+	}
+	go bus.run(ctx, h)
+	go listen(ctx, pool, h, log)
+
+	l, addr, err := listener(cfg)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(l) }()
+	log.Info("Streaming API now listening on " + addr)
+
+	select {
+	case err := <-served:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down: closing every stream")
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	go func() { _ = srv.Shutdown(sctx) }() // stops accepting at once
+	if err := h.Shutdown(sctx); err != nil {
+		log.Warn("some streams did not end in time", "err", err)
+	}
+	return nil
+}
+
+// registerIngestMetrics exposes Mastodon's Redis and Postgres pool metrics.
+//
+// Until the node subscribes channel by channel, it holds one pattern
+// subscription; subscriptions() adds the system channels.
+func registerIngestMetrics(reg prometheus.Registerer, node *evroute.RedisNode, bus *systemBus, pool *pgxpool.Pool, subscriptions func() int) {
+	nodeStat := func(pick func(evroute.RedisNodeStats) uint64) func() float64 {
+		return func() float64 {
+			st, err := node.Stats()
+			if err != nil {
+				return 0
+			}
+			return float64(pick(st))
+		}
+	}
+	poolStat := func(pick func(*pgxpool.Stat) int32) func() float64 {
+		return func() float64 { return float64(pick(pool.Stat())) }
+	}
+	reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "redis_messages_received_total", Help: "The total number of messages the streaming server has received from redis subscriptions"},
+			func() float64 {
+				return nodeStat(func(s evroute.RedisNodeStats) uint64 { return s.Received + s.Rejected + s.Ignored })() + float64(bus.received.Load())
+			}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "redis_subscriptions", Help: "The number of Redis channels the streaming server is subscribed to"},
+			func() float64 { return float64(subscriptions()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "evroute_redis_reconnects_total", Help: "Redis connections re-established by the ingest node"},
+			nodeStat(func(s evroute.RedisNodeStats) uint64 { return s.Reconnects })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "evroute_redis_presence_keys", Help: "Presence keys (subscribed:<channel>) kept alive"},
+			nodeStat(func(s evroute.RedisNodeStats) uint64 { return s.PresenceKeys })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pg_pool_total_connections", Help: "The total number of clients existing within the pool"},
+			poolStat(func(s *pgxpool.Stat) int32 { return s.TotalConns() })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pg_pool_idle_connections", Help: "The number of clients which are not checked out but are currently idle in the pool"},
+			poolStat(func(s *pgxpool.Stat) int32 { return s.IdleConns() })),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "pg_pool_empty_acquire_total", Help: "Queries that waited for a connection because all were checked out"},
+			func() float64 { return float64(pool.Stat().EmptyAcquireCount()) }),
+	)
+}

@@ -1,0 +1,191 @@
+//go:build evroute_redis
+
+package main
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/evroute/evroute/bindings/go/streaming"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// pgStore is TokenStore and ViewerStore over Mastodon's schema.
+type pgStore struct {
+	pool *pgxpool.Pool
+}
+
+// tokenQuery is Mastodon's token lookup: not revoked, user not disabled,
+// account not suspended, with the role's permissions.
+const tokenQuery = `SELECT t.id, u.account_id, COALESCE(t.scopes, ''), COALESCE(r.permissions, 0)
+FROM oauth_access_tokens t
+JOIN users u ON t.resource_owner_id = u.id
+JOIN accounts a ON u.account_id = a.id
+LEFT OUTER JOIN user_roles r ON u.role_id = r.id
+WHERE t.token = $1 AND t.revoked_at IS NULL AND NOT u.disabled AND a.suspended_at IS NULL
+LIMIT 1`
+
+func (s *pgStore) Authenticate(ctx context.Context, token string) (*streaming.Identity, error) {
+	var tokenID, accountID, perms int64
+	var scopes string
+	err := s.pool.QueryRow(ctx, tokenQuery, token).Scan(&tokenID, &accountID, &scopes, &perms)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, streaming.ErrInvalidToken
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &streaming.Identity{
+		TokenID:     strconv.FormatInt(tokenID, 10),
+		AccountID:   strconv.FormatInt(accountID, 10),
+		Scopes:      strings.Fields(scopes),
+		Permissions: perms,
+	}, nil
+}
+
+func (s *pgStore) ListOwned(ctx context.Context, accountID, listID string) (bool, error) {
+	var one int
+	err := s.pool.QueryRow(ctx, `SELECT 1 FROM lists WHERE id = $1 AND account_id = $2 LIMIT 1`, listID, accountID).Scan(&one)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// viewerQueries load every account's state in one round trip; each yields
+// (account id, value) rows.
+var viewerQueries = []struct {
+	sql   string
+	field func(v *streaming.Viewer) *[]string
+}{
+	{`SELECT account_id, unnest(chosen_languages) FROM users WHERE account_id = ANY($1)`,
+		func(v *streaming.Viewer) *[]string { return &v.Languages }},
+	{`SELECT account_id, target_account_id::text FROM blocks WHERE account_id = ANY($1)`,
+		func(v *streaming.Viewer) *[]string { return &v.BlockedAccounts }},
+	{`SELECT account_id, target_account_id::text FROM mutes WHERE account_id = ANY($1)`,
+		func(v *streaming.Viewer) *[]string { return &v.MutedAccounts }},
+	{`SELECT account_id, domain FROM account_domain_blocks WHERE account_id = ANY($1) AND domain IS NOT NULL`,
+		func(v *streaming.Viewer) *[]string { return &v.BlockedDomains }},
+}
+
+func (s *pgStore) LoadViewers(ctx context.Context, accountIDs []string) (map[string]*streaming.Viewer, error) {
+	ids := make([]int64, 0, len(accountIDs))
+	out := make(map[string]*streaming.Viewer, len(accountIDs))
+	for _, id := range accountIDs {
+		n, err := strconv.ParseInt(id, 10, 64)
+		if err != nil {
+			continue // not a Mastodon account id: no state
+		}
+		ids = append(ids, n)
+		out[id] = &streaming.Viewer{}
+	}
+	batch := &pgx.Batch{}
+	for _, q := range viewerQueries {
+		batch.Queue(q.sql, ids)
+	}
+	br := s.pool.SendBatch(ctx, batch)
+	defer br.Close()
+	for _, q := range viewerQueries {
+		rows, err := br.Query()
+		if err != nil {
+			return nil, err
+		}
+		var acct int64
+		var val string
+		_, err = pgx.ForEachRow(rows, []any{&acct, &val}, func() error {
+			if v := out[strconv.FormatInt(acct, 10)]; v != nil {
+				f := q.field(v)
+				*f = append(*f, val)
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return out, br.Close()
+}
+
+// notifyChannel is the Postgres channel install-triggers notifies with the
+// account id whose viewer state changed.
+const notifyChannel = "evroute_viewer_state"
+
+// triggersSQL is the opt-in schema addition of install-triggers.
+const triggersSQL = `
+CREATE OR REPLACE FUNCTION evroute_notify_viewer_state() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+  r record;
+BEGIN
+  IF TG_OP = 'DELETE' THEN r := OLD; ELSE r := NEW; END IF;
+  PERFORM pg_notify('` + notifyChannel + `', r.account_id::text);
+  IF TG_TABLE_NAME = 'blocks' THEN
+    PERFORM pg_notify('` + notifyChannel + `', r.target_account_id::text);
+  END IF;
+  RETURN NULL;
+END $$;
+DROP TRIGGER IF EXISTS evroute_viewer_state ON blocks;
+CREATE TRIGGER evroute_viewer_state AFTER INSERT OR UPDATE OR DELETE ON blocks
+  FOR EACH ROW EXECUTE FUNCTION evroute_notify_viewer_state();
+DROP TRIGGER IF EXISTS evroute_viewer_state ON mutes;
+CREATE TRIGGER evroute_viewer_state AFTER INSERT OR UPDATE OR DELETE ON mutes
+  FOR EACH ROW EXECUTE FUNCTION evroute_notify_viewer_state();
+DROP TRIGGER IF EXISTS evroute_viewer_state ON account_domain_blocks;
+CREATE TRIGGER evroute_viewer_state AFTER INSERT OR UPDATE OR DELETE ON account_domain_blocks
+  FOR EACH ROW EXECUTE FUNCTION evroute_notify_viewer_state();
+DROP TRIGGER IF EXISTS evroute_viewer_state ON users;
+CREATE TRIGGER evroute_viewer_state AFTER UPDATE OF chosen_languages ON users
+  FOR EACH ROW EXECUTE FUNCTION evroute_notify_viewer_state();
+DROP TRIGGER IF EXISTS evroute_viewer_state ON custom_filters;
+CREATE TRIGGER evroute_viewer_state AFTER INSERT OR UPDATE OR DELETE ON custom_filters
+  FOR EACH ROW EXECUTE FUNCTION evroute_notify_viewer_state();
+`
+
+func installTriggers(ctx context.Context, pool *pgxpool.Pool) error {
+	_, err := pool.Exec(ctx, triggersSQL)
+	return err
+}
+
+// listen reloads an account's viewer state whenever a trigger notifies it,
+// until ctx ends; it reconnects after a failure.
+func listen(ctx context.Context, pool *pgxpool.Pool, h *streaming.Handler, log *slog.Logger) {
+	for ctx.Err() == nil {
+		err := listenOnce(ctx, pool, h)
+		if ctx.Err() != nil {
+			return
+		}
+		log.Warn("Postgres LISTEN failed, retrying", "err", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(2 * time.Second):
+		}
+	}
+}
+
+func listenOnce(ctx context.Context, pool *pgxpool.Pool, h *streaming.Handler) error {
+	pc, err := pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	// A connection that LISTENed is not given back to the pool.
+	conn := pc.Hijack()
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(ctx, "LISTEN "+notifyChannel); err != nil {
+		return err
+	}
+	for {
+		n, err := conn.WaitForNotification(ctx)
+		if err != nil {
+			return err
+		}
+		go func(account string) {
+			rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			defer cancel()
+			_ = h.Reload(rctx, account)
+		}(n.Payload)
+	}
+}

@@ -1,0 +1,193 @@
+package streaming
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	evroute "github.com/evroute/evroute/bindings/go"
+)
+
+// Why a connection ends (besides its client going away).
+const (
+	stopNone     int32 = iota
+	stopKill           // a kill system message
+	stopShutdown       // the server drains (SIGTERM)
+	stopGone           // the client went away or a write failed
+	stopTimeout        // a WebSocket client did not answer a ping
+)
+
+// conn is one client connection: its subscriber and the readiness fd of that
+// subscriber, registered in Go's own poller so waiting holds no OS thread.
+type conn struct {
+	h       *Handler
+	id      *Identity
+	acct    *account
+	kind    string // "eventsource" or "websocket"
+	sub     *evroute.Subscriber
+	ready   *os.File // a dup of the subscriber's eventfd
+	raw     syscall.RawConn
+	reason  atomic.Int32
+	mu      sync.Mutex // guards streams
+	streams map[string]*resolved
+}
+
+// open creates the connection's subscriber (with the account's current
+// viewer state) and registers its readiness fd.
+func (h *Handler) open(id *Identity, acct *account, kind string) (*conn, error) {
+	c := &conn{h: h, id: id, acct: acct, kind: kind, streams: map[string]*resolved{}}
+	err := acct.attach(c, func(filters []byte) (*evroute.Subscriber, error) {
+		return h.opts.Engine.NewSubscriberJSON(h.subscriberJSON(id.AccountID, filters))
+	})
+	if err != nil {
+		return nil, err
+	}
+	fd, err := c.sub.Fd()
+	if err == nil {
+		c.ready, err = pollable(fd)
+	}
+	if err == nil {
+		c.raw, err = c.ready.SyscallConn()
+	}
+	if err != nil {
+		c.close()
+		return nil, err
+	}
+	h.track(c)
+	h.listenSystem(c)
+	return c, nil
+}
+
+// pollable duplicates the (non-blocking) eventfd into an *os.File, which Go
+// registers in its netpoller; the subscriber keeps its own fd.
+func pollable(fd int) (*os.File, error) {
+	dup, err := syscall.Dup(fd)
+	if err != nil {
+		return nil, fmt.Errorf("dup readiness fd: %w", err)
+	}
+	syscall.CloseOnExec(dup)
+	return os.NewFile(uintptr(dup), "evroute-ready"), nil
+}
+
+// close releases everything the connection holds; safe to call once per open.
+func (c *conn) close() {
+	h := c.h
+	c.mu.Lock()
+	for _, r := range c.streams {
+		h.metrics.channels.WithLabelValues(c.kind, r.label).Dec()
+	}
+	c.streams = nil
+	c.mu.Unlock()
+	if c.ready != nil {
+		h.unlistenSystem(c)
+		h.untrack(c)
+		c.ready.Close() // leaves the poller before the eventfd goes away
+	}
+	c.acct.detach(c)
+	if c.sub != nil {
+		if st, err := c.sub.Stats(); err == nil {
+			h.metrics.dropped.WithLabelValues("overflow").Add(float64(st.Dropped))
+		}
+		if c.sub.Closed() == "slow consumer" {
+			h.metrics.disconnects.WithLabelValues("slow_consumer").Inc()
+		}
+		c.sub.Close()
+	}
+}
+
+// stop asks the connection's goroutine to end, waking it if it waits.
+func (c *conn) stop(reason int32) {
+	if c.reason.CompareAndSwap(stopNone, reason) {
+		c.ready.SetReadDeadline(time.Unix(1, 0))
+	}
+}
+
+// wait blocks the goroutine (not a thread) until frames may be waiting, the
+// deadline passes (returns false) or stop was called.
+func (c *conn) wait(deadline time.Time) bool {
+	if c.reason.Load() != stopNone {
+		return false
+	}
+	if err := c.ready.SetReadDeadline(deadline); err != nil {
+		return false
+	}
+	if c.reason.Load() != stopNone { // stop ran before the deadline was set
+		return false
+	}
+	polled := false
+	err := c.raw.Read(func(uintptr) bool {
+		done := polled
+		polled = true
+		return done
+	})
+	return err == nil
+}
+
+// subscribe adds a resolved subscription; a repeated one is ignored.
+func (c *conn) subscribe(r *resolved) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.streams == nil || c.streams[r.key] != nil {
+		return nil
+	}
+	if err := c.sub.Subscribe(r.sub); err != nil {
+		return err
+	}
+	c.streams[r.key] = r
+	c.h.metrics.channels.WithLabelValues(c.kind, r.label).Inc()
+	return nil
+}
+
+func (c *conn) unsubscribe(r *resolved) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.streams == nil || c.streams[r.key] == nil {
+		return nil
+	}
+	delete(c.streams, r.key)
+	c.h.metrics.channels.WithLabelValues(c.kind, r.label).Dec()
+	return c.sub.Unsubscribe(r.sub)
+}
+
+// errSubscriberClosed ends a connection whose subscriber the engine closed
+// (a slow consumer under the disconnect policy).
+var errSubscriberClosed = errors.New("subscriber closed")
+
+// batch is the frames drained in one call: their bytes back to back, and
+// where each frame ends (WebSocket needs one message per frame).
+type batch struct {
+	buf  []byte
+	ends []int
+}
+
+// drain takes the frames waiting for the subscriber, up to about max bytes
+// (at least one frame), in the encoding the connection needs.
+func (c *conn) drain(b *batch, max int, ws bool) error {
+	b.buf, b.ends = b.buf[:0], b.ends[:0]
+	for len(b.buf) < max {
+		f, err := c.sub.Next(0)
+		if err != nil {
+			if errors.Is(err, evroute.ErrClosed) {
+				if len(b.ends) > 0 {
+					return nil
+				}
+				return errSubscriberClosed
+			}
+			return err
+		}
+		if f == nil {
+			break
+		}
+		if ws {
+			b.buf = append(b.buf, f.WS...)
+		} else {
+			b.buf = append(b.buf, f.SSE...)
+		}
+		b.ends = append(b.ends, len(b.buf))
+	}
+	return nil
+}

@@ -1,0 +1,369 @@
+// Package streaming is Mastodon's streaming API (SSE and WebSocket) on
+// evroute, as an http.Handler that any Go server can mount.
+//
+// Authentication and viewer state come through interfaces (TokenStore,
+// ViewerStore), so a server that is not Mastodon can plug in its own; the
+// evroute-streaming command implements them with Mastodon's Postgres schema.
+// Events reach the handler's engine from elsewhere (a Redis node, or
+// Engine.Publish); system channels (kill, filters_changed) through
+// SystemMessage.
+//
+// No database is queried per message: each account's viewer state is loaded
+// when it connects, shared by its connections and refreshed in batches.
+package streaming
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	evroute "github.com/evroute/evroute/bindings/go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Options configure a Handler. Engine, Tokens and Viewers are required.
+type Options struct {
+	Engine  *evroute.Engine
+	Tokens  TokenStore
+	Viewers ViewerStore
+	System  SystemBus // optional: without it, kill and filters_changed are not received
+
+	// Ready reports whether events can arrive (the Redis ingest is
+	// subscribed): /api/v1/streaming/ready answers 200 or 503. Nil: always.
+	Ready func() bool
+
+	// Registerer receives the metrics; Gatherer, when set, is served on
+	// /metrics. Nil Registerer: a private registry.
+	Registerer prometheus.Registerer
+	Gatherer   prometheus.Gatherer
+
+	Logger *slog.Logger // nil: slog.Default()
+
+	Heartbeat       time.Duration // SSE ":thump" interval; 0: 15 s
+	PingInterval    time.Duration // WebSocket ping interval; 0: 30 s
+	RefreshInterval time.Duration // viewer state refresh; 0: 60 s; < 0: never
+	WriteTimeout    time.Duration // a write that takes longer ends the connection; 0: 30 s
+	BatchBytes      int           // bytes drained per write (at least one frame); 0: 64 KiB
+
+	QueueCapacity int    // per-connection queue, in frames; 0: the engine's
+	Overflow      string // per-connection overflow policy; "": the engine's
+}
+
+// Handler serves Mastodon's streaming API. Create it with New; stop it with
+// Shutdown.
+type Handler struct {
+	opts     Options
+	log      *slog.Logger
+	metrics  *metrics
+	read     atomic.Uint64 // frames taken from subscribers, for the queue depth gauge
+	accounts accounts
+	system   systemChannels
+	done     chan struct{}
+	promh    http.Handler
+
+	mu      sync.Mutex
+	closing bool
+	conns   map[*conn]struct{}
+	wg      sync.WaitGroup
+}
+
+// New checks the options and starts the refresh loop.
+func New(opts Options) (*Handler, error) {
+	if opts.Engine == nil || opts.Tokens == nil || opts.Viewers == nil {
+		return nil, errors.New("streaming: Engine, Tokens and Viewers are required")
+	}
+	if opts.Heartbeat == 0 {
+		opts.Heartbeat = 15 * time.Second
+	}
+	if opts.PingInterval == 0 {
+		opts.PingInterval = 30 * time.Second
+	}
+	if opts.RefreshInterval == 0 {
+		opts.RefreshInterval = 60 * time.Second
+	}
+	if opts.WriteTimeout == 0 {
+		opts.WriteTimeout = 30 * time.Second
+	}
+	if opts.BatchBytes <= 0 {
+		opts.BatchBytes = 64 << 10
+	}
+	if opts.Registerer == nil {
+		opts.Registerer = prometheus.NewRegistry()
+	}
+	h := &Handler{
+		opts:  opts,
+		log:   opts.Logger,
+		done:  make(chan struct{}),
+		conns: map[*conn]struct{}{},
+	}
+	if h.log == nil {
+		h.log = slog.Default()
+	}
+	h.metrics = newMetrics(opts.Registerer, opts.Engine, &h.read)
+	h.accounts = accounts{h: h, m: map[string]*account{}}
+	h.system = systemChannels{m: map[string]map[*conn]struct{}{}}
+	if opts.Gatherer != nil {
+		h.promh = promhttp.HandlerFor(opts.Gatherer, promhttp.HandlerOpts{})
+	}
+	if opts.RefreshInterval > 0 {
+		go h.refreshLoop()
+	}
+	return h, nil
+}
+
+func (h *Handler) subscriberJSON(account string, filters []byte) []byte {
+	// The account's filters object with the connection's own keys added.
+	var opts map[string]any
+	_ = json.Unmarshal(filters, &opts)
+	if opts == nil {
+		opts = map[string]any{}
+	}
+	opts["account"] = account
+	if h.opts.QueueCapacity > 0 {
+		opts["queue_capacity"] = h.opts.QueueCapacity
+	}
+	if h.opts.Overflow != "" {
+		opts["overflow"] = h.opts.Overflow
+	}
+	raw, _ := json.Marshal(opts)
+	return raw
+}
+
+func (h *Handler) track(c *conn) {
+	h.mu.Lock()
+	h.conns[c] = struct{}{}
+	h.mu.Unlock()
+	h.metrics.clients.WithLabelValues(c.kind).Inc()
+}
+
+func (h *Handler) untrack(c *conn) {
+	h.mu.Lock()
+	delete(h.conns, c)
+	h.mu.Unlock()
+	h.metrics.clients.WithLabelValues(c.kind).Dec()
+}
+
+// begin registers a request that may become a stream; false once shutting down.
+func (h *Handler) begin() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closing {
+		return false
+	}
+	h.wg.Add(1)
+	return true
+}
+
+// Shutdown ends every stream (SSE responses end, WebSockets close with 1001),
+// refuses new ones, and waits for them until ctx is done.
+func (h *Handler) Shutdown(ctx context.Context) error {
+	h.mu.Lock()
+	if !h.closing {
+		h.closing = true
+		close(h.done)
+	}
+	for c := range h.conns {
+		c.stop(stopShutdown)
+	}
+	h.mu.Unlock()
+	finished := make(chan struct{})
+	go func() { h.wg.Wait(); close(finished) }()
+	select {
+	case <-finished:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func newRequestID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, err error) {
+	var he *httpError
+	if !errors.As(err, &he) {
+		he = errUnexpected
+	}
+	writeJSON(w, he.status, map[string]string{"error": he.message})
+}
+
+func isUpgrade(r *http.Request) bool {
+	return strings.EqualFold(r.Header.Get("Upgrade"), "websocket") &&
+		strings.Contains(strings.ToLower(r.Header.Get("Connection")), "upgrade")
+}
+
+// ServeHTTP routes as Mastodon's streaming server does.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	reqID := newRequestID()
+	w.Header().Set("X-Request-Id", reqID)
+	w.Header().Set("Access-Control-Allow-Origin", "*")
+	if isUpgrade(r) {
+		h.serveWebSocket(w, r, reqID)
+		return
+	}
+	switch {
+	case r.Method == http.MethodOptions:
+		w.Header().Set("Access-Control-Allow-Methods", "GET,HEAD,PUT,PATCH,POST,DELETE")
+		if hdr := r.Header.Get("Access-Control-Request-Headers"); hdr != "" {
+			w.Header().Set("Access-Control-Allow-Headers", hdr)
+			w.Header().Add("Vary", "Access-Control-Request-Headers")
+		}
+		w.Header().Set("Content-Length", "0")
+		w.WriteHeader(http.StatusNoContent)
+	case r.URL.Path == prefix+"/health":
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = w.Write([]byte("OK"))
+	case r.URL.Path == prefix+"/ready":
+		w.Header().Set("Content-Type", "text/plain")
+		if h.opts.Ready != nil && !h.opts.Ready() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte("Redis ingest not subscribed"))
+			return
+		}
+		_, _ = w.Write([]byte("OK"))
+	case r.URL.Path == "/metrics" && h.promh != nil:
+		h.promh.ServeHTTP(w, r)
+	case r.URL.Path == "/favicon.ico":
+		w.WriteHeader(http.StatusNotFound)
+	default:
+		h.serveSSE(w, r)
+	}
+}
+
+// serveSSE is one event-stream response.
+func (h *Handler) serveSSE(w http.ResponseWriter, r *http.Request) {
+	stream, ok := ssePaths[r.URL.Path]
+	if !ok {
+		writeError(w, errUnknownChannel)
+		return
+	}
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		writeJSON(w, http.StatusNotFound, map[string]string{"error": "Not found"})
+		return
+	}
+	if !h.begin() {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "Server is shutting down"})
+		return
+	}
+	defer h.wg.Done()
+	id, err := h.authenticate(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	q := r.URL.Query()
+	res, err := h.resolve(r.Context(), id, streamRequest{
+		Stream: stream, Tag: q.Get("tag"), List: q.Get("list"), OnlyMedia: isTruthy(q.Get("only_media")),
+	})
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	acct, err := h.accounts.acquire(r.Context(), id.AccountID)
+	if err != nil {
+		h.log.Error("viewer state load failed", "account", id.AccountID, "err", err)
+		writeError(w, errUnexpected)
+		return
+	}
+	defer h.accounts.release(acct)
+	c, err := h.open(id, acct, "eventsource")
+	if err == nil {
+		if err = c.subscribe(res); err != nil {
+			c.close()
+		}
+	}
+	if err != nil {
+		h.log.Error("subscribe failed", "err", err)
+		writeError(w, errUnexpected)
+		return
+	}
+	defer c.close()
+	stopOnGone := context.AfterFunc(r.Context(), func() { c.stop(stopGone) })
+	defer stopOnGone()
+
+	hdr := w.Header()
+	hdr.Set("Content-Type", "text/event-stream")
+	hdr.Set("Cache-Control", "private, no-store")
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	write := func(b []byte) bool {
+		_ = rc.SetWriteDeadline(time.Now().Add(h.opts.WriteTimeout))
+		if _, err := w.Write(b); err != nil {
+			return false
+		}
+		return rc.Flush() == nil
+	}
+	if !write([]byte(":)\n")) {
+		return
+	}
+	h.pump(c, false, write, h.opts.Heartbeat, func() bool { return write([]byte(":thump\n\n")) })
+}
+
+// pump is a connection's loop: drain the waiting frames, write them, wait on
+// the readiness fd; tick runs when nothing came for an interval.
+func (h *Handler) pump(c *conn, ws bool, write func([]byte) bool, interval time.Duration, tick func() bool) {
+	var b batch
+	sent := h.metrics.sent.WithLabelValues(c.kind)
+	next := time.Now().Add(interval)
+	for c.reason.Load() == stopNone {
+		err := c.drain(&b, h.opts.BatchBytes, ws)
+		if err != nil {
+			if !errors.Is(err, errSubscriberClosed) {
+				h.log.Error("drain failed", "err", err)
+			}
+			return
+		}
+		if n := len(b.ends); n > 0 {
+			h.read.Add(uint64(n))
+			if ws {
+				start := 0
+				for _, end := range b.ends {
+					if !write(b.buf[start:end]) {
+						c.stop(stopGone)
+						return
+					}
+					start = end
+				}
+			} else if !write(b.buf) {
+				c.stop(stopGone)
+				return
+			}
+			sent.Add(float64(n))
+			h.metrics.batchBytes.Observe(float64(len(b.buf)))
+			continue
+		}
+		if c.wait(next) {
+			continue
+		}
+		if c.reason.Load() != stopNone {
+			return
+		}
+		if !time.Now().Before(next) {
+			if !tick() {
+				c.stop(stopGone)
+				return
+			}
+			next = time.Now().Add(interval)
+		}
+	}
+}

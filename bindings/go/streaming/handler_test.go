@@ -1,0 +1,390 @@
+package streaming
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	evroute "github.com/evroute/evroute/bindings/go"
+)
+
+// fakeStore is an in-memory TokenStore and ViewerStore.
+type fakeStore struct {
+	mu      sync.Mutex
+	tokens  map[string]*Identity
+	lists   map[string]string // list id -> owner
+	viewers map[string]*Viewer
+	loads   int
+	down    bool
+}
+
+func (f *fakeStore) Authenticate(_ context.Context, token string) (*Identity, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.down {
+		return nil, errors.New("database down")
+	}
+	if id := f.tokens[token]; id != nil {
+		return id, nil
+	}
+	return nil, ErrInvalidToken
+}
+
+func (f *fakeStore) ListOwned(_ context.Context, account, list string) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.lists[list] == account, nil
+}
+
+func (f *fakeStore) LoadViewers(_ context.Context, ids []string) (map[string]*Viewer, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.loads++
+	out := map[string]*Viewer{}
+	for _, id := range ids {
+		if v := f.viewers[id]; v != nil {
+			cp := *v
+			out[id] = &cp
+		}
+	}
+	return out, nil
+}
+
+type fakeBus struct {
+	mu     sync.Mutex
+	listen map[string]int
+}
+
+func (b *fakeBus) Listen(ch string)   { b.mu.Lock(); b.listen[ch]++; b.mu.Unlock() }
+func (b *fakeBus) Unlisten(ch string) { b.mu.Lock(); b.listen[ch]--; b.mu.Unlock() }
+
+type fixture struct {
+	eng   *evroute.Engine
+	store *fakeStore
+	bus   *fakeBus
+	h     *Handler
+	srv   *httptest.Server
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	eng, err := evroute.NewEngine(evroute.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := &fakeStore{
+		tokens: map[string]*Identity{
+			"alice":    {TokenID: "1", AccountID: "10", Scopes: []string{"read"}},
+			"statuses": {TokenID: "2", AccountID: "20", Scopes: []string{"read:statuses"}},
+			"notifs":   {TokenID: "3", AccountID: "30", Scopes: []string{"read:notifications"}},
+			"write":    {TokenID: "4", AccountID: "40", Scopes: []string{"write"}},
+		},
+		lists:   map[string]string{"7": "10", "8": "20"},
+		viewers: map[string]*Viewer{"10": {BlockedAccounts: []string{"666"}}},
+	}
+	bus := &fakeBus{listen: map[string]int{}}
+	h, err := New(Options{Engine: eng, Tokens: store, Viewers: store, System: bus, Heartbeat: 200 * time.Millisecond, RefreshInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := h.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+		srv.Close()
+		eng.Close()
+	})
+	return &fixture{eng, store, bus, h, srv}
+}
+
+func status(account, id string) []byte {
+	raw, _ := json.Marshal(map[string]any{"event": "update", "payload": map[string]any{
+		"id": id, "visibility": "public", "language": "en", "content": "<p>hi</p>", "spoiler_text": "",
+		"account": map[string]any{"id": account, "acct": "someone"}, "mentions": []any{},
+		"media_attachments": []any{}, "tags": []any{}, "reblog": nil,
+	}})
+	return raw
+}
+
+// sse opens a stream and returns a reader positioned after ":)".
+func (f *fixture) sse(t *testing.T, path, token string) (*bufio.Reader, func()) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", f.srv.URL+path, nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != 200 {
+		body, _ := io.ReadAll(resp.Body)
+		t.Fatalf("%s: %d %s", path, resp.StatusCode, body)
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
+		t.Fatalf("Content-Type %q", ct)
+	}
+	if cc := resp.Header.Get("Cache-Control"); cc != "private, no-store" {
+		t.Fatalf("Cache-Control %q", cc)
+	}
+	br := bufio.NewReader(resp.Body)
+	if line, _ := br.ReadString('\n'); line != ":)\n" {
+		t.Fatalf("first line %q", line)
+	}
+	return br, func() { resp.Body.Close() }
+}
+
+// nextEvent reads one SSE frame, skipping heartbeats.
+func nextEvent(t *testing.T, br *bufio.Reader) string {
+	t.Helper()
+	var b strings.Builder
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatalf("read: %v (so far %q)", err, b.String())
+		}
+		if strings.HasPrefix(line, ":") {
+			continue
+		}
+		if line == "\n" && b.Len() > 0 {
+			return b.String()
+		}
+		b.WriteString(line)
+	}
+}
+
+func TestErrorTable(t *testing.T) {
+	f := newFixture(t)
+	cases := []struct {
+		path, token string
+		status      int
+		msg         string
+	}{
+		{"/api/v1/streaming/nope", "alice", 400, "Unknown channel requested"},
+		{"/api/v1/streaming/public", "", 401, "Missing access token"},
+		{"/api/v1/streaming/public", "bogus", 401, "Invalid access token"},
+		{"/api/v1/streaming/public", "write", 401, "Access token does not have the required scopes"},
+		{"/api/v1/streaming/user/notification", "statuses", 401, "Access token does not have the required scopes"},
+		{"/api/v1/streaming/public", "notifs", 401, "Access token does not have the required scopes"},
+		{"/api/v1/streaming/hashtag", "alice", 400, "Missing tag name parameter"},
+		{"/api/v1/streaming/list", "alice", 400, "Missing list name parameter"},
+		{"/api/v1/streaming/list?list=8", "alice", 401, "Not authorized to stream this list"},
+		{"/api/v1/streaming/list?list=x", "alice", 401, "Not authorized to stream this list"},
+	}
+	for _, c := range cases {
+		req, _ := http.NewRequest("GET", f.srv.URL+c.path, nil)
+		if c.token != "" {
+			req.Header.Set("Authorization", "Bearer "+c.token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		want, _ := json.Marshal(map[string]string{"error": c.msg})
+		if resp.StatusCode != c.status || strings.TrimSpace(string(body)) != string(want) {
+			t.Errorf("%s (%s): %d %s, want %d %s", c.path, c.token, resp.StatusCode, body, c.status, want)
+		}
+		if resp.Header.Get("Content-Type") != "application/json" || resp.Header.Get("X-Request-Id") == "" {
+			t.Errorf("%s: headers %v", c.path, resp.Header)
+		}
+	}
+	f.store.mu.Lock()
+	f.store.down = true
+	f.store.mu.Unlock()
+	resp, err := http.Get(f.srv.URL + "/api/v1/streaming/public?access_token=alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 500 || strings.TrimSpace(string(body)) != `{"error":"An unexpected error occurred"}` {
+		t.Errorf("database down: %d %s", resp.StatusCode, body)
+	}
+}
+
+func TestSSEDeliveryAndViewerFilters(t *testing.T) {
+	f := newFixture(t)
+	br, done := f.sse(t, "/api/v1/streaming/public", "alice")
+	defer done()
+	// 666 is blocked by account 10: only the second status arrives.
+	for _, ev := range [][]byte{status("666", "1"), status("5", "2")} {
+		if _, err := f.eng.Publish(ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := nextEvent(t, br)
+	if !strings.HasPrefix(got, "event: update\ndata: {") || !strings.Contains(got, `"id":"2"`) {
+		t.Fatalf("got %q", got)
+	}
+	// A reload applies a new block to the open stream.
+	f.store.mu.Lock()
+	f.store.viewers["10"] = &Viewer{BlockedAccounts: []string{"5"}}
+	f.store.mu.Unlock()
+	if err := f.h.Reload(context.Background(), "10"); err != nil {
+		t.Fatal(err)
+	}
+	for _, ev := range [][]byte{status("5", "3"), status("666", "4")} {
+		if _, err := f.eng.Publish(ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := nextEvent(t, br); !strings.Contains(got, `"id":"4"`) {
+		t.Fatalf("after reload got %q", got)
+	}
+}
+
+func TestSSEHeartbeatAndKill(t *testing.T) {
+	f := newFixture(t)
+	br, done := f.sse(t, "/api/v1/streaming/user", "alice")
+	defer done()
+	line, err := br.ReadString('\n')
+	if err != nil || line != ":thump\n" {
+		t.Fatalf("heartbeat %q %v", line, err)
+	}
+	f.bus.mu.Lock()
+	n := f.bus.listen["timeline:access_token:1"] + f.bus.listen["timeline:system:10"]
+	f.bus.mu.Unlock()
+	if n != 2 {
+		t.Fatalf("system channels listened: %v", f.bus.listen)
+	}
+	f.h.SystemMessage("timeline:access_token:1", []byte(`{"event":"kill"}`))
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, err := br.ReadString('\n'); err == io.EOF {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatal("stream not ended by kill")
+		}
+	}
+}
+
+func TestRefusedUpgrade(t *testing.T) {
+	f := newFixture(t)
+	conn, err := net.Dial("tcp", strings.TrimPrefix(f.srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_, _ = io.WriteString(conn, "GET /api/v1/streaming/?stream=public&access_token=bogus HTTP/1.1\r\nHost: x\r\n"+
+		"Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+	raw, _ := io.ReadAll(conn)
+	lines := strings.Split(string(raw), "\r\n")
+	want := []string{"HTTP/1.1 401 Unauthorized", "Connection: close", "Content-Type: text/plain", "Content-Length: 0"}
+	for i, w := range want {
+		if i >= len(lines) || lines[i] != w {
+			t.Fatalf("response %q, want line %d %q", raw, i, w)
+		}
+	}
+	if !strings.HasPrefix(lines[4], "X-Request-Id: ") || lines[5] != "X-Error-Message: Invalid access token" || !strings.HasSuffix(string(raw), "\r\n\r\n") {
+		t.Fatalf("response %q", raw)
+	}
+}
+
+func TestWebSocketMultiplexing(t *testing.T) {
+	f := newFixture(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	url := "ws" + strings.TrimPrefix(f.srv.URL, "http") + "/api/v1/streaming/?stream=user"
+	ws, resp, err := websocket.Dial(ctx, url, &websocket.DialOptions{Subprotocols: []string{"alice"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.CloseNow()
+	if resp.Header.Get("Sec-WebSocket-Protocol") != "alice" {
+		t.Fatalf("subprotocol not echoed: %v", resp.Header)
+	}
+	send := func(s string) {
+		if err := ws.Write(ctx, websocket.MessageText, []byte(s)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	read := func() string {
+		_, b, err := ws.Read(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	send(`not json`)
+	send(`{"type":"what"}`)
+	send(`{"type":"subscribe","stream":"hashtag"}`)
+	if got := read(); got != `{"error":"Missing tag name parameter","status":400}` {
+		t.Fatalf("got %s", got)
+	}
+	send(`{"type":"subscribe","stream":"list","list":8}`)
+	if got := read(); got != `{"error":"Not authorized to stream this list","status":401}` {
+		t.Fatalf("got %s", got)
+	}
+	send(`{"type":"subscribe","stream":"nope"}`)
+	if got := read(); got != `{"error":"Unknown stream type","status":400}` {
+		t.Fatalf("got %s", got)
+	}
+	send(`{"type":"subscribe","stream":["hashtag"],"tag":"Rust"}`)
+	send(`{"type":"subscribe","stream":"hashtag","tag":"rust"}`) // repeated: ignored
+	send(`{"type":"subscribe","stream":"list","list":"7"}`)
+	// The error answers above prove the earlier messages were handled; one
+	// more round trip makes sure the last subscriptions are in place.
+	send(`{"type":"subscribe","stream":"nope"}`)
+	read()
+	if _, err := f.eng.PublishChannel("timeline:hashtag:rust", []byte(`{"event":"delete","payload":"9"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(); got != `{"stream":["hashtag","Rust"],"event":"delete","payload":"9"}` {
+		t.Fatalf("got %s", got)
+	}
+	if _, err := f.eng.PublishChannel("timeline:list:7", []byte(`{"event":"delete","payload":"10"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(); got != `{"stream":["list","7"],"event":"delete","payload":"10"}` {
+		t.Fatalf("got %s", got)
+	}
+	if _, err := f.eng.PublishChannel("timeline:10", []byte(`{"event":"delete","payload":"11"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if got := read(); got != `{"stream":["user"],"event":"delete","payload":"11"}` {
+		t.Fatalf("got %s", got)
+	}
+	// A binary message closes with 1003.
+	if err := ws.Write(ctx, websocket.MessageBinary, []byte{1}); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = ws.Read(ctx)
+	var ce websocket.CloseError
+	if !errors.As(err, &ce) || ce.Code != websocket.StatusUnsupportedData ||
+		ce.Reason != "The mastodon streaming server does not support binary messages" {
+		t.Fatalf("close: %v", err)
+	}
+}
+
+func TestShutdownClosesWebSocketsWith1001(t *testing.T) {
+	f := newFixture(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	url := "ws" + strings.TrimPrefix(f.srv.URL, "http") + "/api/v1/streaming/?stream=public&access_token=alice"
+	ws, _, err := websocket.Dial(ctx, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.CloseNow()
+	errc := make(chan error, 1)
+	go func() { _, _, err := ws.Read(ctx); errc <- err }()
+	time.Sleep(100 * time.Millisecond)
+	if err := f.h.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if code := websocket.CloseStatus(<-errc); code != websocket.StatusGoingAway {
+		t.Fatalf("close code %d", code)
+	}
+}

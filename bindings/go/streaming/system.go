@@ -1,0 +1,106 @@
+package streaming
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"sync"
+	"time"
+)
+
+// SystemBus carries Mastodon's system channels, timeline:access_token:<id>
+// and timeline:system:<account> (without the Redis namespace). The handler
+// calls Listen when a channel gets its first connection and Unlisten when it
+// loses its last one; the host then delivers each message of a listened
+// channel to Handler.SystemMessage.
+type SystemBus interface {
+	Listen(channel string)
+	Unlisten(channel string)
+}
+
+type systemChannels struct {
+	mu sync.Mutex
+	m  map[string]map[*conn]struct{}
+}
+
+func systemChannelsOf(id *Identity) [2]string {
+	return [2]string{"timeline:access_token:" + id.TokenID, "timeline:system:" + id.AccountID}
+}
+
+func (h *Handler) listenSystem(c *conn) {
+	s := &h.system
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, ch := range systemChannelsOf(c.id) {
+		set := s.m[ch]
+		if set == nil {
+			set = map[*conn]struct{}{}
+			s.m[ch] = set
+			if h.opts.System != nil {
+				h.opts.System.Listen(ch)
+			}
+		}
+		set[c] = struct{}{}
+	}
+	h.metrics.channels.WithLabelValues(c.kind, "system").Add(2)
+}
+
+func (h *Handler) unlistenSystem(c *conn) {
+	s := &h.system
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, ch := range systemChannelsOf(c.id) {
+		set := s.m[ch]
+		delete(set, c)
+		if len(set) == 0 {
+			delete(s.m, ch)
+			if h.opts.System != nil {
+				h.opts.System.Unlisten(ch)
+			}
+		}
+	}
+	h.metrics.channels.WithLabelValues(c.kind, "system").Sub(2)
+}
+
+// SystemChannels lists the system channels that have connections (for a
+// host that subscribes them again after a reconnect).
+func (h *Handler) SystemChannels() []string {
+	h.system.mu.Lock()
+	defer h.system.mu.Unlock()
+	out := make([]string, 0, len(h.system.m))
+	for ch := range h.system.m {
+		out = append(out, ch)
+	}
+	return out
+}
+
+// SystemMessage handles a message of a system channel: `kill` ends every
+// connection listening to it, `filters_changed` reloads the account's viewer
+// state at once. Other events are ignored, as in Mastodon.
+func (h *Handler) SystemMessage(channel string, message []byte) {
+	var msg struct {
+		Event string `json:"event"`
+	}
+	if json.Unmarshal(message, &msg) != nil {
+		h.log.Warn("malformed system message", "channel", channel)
+		return
+	}
+	switch msg.Event {
+	case "kill":
+		h.system.mu.Lock()
+		for c := range h.system.m[channel] {
+			c.stop(stopKill)
+		}
+		h.system.mu.Unlock()
+	case "filters_changed":
+		if acct, ok := strings.CutPrefix(channel, "timeline:system:"); ok {
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				defer cancel()
+				if err := h.Reload(ctx, acct); err != nil {
+					h.log.Error("filters_changed reload failed", "account", acct, "err", err)
+				}
+			}()
+		}
+	}
+}

@@ -1,0 +1,213 @@
+package streaming
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// refuseUpgrade answers a refused WebSocket upgrade the way Mastodon writes
+// it on the raw socket.
+func refuseUpgrade(w http.ResponseWriter, reqID string, err error) {
+	var he *httpError
+	if !errors.As(err, &he) {
+		he = errUnexpected
+	}
+	resp := fmt.Sprintf("HTTP/1.1 %d %s\r\nConnection: close\r\nContent-Type: text/plain\r\n"+
+		"Content-Length: 0\r\nX-Request-Id: %s\r\nX-Error-Message: %s\r\n\r\n",
+		he.status, http.StatusText(he.status), reqID, he.message)
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		w.Header().Set("X-Error-Message", he.message)
+		w.Header().Set("Connection", "close")
+		w.WriteHeader(he.status)
+		return
+	}
+	netConn, brw, hjErr := hj.Hijack()
+	if hjErr != nil {
+		return
+	}
+	defer netConn.Close()
+	_ = netConn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	_, _ = brw.WriteString(resp)
+	_ = brw.Flush()
+}
+
+// clientMessage is the web UI's multiplexing message.
+type clientMessage struct {
+	Type   string          `json:"type"`
+	Stream json.RawMessage `json:"stream"`
+	Tag    json.RawMessage `json:"tag"`
+	List   json.RawMessage `json:"list"`
+}
+
+// param reads a string or number parameter; an array gives its first
+// element (Mastodon's firstParam).
+func param(raw json.RawMessage) string {
+	if len(raw) == 0 {
+		return ""
+	}
+	var v any
+	if json.Unmarshal(raw, &v) != nil {
+		return ""
+	}
+	if arr, ok := v.([]any); ok {
+		if len(arr) == 0 {
+			return ""
+		}
+		v = arr[0]
+	}
+	switch x := v.(type) {
+	case string:
+		return x
+	case float64:
+		return strconv.FormatFloat(x, 'f', -1, 64)
+	}
+	return ""
+}
+
+type wsSession struct {
+	h   *Handler
+	c   *conn
+	ws  *websocket.Conn
+	ctx context.Context
+}
+
+func (s *wsSession) sendError(err error, withStatus bool) {
+	var he *httpError
+	if !errors.As(err, &he) {
+		he = errUnexpected
+	}
+	msg := map[string]any{"error": he.message}
+	if withStatus {
+		msg["status"] = he.status
+	}
+	raw, _ := json.Marshal(msg)
+	ctx, cancel := context.WithTimeout(s.ctx, s.h.opts.WriteTimeout)
+	defer cancel()
+	_ = s.ws.Write(ctx, websocket.MessageText, raw)
+}
+
+func (s *wsSession) subscribe(req streamRequest) {
+	res, err := s.h.resolve(s.ctx, s.c.id, req)
+	if err == nil {
+		err = s.c.subscribe(res)
+	}
+	if err != nil {
+		s.sendError(err, true)
+	}
+}
+
+func (s *wsSession) unsubscribe(req streamRequest) {
+	res, err := s.h.resolve(s.ctx, s.c.id, req)
+	if err == nil {
+		err = s.c.unsubscribe(res)
+	}
+	if err != nil {
+		s.sendError(&httpError{http.StatusBadRequest, "Error unsubscribing from channel"}, false)
+	}
+}
+
+// readLoop handles the client's messages until the connection ends.
+func (s *wsSession) readLoop() {
+	for {
+		typ, data, err := s.ws.Read(s.ctx)
+		if err != nil {
+			s.c.stop(stopGone)
+			return
+		}
+		if typ == websocket.MessageBinary {
+			_ = s.ws.Close(websocket.StatusUnsupportedData, "The mastodon streaming server does not support binary messages")
+			s.c.stop(stopGone)
+			return
+		}
+		var msg clientMessage
+		if json.Unmarshal(data, &msg) != nil {
+			continue // invalid JSON is ignored, as in Mastodon
+		}
+		req := streamRequest{Stream: param(msg.Stream), Tag: param(msg.Tag), List: param(msg.List)}
+		switch msg.Type {
+		case "subscribe":
+			s.subscribe(req)
+		case "unsubscribe":
+			s.unsubscribe(req)
+		}
+	}
+}
+
+// serveWebSocket authenticates before the upgrade (a refusal is a raw HTTP
+// response), then runs the reader and the writer of one WebSocket.
+func (h *Handler) serveWebSocket(w http.ResponseWriter, r *http.Request, reqID string) {
+	if !h.begin() {
+		refuseUpgrade(w, reqID, &httpError{http.StatusServiceUnavailable, "Server is shutting down"})
+		return
+	}
+	defer h.wg.Done()
+	id, err := h.authenticate(r)
+	if err != nil {
+		refuseUpgrade(w, reqID, err)
+		return
+	}
+	acct, err := h.accounts.acquire(r.Context(), id.AccountID)
+	if err != nil {
+		h.log.Error("viewer state load failed", "account", id.AccountID, "err", err)
+		refuseUpgrade(w, reqID, errUnexpected)
+		return
+	}
+	defer h.accounts.release(acct)
+	opts := &websocket.AcceptOptions{InsecureSkipVerify: true, CompressionMode: websocket.CompressionDisabled}
+	if token, fromProtocol := tokenFrom(r); fromProtocol {
+		opts.Subprotocols = []string{token}
+	}
+	ws, err := websocket.Accept(w, r, opts)
+	if err != nil {
+		return // Accept answered the client
+	}
+	c, err := h.open(id, acct, "websocket")
+	if err != nil {
+		h.log.Error("subscriber failed", "err", err)
+		_ = ws.Close(websocket.StatusInternalError, "")
+		return
+	}
+	defer c.close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s := &wsSession{h: h, c: c, ws: ws, ctx: ctx}
+	if q := r.URL.Query(); q.Get("stream") != "" {
+		s.subscribe(streamRequest{Stream: q.Get("stream"), Tag: q.Get("tag"), List: q.Get("list")})
+	}
+	go s.readLoop()
+
+	write := func(b []byte) bool {
+		wctx, wcancel := context.WithTimeout(ctx, h.opts.WriteTimeout)
+		defer wcancel()
+		return ws.Write(wctx, websocket.MessageText, b) == nil
+	}
+	// A ping gets until the next one to be answered; a client that did not
+	// answer is closed.
+	ping := func() bool {
+		go func() {
+			pctx, pcancel := context.WithTimeout(ctx, h.opts.PingInterval)
+			defer pcancel()
+			if ws.Ping(pctx) != nil {
+				c.stop(stopTimeout)
+			}
+		}()
+		return true
+	}
+	h.pump(c, true, write, h.opts.PingInterval, ping)
+	switch c.reason.Load() {
+	case stopShutdown:
+		_ = ws.Close(websocket.StatusGoingAway, "")
+	case stopKill:
+		_ = ws.Close(websocket.StatusNormalClosure, "")
+	default:
+		_ = ws.CloseNow()
+	}
+}
