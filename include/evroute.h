@@ -282,8 +282,18 @@ void evr_engine_free(struct evr_engine *engine);
 
 /**
  * Creates a subscriber from the subscriber JSON (`{"account":"42","languages":["en"],
- * "blocked_accounts":[],"muted_accounts":[],"blocked_domains":[],"queue_capacity":16,
- * "overflow":"disconnect"}`, every key optional); `len == 0` means defaults.
+ * "blocked_accounts":[],"muted_accounts":[],"blocked_domains":[],"blocked_by_accounts":[],
+ * "keyword_filters":[...],"queue_capacity":16,"overflow":"disconnect"}`, every key
+ * optional); `len == 0` means defaults.
+ *
+ * `blocked_by_accounts`: accounts that block the viewer; their statuses are
+ * not delivered on public and hashtag streams (author only, as Mastodon).
+ * `keyword_filters`: when present (even `[]`), `update` and `status.update`
+ * payloads on public and hashtag streams get a last key `filtered`, as
+ * Mastodon computes it. Each filter is `{"id":"5","title":"Spoilers",
+ * "context":["public"],"expires_at":"2026-12-01T00:00:00.000Z" or null,
+ * "filter_action":"warn" or "hide","keywords":[{"keyword":"dune","whole_word":true}]}`;
+ * a malformed filter is EVR_ERR_INVALID_CONFIG with a message naming it.
  * On EVR_OK `*out` is a new subscriber to free with evr_subscriber_free().
  *
  * Thread-safety: may be called from any thread, concurrently with any call
@@ -299,9 +309,14 @@ enum evr_status evr_subscriber_new(const struct evr_engine *engine,
                                    struct evr_subscriber **out);
 
 /**
- * Replaces the subscriber's viewer filters with the JSON object's
- * `languages`, `blocked_accounts`, `muted_accounts` and `blocked_domains`;
- * absent keys become empty. Other keys are EVR_ERR_INVALID_CONFIG.
+ * Replaces the subscriber's viewer state with the JSON object's
+ * `languages`, `blocked_accounts`, `muted_accounts`, `blocked_domains`,
+ * `blocked_by_accounts` and `keyword_filters` (see evr_subscriber_new());
+ * absent keys become empty, and without `keyword_filters` the subscriber
+ * is no longer filter-annotated. The state is replaced as a whole: a
+ * concurrent publish sees the old state or the new one, never a mix.
+ * Other keys, or a malformed value, are EVR_ERR_INVALID_CONFIG and keep
+ * the previous state.
  *
  * Thread-safety: may be called from any thread, concurrently with
  * publishes and reads.
@@ -353,7 +368,9 @@ enum evr_status evr_subscriber_close(const struct evr_subscriber *subscriber);
 const char *evr_subscriber_closed(const struct evr_subscriber *subscriber);
 
 /**
- * Adds a subscription from its JSON (`{"stream":S,"tag"?:T,"list"?:L,"events"?:[...]}`).
+ * Adds a subscription from its JSON (`{"stream":S,"tag"?:T,"list"?:L,"events"?:[...],
+ * "origin"?:"local"|"remote"}`). `origin`, on public and hashtag streams
+ * only, keeps statuses of that origin; frames still carry the stream asked for.
  * A subscription that listens to the same channels as an existing one is
  * a no-op and also returns EVR_OK. A refused subscription leaves the others
  * as they were.

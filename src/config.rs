@@ -102,7 +102,8 @@ pub struct SubscriberOptions {
     pub overflow: Option<Overflow>,
 }
 
-pub(crate) const FILTER_KEYS: [&str; 4] = ["languages", "blocked_accounts", "muted_accounts", "blocked_domains"];
+pub(crate) const FILTER_KEYS: [&str; 6] =
+    ["languages", "blocked_accounts", "muted_accounts", "blocked_domains", "blocked_by_accounts", "keyword_filters"];
 
 impl SubscriberOptions {
     /// Parses the subscriber JSON of §7; empty input means all defaults.
@@ -134,7 +135,7 @@ impl SubscriberOptions {
     }
 }
 
-/// Parses the JSON of a filter update: only the four filter keys are allowed.
+/// Parses the JSON of a filter update: only the viewer filter keys are allowed.
 pub fn filters_from_json(bytes: &[u8]) -> Result<ViewerFilters> {
     if bytes.trim_ascii().is_empty() {
         return Ok(ViewerFilters::default());

@@ -19,9 +19,10 @@ use crate::event::{self, RoutedEvent};
 use crate::filter::ViewerFilters;
 use crate::frame::{Frame, FrameBody, FrameCache};
 use crate::index::{Index, Indexed};
+use crate::keyword::{self, EventMatches, FilterSet, Registry};
 use crate::queue::{CloseReason, Pop, Queue, QueueStats};
 use crate::recent::{RecentStatuses, Routing};
-use crate::subscription::{EventFilter, Keys, SubscriptionSpec};
+use crate::subscription::{EventFilter, Keys, Origin, SubscriptionSpec};
 
 /// What one publish did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -79,9 +80,17 @@ pub(crate) struct SubscriberCore {
     /// `Arc` cycle core → subscription → core is broken by `unsubscribe_all`.
     subscriptions: Mutex<SmallVec<[Arc<Subscription>; 1]>>,
     /// Boxed: most subscribers have no filters, and the sets are large.
-    filters: RwLock<Option<Box<ViewerFilters>>>,
+    /// Replaced as a whole, so a publish sees the old state or the new one.
+    filters: RwLock<Option<Box<ViewerState>>>,
     has_filters: AtomicBool,
     account: Option<Box<str>>,
+}
+
+/// A viewer's filters with its keyword filters interned in the engine.
+struct ViewerState {
+    filters: ViewerFilters,
+    /// `Some` for a filter-annotated viewer (§11).
+    keywords: Option<Arc<FilterSet>>,
 }
 
 /// One subscription as stored in the index.
@@ -91,17 +100,23 @@ pub(crate) struct Subscription {
     stream: Arc<str>,
     events: Option<Box<EventFilter>>,
     viewer_filtered: bool,
+    origin: Option<Origin>,
     keys: Keys,
     slots: [AtomicU32; 3],
 }
 
 impl Subscription {
-    /// The event and viewer filters of this subscription.
-    fn accepts(&self, ev: &RoutedEvent) -> bool {
+    /// Reads the viewer state once, for both the filters and the
+    /// annotation: a concurrent update is seen whole or not at all.
+    fn viewer_state(&self) -> Option<parking_lot::RwLockReadGuard<'_, Option<Box<ViewerState>>>> {
+        (self.viewer_filtered && self.core.has_filters.load(Ordering::Relaxed)).then(|| self.core.filters.read())
+    }
+
+    /// The event, origin and viewer filters of this subscription.
+    fn accepts(&self, ev: &RoutedEvent, state: Option<&ViewerState>) -> bool {
         self.events.as_ref().is_none_or(|f| f.allows(&ev.name))
-            && !(self.viewer_filtered
-                && self.core.has_filters.load(Ordering::Relaxed)
-                && ev.status.as_ref().is_some_and(|s| self.core.filters.read().as_ref().is_some_and(|f| !f.allows(s))))
+            && self.origin.is_none_or(|o| ev.local.is_none_or(|local| o.allows(local)))
+            && ev.status.as_ref().is_none_or(|s| state.is_none_or(|v| v.filters.allows(s)))
     }
 }
 
@@ -125,6 +140,8 @@ struct EngineInner {
     counters: Counters,
     /// Interned stream arrays, so frame lookup is a pointer compare.
     streams: Mutex<StreamInterner>,
+    /// Interned keyword filter lists and their automaton (§11).
+    keywords: Registry,
 }
 
 /// Interned stream arrays and the map size at which to purge unused ones.
@@ -156,6 +173,7 @@ impl Engine {
                 next_seq: AtomicU64::new(0),
                 counters: Counters::default(),
                 streams: Mutex::new((AHashMap::new(), 64)),
+                keywords: Registry::default(),
             }),
         }
     }
@@ -172,7 +190,8 @@ impl Engine {
     pub fn subscriber(&self, options: SubscriberOptions) -> Subscriber {
         let inner = &self.inner;
         inner.counters.subscribers.fetch_add(1, Ordering::Relaxed);
-        let has_filters = !options.filters.is_empty();
+        let state = inner.viewer_state(options.filters);
+        let has_filters = state.is_some();
         Subscriber {
             engine: Arc::clone(inner),
             core: Arc::new(SubscriberCore {
@@ -180,7 +199,7 @@ impl Engine {
                     options.queue_capacity.unwrap_or(inner.config.queue_capacity),
                     options.overflow.unwrap_or(inner.config.overflow),
                 ),
-                filters: RwLock::new((has_filters).then(|| Box::new(options.filters))),
+                filters: RwLock::new(state),
                 has_filters: AtomicBool::new(has_filters),
                 account: options.account.map(Into::into),
                 subscriptions: Mutex::new(SmallVec::new()),
@@ -218,7 +237,9 @@ impl Engine {
         let ev = SCRATCH.with(|s| event::parse_content(event, &mut s.borrow_mut()))?;
         let mut matched = 0;
         for key in &ev.channels {
-            self.inner.index.for_each(key, |sub| matched += sub.accepts(&ev) as u64);
+            self.inner.index.for_each(key, |sub| {
+                matched += sub.accepts(&ev, sub.viewer_state().as_deref().and_then(|s| s.as_deref())) as u64
+            });
         }
         Ok(matched)
     }
@@ -304,6 +325,7 @@ struct Delivery<'a> {
     /// Subscribers this publish closed as slow consumers; they leave the
     /// index once the walk (which holds list locks) is over.
     disconnected: Vec<Arc<SubscriberCore>>,
+    engine: &'a EngineInner,
     ev: &'a RoutedEvent,
     frames: FrameCache,
     stats: PublishStats,
@@ -311,11 +333,61 @@ struct Delivery<'a> {
     excluded: Option<Vec<u64>>,
     /// Set when several sources may name the same subscription.
     seen: Option<AHashSet<u64>>,
+    /// Annotated frames, built when the first filter-annotated viewer comes.
+    annotations: Option<Annotations>,
+}
+
+/// The `filtered` annotations of one status event (§11).
+struct Annotations {
+    /// `None` when the payload cannot be annotated (not an object, or it
+    /// already has `filtered`): annotated viewers get the plain frame.
+    matches: Option<EventMatches>,
+    /// Interned set → its result, so each set is evaluated once.
+    by_set: AHashMap<*const FilterSet, usize>,
+    /// `filtered` JSON → its frames, so each distinct result is encoded once.
+    by_result: AHashMap<String, usize>,
+    frames: Vec<FrameCache>,
+}
+
+impl Annotations {
+    fn new(engine: &EngineInner, payload: Option<&str>) -> Annotations {
+        let matches = payload
+            .filter(|p| crate::json::top_level_span(p.as_bytes(), "filtered").is_none())
+            .and_then(crate::text::status_text)
+            .map(|text| engine.keywords.event(text, keyword::now_ms()));
+        Annotations { matches, by_set: AHashMap::new(), by_result: AHashMap::new(), frames: Vec::new() }
+    }
+
+    /// The frame for a viewer with keyword filters `set`, or `None` for the plain frame.
+    fn frame(&mut self, set: &Arc<FilterSet>, plain: &FrameCache, stream: &Arc<str>) -> Option<Arc<Frame>> {
+        let matches = self.matches.as_mut()?;
+        let index = match self.by_set.get(&Arc::as_ptr(set)) {
+            Some(&i) => i,
+            None => {
+                let filtered = matches.evaluate(set);
+                let i = match self.by_result.get(&filtered) {
+                    Some(&i) => i,
+                    None => {
+                        let payload = plain.body().payload().and_then(|p| keyword::annotate(p, &filtered))?;
+                        self.frames
+                            .push(FrameCache::new(FrameBody::with_payload(plain.body().event(), Some(payload.into()))));
+                        self.by_result.insert(filtered, self.frames.len() - 1);
+                        self.frames.len() - 1
+                    }
+                };
+                self.by_set.insert(Arc::as_ptr(set), i);
+                i
+            }
+        };
+        Some(Arc::clone(self.frames[index].get(stream)))
+    }
 }
 
 impl Delivery<'_> {
     fn offer(&mut self, sub: &Subscription) {
-        if !sub.accepts(self.ev) {
+        let guard = sub.viewer_state();
+        let state = guard.as_deref().and_then(|s| s.as_deref());
+        if !sub.accepts(self.ev, state) {
             if let Some(excluded) = &mut self.excluded {
                 excluded.push(sub.seq);
             }
@@ -326,7 +398,22 @@ impl Delivery<'_> {
         {
             return;
         }
-        let frame = self.frames.get(&sub.stream);
+        let annotated = match state.and_then(|s| s.keywords.as_ref()) {
+            Some(set) if self.ev.status.is_some() => {
+                let plain = &self.frames;
+                let payload = plain.body().payload();
+                self.annotations.get_or_insert_with(|| Annotations::new(self.engine, payload)).frame(
+                    set,
+                    plain,
+                    &sub.stream,
+                )
+            }
+            _ => None,
+        };
+        let frame = match &annotated {
+            Some(frame) => frame,
+            None => self.frames.get(&sub.stream),
+        };
         let outcome = sub.core.queue.push(frame);
         if !outcome.accepted {
             return;
@@ -348,11 +435,13 @@ impl EngineInner {
         let watermark = self.next_seq.load(Ordering::SeqCst);
         let mut d = Delivery {
             disconnected: Vec::new(),
+            engine: self,
             ev: &ev,
             frames: FrameCache::new(FrameBody::with_payload(&ev.name, payload)),
             stats: PublishStats::default(),
             excluded: ev.remember.as_ref().map(|_| Vec::new()),
             seen: earlier.as_ref().map(|_| AHashSet::new()),
+            annotations: None,
         };
         for key in &ev.channels {
             self.index.for_each(key, |sub| d.offer(sub));
@@ -391,6 +480,15 @@ impl EngineInner {
         self.unsubscribe_all(core);
         let discarded = core.queue.close(CloseReason::Closed);
         self.counters.dropped.fetch_add(discarded, Ordering::Relaxed);
+    }
+
+    /// The stored form of a viewer's filters; `None` when there are none.
+    fn viewer_state(&self, mut filters: ViewerFilters) -> Option<Box<ViewerState>> {
+        if filters.is_empty() {
+            return None;
+        }
+        let keywords = filters.keyword_filters.take().map(|list| self.keywords.intern(list));
+        Some(Box::new(ViewerState { filters, keywords }))
     }
 
     fn intern_stream(&self, stream: String) -> Arc<str> {
@@ -452,6 +550,7 @@ impl Subscriber {
             stream: engine.intern_stream(spec.stream_json()),
             events: spec.events.clone().map(Box::new),
             viewer_filtered: spec.stream.viewer_filtered(),
+            origin: spec.origin,
             keys,
             slots: Default::default(),
         });
@@ -476,18 +575,26 @@ impl Subscriber {
         Ok(true)
     }
 
-    /// Replaces the viewer filters from JSON with any of `languages`,
-    /// `blocked_accounts`, `muted_accounts`, `blocked_domains`; absent keys
-    /// become empty.
+    /// Replaces the viewer state from JSON with any of `languages`,
+    /// `blocked_accounts`, `muted_accounts`, `blocked_domains`,
+    /// `blocked_by_accounts`, `keyword_filters`; absent keys become empty
+    /// (no `keyword_filters`: no longer filter-annotated). On error the
+    /// previous state stays.
     pub fn update(&self, json: &[u8]) -> Result<()> {
         self.set_filters(filters_from_json(json)?);
         Ok(())
     }
 
+    /// Replaces the viewer state as a whole: a concurrent publish sees the
+    /// old state or the new one, never a mix.
     pub fn set_filters(&self, filters: ViewerFilters) {
-        let empty = filters.is_empty();
-        *self.core.filters.write() = (!empty).then(|| Box::new(filters));
-        self.core.has_filters.store(!empty, Ordering::Relaxed);
+        let state = self.engine.viewer_state(filters);
+        let some = state.is_some();
+        let old = std::mem::replace(&mut *self.core.filters.write(), state);
+        self.core.has_filters.store(some, Ordering::Relaxed);
+        // Dropped outside the lock: the last viewer of a filter set
+        // unregisters it from the engine.
+        drop(old);
     }
 
     /// Takes the next frame, waiting up to `timeout` (zero: don't wait).

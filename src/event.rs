@@ -25,6 +25,8 @@ pub struct RoutedEvent {
     pub remember: Option<Box<str>>,
     /// A content-mode `delete`: the status id whose receivers it also reaches.
     pub deletes: Option<Box<str>>,
+    /// For statuses: whether the status is local (subscription `origin`).
+    pub local: Option<bool>,
 }
 
 impl RoutedEvent {
@@ -232,6 +234,7 @@ fn mastodon_envelope(doc: Value<'_, '_>, input: &[u8]) -> Result<RoutedEvent> {
             route_public_status(&mut ev, &facts);
             home_and_lists(&mut ev);
             ev.remember = facts.id;
+            ev.local = Some(facts.local);
             ev.status = Some(facts.keys);
         }
         "notification" | "notifications_merged" => {
@@ -283,6 +286,7 @@ fn community_event(doc: Value<'_, '_>, input: &[u8]) -> Result<RoutedEvent> {
                 .filter(|s| s.as_object().is_some())
                 .ok_or_else(|| Error::event(format!("{name} event has no \"data.status\" object")))?,
         };
+        ev.local = Some(true);
         let media = status.get("medias").is_some_and(non_empty_array);
         let mut tags = Vec::new();
         for t in status.get("tags").and_then(|t| t.as_array()).iter().flat_map(|a| a.iter()) {
@@ -311,7 +315,9 @@ pub fn parse_channel_message(channel: ChannelKey, input: &[u8], _scratch: &mut V
         let name = event_name(doc.get("event"), "event")?;
         let mut ev = RoutedEvent { name: name.into(), payload: payload_text(doc, input), ..Default::default() };
         if is_status_event(name) {
-            ev.status = Some(update_facts(doc)?.keys);
+            let facts = update_facts(doc)?;
+            ev.local = Some(facts.local);
+            ev.status = Some(facts.keys);
         }
         ev.channels.push(channel);
         Ok(ev)

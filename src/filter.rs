@@ -1,5 +1,5 @@
-//! Per-viewer filters (SPEC §5). They live in memory on the subscriber and are
-//! replaced wholesale; matching never calls back into the host.
+//! Per-viewer filters (SPEC §5, §11). They live in memory on the subscriber and
+//! are replaced wholesale; matching never calls back into the host.
 
 use ahash::AHashSet;
 use simd_json::BorrowedValue as Value;
@@ -8,6 +8,7 @@ use smallvec::SmallVec;
 
 use crate::error::{Error, Result};
 use crate::json::id_text;
+use crate::keyword::FilterList;
 
 /// What a status contributes to viewer filtering, extracted once per event.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -27,6 +28,10 @@ pub struct ViewerFilters {
     pub blocked_accounts: AHashSet<Box<str>>,
     pub muted_accounts: AHashSet<Box<str>>,
     pub blocked_domains: AHashSet<Box<str>>,
+    /// Accounts that block the viewer: their statuses are hidden (author only).
+    pub blocked_by_accounts: AHashSet<Box<str>>,
+    /// Present (even empty) for a filter-annotated viewer (§11).
+    pub keyword_filters: Option<FilterList>,
 }
 
 impl ViewerFilters {
@@ -35,6 +40,8 @@ impl ViewerFilters {
             && self.blocked_accounts.is_empty()
             && self.muted_accounts.is_empty()
             && self.blocked_domains.is_empty()
+            && self.blocked_by_accounts.is_empty()
+            && self.keyword_filters.is_none()
     }
 
     /// True when `status` may be shown to this viewer.
@@ -47,6 +54,7 @@ impl ViewerFilters {
         }
         let hidden = |id: &str| self.blocked_accounts.contains(id) || self.muted_accounts.contains(id);
         if hidden(&status.author)
+            || self.blocked_by_accounts.contains(&status.author)
             || status.mentions.iter().any(|m| hidden(m))
             || status.reblog_author.as_deref().is_some_and(hidden)
         {
@@ -67,6 +75,10 @@ impl ViewerFilters {
         }
         filters.blocked_accounts = id_set(doc.get("blocked_accounts"), "blocked_accounts")?;
         filters.muted_accounts = id_set(doc.get("muted_accounts"), "muted_accounts")?;
+        filters.blocked_by_accounts = id_set(doc.get("blocked_by_accounts"), "blocked_by_accounts")?;
+        if let Some(v) = doc.get("keyword_filters").filter(|v| !v.is_null()) {
+            filters.keyword_filters = Some(FilterList::from_value(v)?);
+        }
         if let Some(v) = doc.get("blocked_domains").filter(|v| !v.is_null()) {
             filters.blocked_domains = string_set(v, "blocked_domains", str::to_lowercase)?;
         }
@@ -123,6 +135,11 @@ mod tests {
         assert!(!filters(r#"{"muted_accounts":["2"]}"#).allows(&status()));
         assert!(!filters(r#"{"blocked_accounts":["3"]}"#).allows(&status()));
         assert!(!filters(r#"{"blocked_domains":["Example.COM"]}"#).allows(&status()));
+        assert!(!filters(r#"{"blocked_by_accounts":[1]}"#).allows(&status()));
+        // Blocked-by hides only the author's statuses, not mentions or reblogs.
+        assert!(filters(r#"{"blocked_by_accounts":["2","3"]}"#).allows(&status()));
+        assert!(filters(r#"{"keyword_filters":[]}"#).allows(&status()));
+        assert!(!filters(r#"{"keyword_filters":[]}"#).is_empty());
         let local = StatusKeys { domain: None, ..status() };
         assert!(filters(r#"{"blocked_domains":["example.com"]}"#).allows(&local));
     }

@@ -43,6 +43,14 @@ impl FrameBody {
         sse.push(b'\n');
         Arc::new(FrameBody { event: event.into(), payload, sse: sse.into_boxed_slice() })
     }
+
+    pub fn event(&self) -> &str {
+        &self.event
+    }
+
+    pub fn payload(&self) -> Option<&str> {
+        self.payload.as_deref()
+    }
 }
 
 /// Splits on CRLF, LF and CR, as the SSE standard reads line ends.
@@ -123,6 +131,11 @@ pub struct FrameCache {
 impl FrameCache {
     pub fn new(body: Arc<FrameBody>) -> FrameCache {
         FrameCache { body, frames: SmallVec::new() }
+    }
+
+    /// What every frame of this cache shares.
+    pub fn body(&self) -> &Arc<FrameBody> {
+        &self.body
     }
 
     pub fn get(&mut self, stream: &Arc<str>) -> &Arc<Frame> {

@@ -22,11 +22,13 @@ pub mod filter;
 pub mod frame;
 pub mod index;
 pub mod json;
+pub mod keyword;
 pub mod queue;
 pub mod recent;
 #[cfg(feature = "redis")]
 pub mod redis_node;
 pub mod subscription;
+pub mod text;
 
 pub use channel::{ChannelKey, Stream, normalize_tag};
 pub use config::{EngineConfig, SubscriberOptions};

@@ -54,6 +54,20 @@ impl EventFilter {
     }
 }
 
+/// Which statuses a public or hashtag subscription keeps (§11 `origin`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    Local,
+    Remote,
+}
+
+impl Origin {
+    /// Whether a status of this locality passes.
+    pub fn allows(self, local: bool) -> bool {
+        local == (self == Origin::Local)
+    }
+}
+
 /// A parsed subscription request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SubscriptionSpec {
@@ -62,6 +76,9 @@ pub struct SubscriptionSpec {
     /// The tag as the client wrote it, or the list id.
     pub param: Option<Box<str>>,
     pub events: Option<EventFilter>,
+    /// Keeps only local or only remote statuses; the frames still carry
+    /// the stream asked for.
+    pub origin: Option<Origin>,
 }
 
 /// Mastodon's truthiness for query-style flags (`isTruthy` in streaming/index.js).
@@ -83,7 +100,7 @@ fn truthy(value: Option<&Value<'_>>) -> bool {
 }
 
 impl SubscriptionSpec {
-    /// Parses `{"stream": S, "tag"?, "list"?, "only_media"?, "events"?}`;
+    /// Parses `{"stream": S, "tag"?, "list"?, "only_media"?, "events"?, "origin"?}`;
     /// `type` and any other keys a Mastodon client sends are ignored.
     pub fn parse(bytes: &[u8]) -> Result<SubscriptionSpec> {
         let mut scratch = Vec::new();
@@ -132,7 +149,24 @@ impl SubscriptionSpec {
             Some(v) if v.is_null() => None,
             Some(v) => Some(EventFilter::parse(v)?),
         };
-        Ok(SubscriptionSpec { stream, param, events })
+        let origin = match doc.get("origin") {
+            None => None,
+            Some(v) if v.is_null() => None,
+            Some(v) => {
+                if !stream.viewer_filtered() {
+                    return Err(Error::subscription(format!(
+                        "origin applies only to public and hashtag streams, not {:?}",
+                        stream.name()
+                    )));
+                }
+                match v.as_str() {
+                    Some("local") => Some(Origin::Local),
+                    Some("remote") => Some(Origin::Remote),
+                    _ => return Err(Error::subscription("origin must be \"local\" or \"remote\"")),
+                }
+            }
+        };
+        Ok(SubscriptionSpec { stream, param, events, origin })
     }
 
     /// The index keys this subscription listens to, for a subscriber with
@@ -237,5 +271,17 @@ mod tests {
         assert!(!f.allows("delete"));
         assert!(parse(r#"{"stream":"public","events":[]}"#).is_err());
         assert!(parse(r#"{"stream":"public","events":["sta*"]}"#).is_err());
+    }
+
+    #[test]
+    fn origin_only_on_public_and_hashtag_streams() {
+        assert_eq!(parse(r#"{"stream":"public","origin":"local"}"#).unwrap().origin, Some(Origin::Local));
+        let tag = parse(r#"{"stream":"hashtag","tag":"x","origin":"remote"}"#).unwrap();
+        assert_eq!(tag.origin, Some(Origin::Remote));
+        assert!(Origin::Remote.allows(false) && !Origin::Remote.allows(true));
+        assert_eq!(parse(r#"{"stream":"public","origin":null}"#).unwrap().origin, None);
+        assert!(parse(r#"{"stream":"public","origin":"mars"}"#).unwrap_err().message().contains("origin"));
+        let err = parse(r#"{"stream":"list","list":1,"origin":"local"}"#).unwrap_err();
+        assert!(err.message().contains("public and hashtag"), "{err}");
     }
 }
