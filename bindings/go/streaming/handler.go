@@ -141,6 +141,9 @@ func (h *Handler) subscriberJSON(account string, filters []byte) []byte {
 func (h *Handler) track(c *conn) {
 	h.mu.Lock()
 	h.conns[c] = struct{}{}
+	if h.closing { // Shutdown ran while this connection was being set up
+		c.stop(stopShutdown)
+	}
 	h.mu.Unlock()
 	h.metrics.clients.WithLabelValues(c.kind).Inc()
 }

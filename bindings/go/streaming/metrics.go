@@ -52,6 +52,10 @@ func newMetrics(reg prometheus.Registerer, eng *evroute.Engine, read *atomic.Uin
 			Buckets: prometheus.ExponentialBuckets(64, 4, 8),
 		}),
 	}
+	m.dropped.WithLabelValues("overflow")
+	m.disconnects.WithLabelValues("slow_consumer")
+	m.reloads.WithLabelValues("ok")
+	m.reloads.WithLabelValues("error")
 	for _, t := range []string{"eventsource", "websocket"} {
 		m.clients.WithLabelValues(t)
 		m.sent.WithLabelValues(t)

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -61,12 +62,19 @@ func main() {
 	fs := flag.NewFlagSet("evroute-streaming", flag.ContinueOnError)
 	envFile := fs.String("env-file", "", "load this dotenv file first (e.g. Mastodon's .env.production); the environment wins")
 	fs.Usage = usage(fs)
+	fs.SetOutput(io.Discard)
 	if err := fs.Parse(os.Args[1:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
+		if errors.Is(err, flag.ErrHelp) { // asked for: stdout, success
+			fs.SetOutput(os.Stdout)
+			fs.Usage()
 			os.Exit(0)
 		}
+		fs.SetOutput(os.Stderr)
+		fmt.Fprintf(os.Stderr, "evroute-streaming: %v\n", err)
+		fs.Usage()
 		os.Exit(2)
 	}
+	fs.SetOutput(os.Stderr)
 	cmd := "serve"
 	if fs.NArg() > 0 {
 		cmd = fs.Arg(0)

@@ -153,12 +153,18 @@ func installTriggers(ctx context.Context, pool *pgxpool.Pool) error {
 // listen reloads an account's viewer state whenever a trigger notifies it,
 // until ctx ends; it reconnects after a failure.
 func listen(ctx context.Context, pool *pgxpool.Pool, h *streaming.Handler, log *slog.Logger) {
+	last := ""
 	for ctx.Err() == nil {
 		err := listenOnce(ctx, pool, h)
 		if ctx.Err() != nil {
 			return
 		}
-		log.Warn("Postgres LISTEN failed, retrying", "err", err)
+		level := slog.LevelWarn
+		if err.Error() == last { // the same failure again: once is enough at warn
+			level = slog.LevelDebug
+		}
+		last = err.Error()
+		log.Log(ctx, level, "Postgres LISTEN failed, retrying every 2 s", "err", err)
 		select {
 		case <-ctx.Done():
 		case <-time.After(2 * time.Second):

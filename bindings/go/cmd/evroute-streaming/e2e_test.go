@@ -1,0 +1,646 @@
+//go:build evroute_redis
+
+package main
+
+// End-to-end test of the evroute-streaming binary against a real Postgres
+// (Mastodon's schema and seed, tests/mastodon-db), a real redis-server and
+// real clients (net/http SSE, curl -N, Mastodon.py, a WebSocket client doing
+// the web UI's multiplexing). scripts/test.d/80-streaming.sh sets it up:
+//
+//	EVS_E2E_BIN           the server binary
+//	EVS_E2E_DATABASE_URL  a database with tests/mastodon-db loaded (nusers >= 10)
+//	EVS_E2E_MASTODON_PY   set when python3 can import Mastodon.py
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
+)
+
+const fixtures = `
+INSERT INTO accounts (id, username, domain, suspended_at) VALUES
+  (900001, 'e2esuspended', NULL, now()), (900002, 'e2edisabled', NULL, NULL);
+INSERT INTO users (id, account_id, disabled) VALUES (900001, 900001, false), (900002, 900002, true);
+INSERT INTO oauth_access_tokens (id, token, scopes, resource_owner_id, revoked_at) VALUES
+  (900001, 'e2e-suspended', 'read', 900001, NULL), (900002, 'e2e-disabled', 'read', 900002, NULL),
+  (900003, 'e2e-revoked', 'read', 1, now()), (900004, 'e2e-write', 'write', 2, NULL),
+  (900005, 'e2e-statuses', 'read:statuses', 3, NULL), (900006, 'e2e-notifications', 'read:notifications', 4, NULL);
+INSERT INTO lists (id, account_id, title) VALUES (900001, 1000001, 'mine'), (900002, 1000002, 'theirs');
+UPDATE users SET chosen_languages = '{en}' WHERE account_id = 1000001;
+INSERT INTO blocks (account_id, target_account_id) VALUES (1000001, 900010);
+INSERT INTO mutes (account_id, target_account_id) VALUES (1000001, 900011);
+INSERT INTO account_domain_blocks (account_id, domain) VALUES (1000001, 'evil.example');
+`
+
+type e2e struct {
+	t         *testing.T
+	bin       string
+	db        *pgxpool.Pool
+	rdb       *redis.Client
+	redisPort int
+	redis     *exec.Cmd
+	server    *exec.Cmd
+	env       []string
+}
+
+func freePort(t *testing.T) int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func waitFor(t *testing.T, what string, timeout time.Duration, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (e *e2e) startRedis() {
+	e.redis = exec.Command("redis-server", "--port", strconv.Itoa(e.redisPort), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no")
+	if err := e.redis.Start(); err != nil {
+		e.t.Fatal(err)
+	}
+	waitFor(e.t, "redis-server", 10*time.Second, func() bool {
+		return e.rdb.Ping(context.Background()).Err() == nil
+	})
+}
+
+func (e *e2e) stopRedis() {
+	_ = e.redis.Process.Signal(syscall.SIGTERM)
+	_ = e.redis.Wait()
+}
+
+func get(url string) (int, string) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func (e *e2e) startServer(extraEnv ...string) (*exec.Cmd, string) {
+	port := freePort(e.t)
+	cmd := exec.Command(e.bin)
+	cmd.Env = append(append(os.Environ(), e.env...), append(extraEnv, "PORT="+strconv.Itoa(port))...)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		e.t.Fatal(err)
+	}
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	e.t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+	})
+	waitFor(e.t, "server health", 10*time.Second, func() bool {
+		code, _ := get(base + "/api/v1/streaming/health")
+		return code == 200
+	})
+	return cmd, base
+}
+
+func (e *e2e) publish(channel string, msg any) {
+	e.t.Helper()
+	raw, err := json.Marshal(msg)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if err := e.rdb.Publish(context.Background(), channel, raw).Err(); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// rails is a message as Rails publishes it.
+func rails(event string, payload any) map[string]any {
+	m := map[string]any{"event": event, "queued_at": time.Now().UnixMilli()}
+	if payload != nil {
+		m["payload"] = payload
+	}
+	return m
+}
+
+func statusPayload(id, author, acct, lang string) map[string]any {
+	return map[string]any{
+		"id": id, "visibility": "public", "language": lang, "content": "<p>status " + id + "</p>",
+		"spoiler_text": "", "account": map[string]any{"id": author, "acct": acct}, "mentions": []any{},
+		"media_attachments": []any{}, "tags": []any{}, "reblog": nil, "in_reply_to_account_id": nil,
+	}
+}
+
+// sseStream is an open SSE response whose frames arrive on a channel.
+type sseStream struct {
+	frames chan string
+	body   io.Closer
+	ended  chan struct{}
+}
+
+func (e *e2e) sse(base, path, token string) *sseStream {
+	e.t.Helper()
+	req, _ := http.NewRequest("GET", base+path, nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if resp.StatusCode != 200 {
+		b, _ := io.ReadAll(resp.Body)
+		e.t.Fatalf("%s: %d %s", path, resp.StatusCode, b)
+	}
+	s := &sseStream{frames: make(chan string, 100), body: resp.Body, ended: make(chan struct{})}
+	br := bufio.NewReader(resp.Body)
+	if line, _ := br.ReadString('\n'); line != ":)\n" {
+		e.t.Fatalf("%s: first line %q", path, line)
+	}
+	go func() {
+		defer close(s.ended)
+		var frame strings.Builder
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				return
+			}
+			switch {
+			case strings.HasPrefix(line, ":"):
+			case line == "\n" && frame.Len() > 0:
+				s.frames <- frame.String()
+				frame.Reset()
+			default:
+				frame.WriteString(line)
+			}
+		}
+	}()
+	e.t.Cleanup(func() { resp.Body.Close() })
+	return s
+}
+
+func (s *sseStream) next(t *testing.T) string {
+	t.Helper()
+	select {
+	case f := <-s.frames:
+		return f
+	case <-s.ended:
+		t.Fatal("stream ended")
+	case <-time.After(5 * time.Second):
+		t.Fatal("no frame within 5 s")
+	}
+	return ""
+}
+
+func (s *sseStream) waitEnd(t *testing.T) {
+	t.Helper()
+	select {
+	case <-s.ended:
+	case <-time.After(5 * time.Second):
+		t.Fatal("stream did not end")
+	}
+}
+
+func TestEndToEnd(t *testing.T) {
+	bin, dsn := os.Getenv("EVS_E2E_BIN"), os.Getenv("EVS_E2E_DATABASE_URL")
+	if bin == "" || dsn == "" {
+		t.Skip("EVS_E2E_BIN and EVS_E2E_DATABASE_URL not set (scripts/test.d/80-streaming.sh sets them)")
+	}
+	ctx := context.Background()
+	db, err := pgxpool.New(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec(ctx, fixtures); err != nil {
+		t.Fatalf("fixtures: %v", err)
+	}
+	e := &e2e{t: t, bin: bin, db: db, redisPort: freePort(t)}
+	e.rdb = redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", e.redisPort)})
+	defer e.rdb.Close()
+	e.startRedis()
+	defer e.stopRedis()
+	e.env = []string{"DATABASE_URL=" + dsn, fmt.Sprintf("REDIS_URL=redis://127.0.0.1:%d", e.redisPort),
+		"EVROUTE_FILTER_REFRESH_S=2", "LOG_LEVEL=warn"}
+	var base string
+	e.server, base = e.startServer()
+	waitFor(t, "ready", 10*time.Second, func() bool { code, _ := get(base + "/api/v1/streaming/ready"); return code == 200 })
+
+	t.Run("endpoints", func(t *testing.T) {
+		resp, err := http.Get(base + "/api/v1/streaming/health")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(b) != "OK" || resp.Header.Get("Content-Type") != "text/plain" || resp.Header.Get("Access-Control-Allow-Origin") != "*" {
+			t.Fatalf("health: %q %v", b, resp.Header)
+		}
+		_, metrics := get(base + "/metrics")
+		for _, name := range []string{"connected_clients{type=\"eventsource\"}", "connected_channels{channel=\"public\",type=\"websocket\"}",
+			"redis_subscriptions", "redis_messages_received_total", "messages_sent_total", "pg_pool_total_connections",
+			"evroute_frames_dropped_total", "evroute_queue_depth", "evroute_viewer_state_reloads_total"} {
+			if !strings.Contains(metrics, name) {
+				t.Errorf("metrics lack %s", name)
+			}
+		}
+	})
+
+	t.Run("errors", func(t *testing.T) {
+		_, downBase := e.startServer("DATABASE_URL=postgres://nobody@127.0.0.1:1/none?connect_timeout=1")
+		cases := []struct {
+			base, path, token string
+			status            int
+			msg               string
+		}{
+			{base, "/api/v1/streaming/nope", "benchtok1", 400, "Unknown channel requested"},
+			{base, "/api/v1/streaming/public", "", 401, "Missing access token"},
+			{base, "/api/v1/streaming/public", "bogus", 401, "Invalid access token"},
+			{base, "/api/v1/streaming/public", "e2e-revoked", 401, "Invalid access token"},
+			{base, "/api/v1/streaming/public", "e2e-disabled", 401, "Invalid access token"},
+			{base, "/api/v1/streaming/public", "e2e-suspended", 401, "Invalid access token"},
+			{base, "/api/v1/streaming/public", "e2e-write", 401, "Access token does not have the required scopes"},
+			{base, "/api/v1/streaming/user/notification", "e2e-statuses", 401, "Access token does not have the required scopes"},
+			{base, "/api/v1/streaming/hashtag", "benchtok1", 400, "Missing tag name parameter"},
+			{base, "/api/v1/streaming/hashtag/local", "benchtok1", 400, "Missing tag name parameter"},
+			{base, "/api/v1/streaming/list", "benchtok1", 400, "Missing list name parameter"},
+			{base, "/api/v1/streaming/list?list=900002", "benchtok1", 401, "Not authorized to stream this list"},
+			{base, "/api/v1/streaming/list?list=abc", "benchtok1", 401, "Not authorized to stream this list"},
+			{downBase, "/api/v1/streaming/public", "benchtok1", 500, "An unexpected error occurred"},
+		}
+		for _, c := range cases {
+			req, _ := http.NewRequest("GET", c.base+c.path, nil)
+			if c.token != "" {
+				req.Header.Set("Authorization", "Bearer "+c.token)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			want, _ := json.Marshal(map[string]string{"error": c.msg})
+			if resp.StatusCode != c.status || strings.TrimSpace(string(b)) != string(want) || resp.Header.Get("Content-Type") != "application/json" {
+				t.Errorf("%s %s: %d %s, want %d %s", c.path, c.token, resp.StatusCode, b, c.status, want)
+			}
+		}
+		// The raw refused upgrade, and the WebSocket-only error.
+		upgrades := []struct {
+			base, query string
+			status      string
+			msg         string
+		}{
+			{base, "stream=public", "401 Unauthorized", "Missing access token"},
+			{base, "stream=public&access_token=bogus", "401 Unauthorized", "Invalid access token"},
+			{downBase, "stream=public&access_token=benchtok1", "500 Internal Server Error", "An unexpected error occurred"},
+		}
+		for _, u := range upgrades {
+			conn, err := net.Dial("tcp", strings.TrimPrefix(u.base, "http://"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			fmt.Fprintf(conn, "GET /api/v1/streaming/?%s HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"+
+				"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n", u.query)
+			_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+			raw, _ := io.ReadAll(conn)
+			conn.Close()
+			lines := strings.Split(string(raw), "\r\n")
+			ok := len(lines) == 8 && lines[0] == "HTTP/1.1 "+u.status && lines[1] == "Connection: close" &&
+				lines[2] == "Content-Type: text/plain" && lines[3] == "Content-Length: 0" &&
+				strings.HasPrefix(lines[4], "X-Request-Id: ") && lines[5] == "X-Error-Message: "+u.msg && lines[6]+lines[7] == ""
+			if !ok {
+				t.Errorf("refused upgrade %s: %q", u.query, raw)
+			}
+		}
+		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		ws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(base, "http")+"/api/v1/streaming/?stream=nope&access_token=benchtok1", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ws.CloseNow()
+		if _, b, err := ws.Read(ctx); err != nil || string(b) != `{"error":"Unknown stream type","status":400}` {
+			t.Errorf("unknown stream: %s %v", b, err)
+		}
+	})
+
+	t.Run("streams", func(t *testing.T) {
+		streams := []struct{ path, channel string }{
+			{"/api/v1/streaming/user", "timeline:1000002"},
+			{"/api/v1/streaming/user/notification", "timeline:1000002:notifications"},
+			{"/api/v1/streaming/public", "timeline:public"},
+			{"/api/v1/streaming/public?only_media=true", "timeline:public:media"},
+			{"/api/v1/streaming/public/local", "timeline:public:local"},
+			{"/api/v1/streaming/public/local?only_media=1", "timeline:public:local:media"},
+			{"/api/v1/streaming/public/remote", "timeline:public:remote"},
+			{"/api/v1/streaming/public/remote?only_media=yes", "timeline:public:remote:media"},
+			{"/api/v1/streaming/hashtag?tag=Rust", "timeline:hashtag:rust"},
+			{"/api/v1/streaming/hashtag/local?tag=Rust", "timeline:hashtag:rust:local"},
+			{"/api/v1/streaming/list?list=900001", "timeline:list:900001"},
+			{"/api/v1/streaming/direct", "timeline:direct:1000002"},
+		}
+		for i, s := range streams {
+			token := "benchtok2"
+			if strings.Contains(s.path, "list") {
+				token = "benchtok1"
+			}
+			st := e.sse(base, s.path, token)
+			id := strconv.Itoa(1000 + i)
+			e.publish(s.channel, rails("delete", id))
+			if got := st.next(t); got != "event: delete\ndata: "+id+"\n" {
+				t.Errorf("%s: %q", s.path, got)
+			}
+			st.body.Close()
+		}
+		// Presence keys for the user stream's channels (SET ... EX 1080).
+		st := e.sse(base, "/api/v1/streaming/user", "benchtok2")
+		defer st.body.Close()
+		waitFor(t, "presence key", 5*time.Second, func() bool {
+			ttl, err := e.rdb.TTL(ctx, "subscribed:timeline:1000002").Result()
+			return err == nil && ttl > 1000*time.Second && ttl <= 1080*time.Second
+		})
+		// A token without read or read:notifications gets the user stream
+		// without notifications.
+		statuses := e.sse(base, "/api/v1/streaming/user", "e2e-statuses")
+		defer statuses.body.Close()
+		e.publish("timeline:1000003:notifications", rails("notification", map[string]any{"id": "1"}))
+		e.publish("timeline:1000003", rails("delete", "55"))
+		if got := statuses.next(t); got != "event: delete\ndata: 55\n" {
+			t.Errorf("read:statuses user stream: %q", got)
+		}
+	})
+
+	t.Run("curl", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, "curl", "-sN", "-H", "Authorization: Bearer benchtok4", base+"/api/v1/streaming/hashtag?tag=curl")
+		out, _ := cmd.StdoutPipe()
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+		br := bufio.NewReader(out)
+		if line, _ := br.ReadString('\n'); line != ":)\n" {
+			t.Fatalf("curl: %q", line)
+		}
+		e.publish("timeline:hashtag:curl", rails("delete", "4242"))
+		var got strings.Builder
+		for !strings.HasSuffix(got.String(), "\n\n") {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				t.Fatalf("curl: %q %v", got.String(), err)
+			}
+			got.WriteString(line)
+		}
+		if got.String() != "event: delete\ndata: 4242\n\n" {
+			t.Fatalf("curl: %q", got.String())
+		}
+	})
+
+	t.Run("mastodon.py", func(t *testing.T) {
+		if os.Getenv("EVS_E2E_MASTODON_PY") == "" {
+			t.Skip("EVS_E2E_MASTODON_PY not set")
+		}
+		_, file, _, _ := runtime.Caller(0)
+		script := filepath.Join(filepath.Dir(file), "testdata", "mastodon_py_stream.py")
+		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, "python3", script, base, "benchtok5")
+		cmd.Stderr = os.Stderr
+		out, _ := cmd.StdoutPipe()
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		br := bufio.NewReader(out)
+		if line, _ := br.ReadString('\n'); line != "READY\n" {
+			t.Fatalf("Mastodon.py: %q", line)
+		}
+		// Mastodon.py connects in a thread: publish until it has received.
+		done := make(chan string, 1)
+		go func() { line, _ := br.ReadString('\n'); done <- line }()
+		for i := 0; ; i++ {
+			e.publish("timeline:public", rails("update", statusPayload("77"+strconv.Itoa(i), "14715", "trwnh", "en")))
+			select {
+			case line := <-done:
+				if !strings.HasPrefix(line, `{"event": "update", "id": "77`) {
+					t.Fatalf("Mastodon.py: %q", line)
+				}
+				_ = cmd.Wait()
+				return
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	})
+
+	t.Run("viewer filters", func(t *testing.T) {
+		st := e.sse(base, "/api/v1/streaming/public", "benchtok1")
+		defer st.body.Close()
+		mention := statusPayload("5", "14715", "trwnh", "en")
+		mention["mentions"] = []any{map[string]any{"id": "900010"}}
+		for _, p := range []map[string]any{
+			statusPayload("1", "900010", "blocked", "en"),
+			statusPayload("2", "900011", "muted", "en"),
+			statusPayload("3", "900012", "someone@evil.example", "en"),
+			statusPayload("4", "14715", "trwnh", "fr"),
+			mention,
+			statusPayload("6", "14715", "trwnh", "en"),
+		} {
+			e.publish("timeline:public", rails("update", p))
+		}
+		if got := st.next(t); !strings.Contains(got, `"id":"6"`) {
+			t.Fatalf("first delivered: %q", got)
+		}
+		// Another viewer without that state receives them (language aside).
+		other := e.sse(base, "/api/v1/streaming/public", "benchtok6")
+		defer other.body.Close()
+		e.publish("timeline:public", rails("update", statusPayload("7", "900010", "blocked", "en")))
+		if got := other.next(t); !strings.Contains(got, `"id":"7"`) {
+			t.Fatalf("other viewer: %q", got)
+		}
+	})
+
+	// blockThenCheck adds a block of author by account 1000001 in the
+	// database, waits, and checks that a status of author no longer reaches
+	// 1000001's public stream.
+	blockThenCheck := func(t *testing.T, author string, wait time.Duration, between func()) {
+		st := e.sse(base, "/api/v1/streaming/public", "benchtok1")
+		defer st.body.Close()
+		e.publish("timeline:public", rails("update", statusPayload("100", author, "x", "en")))
+		if got := st.next(t); !strings.Contains(got, `"id":"100"`) {
+			t.Fatalf("before the block: %q", got)
+		}
+		if _, err := db.Exec(ctx, `INSERT INTO blocks (account_id, target_account_id) VALUES (1000001, $1)`, author); err != nil {
+			t.Fatal(err)
+		}
+		if between != nil {
+			between()
+		}
+		time.Sleep(wait)
+		e.publish("timeline:public", rails("update", statusPayload("101", author, "x", "en")))
+		e.publish("timeline:public", rails("update", statusPayload("102", "14715", "trwnh", "en")))
+		if got := st.next(t); !strings.Contains(got, `"id":"102"`) {
+			t.Fatalf("after the block: %q", got)
+		}
+	}
+
+	t.Run("filters_changed", func(t *testing.T) {
+		user := e.sse(base, "/api/v1/streaming/user", "benchtok1")
+		defer user.body.Close()
+		// The refresh interval is 2 s: the reload must come from filters_changed.
+		blockThenCheck(t, "900020", 300*time.Millisecond, func() {
+			e.publish("timeline:1000001", rails("filters_changed", nil))
+			e.publish("timeline:system:1000001", rails("filters_changed", nil))
+		})
+		if got := user.next(t); got != "event: filters_changed\ndata: undefined\n" {
+			t.Fatalf("user stream: %q", got)
+		}
+	})
+
+	t.Run("refresh", func(t *testing.T) {
+		blockThenCheck(t, "900021", 2500*time.Millisecond, nil)
+	})
+
+	t.Run("triggers", func(t *testing.T) {
+		cmd := exec.Command(bin, "install-triggers")
+		cmd.Env = append(os.Environ(), e.env...)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("install-triggers: %v %s", err, out)
+		}
+		for i := 0; i < 3; i++ {
+			blockThenCheck(t, strconv.Itoa(900030+i), time.Second, nil)
+		}
+	})
+
+	t.Run("websocket", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		defer cancel()
+		ws, resp, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(base, "http")+"/api/v1/streaming/?stream=user",
+			&websocket.DialOptions{Subprotocols: []string{"benchtok1"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ws.CloseNow()
+		if resp.Header.Get("Sec-WebSocket-Protocol") != "benchtok1" || resp.Header.Get("X-Request-Id") == "" {
+			t.Fatalf("upgrade headers: %v", resp.Header)
+		}
+		send := func(s string) {
+			if err := ws.Write(ctx, websocket.MessageText, []byte(s)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		read := func() string {
+			_, b, err := ws.Read(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return string(b)
+		}
+		send(`{"type":"subscribe","stream":"public:local"}`)
+		send(`{"type":"subscribe","stream":["hashtag"],"tag":"Rust"}`)
+		send(`{"type":"subscribe","stream":"list","list":"900001"}`)
+		send(`{"type":"subscribe","stream":"list","list":"900002"}`)
+		if got := read(); got != `{"error":"Not authorized to stream this list","status":401}` {
+			t.Fatalf("list error: %s", got)
+		}
+		cases := []struct{ channel, want string }{
+			{"timeline:public:local", `{"stream":["public:local"],"event":"delete","payload":"1"}`},
+			{"timeline:hashtag:rust", `{"stream":["hashtag","Rust"],"event":"delete","payload":"2"}`},
+			{"timeline:list:900001", `{"stream":["list","900001"],"event":"delete","payload":"3"}`},
+			{"timeline:1000001", `{"stream":["user"],"event":"delete","payload":"4"}`},
+		}
+		for i, c := range cases {
+			e.publish(c.channel, rails("delete", strconv.Itoa(i+1)))
+			if got := read(); got != c.want {
+				t.Errorf("%s: %s", c.channel, got)
+			}
+		}
+		send(`{"type":"unsubscribe","stream":"hashtag","tag":"rust"}`)
+		send(`{"type":"subscribe","stream":"nope"}`) // a round trip: the unsubscribe is done
+		read()
+		e.publish("timeline:hashtag:rust", rails("delete", "5"))
+		e.publish("timeline:1000001", rails("delete", "6"))
+		if got := read(); got != `{"stream":["user"],"event":"delete","payload":"6"}` {
+			t.Errorf("after unsubscribe: %s", got)
+		}
+	})
+
+	t.Run("kill", func(t *testing.T) {
+		st := e.sse(base, "/api/v1/streaming/public", "benchtok7")
+		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		ws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(base, "http")+"/api/v1/streaming/?stream=public&access_token=benchtok7", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ws.CloseNow()
+		time.Sleep(200 * time.Millisecond) // the system channel subscription is asynchronous
+		e.publish("timeline:access_token:7", map[string]any{"event": "kill"})
+		st.waitEnd(t)
+		if _, _, err := ws.Read(ctx); websocket.CloseStatus(err) == -1 {
+			t.Fatalf("WebSocket not closed by kill: %v", err)
+		}
+	})
+
+	t.Run("redis restart", func(t *testing.T) {
+		st := e.sse(base, "/api/v1/streaming/public", "benchtok8")
+		defer st.body.Close()
+		e.stopRedis()
+		waitFor(t, "/ready 503", 10*time.Second, func() bool { code, _ := get(base + "/api/v1/streaming/ready"); return code == 503 })
+		e.startRedis()
+		waitFor(t, "/ready 200", 15*time.Second, func() bool { code, _ := get(base + "/api/v1/streaming/ready"); return code == 200 })
+		e.publish("timeline:public", rails("delete", "8080"))
+		if got := st.next(t); got != "event: delete\ndata: 8080\n" {
+			t.Fatalf("after restart: %q", got)
+		}
+	})
+
+	t.Run("sigterm", func(t *testing.T) {
+		st := e.sse(base, "/api/v1/streaming/public", "benchtok9")
+		ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		defer cancel()
+		ws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(base, "http")+"/api/v1/streaming/?stream=public&access_token=benchtok9", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ws.CloseNow()
+		closed := make(chan error, 1)
+		go func() { _, _, err := ws.Read(ctx); closed <- err }()
+		if err := e.server.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		if code := websocket.CloseStatus(<-closed); code != websocket.StatusGoingAway {
+			t.Errorf("WebSocket close code %d, want 1001", code)
+		}
+		st.waitEnd(t)
+		err = e.server.Wait()
+		var ee *exec.ExitError
+		if errors.As(err, &ee) || err != nil {
+			t.Fatalf("exit: %v", err)
+		}
+	})
+}
