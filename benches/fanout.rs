@@ -1,34 +1,83 @@
-//! Fan-out of one event to N subscribers on one stream (ns per delivery).
-//! Only `publish` is timed; queues are drained between iterations.
+//! Fan-out of one event to N subscribers on one stream (ns per delivery),
+//! next to the floor (`evroute::baseline::Floor`: a reference-count bump and
+//! a pointer store into N separate rings) at the same N, in the same run.
+//! Only the publish is timed; queues and rings are drained between
+//! iterations. Prints `publish ÷ floor` per N at the end.
 
 mod common;
 
+use std::cell::Cell;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use evroute::baseline::Floor;
+
+/// Total time and deliveries measured by one benchmark function.
+#[derive(Default)]
+struct Tally {
+    time: Cell<Duration>,
+    deliveries: Cell<u64>,
+}
+
+impl Tally {
+    fn add(&self, time: Duration, deliveries: u64) {
+        self.time.set(self.time.get() + time);
+        self.deliveries.set(self.deliveries.get() + deliveries);
+    }
+    fn ns_per_delivery(&self) -> f64 {
+        self.time.get().as_nanos() as f64 / self.deliveries.get().max(1) as f64
+    }
+}
 
 fn fanout(c: &mut Criterion) {
     let event = common::public_status();
     let mut g = c.benchmark_group("fanout");
     g.sample_size(10).warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(3));
+    let mut report = Vec::new();
     for n in [1_000usize, 10_000, 100_000, 1_000_000] {
-        let (engine, subs) = common::public_subscribers(n, 16);
         g.throughput(Throughput::Elements(n as u64));
-        g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, &n| {
-            b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let start = Instant::now();
-                    let stats = engine.publish(&event).unwrap();
-                    total += start.elapsed();
-                    assert_eq!(stats.delivered, n as u64);
-                    common::drain(&subs);
-                }
-                total
-            })
-        });
+        let (publish, floor) = (Tally::default(), Tally::default());
+        {
+            let (engine, subs) = common::public_subscribers(n, 16);
+            g.bench_with_input(BenchmarkId::new("publish", n), &n, |b, &n| {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        let start = Instant::now();
+                        let stats = engine.publish(&event).unwrap();
+                        total += start.elapsed();
+                        assert_eq!(stats.delivered, n as u64);
+                        common::drain(&subs);
+                    }
+                    publish.add(total, iters * n as u64);
+                    total
+                })
+            });
+        }
+        {
+            let mut rings = Floor::new(n);
+            let item = Arc::new(event.clone());
+            g.bench_with_input(BenchmarkId::new("floor", n), &n, |b, &n| {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        let start = Instant::now();
+                        assert_eq!(rings.publish(&item), n as u64);
+                        total += start.elapsed();
+                        rings.drain();
+                    }
+                    floor.add(total, iters * n as u64);
+                    total
+                })
+            });
+        }
+        report.push((n, publish.ns_per_delivery(), floor.ns_per_delivery()));
     }
     g.finish();
+    for (n, p, f) in report {
+        println!("fanout {n:>9}: publish {p:7.1} ns/delivery, floor {f:6.1} ns/delivery, publish/floor {:.2}", p / f);
+    }
 }
 
 criterion_group!(benches, fanout);

@@ -7,16 +7,79 @@
 //!   connection run the viewer filters and serialize the WebSocket envelope.
 //! - [`RedisServer`] / [`redis_fanout`]: Mastodon's own transport, a real
 //!   `redis-server` on loopback with one pub/sub connection per subscriber.
+//! - [`Floor`]: not a router but the least a fan-out can cost on this
+//!   machine: bump a reference count and store a pointer into each of N
+//!   separately allocated rings.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde_json::Value;
+
+/// Slots per floor ring; a fan-out writes one slot per ring.
+pub const FLOOR_SLOTS: usize = 16;
+
+/// One subscriber's ring in the floor: head, tail and slots in one allocation.
+struct FloorRing<T> {
+    head: usize,
+    tail: usize,
+    slots: [Option<Arc<T>>; FLOOR_SLOTS],
+}
+
+/// The fan-out floor (issue 13): for each of N rings, one reference-count
+/// increment and one pointer store, with no index, filter, lock or counter.
+/// A full ring drops its oldest entry, as the engine's default policy does.
+pub struct Floor<T> {
+    // Boxed on purpose: one allocation per ring, scattered like subscribers.
+    #[allow(clippy::vec_box)]
+    rings: Vec<Box<FloorRing<T>>>,
+}
+
+impl<T> Floor<T> {
+    pub fn new(n: usize) -> Floor<T> {
+        let rings =
+            (0..n).map(|_| Box::new(FloorRing { head: 0, tail: 0, slots: std::array::from_fn(|_| None) })).collect();
+        Floor { rings }
+    }
+
+    /// Stores `item` in every ring; returns the number of deliveries.
+    pub fn publish(&mut self, item: &Arc<T>) -> u64 {
+        let rings = &mut self.rings;
+        for i in 0..rings.len() {
+            // The engine's index walk prefetches ahead; the floor does as well.
+            if let Some(ahead) = rings.get(i + 8) {
+                crate::index::prefetch::<FloorRing<T>>(&**ahead);
+            }
+            let ring = &mut rings[i];
+            if ring.tail - ring.head == FLOOR_SLOTS {
+                ring.slots[ring.head % FLOOR_SLOTS] = None;
+                ring.head += 1;
+            }
+            ring.slots[ring.tail % FLOOR_SLOTS] = Some(Arc::clone(item));
+            ring.tail += 1;
+        }
+        rings.len() as u64
+    }
+
+    /// Takes every stored entry out (dropping its reference); returns how many.
+    pub fn drain(&mut self) -> u64 {
+        let mut n = 0;
+        for ring in &mut self.rings {
+            while ring.head < ring.tail {
+                std::hint::black_box(ring.slots[ring.head % FLOOR_SLOTS].take());
+                ring.head += 1;
+                n += 1;
+            }
+        }
+        n
+    }
+}
 
 /// What a baseline subscription is: Mastodon's stream names and params.
 #[derive(Clone, Debug)]

@@ -3,14 +3,20 @@
 //! Redis pub/sub, in the same run.
 //!
 //! What is timed: `publish` calls only (enqueue into every matching queue).
-//! Every 64 events all queues are drained outside the publish timer; the
-//! drain is timed separately and "end to end" adds it. The baselines are
-//! timed the same way.
+//! Every 64 events (or sooner, once 100k deliveries wait) all queues are
+//! drained outside the publish timer; the drain is timed separately and
+//! "end to end" adds it. The baselines are timed the same way.
+//!
+//! A second measurement per scale puts every subscriber on one stream and
+//! times the fan-out next to the floor (`baseline::Floor`), alternating
+//! between the two in chunks so both see the same machine load.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use evroute::baseline::{BaselineStream, Connection, MastodonRouter, RedisServer, redis_fanout};
+use std::sync::Arc;
+
+use evroute::baseline::{BaselineStream, Connection, FLOOR_SLOTS, Floor, MastodonRouter, RedisServer, redis_fanout};
 use evroute::{Engine, EngineConfig, Next, Subscriber};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
@@ -36,8 +42,14 @@ const STATUSES: [&str; 9] = [
 ];
 const NOTIFICATION: &str = include_str!("../../../corpus/mastodon/02-notification-68739215.json");
 
-/// Queues are drained after this many events.
+/// Queues are drained after this many events...
 const DRAIN_EVERY: usize = 64;
+/// ...or once this many deliveries wait. Baseline (a) holds one serialized
+/// envelope (~3 KB) per delivery: 64 events × 25k deliveries at 100k
+/// subscribers kept 4.3 GB alive between drains.
+const DRAIN_DELIVERIES: u64 = 100_000;
+/// One-stream run: events per scale come from this budget of deliveries.
+const ONE_STREAM_DELIVERIES: usize = 10_000_000;
 /// Baseline (a) stops after this long (or after all events).
 const BASELINE_BUDGET: Duration = Duration::from_secs(4);
 /// Redis baseline: connection cap (file descriptors) and deliveries per run.
@@ -243,6 +255,13 @@ fn rss_bytes() -> u64 {
     pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64
 }
 
+/// The process's peak resident set (VmHWM), in bytes.
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kb| kb * 1024)
+}
+
 fn build_subscribers(engine: &Engine, specs: &[SubSpec]) -> Result<Vec<Subscriber>, String> {
     specs
         .iter()
@@ -270,6 +289,25 @@ fn measure_rss_per_subscriber(n: usize) -> Option<f64> {
     let exe = std::env::current_exe().ok()?;
     let out = std::process::Command::new(exe).args(["bench", "--rss-probe", &n.to_string()]).output().ok()?;
     String::from_utf8(out.stdout).ok()?.trim().parse().ok()
+}
+
+/// When to drain: after DRAIN_EVERY events or DRAIN_DELIVERIES deliveries.
+#[derive(Default)]
+struct Pacer {
+    events: usize,
+    deliveries: u64,
+}
+
+impl Pacer {
+    fn due(&mut self, delivered: u64) -> bool {
+        self.events += 1;
+        self.deliveries += delivered;
+        let due = self.events == DRAIN_EVERY || self.deliveries >= DRAIN_DELIVERIES;
+        if due {
+            *self = Pacer::default();
+        }
+        due
+    }
 }
 
 #[derive(Default)]
@@ -350,6 +388,7 @@ fn run_evroute(w: &Workload, events: usize, pb: &ProgressBar) -> Result<Timing, 
     drain(&mut warm);
     phase(pb, "evroute: publishing", events);
     let mut t = Timing { latencies_ns: Vec::with_capacity(events), ..Timing::default() };
+    let mut pacer = Pacer::default();
     for i in 0..events {
         let ev = &w.events[i % w.events.len()];
         let start = Instant::now();
@@ -362,13 +401,81 @@ fn run_evroute(w: &Workload, events: usize, pb: &ProgressBar) -> Result<Timing, 
         if stats.dropped > 0 {
             return Err(format!("{} frames dropped: the measurement would not be comparable", stats.dropped));
         }
-        if (i + 1) % DRAIN_EVERY == 0 {
+        if pacer.due(stats.delivered) {
             drain(&mut t);
         }
         pb.inc(1);
     }
     drain(&mut t);
     Ok(t)
+}
+
+/// Every subscriber on `public`, one public status per publish, against the
+/// floor at the same count. The two alternate in chunks of FLOOR_SLOTS
+/// events (a full ring or queue is drained between chunks, untimed).
+fn run_one_stream(w: &Workload, n: usize, pb: &ProgressBar) -> Result<Value, String> {
+    let config = EngineConfig { queue_capacity: FLOOR_SLOTS, ..EngineConfig::default() };
+    let engine = Engine::new(config);
+    phase(pb, "one stream: subscribing", 1);
+    let subs: Vec<Subscriber> = (0..n)
+        .map(|_| {
+            let s = engine.subscriber(Default::default());
+            s.subscribe(br#"{"stream":"public"}"#).map(|_| s)
+        })
+        .collect::<evroute::Result<_>>()
+        .map_err(|e| e.to_string())?;
+    let mut floor = Floor::new(n);
+    let item = Arc::new(w.public_event.clone());
+    let chunks = (ONE_STREAM_DELIVERIES / n / FLOOR_SLOTS).clamp(2, 64);
+    phase(pb, "one stream: publish vs floor", chunks);
+    let (mut ours, mut theirs, mut drain) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    let (mut deliveries, mut drained) = (0u64, 0u64);
+    for chunk in 0..=chunks {
+        // Chunk 0 warms up both (faults in queue buffers and rings).
+        let start = Instant::now();
+        let mut delivered = 0;
+        for _ in 0..FLOOR_SLOTS {
+            let stats = engine.publish(&w.public_event).map_err(|e| e.to_string())?;
+            delivered += stats.delivered;
+        }
+        let publish = start.elapsed();
+        if delivered != (n * FLOOR_SLOTS) as u64 {
+            return Err(format!("one stream: {delivered} deliveries, expected {}", n * FLOOR_SLOTS));
+        }
+        let start = Instant::now();
+        let mut taken = 0;
+        for s in &subs {
+            while let Next::Frame(f) = s.next(Duration::ZERO) {
+                std::hint::black_box(f.ws());
+                taken += 1;
+            }
+        }
+        let took = start.elapsed();
+        let start = Instant::now();
+        for _ in 0..FLOOR_SLOTS {
+            floor.publish(&item);
+        }
+        let floor_time = start.elapsed();
+        floor.drain();
+        if chunk > 0 {
+            ours += publish;
+            theirs += floor_time;
+            drain += took;
+            deliveries += delivered;
+            drained += taken;
+        }
+        pb.inc(1);
+    }
+    let per = |d: Duration, k: u64| d.as_nanos() as f64 / k.max(1) as f64;
+    let (publish_ns, floor_ns) = (per(ours, deliveries), per(theirs, deliveries));
+    Ok(json!({
+        "subscribers": n,
+        "events": chunks * FLOOR_SLOTS,
+        "publish_ns_per_delivery": publish_ns,
+        "floor_ns_per_delivery": floor_ns,
+        "ratio_floor": publish_ns / floor_ns,
+        "drain_ns_per_frame": per(drain, drained),
+    }))
 }
 
 fn run_mastodon(w: &Workload, events: usize, pb: &ProgressBar) -> Result<Timing, String> {
@@ -390,6 +497,7 @@ fn run_mastodon(w: &Workload, events: usize, pb: &ProgressBar) -> Result<Timing,
     };
     phase(pb, "baseline (a): publishing", events);
     let mut t = Timing::default();
+    let mut pacer = Pacer::default();
     for i in 0..events {
         if t.publish > BASELINE_BUDGET && t.events >= DRAIN_EVERY {
             break;
@@ -402,7 +510,7 @@ fn run_mastodon(w: &Workload, events: usize, pb: &ProgressBar) -> Result<Timing,
         t.latencies_ns.push(took.as_nanos() as u64);
         t.deliveries += delivered;
         t.events += 1;
-        if (i + 1) % DRAIN_EVERY == 0 {
+        if pacer.due(delivered) {
             drain(&mut router, &mut t);
         }
         pb.inc(1);
@@ -461,6 +569,7 @@ fn bench(opts: &Options) -> Result<(), String> {
         phase(&pb, "building workload", 1);
         let w = workload(n, opts.events);
         let ours = run_evroute(&w, opts.events, &pb)?;
+        let one_stream = run_one_stream(&w, n, &pb)?;
         let theirs = run_mastodon(&w, opts.events, &pb)?;
         let redis_row = match &redis {
             Some(server) => Some(run_redis(server, &w, n, &pb)?),
@@ -477,12 +586,19 @@ fn bench(opts: &Options) -> Result<(), String> {
             "mastodon": theirs,
             "redis": redis_row,
             "rss_bytes_per_subscriber": rss,
+            "one_stream": one_stream,
             "ratio_mastodon": ratio(&ours, &theirs, "deliveries_per_sec"),
             "ratio_mastodon_e2e": ratio(&ours, &theirs, "e2e_deliveries_per_sec"),
             "ratio_redis": redis_row.as_ref().map(|r| ratio(&ours, r, "deliveries_per_sec")),
         }));
     }
-    let report = json!({ "machine": machine(), "drain_every": DRAIN_EVERY, "scales": rows });
+    let report = json!({
+        "machine": machine(),
+        "drain_every": DRAIN_EVERY,
+        "drain_deliveries": DRAIN_DELIVERIES,
+        "scales": rows,
+        "peak_rss_bytes": peak_rss_bytes(),
+    });
     if opts.json {
         println!("{}", serde_json::to_string_pretty(&report).expect("serializable"));
     } else {
@@ -493,13 +609,16 @@ fn bench(opts: &Options) -> Result<(), String> {
 
 fn print_table(report: &Value) {
     let m = &report["machine"];
+    let peak = report["peak_rss_bytes"].as_u64().map_or("?".into(), |b| format!("{:.0} MB", b as f64 / 1e6));
     println!(
         "evroute {} on {} ({} cores)",
         m["evroute"].as_str().unwrap_or(""),
         m["cpu"].as_str().unwrap_or("?"),
         m["cores"]
     );
-    println!("publish timed alone; queues drained every {DRAIN_EVERY} events outside the timer (e2e adds the drain)\n");
+    println!(
+        "publish timed alone; queues drained every {DRAIN_EVERY} events or {DRAIN_DELIVERIES} deliveries outside the timer (e2e adds the drain); peak RSS {peak}\n"
+    );
     println!(
         "{:>9} {:<13} {:>9} {:>12} {:>8} {:>8} {:>9} {:>9} {:>9} {:>8} {:>8}",
         "subs",
@@ -554,5 +673,14 @@ fn print_table(report: &Value) {
             );
         }
         println!("{:>9} e2e (publish+drain) deliveries/s ratio vs (a): {:.1}x", "", f(row, "ratio_mastodon_e2e"));
+        let one = &row["one_stream"];
+        println!(
+            "{:>9} one stream: publish {:.1} ns/delivery, floor {:.1} ns/delivery, publish/floor {:.2}, drain {:.1} ns/frame",
+            "",
+            f(one, "publish_ns_per_delivery"),
+            f(one, "floor_ns_per_delivery"),
+            f(one, "ratio_floor"),
+            f(one, "drain_ns_per_frame"),
+        );
     }
 }
