@@ -8,7 +8,9 @@
  * - Fallible calls return evr_status: 0 is success, positive values are
  *   non-error outcomes, negative values are errors; evr_last_error() then
  *   gives the message.
- * - Out-parameters are written only when the call returns EVR_OK.
+ * - Out-parameters are written only when the call returns EVR_OK (one
+ *   exception: evr_subscriber_read() gives the needed size with
+ *   EVR_BUFFER_TOO_SMALL).
  * - Every handle has one free function; passing NULL to it does nothing.
  *   Handles may be freed in any order: a frame stays valid after its
  *   subscriber and engine are freed, a subscriber after its engine.
@@ -50,6 +52,11 @@ typedef enum evr_status {
    * evr_subscriber_next(): the subscriber is closed (see evr_subscriber_closed()).
    */
   EVR_CLOSED = 3,
+  /**
+   * evr_subscriber_read(): the oldest waiting frame is longer than the
+   * whole buffer; it stays queued and `*n_bytes` says how long it is.
+   */
+  EVR_BUFFER_TOO_SMALL = 4,
   /**
    * A required pointer argument was NULL (or a NULL buffer with a non-zero length).
    */
@@ -94,13 +101,27 @@ typedef enum evr_status {
 } evr_status;
 
 /**
+ * Which bytes of a frame evr_subscriber_read() copies.
+ */
+typedef enum evr_encoding {
+  /**
+   * Server-Sent Events: `event: E\ndata: P\n\n` (evr_frame_sse()).
+   */
+  EVR_ENCODING_SSE = 0,
+  /**
+   * The WebSocket message text (evr_frame_ws()).
+   */
+  EVR_ENCODING_WS = 1,
+} evr_encoding;
+
+/**
  * A routing domain. Free with evr_engine_free().
  */
 typedef struct evr_engine evr_engine;
 
 /**
  * One immutable delivery, shared with every subscriber that received the
- * same frame. Free with evr_frame_free().
+ * same frame. Free with evr_frame_free() or evr_frames_free().
  */
 typedef struct evr_frame evr_frame;
 
@@ -455,6 +476,60 @@ enum evr_status evr_subscriber_next(const struct evr_subscriber *subscriber,
                                     struct evr_frame **out);
 
 /**
+ * Takes up to `max` frames at once (oldest first) into `frames[0..*n]`,
+ * waiting up to `timeout_ms` for the first, with one lock and no
+ * allocation. Returns EVR_OK with `*n >= 1` (free each frame with
+ * evr_frame_free(), or all of them with evr_frames_free()), or, with `*n`
+ * untouched, EVR_EMPTY, EVR_TIMEOUT or EVR_CLOSED as evr_subscriber_next().
+ * `max == 0` is EVR_ERR_INVALID_CONFIG.
+ *
+ * Thread-safety: as evr_subscriber_next().
+ *
+ * # Safety
+ * `subscriber` is NULL or live; `frames` is NULL or has room for `max`
+ * pointers; `n` is NULL or writable.
+ */
+enum evr_status evr_subscriber_next_batch(const struct evr_subscriber *subscriber,
+                                          uint32_t timeout_ms,
+                                          struct evr_frame **frames,
+                                          size_t max,
+                                          size_t *n);
+
+/**
+ * Copies one encoding of the waiting frames, oldest first and whole
+ * frames only, into `buf` one after the other, up to `cap` bytes and
+ * `max` frames, waiting up to `timeout_ms` for the first. The frames are
+ * taken (as by evr_subscriber_next()); nothing is allocated per frame.
+ *
+ * On EVR_OK, `*n_frames >= 1` frames were copied, `*n_bytes` bytes in
+ * all, and when `lens` is not NULL `lens[i]` is the length of frame i (a
+ * WebSocket host needs it to send each frame as its own message; SSE
+ * bytes can go to the socket as they are). EVR_EMPTY, EVR_TIMEOUT and
+ * EVR_CLOSED are as for evr_subscriber_next(), with nothing written.
+ * EVR_BUFFER_TOO_SMALL: the oldest frame alone is longer than `cap`; it
+ * stays queued, and `*n_bytes` is its length (the one case where an
+ * out-parameter is written without EVR_OK). `max == 0` is
+ * EVR_ERR_INVALID_CONFIG.
+ *
+ * Thread-safety: as evr_subscriber_next(); several readers each get
+ * different frames.
+ *
+ * # Safety
+ * `subscriber` is NULL or live; `buf` is NULL or has `cap` writable bytes;
+ * `lens` is NULL or has room for `max` values; `n_frames` and `n_bytes`
+ * are NULL or writable.
+ */
+enum evr_status evr_subscriber_read(const struct evr_subscriber *subscriber,
+                                    uint32_t timeout_ms,
+                                    enum evr_encoding encoding,
+                                    uint8_t *buf,
+                                    size_t cap,
+                                    size_t *lens,
+                                    size_t max,
+                                    size_t *n_frames,
+                                    size_t *n_bytes);
+
+/**
  * Stores in `*out` a file descriptor that polls readable (POLLIN) while
  * frames are waiting or after the subscriber was closed, so a host event
  * loop can put it into poll/epoll instead of busy polling. It is
@@ -552,7 +627,8 @@ const uint8_t *evr_frame_payload(const struct evr_frame *frame, size_t *len);
 const uint8_t *evr_frame_stream(const struct evr_frame *frame, size_t *len);
 
 /**
- * Frees a frame taken by evr_subscriber_next(). NULL is a no-op.
+ * Frees a frame taken by evr_subscriber_next() or
+ * evr_subscriber_next_batch(). NULL is a no-op.
  *
  * Thread-safety: any thread, once per frame.
  *
@@ -560,6 +636,18 @@ const uint8_t *evr_frame_stream(const struct evr_frame *frame, size_t *len);
  * `frame` is NULL or a live frame, not used again.
  */
 void evr_frame_free(struct evr_frame *frame);
+
+/**
+ * Frees the first `n` frames of `frames` (as evr_frame_free() on each; NULL
+ * entries are skipped). NULL `frames` is a no-op.
+ *
+ * Thread-safety: any thread, once per frame.
+ *
+ * # Safety
+ * `frames` is NULL or points to `n` entries, each NULL or a live frame not
+ * used again.
+ */
+void evr_frames_free(struct evr_frame *const *frames, size_t n);
 
 /**
  * The message of the last failed call on this thread (NUL-terminated), or

@@ -20,7 +20,7 @@ use crate::filter::ViewerFilters;
 use crate::frame::{Frame, FrameBody, FrameCache};
 use crate::index::{Index, Indexed};
 use crate::keyword::{self, EventMatches, FilterSet, Registry};
-use crate::queue::{CloseReason, Pop, Queue, QueueStats};
+use crate::queue::{Batch, CloseReason, Pop, Queue, QueueStats};
 use crate::recent::{RecentStatuses, Routing};
 use crate::subscription::{EventFilter, Keys, Origin, SubscriptionSpec};
 
@@ -605,6 +605,19 @@ impl Subscriber {
             Pop::Timeout => Next::Timeout,
             Pop::Closed(r) => Next::Closed(r),
         }
+    }
+
+    /// Takes up to `max` of the oldest frames at once, while `fits` accepts
+    /// them, passing each to `take`; waits up to `timeout` for the first.
+    /// See [`Batch`] for the outcomes.
+    pub fn next_batch(
+        &self,
+        timeout: Duration,
+        max: usize,
+        fits: impl FnMut(&Frame) -> bool,
+        take: impl FnMut(Arc<Frame>),
+    ) -> Batch {
+        self.core.queue.pop_batch(timeout, max, fits, take)
     }
 
     /// A file descriptor that polls readable while frames wait or after the

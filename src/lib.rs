@@ -36,7 +36,7 @@ pub use engine::{Engine, EngineStats, Next, PublishStats, Subscriber};
 pub use error::{Error, ErrorKind, Result};
 pub use filter::ViewerFilters;
 pub use frame::Frame;
-pub use queue::{Overflow, QueueStats};
+pub use queue::{Batch, Overflow, QueueStats};
 pub use subscription::SubscriptionSpec;
 
 /// The crate version, as in Cargo.toml.

@@ -87,6 +87,16 @@ pub enum Pop {
     Closed(&'static str),
 }
 
+/// What a batch read produced.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Batch {
+    /// This many frames were taken (0: the oldest did not fit).
+    Taken(usize),
+    Empty,
+    Timeout,
+    Closed(&'static str),
+}
+
 pub const SLOW_CONSUMER: &str = "slow consumer";
 
 /// Why a queue was closed; one byte instead of a string slice per queue.
@@ -205,29 +215,58 @@ impl Queue {
 
     /// Takes the oldest frame, waiting up to `timeout` (zero: don't wait).
     pub fn pop(&self, timeout: Duration) -> Pop {
+        let mut taken = None;
+        match self.pop_batch(timeout, 1, |_| true, |f| taken = Some(f)) {
+            Batch::Taken(_) => taken.map_or(Pop::Empty, Pop::Frame),
+            Batch::Empty => Pop::Empty,
+            Batch::Timeout => Pop::Timeout,
+            Batch::Closed(reason) => Pop::Closed(reason),
+        }
+    }
+
+    /// Takes up to `max` of the oldest frames in one lock, oldest first,
+    /// while `fits` accepts them, handing each to `take`. Waits up to
+    /// `timeout` for a first frame, as `pop` does. `Taken(0)` means frames
+    /// wait but `fits` refused the oldest (it stays queued).
+    pub fn pop_batch(
+        &self,
+        timeout: Duration,
+        max: usize,
+        mut fits: impl FnMut(&Frame) -> bool,
+        mut take: impl FnMut(Arc<Frame>),
+    ) -> Batch {
         let mut st = self.state.lock();
         let deadline = (!timeout.is_zero()).then(|| Instant::now() + timeout);
         loop {
             if let Some(reason) = st.closed {
-                return Pop::Closed(reason.as_str());
+                return Batch::Closed(reason.as_str());
             }
-            if let Some(frame) = st.frames.pop_front() {
-                st.counts.read += 1;
+            if !st.frames.is_empty() {
+                let mut n = 0;
+                while n < max {
+                    match st.frames.front() {
+                        Some(f) if fits(f) => {}
+                        _ => break,
+                    }
+                    take(st.frames.pop_front().expect("front checked"));
+                    n += 1;
+                }
+                st.counts.read += n as u64;
                 if st.frames.is_empty()
                     && let Some(fd) = &st.notifier
                 {
                     fd.clear();
                 }
-                return Pop::Frame(frame);
+                return Batch::Taken(n);
             }
             let Some(deadline) = deadline else {
-                return Pop::Empty;
+                return Batch::Empty;
             };
             st.waiters += 1;
             let timed_out = self.ready.wait_until(&mut st, deadline).timed_out();
             st.waiters -= 1;
             if timed_out && st.frames.is_empty() && st.closed.is_none() {
-                return Pop::Timeout;
+                return Batch::Timeout;
             }
         }
     }
@@ -372,6 +411,39 @@ mod tests {
         assert_eq!(q.push(&frame(3)), PushOutcome::default());
         let s = q.stats();
         assert_eq!((s.matched, s.dropped, s.depth), (3, 3, 0));
+    }
+
+    #[test]
+    fn pop_batch_takes_in_order_up_to_max_while_frames_fit() {
+        let q = Queue::new(8, Overflow::DropOldest);
+        let fd = q.ready_fd().unwrap();
+        for n in 0..5 {
+            q.push(&frame(n));
+        }
+        let mut got = Vec::new();
+        assert_eq!(q.pop_batch(Duration::ZERO, 2, |_| true, |f| got.push(f)), Batch::Taken(2));
+        // `fits` refuses the third frame offered: it and the rest stay queued.
+        let mut offered = 0;
+        let fits = |_: &Frame| {
+            offered += 1;
+            offered < 3
+        };
+        assert_eq!(q.pop_batch(Duration::ZERO, 10, fits, |f| got.push(f)), Batch::Taken(2));
+        let names: Vec<_> = got.iter().map(|f| f.payload().unwrap().to_string()).collect();
+        assert_eq!(names, ["0", "1", "2", "3"]);
+        assert_eq!(q.pop_batch(Duration::ZERO, 10, |_| false, |_| unreachable!()), Batch::Taken(0));
+        let s = q.stats();
+        assert_eq!((s.matched, s.read, s.depth), (5, 4, 1));
+        let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd, zero timeout.
+        assert_eq!(unsafe { libc::poll(&mut p, 1, 0) }, 1, "a frame still waits");
+        assert_eq!(q.pop_batch(Duration::ZERO, 10, |_| true, |_| {}), Batch::Taken(1));
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::poll(&mut p, 1, 0) }, 0, "drained: not readable");
+        assert_eq!(q.pop_batch(Duration::ZERO, 10, |_| true, |_| {}), Batch::Empty);
+        assert_eq!(q.pop_batch(Duration::from_millis(2), 10, |_| true, |_| {}), Batch::Timeout);
+        q.close(CloseReason::Closed);
+        assert_eq!(q.pop_batch(Duration::ZERO, 10, |_| true, |_| {}), Batch::Closed("closed"));
     }
 
     #[test]

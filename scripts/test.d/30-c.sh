@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The C ABI: header freshness and standalone compile (C99, C++), the C tests
 # under AddressSanitizer + UndefinedBehaviorSanitizer (static library) and
-# under valgrind (shared library), and the C example.
+# under valgrind (shared library), the C example and the C drain benchmark.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -58,4 +58,7 @@ events() { awk -v s=": subscriber $1" '$0 == s { getline; sub(/^event: /, ""); p
 want=$(sed -e 's/^{"event": "update", "payload": //' -e 's/}$//' corpus/mastodon/08-update-108914354907984653.json)
 got=$(awk '$0 == ": subscriber 1" { getline; getline; sub(/^data: /, ""); print; exit }' "$out/example.out")
 [ "$got" = "$want" ] || { echo "example: first frame's data differs from the corpus payload"; exit 1; }
+echo "--- C drain benchmark (benches/c/drain.c) compiles warning-free and runs at a small scale"
+cc -std=c11 -O2 -Wall -Wextra -Werror -Iinclude benches/c/drain.c "$lib/libevroute.a" "${syslibs[@]}" -o "$out/drain"
+"$out/drain" corpus/mastodon/11-update-108914398911648589.json 200 2
 echo "C ABI tests passed"

@@ -22,6 +22,9 @@ pub enum evr_status {
     EVR_TIMEOUT = 2,
     /// evr_subscriber_next(): the subscriber is closed (see evr_subscriber_closed()).
     EVR_CLOSED = 3,
+    /// evr_subscriber_read(): the oldest waiting frame is longer than the
+    /// whole buffer; it stays queued and `*n_bytes` says how long it is.
+    EVR_BUFFER_TOO_SMALL = 4,
     /// A required pointer argument was NULL (or a NULL buffer with a non-zero length).
     EVR_ERR_NULL = -1,
     /// An input is not valid UTF-8.

@@ -6,8 +6,9 @@
 //! - `evr_engine` owns an [`Engine`] (itself a shared reference to the
 //!   routing domain, so subscribers keep it alive);
 //! - `evr_subscriber` owns a [`Subscriber`];
-//! - `evr_frame` owns one `Arc<Frame>` reference, so a frame outlives its
-//!   subscriber and engine.
+//! - an `evr_frame` pointer is one `Arc<Frame>` reference (`Arc::into_raw`),
+//!   so a frame outlives its subscriber and engine, and handing one out
+//!   allocates nothing.
 //!
 //! The Redis exports (`evr_redis_*`, cargo feature `redis`) live in `redis.rs`.
 
@@ -21,9 +22,12 @@ use std::ffi::{CStr, c_char, c_int};
 use std::sync::Arc;
 use std::time::Duration;
 
+use smallvec::SmallVec;
+
 use crate::engine::{Engine, Next, PublishStats, Subscriber};
+use crate::error::{Error, ErrorKind};
 use crate::frame::Frame;
-use crate::queue::SLOW_CONSUMER;
+use crate::queue::{Batch, SLOW_CONSUMER};
 
 pub use boundary::evr_status;
 use boundary::{bytes, guard, handle, out_param, pointer, status};
@@ -41,9 +45,33 @@ pub struct evr_subscriber {
 }
 
 /// One immutable delivery, shared with every subscriber that received the
-/// same frame. Free with evr_frame_free().
+/// same frame. Free with evr_frame_free() or evr_frames_free().
 pub struct evr_frame {
-    frame: Arc<Frame>,
+    // Never constructed: the pointer is an `Arc<Frame>` (see `frame_into_raw`).
+    _opaque: [u8; 0],
+}
+
+/// Gives up one frame reference as an `evr_frame` pointer.
+fn frame_into_raw(frame: Arc<Frame>) -> *mut evr_frame {
+    Arc::into_raw(frame).cast_mut().cast()
+}
+
+/// Borrows the frame behind a pointer, refusing NULL.
+///
+/// # Safety
+/// `frame` is NULL or came from `frame_into_raw` and was not freed.
+unsafe fn frame_ref<'a>(frame: *const evr_frame) -> Result<&'a Frame, boundary::Failure> {
+    // SAFETY: a non-NULL pointer is a live Arc<Frame> by the caller's contract.
+    unsafe { handle(frame.cast::<Frame>(), "frame") }
+}
+
+/// Takes back the reference that `frame_into_raw` gave up.
+///
+/// # Safety
+/// `frame` came from `frame_into_raw` and is not used again.
+unsafe fn frame_release(frame: *mut evr_frame) {
+    // SAFETY: per this function's contract.
+    drop(unsafe { Arc::from_raw(frame.cast_const().cast::<Frame>()) });
 }
 
 /// What one publish did.
@@ -389,10 +417,10 @@ pub unsafe extern "C" fn evr_subscriber_next(
         // SAFETY: per this function's contract.
         let subscriber = unsafe { handle(subscriber, "subscriber") }?;
         let out = out_param(out, "out")?;
-        Ok(match subscriber.subscriber.next(Duration::from_millis(timeout_ms.into())) {
+        Ok(match subscriber.subscriber.next(timeout(timeout_ms)) {
             Next::Frame(frame) => {
                 // SAFETY: checked non-NULL; writable by contract.
-                unsafe { out.write(Box::into_raw(Box::new(evr_frame { frame }))) };
+                unsafe { out.write(frame_into_raw(frame)) };
                 EVR_OK
             }
             Next::Empty => EVR_EMPTY,
@@ -400,6 +428,187 @@ pub unsafe extern "C" fn evr_subscriber_next(
             Next::Closed(_) => EVR_CLOSED,
         })
     })
+}
+
+/// Takes up to `max` frames at once (oldest first) into `frames[0..*n]`,
+/// waiting up to `timeout_ms` for the first, with one lock and no
+/// allocation. Returns EVR_OK with `*n >= 1` (free each frame with
+/// evr_frame_free(), or all of them with evr_frames_free()), or, with `*n`
+/// untouched, EVR_EMPTY, EVR_TIMEOUT or EVR_CLOSED as evr_subscriber_next().
+/// `max == 0` is EVR_ERR_INVALID_CONFIG.
+///
+/// Thread-safety: as evr_subscriber_next().
+///
+/// # Safety
+/// `subscriber` is NULL or live; `frames` is NULL or has room for `max`
+/// pointers; `n` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn evr_subscriber_next_batch(
+    subscriber: *const evr_subscriber,
+    timeout_ms: u32,
+    frames: *mut *mut evr_frame,
+    max: usize,
+    n: *mut usize,
+) -> evr_status {
+    status(|| {
+        // SAFETY: per this function's contract.
+        let subscriber = unsafe { handle(subscriber, "subscriber") }?;
+        let frames = out_param(frames, "frames")?;
+        let n = out_param(n, "n")?;
+        if max == 0 {
+            return Err(Error::new(ErrorKind::InvalidConfig, "max is 0: no frame could be taken").into());
+        }
+        let mut taken = 0;
+        let batch = subscriber.subscriber.next_batch(
+            timeout(timeout_ms),
+            max,
+            |_| true,
+            |frame| {
+                // SAFETY: taken < max, and `frames` has room for `max` by contract.
+                unsafe { frames.add(taken).write(frame_into_raw(frame)) };
+                taken += 1;
+            },
+        );
+        Ok(match batch {
+            Batch::Taken(_) => {
+                // SAFETY: checked non-NULL; writable by contract.
+                unsafe { n.write(taken) };
+                EVR_OK
+            }
+            other => batch_status(other),
+        })
+    })
+}
+
+/// Which bytes of a frame evr_subscriber_read() copies.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum evr_encoding {
+    /// Server-Sent Events: `event: E\ndata: P\n\n` (evr_frame_sse()).
+    EVR_ENCODING_SSE = 0,
+    /// The WebSocket message text (evr_frame_ws()).
+    EVR_ENCODING_WS = 1,
+}
+
+impl evr_encoding {
+    fn of(self, frame: &Frame) -> &[u8] {
+        match self {
+            evr_encoding::EVR_ENCODING_SSE => frame.sse(),
+            evr_encoding::EVR_ENCODING_WS => frame.ws(),
+        }
+    }
+}
+
+/// Frames taken per lock by evr_subscriber_read(); their bytes are copied
+/// after the lock is released.
+const READ_CHUNK: usize = 64;
+
+/// Copies one encoding of the waiting frames, oldest first and whole
+/// frames only, into `buf` one after the other, up to `cap` bytes and
+/// `max` frames, waiting up to `timeout_ms` for the first. The frames are
+/// taken (as by evr_subscriber_next()); nothing is allocated per frame.
+///
+/// On EVR_OK, `*n_frames >= 1` frames were copied, `*n_bytes` bytes in
+/// all, and when `lens` is not NULL `lens[i]` is the length of frame i (a
+/// WebSocket host needs it to send each frame as its own message; SSE
+/// bytes can go to the socket as they are). EVR_EMPTY, EVR_TIMEOUT and
+/// EVR_CLOSED are as for evr_subscriber_next(), with nothing written.
+/// EVR_BUFFER_TOO_SMALL: the oldest frame alone is longer than `cap`; it
+/// stays queued, and `*n_bytes` is its length (the one case where an
+/// out-parameter is written without EVR_OK). `max == 0` is
+/// EVR_ERR_INVALID_CONFIG.
+///
+/// Thread-safety: as evr_subscriber_next(); several readers each get
+/// different frames.
+///
+/// # Safety
+/// `subscriber` is NULL or live; `buf` is NULL or has `cap` writable bytes;
+/// `lens` is NULL or has room for `max` values; `n_frames` and `n_bytes`
+/// are NULL or writable.
+#[allow(clippy::too_many_arguments)]
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn evr_subscriber_read(
+    subscriber: *const evr_subscriber,
+    timeout_ms: u32,
+    encoding: evr_encoding,
+    buf: *mut u8,
+    cap: usize,
+    lens: *mut usize,
+    max: usize,
+    n_frames: *mut usize,
+    n_bytes: *mut usize,
+) -> evr_status {
+    status(|| {
+        // SAFETY: per this function's contract.
+        let subscriber = unsafe { handle(subscriber, "subscriber") }?;
+        let buf = out_param(buf, "buf")?;
+        let (n_frames, n_bytes) = (out_param(n_frames, "n_frames")?, out_param(n_bytes, "n_bytes")?);
+        if max == 0 {
+            return Err(Error::new(ErrorKind::InvalidConfig, "max is 0: no frame could be taken").into());
+        }
+        let (mut frames, mut used, mut needed) = (0usize, 0usize, 0usize);
+        let mut wait = timeout(timeout_ms);
+        let mut chunk: SmallVec<[Arc<Frame>; READ_CHUNK]> = SmallVec::new();
+        loop {
+            let room = (max - frames).min(READ_CHUNK);
+            let mut planned = used;
+            let batch = subscriber.subscriber.next_batch(
+                wait,
+                room,
+                |f| {
+                    needed = encoding.of(f).len();
+                    let fits = needed <= cap - planned;
+                    planned += if fits { needed } else { 0 };
+                    fits
+                },
+                |f| chunk.push(f),
+            );
+            for frame in chunk.drain(..) {
+                let bytes = encoding.of(&frame);
+                // SAFETY: `used + len <= cap` (checked by `fits`), `buf` has `cap`
+                // writable bytes and `lens` room for `max` values by contract.
+                unsafe {
+                    buf.add(used).copy_from_nonoverlapping(bytes.as_ptr(), bytes.len());
+                    if !lens.is_null() {
+                        lens.add(frames).write(bytes.len());
+                    }
+                }
+                used += bytes.len();
+                frames += 1;
+            }
+            match batch {
+                // A full chunk: more may wait; take them without waiting.
+                Batch::Taken(k) if k == room && frames < max && used < cap => wait = Duration::ZERO,
+                _ if frames > 0 => break,
+                Batch::Taken(_) => {
+                    // SAFETY: checked non-NULL; writable by contract.
+                    unsafe { n_bytes.write(needed) };
+                    return Ok(EVR_BUFFER_TOO_SMALL);
+                }
+                other => return Ok(batch_status(other)),
+            }
+        }
+        // SAFETY: checked non-NULL; writable by contract.
+        unsafe {
+            n_frames.write(frames);
+            n_bytes.write(used);
+        }
+        Ok(EVR_OK)
+    })
+}
+
+fn timeout(ms: u32) -> Duration {
+    Duration::from_millis(ms.into())
+}
+
+/// The status of a read that took no frame.
+fn batch_status(batch: Batch) -> evr_status {
+    match batch {
+        Batch::Taken(_) => EVR_OK,
+        Batch::Empty => EVR_EMPTY,
+        Batch::Timeout => EVR_TIMEOUT,
+        Batch::Closed(_) => EVR_CLOSED,
+    }
 }
 
 /// Stores in `*out` a file descriptor that polls readable (POLLIN) while
@@ -495,9 +704,9 @@ unsafe fn frame_bytes(
 ) -> *const u8 {
     pointer(|| {
         // SAFETY: per the caller's contract.
-        let frame = unsafe { handle(frame, "frame") }?;
+        let frame = unsafe { frame_ref(frame) }?;
         let len = out_param(len, "len")?;
-        let (ptr, n) = part(&frame.frame).map_or((std::ptr::null(), 0), |b| (b.as_ptr(), b.len()));
+        let (ptr, n) = part(frame).map_or((std::ptr::null(), 0), |b| (b.as_ptr(), b.len()));
         // SAFETY: checked non-NULL; writable by contract.
         unsafe { len.write(n) };
         Ok(ptr)
@@ -574,7 +783,8 @@ pub unsafe extern "C" fn evr_frame_stream(frame: *const evr_frame, len: *mut usi
     unsafe { frame_bytes(frame, len, |f| Some(f.stream().as_bytes())) }
 }
 
-/// Frees a frame taken by evr_subscriber_next(). NULL is a no-op.
+/// Frees a frame taken by evr_subscriber_next() or
+/// evr_subscriber_next_batch(). NULL is a no-op.
 ///
 /// Thread-safety: any thread, once per frame.
 ///
@@ -583,9 +793,33 @@ pub unsafe extern "C" fn evr_frame_stream(frame: *const evr_frame, len: *mut usi
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn evr_frame_free(frame: *mut evr_frame) {
     if !frame.is_null() {
-        // SAFETY: the caller gives up this pointer from Box::into_raw.
-        guard((), || drop(unsafe { Box::from_raw(frame) }));
+        // SAFETY: the caller gives up this frame.
+        guard((), || unsafe { frame_release(frame) });
     }
+}
+
+/// Frees the first `n` frames of `frames` (as evr_frame_free() on each; NULL
+/// entries are skipped). NULL `frames` is a no-op.
+///
+/// Thread-safety: any thread, once per frame.
+///
+/// # Safety
+/// `frames` is NULL or points to `n` entries, each NULL or a live frame not
+/// used again.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn evr_frames_free(frames: *const *mut evr_frame, n: usize) {
+    if frames.is_null() || n == 0 {
+        return;
+    }
+    guard((), || {
+        // SAFETY: `n` readable entries by contract.
+        for &frame in unsafe { std::slice::from_raw_parts(frames, n) } {
+            if !frame.is_null() {
+                // SAFETY: the caller gives up each frame.
+                unsafe { frame_release(frame) };
+            }
+        }
+    })
 }
 
 /// The message of the last failed call on this thread (NUL-terminated), or

@@ -977,6 +977,135 @@ static void test_lifetimes_and_waiting(void) {
     evr_frame_free(first);
 }
 
+/* Batch reads against single reads: two subscribers get the same frames;
+ * one is drained frame by frame, the other with evr_subscriber_next_batch()
+ * or evr_subscriber_read() in small pieces, and the bytes must agree. */
+static const char *const batch_corpus[] = {
+    "mastodon/01-update-108914327388663283.json",        "mastodon/08-update-108914354907984653.json",
+    "mastodon/11-update-108914398911648589.json",        "mastodon/14-update-108914430312582020.json",
+    "mastodon/07-status.update-109348677773283527.json",
+};
+#define BATCH_EVENTS (sizeof batch_corpus / sizeof *batch_corpus)
+
+/* Concatenates one encoding of every waiting frame, read one at a time;
+ * lens[i] gets frame i's length. */
+static text drain_single(evr_subscriber *s, int ws, size_t *lens, size_t *count) {
+    text t = {malloc(1 << 20), 0};
+    CHECK(t.p != NULL);
+    evr_frame *f = NULL;
+    *count = 0;
+    while (evr_subscriber_next(s, 0, &f) == EVR_OK) {
+        size_t len = 0;
+        const uint8_t *p = ws ? evr_frame_ws(f, &len) : evr_frame_sse(f, &len);
+        CHECK(p != NULL && t.n + len <= (1 << 20));
+        memcpy(t.p + t.n, p, len);
+        t.n += len;
+        lens[(*count)++] = len;
+        evr_frame_free(f);
+    }
+    return t;
+}
+
+static void publish_batch_corpus(evr_engine *e, int rounds) {
+    for (int r = 0; r < rounds; r++) {
+        for (size_t i = 0; i < BATCH_EVENTS; i++) {
+            publish_corpus(e, batch_corpus[i]);
+        }
+    }
+}
+
+static void test_batch_reads(void) {
+    evr_engine *e = engine_new("{}");
+    evr_subscriber *a = subscriber_new(e, "{}", "{\"stream\":\"public\"}");
+    evr_subscriber *b = subscriber_new(e, "{}", "{\"stream\":\"public\"}");
+    size_t want_lens[64], got_lens[64], count = 0, n = 99, bytes = 99;
+
+    /* next_batch: the same frames in the same order, at most max at a time. */
+    publish_batch_corpus(e, 2);
+    size_t waiting = (size_t)sub_stats(b).depth;
+    CHECK(waiting >= 2 * 3);
+    evr_frame *frames[4];
+    size_t total = 0;
+    evr_status st;
+    while ((st = evr_subscriber_next_batch(b, 0, frames, 4, &n)) == EVR_OK) {
+        CHECK(n >= 1 && n <= 4);
+        for (size_t i = 0; i < n; i++) {
+            evr_frame *single = NULL;
+            CHECK_STATUS(evr_subscriber_next(a, 0, &single), EVR_OK);
+            size_t l1 = 0, l2 = 0;
+            const uint8_t *p1 = evr_frame_ws(single, &l1), *p2 = evr_frame_ws(frames[i], &l2);
+            CHECK_BYTES(p2, l2, p1, l1);
+            evr_frame_free(single);
+        }
+        total += n;
+        evr_frames_free(frames, n);
+    }
+    CHECK(st == EVR_EMPTY && total == waiting);
+    expect_empty(a);
+    CHECK(sub_stats(b).read == waiting);
+
+    /* read: SSE and WebSocket bytes in pieces through a small buffer. */
+    for (int ws = 0; ws < 2; ws++) {
+        publish_batch_corpus(e, 3);
+        text want = drain_single(a, ws, want_lens, &count);
+        CHECK(count == waiting / 2 * 3);
+        size_t cap = 0;
+        for (size_t i = 0; i < count; i++) {
+            cap = want_lens[i] > cap ? want_lens[i] : cap;
+        }
+        cap += cap / 2; /* room for one frame, sometimes two */
+        text got = {malloc(want.n), 0};
+        uint8_t *buf = malloc(cap);
+        CHECK(got.p != NULL && buf != NULL);
+        size_t frames_read = 0;
+        evr_encoding enc = ws ? EVR_ENCODING_WS : EVR_ENCODING_SSE;
+        while ((st = evr_subscriber_read(b, 0, enc, buf, cap, got_lens + frames_read, 3, &n, &bytes)) == EVR_OK) {
+            CHECK(n >= 1 && n <= 3 && bytes <= cap && got.n + bytes <= want.n);
+            size_t sum = 0;
+            for (size_t i = 0; i < n; i++) {
+                CHECK(got_lens[frames_read + i] == want_lens[frames_read + i]);
+                sum += got_lens[frames_read + i];
+            }
+            CHECK(sum == bytes);
+            memcpy(got.p + got.n, buf, bytes);
+            got.n += bytes;
+            frames_read += n;
+        }
+        CHECK(st == EVR_EMPTY && frames_read == count);
+        CHECK_BYTES(got.p, got.n, want.p, want.n);
+        free(want.p);
+        free(got.p);
+        free(buf);
+    }
+
+    /* A buffer too small for the oldest frame: its length, nothing taken. */
+    publish_batch_corpus(e, 1);
+    free(drain_single(a, 0, want_lens, &count).p);
+    uint8_t tiny[8];
+    n = 77;
+    bytes = 0;
+    CHECK_STATUS(evr_subscriber_read(b, 0, EVR_ENCODING_SSE, tiny, sizeof tiny, NULL, 64, &n, &bytes),
+                 EVR_BUFFER_TOO_SMALL);
+    CHECK(bytes == want_lens[0] && n == 77);
+    CHECK(sub_stats(b).depth == waiting / 2);
+
+    /* Argument errors and the closed outcome. */
+    CHECK_STATUS(evr_subscriber_next_batch(b, 0, frames, 0, &n), EVR_ERR_INVALID_CONFIG);
+    CHECK_STATUS(evr_subscriber_next_batch(b, 0, NULL, 4, &n), EVR_ERR_NULL);
+    CHECK_STATUS(evr_subscriber_next_batch(b, 0, frames, 4, NULL), EVR_ERR_NULL);
+    CHECK_STATUS(evr_subscriber_next_batch(NULL, 0, frames, 4, &n), EVR_ERR_NULL);
+    CHECK_STATUS(evr_subscriber_read(b, 0, EVR_ENCODING_WS, NULL, 0, NULL, 4, &n, &bytes), EVR_ERR_NULL);
+    CHECK_STATUS(evr_subscriber_read(b, 0, EVR_ENCODING_WS, tiny, sizeof tiny, NULL, 0, &n, &bytes),
+                 EVR_ERR_INVALID_CONFIG);
+    CHECK_STATUS(evr_subscriber_close(b), EVR_OK);
+    CHECK_STATUS(evr_subscriber_next_batch(b, 0, frames, 4, &n), EVR_CLOSED);
+    CHECK_STATUS(evr_subscriber_read(b, 5, EVR_ENCODING_SSE, tiny, sizeof tiny, NULL, 4, &n, &bytes), EVR_CLOSED);
+    evr_frames_free(NULL, 3);
+    evr_subscriber_free(a);
+    evr_subscriber_free(b);
+    evr_engine_free(e);
+}
+
 int main(int argc, char **argv) {
     if (argc != 2) {
         fprintf(stderr, "usage: %s CORPUS_DIR\n", argv[0]);
@@ -999,6 +1128,7 @@ int main(int argc, char **argv) {
         {"4 publishers, 4 drainers", test_threads},
         {"poll readiness", test_poll_readiness},
         {"lifetimes and waiting", test_lifetimes_and_waiting},
+        {"batch reads", test_batch_reads},
     };
     for (size_t i = 0; i < sizeof tests / sizeof *tests; i++) {
         tests[i].run();
