@@ -106,3 +106,34 @@ fn the_demo_routes_cleanly() {
     assert!(stdout.lines().all(|l| l.starts_with("{\"subscriber\":")));
     assert!(stdout.contains(r#"{"subscriber":"alice","stream":["user"],"event":"filters_changed"}"#));
 }
+
+#[test]
+fn keyword_filters_blocked_by_and_origin_from_the_subscribers_file() {
+    let subs = temp_file(
+        "filters-subs.ndjson",
+        concat!(
+            r#"{"id":"f","keyword_filters":[{"id":"3","title":"R","keywords":[{"keyword":"RUST","whole_word":true}]}],"subscriptions":[{"stream":"public"}]}"#,
+            "\n",
+            r#"{"id":"b","blocked_by_accounts":["1"],"subscriptions":[{"stream":"public"}]}"#,
+            "\n",
+            r#"{"id":"r","subscriptions":[{"stream":"public","origin":"remote"}]}"#,
+            "\n",
+            r#"{"id":"bad","keyword_filters":[{"id":"4","keywords":[{"keyword":true}]}],"subscriptions":[]}"#,
+            "\n",
+        ),
+    );
+    let status = STATUS.replace(r#""id":"5""#, r#""id":"5","content":"<p>I &lt;3 rust</p>""#);
+    let out = route(&subs, None, &format!("{{\"event\":\"update\",\"payload\":{status}}}\n"));
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains(":4:") && stderr.contains(r#"keyword_filters[0] (id "4"): keywords[0]"#), "{stderr}");
+    let annotated = format!(
+        r#"{},"filtered":[{{"filter":{{"id":"3","title":"R","context":[],"expires_at":null,"filter_action":"warn"}},"keyword_matches":["rust"],"status_matches":null}}]}}"#,
+        status.strip_suffix('}').unwrap()
+    );
+    let expected = format!(
+        r#"{{"subscriber":"f","stream":["public"],"event":"update","payload":{}}}"#,
+        evroute::json::quote(&annotated)
+    );
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), expected + "\n");
+}

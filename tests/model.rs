@@ -104,8 +104,64 @@ const ONLY_MEDIA: &[&str] = &[
     "\"yes\"",
 ];
 
+/// Keywords chosen so that the `regex` crate's Unicode case folding agrees
+/// with JavaScript's non-`u` one (unit tests cover where they differ), with
+/// metacharacters, non-ASCII letters and non-word edges.
+const KEYWORDS: &[&str] = &["dune", "DUNE", "ärger", "ДЮНА", "a.b", "c++", "#rust", "(x)", "spice", "x", "fé", "日本"];
+/// Words the generated statuses are made of.
+const WORDS: &[&str] = &[
+    "Dune",
+    "dunes",
+    "ÄRGER",
+    "Ärger",
+    "дюна",
+    "a.b",
+    "axb",
+    "C++",
+    "#Rust",
+    "(X)",
+    "spice",
+    "xylophone",
+    "fÉ",
+    "日本",
+    "_dune",
+    "dune_",
+    "x",
+];
+const EXPIRES: &[&str] = &["null", "\"2020-01-01T00:00:00.000Z\"", "\"2099-12-31T23:59:59.999Z\""];
+
+/// The keyword_filters array: few distinct shapes, so that equal lists
+/// (interned by the engine) are common.
+fn keyword_filters_json(rng: &mut Rng) -> String {
+    let filters: Vec<String> = (0..rng.below(3))
+        .map(|i| {
+            let keywords: Vec<String> = (0..1 + rng.below(3))
+                .map(|_| {
+                    let k = *rng.pick(KEYWORDS);
+                    format!("{{\"keyword\":{},\"whole_word\":{}}}", quote(k), rng.chance(50))
+                })
+                .collect();
+            format!(
+                "{{\"id\":{},\"title\":\"f{i}\",\"context\":[\"public\"],\"expires_at\":{},\"filter_action\":{},\"keywords\":[{}]}}",
+                rng.id(&format!("{}", 10 + i)),
+                rng.pick(EXPIRES),
+                quote(rng.pick::<&str>(&["warn", "hide"])),
+                keywords.join(",")
+            )
+        })
+        .collect();
+    format!("[{}]", filters.join(","))
+}
+
 fn filters_json(rng: &mut Rng) -> String {
     let mut keys = Vec::new();
+    if rng.chance(20) {
+        let ids = rng.some_of(AUTHORS);
+        keys.push(format!("\"blocked_by_accounts\":{}", rng.ids(&ids)));
+    }
+    if rng.chance(50) {
+        keys.push(format!("\"keyword_filters\":{}", keyword_filters_json(rng)));
+    }
     if rng.chance(40) {
         let langs: Vec<String> = rng.some_of(LANGUAGES).iter().map(|l| quote(l)).collect();
         keys.push(format!("\"languages\":[{}]", langs.join(",")));
@@ -178,6 +234,9 @@ fn subscription_json(rng: &mut Rng) -> String {
         let events: Vec<String> = rng.some_of(EVENT_FILTERS).iter().map(|e| quote(e)).collect();
         keys.push(format!("\"events\":[{}]", events.join(",")));
     }
+    if (stream.starts_with("public") || stream.starts_with("hashtag")) && rng.chance(20) {
+        keys.push(format!("\"origin\":{}", quote(rng.pick::<&str>(&["local", "remote"]))));
+    }
     format!("{{{}}}", keys.join(","))
 }
 
@@ -205,7 +264,17 @@ fn status_json(rng: &mut Rng, id: &str) -> String {
     } else {
         "null".to_string()
     };
-    let media = if rng.chance(30) { "[{\"id\":\"9\",\"type\":\"image\"}]" } else { "[]" };
+    let media = if rng.chance(30) {
+        let description = if rng.chance(50) { quote(&html(rng)) } else { "null".into() };
+        format!("[{{\"id\":\"9\",\"type\":\"image\",\"description\":{description}}}]")
+    } else {
+        "[]".into()
+    };
+    let poll = if rng.chance(20) {
+        format!("{{\"id\":\"3\",\"options\":[{{\"title\":{}}},{{\"title\":\"no\"}}]}}", quote(&html(rng)))
+    } else {
+        "null".into()
+    };
     let mentions: Vec<String> = if rng.chance(30) {
         rng.some_of(AUTHORS).iter().map(|m| format!("{{\"id\":{},\"acct\":\"user{m}\"}}", quote(m))).collect()
     } else {
@@ -233,14 +302,44 @@ fn status_json(rng: &mut Rng, id: &str) -> String {
         format!("\"in_reply_to_account_id\":{reply}"),
         format!("\"visibility\":{}", quote(visibility)),
         format!("\"language\":{language}"),
-        "\"content\":\"<p>say \\\"hi\\\" \\\\o/ caf\\u00e9 \\u0001 \\/ ☃ é</p>\"".to_string(),
+        if rng.chance(20) {
+            "\"content\":\"<p>say \\\"hi\\\" \\\\o/ caf\\u00e9 \\u0001 \\/ ☃ é</p>\"".to_string()
+        } else {
+            format!("\"content\":{}", quote(&html(rng)))
+        },
+        format!("\"spoiler_text\":{}", if rng.chance(30) { quote(&html(rng)) } else { "\"\"".into() }),
         format!("\"account\":{author_json}"),
         format!("\"reblog\":{reblog}"),
         format!("\"media_attachments\":{media}"),
         format!("\"mentions\":[{}]", mentions.join(",")),
         format!("\"tags\":[{}]", tags.join(",")),
+        format!("\"poll\":{poll}"),
     ];
+    let mut members = members.to_vec();
+    if rng.chance(10) {
+        members.insert(3, "\"filtered\":[]".into());
+    }
     object(rng, &members)
+}
+
+/// A little HTML of [`WORDS`]: paragraphs, line breaks, inline tags and
+/// entities, as Mastodon's sanitizer lets them through.
+fn html(rng: &mut Rng) -> String {
+    let mut out = String::new();
+    for i in 0..rng.below(6) {
+        if i > 0 {
+            out.push_str(
+                rng.pick::<&str>(&[" ", " ", "</p><p>", "<br>", "<br />", ", ", "&amp;", "&lt;", "&#39;", "-", "_"]),
+            );
+        }
+        let word = *rng.pick(WORDS);
+        match rng.below(5) {
+            0 => out.push_str(&format!("<span class=\"h\">{word}</span>")),
+            1 => out.push_str(&format!("<a href=\"https://x.example/?a=1&amp;b=2\"><b>{word}</b></a>")),
+            _ => out.push_str(word),
+        }
+    }
+    if rng.chance(70) { format!("<p>{out}</p>") } else { out }
 }
 
 fn object(rng: &mut Rng, members: &[String]) -> String {

@@ -1,8 +1,9 @@
-//! A deliberately naive reference router, written from SPEC.md §1–§6 only.
+//! A deliberately naive reference router, written from SPEC.md §1–§6 and §11.
 //! Publishing scans every subscriber and subscription; channels, filters and
 //! frame bytes are all derived here, independently of the engine's code.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::LazyLock;
 
 use super::json::{J, Node, parse, quote};
 
@@ -30,6 +31,117 @@ pub struct Filters {
     pub blocked_accounts: BTreeSet<String>,
     pub muted_accounts: BTreeSet<String>,
     pub blocked_domains: BTreeSet<String>,
+    pub blocked_by_accounts: BTreeSet<String>,
+    /// `Some` for a filter-annotated viewer.
+    pub keyword_filters: Option<Vec<KeywordFilter>>,
+}
+
+/// One keyword filter, with the regular expression Mastodon builds for it.
+#[derive(Clone, Debug)]
+pub struct KeywordFilter {
+    /// The `filter` object of a result, as JSON.
+    pub json: String,
+    pub expires_at: Option<String>,
+    pub regex: Option<regex::Regex>,
+}
+
+impl KeywordFilter {
+    fn parse(f: &Node) -> KeywordFilter {
+        let id = f.get("id").and_then(Node::id).expect("reference: filter id");
+        let title = f.get("title").and_then(Node::str).unwrap_or_default();
+        let context: Vec<String> =
+            f.get("context").map(Node::items).unwrap_or_default().iter().map(|c| quote(c.str().unwrap())).collect();
+        let expires_at = f.get("expires_at").and_then(Node::str).map(str::to_string);
+        let action = f.get("filter_action").and_then(Node::str).unwrap_or("warn");
+        let json = format!(
+            "{{\"id\":{},\"title\":{},\"context\":[{}],\"expires_at\":{},\"filter_action\":{}}}",
+            quote(&id),
+            quote(title),
+            context.join(","),
+            expires_at.as_deref().map_or("null".to_string(), quote),
+            quote(action)
+        );
+        // streaming/index.js: escape, `\b` on a side that is a word
+        // character, join with `|`, flag `i`. `\b` and `\w` are ASCII there.
+        let alternatives: Vec<String> = f
+            .get("keywords")
+            .map(Node::items)
+            .unwrap_or_default()
+            .iter()
+            .map(|k| {
+                let keyword = k.get("keyword").and_then(Node::str).unwrap();
+                let mut expr = String::new();
+                for c in keyword.chars() {
+                    if ".*+?^${}()|[]\\".contains(c) {
+                        expr.push('\\');
+                    }
+                    expr.push(c);
+                }
+                let word = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+                if k.get("whole_word").is_some_and(|w| matches!(w.value, J::Bool(true))) {
+                    if word(expr.chars().next()) {
+                        expr = format!("(?-u:\\b){expr}");
+                    }
+                    if word(expr.chars().next_back()) {
+                        expr = format!("{expr}(?-u:\\b)");
+                    }
+                }
+                expr
+            })
+            .collect();
+        let regex = (!alternatives.is_empty()).then(|| {
+            regex::RegexBuilder::new(&alternatives.join("|")).case_insensitive(true).build().expect("reference regex")
+        });
+        KeywordFilter { json, expires_at, regex }
+    }
+
+    /// `expires_at` values in the tests are whole ISO strings; they compare
+    /// as text.
+    fn expired(&self, now_iso: &str) -> bool {
+        self.expires_at.as_deref().is_some_and(|t| t < now_iso)
+    }
+}
+
+/// The text content of the little HTML the tests generate: tags removed,
+/// five entities and decimal references decoded.
+fn text_content(html: &str) -> String {
+    static TAG: LazyLock<regex::Regex> = LazyLock::new(|| regex::Regex::new(r"<[^>]*>").unwrap());
+    static ENTITY: LazyLock<regex::Regex> =
+        LazyLock::new(|| regex::Regex::new(r"&(amp|lt|gt|quot|#39|#[0-9]+);").unwrap());
+    let stripped = TAG.replace_all(html, "");
+    ENTITY
+        .replace_all(&stripped, |c: &regex::Captures| match &c[1] {
+            "amp" => "&".to_string(),
+            "lt" => "<".to_string(),
+            "gt" => ">".to_string(),
+            "quot" => "\"".to_string(),
+            n => char::from_u32(n[1..].parse().unwrap()).unwrap().to_string(),
+        })
+        .into_owned()
+}
+
+/// The `filtered` value for a viewer's filters and a status (§11).
+fn filtered(filters: &[KeywordFilter], s: &StatusFacts) -> String {
+    static BR: LazyLock<regex::Regex> = LazyLock::new(|| regex::Regex::new(r"<br\s*/?>").unwrap());
+    let html = BR.replace_all(&s.searchable, "\n").replace("</p><p>", "\n\n");
+    let text = text_content(&html);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    // Years the tests use are 2020 (past) and 2099 (future): the year suffices.
+    let now_iso = format!("{}-", 1970 + now / 31_557_600);
+    let mut results = Vec::new();
+    for f in filters {
+        if f.expired(&now_iso) || text.is_empty() {
+            continue;
+        }
+        if let Some(m) = f.regex.as_ref().and_then(|r| r.find(&text)) {
+            results.push(format!(
+                "{{\"filter\":{},\"keyword_matches\":[{}],\"status_matches\":null}}",
+                f.json,
+                quote(m.as_str())
+            ));
+        }
+    }
+    format!("[{}]", results.join(","))
 }
 
 #[derive(Clone, Debug)]
@@ -40,6 +152,8 @@ pub struct RefSubscription {
     pub array: String,
     pub channels: BTreeSet<String>,
     pub events: Option<Vec<String>>,
+    /// `Some(true)`: local statuses only; `Some(false)`: remote only.
+    pub origin: Option<bool>,
 }
 
 #[derive(Clone, Debug)]
@@ -58,6 +172,10 @@ pub struct StatusFacts {
     pub language: Option<String>,
     pub mentions: Vec<String>,
     pub reblog_author: Option<String>,
+    /// §11's fields joined, still HTML.
+    pub searchable: String,
+    /// The payload object has a `filtered` key already.
+    pub has_filtered: bool,
 }
 
 /// The reference's own reading of a content-mode event (§3b).
@@ -71,6 +189,8 @@ pub struct Derived {
     pub status: Option<StatusFacts>,
     pub remember: Option<String>,
     pub deletes: Option<String>,
+    /// Community `status.*` events count as local.
+    pub community_status: bool,
 }
 
 /// Hashtag normalization of §2 for the inputs the tests use. Unknown
@@ -155,6 +275,11 @@ pub fn parse_filters(doc: &Node) -> Filters {
         blocked_accounts: id_set(doc.get("blocked_accounts")),
         muted_accounts: id_set(doc.get("muted_accounts")),
         blocked_domains: n_strs(doc.get("blocked_domains")),
+        blocked_by_accounts: id_set(doc.get("blocked_by_accounts")),
+        keyword_filters: doc
+            .get("keyword_filters")
+            .filter(|n| !n.is_null())
+            .map(|n| n.items().iter().map(KeywordFilter::parse).collect()),
     }
 }
 
@@ -172,7 +297,11 @@ impl Filters {
             }
         }
         let hidden = |id: &String| self.blocked_accounts.contains(id) || self.muted_accounts.contains(id);
-        if hidden(&s.author) || s.mentions.iter().any(hidden) || s.reblog_author.as_ref().is_some_and(hidden) {
+        if hidden(&s.author)
+            || self.blocked_by_accounts.contains(&s.author)
+            || s.mentions.iter().any(hidden)
+            || s.reblog_author.as_ref().is_some_and(hidden)
+        {
             return false;
         }
         if let Some((_, domain)) = s.acct.split_once('@')
@@ -185,12 +314,12 @@ impl Filters {
 }
 
 /// Parses a subscription for a subscriber with `account`:
-/// (stream name, stream array JSON, channels, events filter).
+/// (stream name, stream array JSON, channels, events filter, origin).
 #[allow(clippy::type_complexity)]
 pub fn parse_subscription(
     bytes: &[u8],
     account: Option<&str>,
-) -> Result<(String, String, BTreeSet<String>, Option<Vec<String>>), Refusal> {
+) -> Result<(String, String, BTreeSet<String>, Option<Vec<String>>, Option<bool>), Refusal> {
     let doc = parse(bytes).map_err(|_| Refusal::Json)?;
     if !doc.is_object() {
         return Err(Refusal::Subscription);
@@ -239,7 +368,14 @@ pub fn parse_subscription(
         }
         _ => return Err(Refusal::Subscription),
     };
-    Ok((name, array, channels, events))
+    let origin = match doc.get("origin").and_then(Node::str) {
+        None => None,
+        Some(_) if !viewer_filtered(&name) => return Err(Refusal::Subscription),
+        Some("local") => Some(true),
+        Some("remote") => Some(false),
+        Some(_) => return Err(Refusal::Subscription),
+    };
+    Ok((name, array, channels, events, origin))
 }
 
 fn status_facts(p: &Node) -> Result<StatusFacts, Refusal> {
@@ -254,6 +390,16 @@ fn status_facts(p: &Node) -> Result<StatusFacts, Refusal> {
             .map(|m| m.items().iter().filter_map(|x| x.get("id").and_then(Node::id)).collect())
             .unwrap_or_default(),
         reblog_author: p.get("reblog").and_then(|r| r.get("account")).and_then(|a| a.get("id")).and_then(Node::id),
+        searchable: {
+            let s = |n: Option<&Node>| n.and_then(Node::str).unwrap_or_default().to_string();
+            let mut parts = vec![s(p.get("spoiler_text")), s(p.get("content"))];
+            let options = p.get("poll").and_then(|x| x.get("options")).map(Node::items).unwrap_or_default();
+            parts.extend(options.iter().map(|o| s(o.get("title"))));
+            let media = p.get("media_attachments").map(Node::items).unwrap_or_default();
+            parts.extend(media.iter().map(|m| s(m.get("description"))));
+            parts.join("\n\n")
+        },
+        has_filtered: p.get("filtered").is_some(),
     })
 }
 
@@ -360,6 +506,7 @@ pub fn derive(bytes: &[u8]) -> Result<Derived, Refusal> {
                 d.channels.insert(format!("timeline:{r}:notifications"));
             }
         } else if d.name.starts_with("status.") {
+            d.community_status = true;
             let own =
                 matches!(d.name.as_str(), "status.created" | "status.updated" | "status.deleted" | "status.restored");
             let status = if own { data } else { data.and_then(|x| x.get("status")) };
@@ -376,6 +523,26 @@ pub fn derive(bytes: &[u8]) -> Result<Derived, Refusal> {
         return Err(Refusal::Event);
     }
     Ok(d)
+}
+
+/// The payload a subscription receives: with `filtered` appended for a
+/// filter-annotated viewer on a public or hashtag stream (§11).
+fn annotated(
+    subscriber: &RefSubscriber,
+    s: &RefSubscription,
+    status: Option<&StatusFacts>,
+    payload: Option<&str>,
+) -> Option<String> {
+    let payload = payload?;
+    match (status, &subscriber.filters.keyword_filters) {
+        (Some(facts), Some(filters)) if viewer_filtered(&s.stream) && !facts.has_filtered => {
+            let close = payload.rfind('}').expect("status payload is an object");
+            let open = payload.find('{').unwrap();
+            let comma = if payload[open + 1..close].trim().is_empty() { "" } else { "," };
+            Some(format!("{}{comma}\"filtered\":{}}}", &payload[..close], filtered(filters, facts)))
+        }
+        _ => Some(payload.to_string()),
+    }
 }
 
 /// §4 frame bytes.
@@ -447,18 +614,18 @@ impl Reference {
 
     pub fn subscribe(&mut self, i: usize, json: &[u8]) -> Result<bool, Refusal> {
         let sub = self.subscribers[i].as_mut().unwrap();
-        let (stream, array, channels, events) = parse_subscription(json, sub.account.as_deref())?;
+        let (stream, array, channels, events, origin) = parse_subscription(json, sub.account.as_deref())?;
         if sub.subs.iter().any(|s| s.channels == channels) {
             return Ok(false);
         }
         self.next_uid += 1;
-        sub.subs.push(RefSubscription { uid: self.next_uid, stream, array, channels, events });
+        sub.subs.push(RefSubscription { uid: self.next_uid, stream, array, channels, events, origin });
         Ok(true)
     }
 
     pub fn unsubscribe(&mut self, i: usize, json: &[u8]) -> Result<bool, Refusal> {
         let sub = self.subscribers[i].as_mut().unwrap();
-        let (_, _, channels, _) = parse_subscription(json, sub.account.as_deref())?;
+        let (_, _, channels, _, _) = parse_subscription(json, sub.account.as_deref())?;
         let before = sub.subs.len();
         sub.subs.retain(|s| s.channels != channels);
         Ok(sub.subs.len() != before)
@@ -479,6 +646,13 @@ impl Reference {
                 if !hit || !event_allowed(&s.events, &d.name) {
                     continue;
                 }
+                let local = match &d.status {
+                    Some(facts) => Some(!facts.acct.contains('@')),
+                    None => d.community_status.then_some(true),
+                };
+                if s.origin.is_some_and(|o| local.is_some_and(|l| l != o)) {
+                    continue;
+                }
                 if let Some(facts) = &d.status
                     && viewer_filtered(&s.stream)
                     && !subscriber.filters.allows(facts)
@@ -486,7 +660,8 @@ impl Reference {
                     continue;
                 }
                 receivers.insert(s.uid);
-                out.push((i, frame(&s.array, &d.name, d.payload.as_deref())));
+                let payload = annotated(subscriber, s, d.status.as_ref(), d.payload.as_deref());
+                out.push((i, frame(&s.array, &d.name, payload.as_deref())));
             }
         }
         if let Some(id) = d.remember {
@@ -518,12 +693,18 @@ impl Reference {
                 if !s.channels.contains(channel) || !event_allowed(&s.events, &name) {
                     continue;
                 }
+                if let (Some(o), Some(facts)) = (s.origin, &facts)
+                    && o == facts.acct.contains('@')
+                {
+                    continue;
+                }
                 if let Some(facts) = &facts
                     && viewer_filtered(&s.stream)
                     && !subscriber.filters.allows(facts)
                 {
                     continue;
                 }
+                let payload = annotated(subscriber, s, facts.as_ref(), payload.as_deref());
                 out.push((i, frame(&s.array, &name, payload.as_deref())));
             }
         }
