@@ -429,11 +429,7 @@ func (s *Subscriber) next(ms C.uint32_t) (*Frame, Status, error) {
 	case err != nil:
 		return nil, st, err
 	case st == StatusClosed:
-		reason := "closed"
-		if r := C.evr_subscriber_closed(ptr); r != nil {
-			reason = C.GoString(r)
-		}
-		return nil, st, &Error{StatusClosed, reason}
+		return nil, st, s.closedError(ptr)
 	case st == StatusOK:
 		f, err := frameFrom(out)
 		return f, st, err
@@ -459,9 +455,9 @@ func frameFrom(f *C.evr_frame) (*Frame, error) {
 }
 
 // Fd is the readiness file descriptor: readable while frames wait or after
-// the subscriber was closed (level-triggered; drain with Next(0)). It belongs
-// to the subscriber: never read, write or close it, and stop polling it before
-// Close.
+// the subscriber was closed (level-triggered; drain with Next(0) or Drain).
+// It belongs to the subscriber: never read, write or close it, and stop
+// polling it before Close. NewWaiter puts it into Go's poller.
 func (s *Subscriber) Fd() (int, error) {
 	ptr, err := s.use()
 	if err != nil {

@@ -1,0 +1,208 @@
+package evroute
+
+/*
+#include <poll.h>
+#include "evroute.h"
+*/
+import "C"
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"syscall"
+	"time"
+	"unsafe"
+)
+
+// Encoding selects which bytes of each frame Drain copies.
+type Encoding int
+
+const (
+	// EncodingSSE is the Server-Sent Events text (Frame.SSE); frames are
+	// self-delimiting, so Batch.Buf can go to the socket as it is.
+	EncodingSSE Encoding = C.EVR_ENCODING_SSE
+	// EncodingWS is the WebSocket message text (Frame.WS); send each
+	// Batch.Frame(i) as its own message.
+	EncodingWS Encoding = C.EVR_ENCODING_WS
+)
+
+// StatusBufferTooSmall: the oldest frame is longer than the whole buffer
+// (Drain handles it by growing the buffer).
+const StatusBufferTooSmall Status = C.EVR_BUFFER_TOO_SMALL
+
+// DefaultBatchFrames is how many frames a Batch holds unless told otherwise.
+const DefaultBatchFrames = 256
+
+// Batch receives the bytes of the frames taken by one Drain, back to back.
+// Reuse one Batch per connection: Drain allocates only when a frame is
+// larger than the buffer's capacity.
+type Batch struct {
+	// Buf holds the frames' bytes, oldest first.
+	Buf []byte
+	// Ends[i] is where frame i ends in Buf (frame i starts at Ends[i-1], or 0).
+	Ends []int
+	lens []C.size_t
+}
+
+// NewBatch makes a batch with room for maxBytes bytes and maxFrames frames
+// per Drain (maxFrames <= 0: DefaultBatchFrames).
+func NewBatch(maxBytes, maxFrames int) *Batch {
+	if maxFrames <= 0 {
+		maxFrames = DefaultBatchFrames
+	}
+	return &Batch{
+		Buf:  make([]byte, 0, maxBytes),
+		Ends: make([]int, 0, maxFrames),
+		lens: make([]C.size_t, maxFrames),
+	}
+}
+
+// Len is the number of frames in the batch.
+func (b *Batch) Len() int { return len(b.Ends) }
+
+// Frame is the bytes of frame i; valid until the next Drain into b.
+func (b *Batch) Frame(i int) []byte {
+	start := 0
+	if i > 0 {
+		start = b.Ends[i-1]
+	}
+	return b.Buf[start:b.Ends[i]]
+}
+
+// Drain takes the waiting frames, oldest first, and copies one encoding
+// of each into b (replacing its contents) in a single cgo call: as many
+// whole frames as fit in cap(b.Buf) bytes and b's frame count. It waits up
+// to timeout for a first frame (<= 0: don't wait; the wait blocks an OS
+// thread, so event loops wait with a Waiter instead). It returns the number
+// of frames (0 when none arrived) or an error matching ErrClosed once the
+// subscriber is closed (Message: "closed" or "slow consumer"). A frame
+// larger than the whole buffer grows b.Buf to fit it, so a call that finds
+// frames always takes at least one.
+func (s *Subscriber) Drain(b *Batch, enc Encoding, timeout time.Duration) (int, error) {
+	if len(b.lens) == 0 {
+		*b = *NewBatch(cap(b.Buf), DefaultBatchFrames)
+	}
+	if cap(b.Buf) == 0 {
+		b.Buf = make([]byte, 0, 64<<10)
+	}
+	b.Buf, b.Ends = b.Buf[:0], b.Ends[:0]
+	ms := C.uint32_t(0)
+	if timeout > 0 {
+		ms = C.uint32_t(min((timeout+time.Millisecond-1)/time.Millisecond, maxWait/time.Millisecond))
+	}
+	for {
+		frames, bytes, st, err := s.read(b, enc, ms)
+		switch {
+		case err != nil:
+			return 0, err
+		case st == StatusBufferTooSmall:
+			b.Buf = make([]byte, 0, bytes)
+			continue
+		case st != StatusOK:
+			return 0, nil
+		}
+		b.Buf = b.Buf[:bytes]
+		end := 0
+		for _, n := range b.lens[:frames] {
+			end += int(n)
+			b.Ends = append(b.Ends, end)
+		}
+		return frames, nil
+	}
+}
+
+// read is one evr_subscriber_read call into b's memory (Go memory without
+// Go pointers, so it may be passed to C).
+func (s *Subscriber) read(b *Batch, enc Encoding, ms C.uint32_t) (frames, bytes int, st Status, err error) {
+	ptr, err := s.use()
+	if err != nil {
+		return 0, 0, StatusClosed, err
+	}
+	defer s.mu.RUnlock()
+	buf := b.Buf[:cap(b.Buf)]
+	var nFrames, nBytes C.size_t
+	st, err = call(func() C.int {
+		return C.int(C.evr_subscriber_read(ptr, ms, uint32(enc), (*C.uint8_t)(unsafe.Pointer(&buf[0])),
+			C.size_t(len(buf)), &b.lens[0], C.size_t(len(b.lens)), &nFrames, &nBytes))
+	})
+	runtime.KeepAlive(s)
+	switch {
+	case err != nil:
+		return 0, 0, st, err
+	case st == StatusClosed:
+		return 0, 0, st, s.closedError(ptr)
+	}
+	return int(nFrames), int(nBytes), st, nil
+}
+
+// closedError is ErrClosed with the reason the subscriber closed.
+func (s *Subscriber) closedError(ptr *C.evr_subscriber) error {
+	reason := "closed"
+	if r := C.evr_subscriber_closed(ptr); r != nil {
+		reason = C.GoString(r)
+	}
+	return &Error{StatusClosed, reason}
+}
+
+// Waiter parks goroutines (not OS threads) until frames wait for a
+// subscriber, through Go's network poller on a duplicate of the
+// subscriber's readiness fd. Use one per subscriber; Close it before the
+// subscriber.
+type Waiter struct {
+	file *os.File
+	raw  syscall.RawConn
+}
+
+// NewWaiter registers the subscriber's readiness fd with Go's poller.
+func (s *Subscriber) NewWaiter() (*Waiter, error) {
+	fd, err := s.Fd()
+	if err != nil {
+		return nil, err
+	}
+	dup, err := syscall.Dup(fd)
+	if err != nil {
+		return nil, fmt.Errorf("evroute: dup readiness fd: %w", err)
+	}
+	syscall.CloseOnExec(dup)
+	// The fd is non-blocking, so os.NewFile puts it into the poller.
+	file := os.NewFile(uintptr(dup), "evroute-ready")
+	raw, err := file.SyscallConn()
+	if err != nil {
+		file.Close()
+		return nil, fmt.Errorf("evroute: readiness fd: %w", err)
+	}
+	return &Waiter{file: file, raw: raw}, nil
+}
+
+// ErrWaitTimeout is returned by Wait when the deadline passed first (or
+// Wake was called).
+var ErrWaitTimeout = errors.New("evroute: wait timed out")
+
+// Wait returns nil as soon as frames wait or the subscriber is closed
+// (at once if they already do), ErrWaitTimeout when the deadline passes
+// first (a zero deadline waits without limit) or Wake is called.
+func (w *Waiter) Wait(deadline time.Time) error {
+	if err := w.file.SetReadDeadline(deadline); err != nil {
+		return err
+	}
+	// Go's poller is edge-triggered; the fd is level-triggered. Asking the
+	// fd itself each time keeps frames left from an earlier, partial drain
+	// from being missed.
+	err := w.raw.Read(func(fd uintptr) bool {
+		p := C.struct_pollfd{fd: C.int(fd), events: C.POLLIN}
+		return C.poll(&p, 1, 0) == 1
+	})
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return ErrWaitTimeout
+	}
+	return err
+}
+
+// Wake makes a Wait in progress return ErrWaitTimeout (a later Wait sets
+// its own deadline, so keep a stop flag and check it after each Wait).
+func (w *Waiter) Wake() error { return w.file.SetReadDeadline(time.Unix(1, 0)) }
+
+// Close takes the fd out of the poller and closes the duplicate.
+func (w *Waiter) Close() error { return w.file.Close() }
