@@ -18,6 +18,14 @@ need() {
     $sudo_ env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 }
 
+# need_apt PKG...: installs the packages unconditionally.
+need_apt() {
+    local sudo_=""
+    [ "$(id -u)" = 0 ] || sudo_=sudo
+    $sudo_ apt-get update -qq || true
+    $sudo_ env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
 # need_pytest installs pytest with pip when it is missing.
 need_pytest() {
     python3 -c 'import pytest' 2>/dev/null && return 0
@@ -26,11 +34,29 @@ need_pytest() {
         python3 -m pip install --quiet --break-system-packages pytest
 }
 
+# python_venv DIR: a fresh virtual environment in DIR with pytest, mypy and the
+# evroute package built as a wheel from bindings/python (cargo builds the
+# library, cffi the extension), so tests see what `pip install` gives a user.
+# Sets $py to its python.
+python_venv() {
+    need python3:python3 cc:gcc,libc6-dev
+    python3 -c 'import ensurepip, sysconfig, os; assert os.path.exists(sysconfig.get_paths()["include"] + "/Python.h")' \
+        2>/dev/null || need_apt python3-venv python3-dev
+    rm -rf "$1"
+    python3 -m venv "$1"
+    py="$1/bin/python"
+    "$py" -m pip install --quiet --disable-pip-version-check pytest mypy
+    "$py" -m pip wheel --quiet --disable-pip-version-check --no-deps -w "$1/wheel" ./bindings/python
+    "$py" -m pip install --quiet --disable-pip-version-check "$1"/wheel/evroute-*.whl
+}
+
 # go_env: the Go module (bindings/go) takes its modules, pinned by the committed go.sum,
-# from the Go module proxy; keep Go's caches writable (a scratch dir, removed on exit,
-# when the defaults are not).
+# from the Go module proxy; the tag evroute_inrepo links this checkout's
+# target/release/libevroute.a (bindings/go/link_inrepo.go) instead of the installed
+# library; keep Go's caches writable (a scratch dir, removed on exit, when the
+# defaults are not).
 go_env() {
-    export GOFLAGS=-mod=readonly GOPROXY=https://proxy.golang.org,direct GOTOOLCHAIN=local CGO_ENABLED=1
+    export GOFLAGS="-mod=readonly -tags=evroute_inrepo" GOPROXY=https://proxy.golang.org,direct GOTOOLCHAIN=local CGO_ENABLED=1
     go_scratch=$(mktemp -d)
     trap 'rm -rf "$go_scratch"' EXIT
     mkdir -p "$(go env GOPATH)" 2>/dev/null && [ -w "$(go env GOPATH)" ] || export GOPATH="$go_scratch/gopath"

@@ -1,9 +1,14 @@
 // Package evroute is the Go binding of evroute, an embedded event-routing
-// engine for Mastodon-style streaming servers (SPEC §10).
+// engine for Mastodon-style streaming servers. Import it as
+// github.com/evroute/evroute/bindings/go; docs/protocol.md in the repository
+// describes streams, subscription keys, filters, frames and errors.
 //
-// It is a thin cgo layer over the C ABI (include/evroute.h) and links the
-// static library, so build it first: `cargo build --release --lib` at the
-// repository root.
+// It is a thin cgo layer over the C ABI (include/evroute.h). By default it
+// links the installed library through pkg-config (`pkg-config --cflags --libs
+// evroute`): install it once with scripts/install.sh (README, "Installing"),
+// or set PKG_CONFIG_PATH to the directory of evroute.pc. Inside the
+// repository, `-tags evroute_inrepo` links target/release/libevroute.a
+// instead (build it with `cargo build --release --lib`).
 //
 //	eng, _ := evroute.NewEngine(evroute.Config{QueueCapacity: 1024})
 //	sub, _ := eng.NewSubscriber(evroute.SubscriberOptions{Account: "42"})

@@ -1,7 +1,6 @@
 package evroute
 
 /*
-#cgo CFLAGS: -I${SRCDIR}/../../include
 #include <stdlib.h>
 #include "evroute.h"
 */

@@ -1,13 +1,9 @@
-//go:build evroute_redis
-
 package evroute
 
-// The Redis scale-out (SPEC §9), built with `-tags evroute_redis` against the
-// redis-enabled static library in target/redis-lib (see the README, "Running several nodes").
+// The Redis scale-out (docs/protocol.md, "Redis"): the library carries it by
+// default (cargo feature `redis`), and evroute.pc defines EVR_FEATURE_REDIS.
 
 /*
-#cgo CFLAGS: -DEVR_FEATURE_REDIS
-#cgo LDFLAGS: ${SRCDIR}/../../target/redis-lib/libevroute.a -lpthread -ldl -lm
 #include "evroute.h"
 */
 import "C"

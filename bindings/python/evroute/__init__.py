@@ -1,12 +1,12 @@
-"""evroute: Python bindings for the evroute event-routing engine (SPEC §10).
+"""evroute: Python bindings for the evroute event-routing engine.
 
-The bindings use ctypes over the shared library (libevroute.so) rather than
-cffi or a compiled extension: ctypes ships with every CPython 3.8+, so there
-is no build step, no compiler and no extra dependency, and one pure-Python
-package works with any interpreter version. The C ABI is small and takes
-plain (pointer, length) buffers, so ctypes costs little here; ctypes also
-releases the GIL during every call, so a thread waiting in `next()` does not
-block the others.
+docs/protocol.md in the repository is the reference for what the keyword
+arguments, streams, frames and errors below mean.
+
+The package is a cffi extension (API mode) compiled against include/evroute.h
+and linked with the Rust library, so it needs no shared library, path or
+environment variable at run time. Every C call releases the GIL, so a thread
+waiting in `next()` does not block the others.
 
     import evroute
     with evroute.Engine(queue_capacity=1024) as engine:
@@ -15,44 +15,64 @@ block the others.
         engine.publish({"event": "update", "payload": {...}})
         frame = sub.next(timeout=0.5)   # Frame or None; frame.sse, frame.ws
 
-The library is found through the EVROUTE_LIB environment variable, else
-target/release or target/debug of the repository this package lives in,
-else the system library path.
-
 Threads: engines and subscribers may be used from any number of threads.
 close() may be called at any time from any thread: it wakes a thread blocked
 in next() (which then raises Closed) and frees the C handle once no call is
 using it, so a handle is never freed twice or while in use.
 """
 
+from __future__ import annotations
+
 import asyncio
-import ctypes
 import json
 import math
-import threading
 import time
-from collections import namedtuple
+from typing import Any, AsyncIterator, Callable, Dict, Iterator, List, NamedTuple, Optional, Union
 
-from . import _native
-from ._native import CLOSED, EMPTY, OK, TIMEOUT
+try:
+    from ._evroute import ffi, lib
+except ImportError as e:  # e.g. bindings/python on sys.path instead of the installed package
+    raise ImportError(
+        f"evroute: the compiled extension evroute._evroute is missing ({e}); install the package "
+        "with `pip install ./bindings/python` from the repository instead of importing the source tree"
+    ) from e
 
 __all__ = [
     "Engine", "Subscriber", "Frame", "PublishStats", "EngineStats", "SubscriberStats",
     "Error", "Closed", "NullArgument", "InvalidUtf8", "InvalidJson", "InvalidSubscription",
     "InvalidChannel", "InvalidEvent", "TooLarge", "InvalidConfig", "IoError", "Panic",
     "lib_version", "lib_path",
-    "RedisNode", "RedisPublisher", "RedisNodeStats", "RedisPublished", "lib_has_redis",
+    "RedisNode", "RedisPublisher", "RedisNodeStats", "RedisPublished",
 ]
 
-_lib = _native.lib
+OK, EMPTY, TIMEOUT, CLOSED = lib.EVR_OK, lib.EVR_EMPTY, lib.EVR_TIMEOUT, lib.EVR_CLOSED
+
+#: What the functions taking JSON accept: encoded JSON (bytes or str) or a dict to encode.
+JsonArg = Union[bytes, bytearray, memoryview, str, Dict[str, Any], None]
+Text = Union[str, bytes, bytearray, memoryview]
+
+_NULL = ffi.NULL
+_new = ffi.new
+_gc = ffi.gc
+_PUBLISH_STATS = ffi.typeof("evr_publish_stats *")
+_SIZE_OUT = ffi.typeof("size_t *")
+_object_new = object.__new__
+_publish_channel = lib.evrpy_publish_channel
+_next = lib.evrpy_next
+_status = lib.evrpy_status
+_frame_free = lib.evr_frame_free
+_HANDLE_CLOSED = lib.EVRPY_HANDLE_CLOSED
+_buffer = ffi.buffer
+_string = ffi.string
 
 
 class Error(Exception):
-    """Any evroute failure. `status` is the C evr_status, `message` the C message."""
+    """Any evroute failure. `status` is the C evr_status, `message` the C message
+    (docs/protocol.md, "Errors")."""
 
-    status = None
+    status: Optional[int] = None
 
-    def __init__(self, message, status=None):
+    def __init__(self, message: str, status: Optional[int] = None) -> None:
         super().__init__(message)
         self.message = message
         if status is not None:
@@ -66,45 +86,45 @@ class Closed(Error):
 
 
 class NullArgument(Error):
-    status = -1
+    status = lib.EVR_ERR_NULL
 
 
 class InvalidUtf8(Error):
-    status = -2
+    status = lib.EVR_ERR_INVALID_UTF8
 
 
 class InvalidJson(Error):
-    status = -3
+    status = lib.EVR_ERR_INVALID_JSON
 
 
 class InvalidSubscription(Error):
-    status = -4
+    status = lib.EVR_ERR_INVALID_SUBSCRIPTION
 
 
 class InvalidChannel(Error):
-    status = -5
+    status = lib.EVR_ERR_INVALID_CHANNEL
 
 
 class InvalidEvent(Error):
-    status = -6
+    status = lib.EVR_ERR_INVALID_EVENT
 
 
 class TooLarge(Error):
-    status = -7
+    status = lib.EVR_ERR_TOO_LARGE
 
 
 class InvalidConfig(Error):
-    status = -8
+    status = lib.EVR_ERR_INVALID_CONFIG
 
 
 class IoError(Error):
-    status = -9
+    status = lib.EVR_ERR_IO
 
 
 class Panic(Error):
     """A bug inside evroute was caught at the boundary; close the handles involved."""
 
-    status = -10
+    status = lib.EVR_ERR_PANIC
 
 
 _ERRORS = {cls.status: cls for cls in (
@@ -113,47 +133,123 @@ _ERRORS = {cls.status: cls for cls in (
 )}
 
 
-def _check(status):
-    """Raises the Error for a negative status; returns the status otherwise.
-
-    Must run on the thread that made the call: evr_last_error() is thread-local."""
-    if status >= 0:
-        return status
-    message = _lib.evr_last_error().decode("utf-8", "replace")
+def _raise(status: int) -> None:
+    """Raises the Error of a negative status. Must run on the thread that made
+    the call: evr_last_error() is thread-local."""
+    message = _string(lib.evr_last_error()).decode("utf-8", "replace")
     raise _ERRORS.get(status, Error)(message, status)
 
 
-PublishStats = namedtuple("PublishStats", "matched delivered dropped")
-EngineStats = namedtuple("EngineStats", "published rejected matched delivered dropped subscribers subscriptions")
-SubscriberStats = namedtuple("SubscriberStats", "matched delivered dropped read depth")
-RedisNodeStats = namedtuple("RedisNodeStats", "received rejected ignored reconnects presence_keys")
-RedisPublished = namedtuple("RedisPublished", "channels receivers")
+class PublishStats:
+    """What one publish did: matched, delivered, dropped (docs/protocol.md,
+    "Counters"). Compares equal to the tuple of its fields and unpacks like
+    one. It reads the C struct only when a field is used: most callers of the
+    hot publish path never look."""
+
+    __slots__ = ("_c",)
+    _fields = ("matched", "delivered", "dropped")
+
+    def __init__(self, matched: int, delivered: int, dropped: int) -> None:
+        self._c = _new(_PUBLISH_STATS, (matched, delivered, dropped))
+
+    @property
+    def matched(self) -> int:
+        return self._c.matched
+
+    @property
+    def delivered(self) -> int:
+        return self._c.delivered
+
+    @property
+    def dropped(self) -> int:
+        return self._c.dropped
+
+    def __iter__(self) -> Iterator[int]:
+        c = self._c
+        return iter((c.matched, c.delivered, c.dropped))
+
+    def __len__(self) -> int:
+        return 3
+
+    def _asdict(self) -> Dict[str, int]:
+        return dict(zip(self._fields, self))
+
+    def __getitem__(self, index: int) -> int:
+        return tuple(self)[index]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (PublishStats, tuple)):
+            return tuple(self) == tuple(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return "PublishStats(matched={}, delivered={}, dropped={})".format(*self)
 
 
-def lib_version():
-    """The loaded library's version (evr_version())."""
-    return _lib.evr_version().decode()
+def _publish_stats(c: Any) -> PublishStats:
+    stats = _object_new(PublishStats)  # skips __init__, which would copy
+    stats._c = c
+    return stats
 
 
-def lib_path():
-    """The path of the loaded libevroute."""
-    return _native.path
+class EngineStats(NamedTuple):
+    published: int
+    rejected: int
+    matched: int
+    delivered: int
+    dropped: int
+    subscribers: int
+    subscriptions: int
 
 
-def lib_has_redis():
-    """Whether the loaded library was built with the cargo feature `redis` (SPEC §9)."""
-    return _native.has_redis
+class SubscriberStats(NamedTuple):
+    matched: int
+    delivered: int
+    dropped: int
+    read: int
+    depth: int
 
 
-def _require_redis():
-    if not _native.has_redis:
-        raise Error(
-            f"{_native.path}: library built without the redis feature; build it with "
-            "`cargo build --release --features redis --lib` and point EVROUTE_LIB at it"
-        )
+class RedisNodeStats(NamedTuple):
+    received: int
+    rejected: int
+    ignored: int
+    reconnects: int
+    presence_keys: int
 
 
-def _text_bytes(value, what):
+class RedisPublished(NamedTuple):
+    channels: int
+    receivers: int
+
+
+def _fields(cls: Any, cdata: Any) -> Any:
+    return cls(*(getattr(cdata, f) for f in cls._fields))
+
+
+def lib_version() -> str:
+    """The version of the linked evroute library (evr_version())."""
+    return _string(lib.evr_version()).decode()
+
+
+def lib_path() -> str:
+    """The path of the extension module that carries the evroute library."""
+    from . import _evroute
+
+    return _evroute.__file__
+
+
+def _live() -> Dict[str, int]:
+    """How many engines, subscribers, Redis nodes and publishers are not freed
+    yet: a check for leaks and double frees."""
+    return {name: lib.evrpy_live(kind) for name, kind in (
+        ("engines", lib.EVRPY_ENGINE), ("subscribers", lib.EVRPY_SUBSCRIBER),
+        ("redis_nodes", lib.EVRPY_REDIS_NODE), ("redis_publishers", lib.EVRPY_REDIS_PUBLISHER))}
+
+
+def _text_bytes(value: Text, what: str) -> bytes:
     if isinstance(value, str):
         return value.encode("utf-8", "surrogatepass")
     if isinstance(value, (bytes, bytearray, memoryview)):
@@ -161,11 +257,11 @@ def _text_bytes(value, what):
     raise TypeError(f"{what} must be str or bytes, not {type(value).__name__}")
 
 
-def _json_bytes(value, what):
-    if value is None:
-        return b""
+def _json_bytes(value: JsonArg, what: str) -> bytes:
     if isinstance(value, bytes):
         return value
+    if value is None:
+        return b""
     if isinstance(value, (bytearray, memoryview)):
         return bytes(value)
     if isinstance(value, str):
@@ -175,7 +271,7 @@ def _json_bytes(value, what):
     raise TypeError(f"{what} must be bytes, str or dict, not {type(value).__name__}")
 
 
-def _options(positional, keywords, what):
+def _options(positional: JsonArg, keywords: Dict[str, Any], what: str) -> bytes:
     """One JSON argument given either as a dict/str/bytes or as keyword arguments."""
     if positional is not None and keywords:
         raise TypeError(f"give {what} either as one argument or as keywords, not both")
@@ -183,131 +279,112 @@ def _options(positional, keywords, what):
 
 
 class _Handle:
-    """Owns one C handle: frees it exactly once, never while a call uses it.
+    """Owns one C handle through an evrpy_handle (see _build_ffi.py): the C
+    object is freed exactly once, by close() or garbage collection, and
+    never while a call on another thread still uses it."""
 
-    Every C call runs between acquire() and release(). close() marks the
-    handle closing; the free happens at once when no call is in flight, or
-    else in the release() of the last one. `wake` (evr_subscriber_close)
-    is called on close so blocked waits end promptly."""
+    __slots__ = ("h", "_kind")
 
-    __slots__ = ("_ptr", "_free", "_wake", "_lock", "_busy", "_closing", "_kind")
+    def __init__(self, kind: int, ptr: Any, name: str) -> None:
+        h = lib.evrpy_handle_new(kind, ptr)
+        if h == _NULL:
+            raise MemoryError(f"evroute: no memory for a {name} handle")
+        self.h = _gc(h, lib.evrpy_dispose)
+        self._kind = name
 
-    def __init__(self, ptr, free, wake, kind):
-        self._ptr = ptr
-        self._free = free  # kept here: module globals may be gone when __del__ runs at exit
-        self._wake = wake
-        self._lock = threading.Lock()
-        self._busy = 0
-        self._closing = False
-        self._kind = kind
+    def acquire(self) -> Any:
+        """The C object, held until release(); raises Closed once closed."""
+        ptr = lib.evrpy_acquire(self.h)
+        if ptr == _NULL:
+            raise Closed(f"{self._kind} is closed")
+        return ptr
 
-    def acquire(self):
-        with self._lock:
-            if self._closing:
-                raise Closed(f"{self._kind} is closed")
-            self._busy += 1
-            return self._ptr
+    def release(self) -> None:
+        lib.evrpy_release(self.h)
 
-    def release(self):
-        with self._lock:
-            self._busy -= 1
-            if not (self._closing and self._busy == 0 and self._ptr is not None):
-                return
-            ptr, self._ptr = self._ptr, None
-        self._free(ptr)
+    def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """fn(ptr, *args) on the live C object; raises Closed once closed."""
+        ptr = self.acquire()
+        try:
+            return fn(ptr, *args)
+        finally:
+            lib.evrpy_release(self.h)
 
-    def close(self):
-        with self._lock:
-            if self._closing:
-                return
-            self._closing = True
-            ptr = wake = None
-            if self._busy == 0:
-                ptr, self._ptr = self._ptr, None
-            elif self._wake is not None:
-                # Calls are in flight: wake them holding a use of our own, so the
-                # handle cannot be freed under the wake; the last release() frees.
-                wake = self._ptr
-                self._busy += 1
-        if ptr is not None:
-            self._free(ptr)
-        elif wake is not None:
-            try:
-                self._wake(wake)
-            finally:
-                self.release()
+    def check(self, fn: Callable[..., int], *args: Any) -> int:
+        """call(), raising the Error of a negative status."""
+        status = self.call(fn, *args)
+        if status < 0:
+            _raise(status)
+        return status
+
+    def stats(self, fn: Callable[..., int], ctype: str, cls: Any) -> Any:
+        """A counters struct read by fn(ptr, out), as the NamedTuple cls."""
+        out = _new(ctype)
+        self.check(fn, out)
+        return _fields(cls, out)
 
     @property
-    def closing(self):
-        return self._closing
+    def closing(self) -> bool:
+        return bool(lib.evrpy_closed(self.h))
 
-    def __del__(self):
-        # Nothing else can hold this handle now: no call is in flight.
-        ptr, self._ptr = getattr(self, "_ptr", None), None
-        if ptr is not None:
-            self._free(ptr)
+    def close(self) -> None:
+        lib.evrpy_close(self.h)
 
 
-class _Use:
-    """`with _Use(handle) as ptr:` runs a C call on a live handle."""
-
-    __slots__ = ("_handle",)
-
-    def __init__(self, handle):
-        self._handle = handle
-
-    def __enter__(self):
-        return self._handle.acquire()
-
-    def __exit__(self, *exc):
-        self._handle.release()
-        return False
+def _frame_bytes(getter: Any, frame: Any) -> Optional[bytes]:
+    n = _new(_SIZE_OUT)
+    p = getter(frame, n)
+    return None if p == _NULL else _buffer(p, n[0])[:]
 
 
 class Frame:
-    """One delivery, copied out of the C frame (which is freed at once).
+    """One delivery. It holds the C frame and reads each field when it is
+    accessed (docs/protocol.md, "Frames"); the C frame is freed with the object.
 
     event: str; payload: str or None (absent payload); stream: list of str;
     sse and ws: the exact bytes to write to an SSE or WebSocket client."""
 
-    __slots__ = ("event", "payload", "stream", "sse", "ws")
+    __slots__ = ("_frame",)
 
-    def __init__(self, event, payload, stream, sse, ws):
-        self.event = event
-        self.payload = payload
-        self.stream = stream
-        self.sse = sse
-        self.ws = ws
+    def __init__(self, frame: Any) -> None:
+        self._frame = frame
 
-    def __repr__(self):
+    @property
+    def sse(self) -> bytes:
+        return _frame_bytes(lib.evr_frame_sse, self._frame) or b""
+
+    @property
+    def ws(self) -> bytes:
+        return _frame_bytes(lib.evr_frame_ws, self._frame) or b""
+
+    @property
+    def event(self) -> str:
+        return (_frame_bytes(lib.evr_frame_event, self._frame) or b"").decode("utf-8")
+
+    @property
+    def payload(self) -> Optional[str]:
+        raw = _frame_bytes(lib.evr_frame_payload, self._frame)
+        return None if raw is None else raw.decode("utf-8")
+
+    @property
+    def stream(self) -> List[str]:
+        return json.loads(_frame_bytes(lib.evr_frame_stream, self._frame) or b"[]")
+
+    def __repr__(self) -> str:
         return f"Frame(event={self.event!r}, stream={self.stream!r}, sse={len(self.sse)} bytes)"
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         return isinstance(other, Frame) and (self.sse, self.ws) == (other.sse, other.ws)
 
-    __hash__ = None
+    __hash__ = None  # type: ignore[assignment]
 
 
-_string_at = ctypes.string_at
-_byref = ctypes.byref
+def _set_once(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
-def _frame_from(ptr):
-    try:
-        n = ctypes.c_size_t(0)
-        parts = []
-        for getter in (_lib.evr_frame_event, _lib.evr_frame_stream, _lib.evr_frame_sse, _lib.evr_frame_ws):
-            p = getter(ptr, _byref(n))
-            parts.append(_string_at(p, n.value) if p else b"")
-        p = _lib.evr_frame_payload(ptr, _byref(n))
-        payload = _string_at(p, n.value).decode("utf-8") if p else None
-    finally:
-        _lib.evr_frame_free(ptr)
-    event, stream, sse, ws = parts
-    return Frame(event.decode("utf-8"), payload, json.loads(stream), sse, ws)
-
-
-def _timeout_ms(seconds):
+def _timeout_ms(seconds: float) -> int:
     if seconds < 0:
         raise ValueError("timeout must be >= 0 or None")
     # Round up so a tiny positive timeout still waits.
@@ -315,81 +392,82 @@ def _timeout_ms(seconds):
 
 
 class Engine:
-    """One routing domain. Keyword arguments are the engine config keys of SPEC §7
-    (queue_capacity, overflow, max_event_bytes, delete_memory, redis_namespace).
+    """One routing domain. Keyword arguments are the engine config keys
+    (docs/protocol.md, "Engine config": queue_capacity, overflow, max_event_bytes,
+    delete_memory, redis_namespace).
 
     Usable as a context manager; close() frees it. Subscribers stay usable after
     their engine is closed (they keep the routing domain alive)."""
 
-    def __init__(self, config=None, **kwargs):
+    def __init__(self, config: JsonArg = None, **kwargs: Any) -> None:
         raw = _options(config, kwargs, "engine config")
-        out = ctypes.c_void_p()
-        _check(_lib.evr_engine_new(raw, len(raw), _byref(out)))
-        self._handle = _Handle(out.value, _lib.evr_engine_free, None, "engine")
+        out = _new("evr_engine **")
+        status = lib.evr_engine_new(raw, len(raw), out)
+        if status < 0:
+            _raise(status)
+        self._handle = _Handle(lib.EVRPY_ENGINE, out[0], "engine")
 
-    def subscriber(self, options=None, **kwargs):
-        """A new Subscriber; keyword arguments are the subscriber keys of SPEC §7
-        (account, languages, blocked_accounts, muted_accounts, blocked_domains,
-        queue_capacity, overflow)."""
+    def subscriber(self, options: JsonArg = None, **kwargs: Any) -> Subscriber:
+        """A new Subscriber; keyword arguments are the subscriber keys
+        (docs/protocol.md, "Subscriber options": account, languages, blocked_accounts,
+        muted_accounts, blocked_domains, queue_capacity, overflow)."""
         raw = _options(options, kwargs, "subscriber options")
-        out = ctypes.c_void_p()
-        with _Use(self._handle) as ptr:
-            _check(_lib.evr_subscriber_new(ptr, raw, len(raw), _byref(out)))
-        return Subscriber(out.value)
+        out = _new("evr_subscriber **")
+        self._handle.check(lib.evr_subscriber_new, raw, len(raw), out)
+        return Subscriber(out[0])
 
-    def publish(self, event):
-        """Content mode (SPEC §3b). `event` is bytes, str or dict. Returns PublishStats."""
+    def publish(self, event: JsonArg) -> PublishStats:
+        """Content mode: routes an event by its own content (docs/protocol.md,
+        "Event modes"). `event` is bytes, str or dict. Returns PublishStats."""
         raw = _json_bytes(event, "event")
-        stats = _native.PublishStatsC()
-        with _Use(self._handle) as ptr:
-            _check(_lib.evr_publish(ptr, raw, len(raw), _byref(stats)))
-        return PublishStats(stats.matched, stats.delivered, stats.dropped)
+        stats = _new(_PUBLISH_STATS)
+        self._handle.check(lib.evr_publish, raw, len(raw), stats)
+        return _publish_stats(stats)
 
-    def publish_channel(self, channel, message):
-        """Channel mode (SPEC §3a): a Mastodon Redis channel and `{"event":E,"payload":P}`."""
-        ch = _text_bytes(channel, "channel")
-        raw = _json_bytes(message, "message")
-        stats = _native.PublishStatsC()
-        with _Use(self._handle) as ptr:
-            _check(_lib.evr_publish_channel(ptr, ch, len(ch), raw, len(raw), _byref(stats)))
-        return PublishStats(stats.matched, stats.delivered, stats.dropped)
+    def publish_channel(self, channel: Text, message: JsonArg) -> PublishStats:
+        """Channel mode: a Mastodon Redis channel ("timeline:public") and
+        `{"event":E,"payload":P}` (docs/protocol.md, "Event modes")."""
+        ch = channel.encode("utf-8", "surrogatepass") if channel.__class__ is str else _text_bytes(channel, "channel")
+        raw = message if message.__class__ is bytes else _json_bytes(message, "message")
+        stats = _new(_PUBLISH_STATS)
+        status = _publish_channel(self._handle.h, ch, len(ch), raw, len(raw), stats)
+        if status < 0:
+            _raise(status)
+        if status == _HANDLE_CLOSED:
+            raise Closed("engine is closed")
+        return _publish_stats(stats)
 
-    def attach_redis(self, url, **options):
-        """Attaches this engine to Redis (SPEC §9) and returns the running RedisNode.
+    def attach_redis(self, url: Text, **options: Any) -> RedisNode:
+        """Attaches this engine to Redis and returns the running RedisNode
+        (docs/protocol.md, "Redis").
 
         It PSUBSCRIBEs `[<redis_namespace>:]timeline:*`, routes every message in
         channel mode and keeps Mastodon's presence keys. Keyword options:
         presence_ttl_secs, presence_refresh_secs, poll_interval_ms, backoff_min_ms,
         backoff_max_ms, connect_timeout_ms. An unreachable Redis is retried in the
         background: use wait_subscribed() to know when messages arrive."""
-        _require_redis()
         u = _text_bytes(url, "url")
         raw = _json_bytes(options, "redis options") if options else b""
-        out = ctypes.c_void_p()
-        with _Use(self._handle) as ptr:
-            _check(_lib.evr_redis_node_attach(ptr, u, len(u), raw, len(raw), _byref(out)))
-        return RedisNode(out.value)
+        out = _new("evr_redis_node **")
+        self._handle.check(lib.evr_redis_node_attach, u, len(u), raw, len(raw), out)
+        return RedisNode(out[0])
 
-    def stats(self):
-        out = _native.EngineStatsC()
-        with _Use(self._handle) as ptr:
-            _check(_lib.evr_engine_get_stats(ptr, _byref(out)))
-        return EngineStats(*(getattr(out, f) for f in EngineStats._fields))
+    def stats(self) -> EngineStats:
+        return self._handle.stats(lib.evr_engine_get_stats, "evr_engine_stats *", EngineStats)
 
     @property
-    def closed(self):
+    def closed(self) -> bool:
         return self._handle.closing
 
-    def close(self):
+    def close(self) -> None:
         """Frees the engine; safe to call more than once."""
         self._handle.close()
 
-    def __enter__(self):
+    def __enter__(self) -> Engine:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: Any) -> None:
         self.close()
-        return False
 
 
 class Subscriber:
@@ -399,53 +477,62 @@ class Subscriber:
     unsubscribes everything and frees it. `async for frame in sub` and
     `await sub.next_async()` wait on the readiness fd with loop.add_reader."""
 
-    def __init__(self, ptr):
-        self._handle = _Handle(ptr, _lib.evr_subscriber_free, _lib.evr_subscriber_close, "subscriber")
+    def __init__(self, ptr: Any) -> None:
+        self._handle = _Handle(lib.EVRPY_SUBSCRIBER, ptr, "subscriber")
 
-    def subscribe(self, subscription=None, **kwargs):
-        """Adds a subscription (SPEC §1): subscribe(stream="hashtag", tag="rust"), or one
-        dict/str/bytes such as a client's WebSocket subscribe message."""
-        raw = _options(subscription, kwargs, "subscription")
-        with _Use(self._handle) as ptr:
-            _check(_lib.evr_subscribe(ptr, raw, len(raw)))
+    def _call_json(self, fn: Any, raw: bytes) -> None:
+        self._handle.check(fn, raw, len(raw))
 
-    def unsubscribe(self, subscription=None, **kwargs):
+    def subscribe(self, subscription: JsonArg = None, **kwargs: Any) -> None:
+        """Adds a subscription (docs/protocol.md, "Subscriptions"):
+        subscribe(stream="hashtag", tag="rust"), or one dict/str/bytes such as a
+        client's WebSocket subscribe message."""
+        self._call_json(lib.evr_subscribe, _options(subscription, kwargs, "subscription"))
+
+    def unsubscribe(self, subscription: JsonArg = None, **kwargs: Any) -> None:
         """Removes the subscription the same arguments would have created."""
-        raw = _options(subscription, kwargs, "subscription")
-        with _Use(self._handle) as ptr:
-            _check(_lib.evr_unsubscribe(ptr, raw, len(raw)))
+        self._call_json(lib.evr_unsubscribe, _options(subscription, kwargs, "subscription"))
 
-    def update(self, filters=None, **kwargs):
-        """Replaces the viewer filters (languages, blocked_accounts, muted_accounts,
-        blocked_domains); keys not given become empty."""
-        raw = _options(filters, kwargs, "filters")
-        with _Use(self._handle) as ptr:
-            _check(_lib.evr_subscriber_update(ptr, raw, len(raw)))
+    def update(self, filters: JsonArg = None, **kwargs: Any) -> None:
+        """Replaces the viewer filters (docs/protocol.md, "Viewer filters"); keys
+        not given become empty."""
+        self._call_json(lib.evr_subscriber_update, _options(filters, kwargs, "filters"))
 
-    def next(self, timeout=None):
+    def _next(self, ms: int) -> Union[Frame, int]:
+        """One evr_subscriber_next: a Frame, or EMPTY/TIMEOUT; raises Closed."""
+        ptr = _next(self._handle.h, ms)
+        if ptr:
+            frame = _object_new(Frame)  # skips __init__: a Python call per frame
+            frame._frame = _gc(ptr, _frame_free)
+            return frame
+        status = _status()
+        if status == CLOSED or status == _HANDLE_CLOSED:
+            raise Closed(self.closed or "closed")
+        if status < 0:
+            _raise(status)
+        return status
+
+    def next(self, timeout: Optional[float] = None) -> Optional[Frame]:
         """The next Frame, or None when nothing arrived in `timeout` seconds
         (0: don't wait; None: wait until a frame arrives or the subscriber closes).
         Raises Closed once the subscriber is closed."""
+        if timeout == 0:
+            got = self._next(0)
+            return None if got.__class__ is int else got  # type: ignore[return-value]
         deadline = None if timeout is None else time.monotonic() + timeout
         ms = 250 if timeout is None else _timeout_ms(timeout)
-        out = ctypes.c_void_p()
         while True:
-            with _Use(self._handle) as ptr:
-                status = _check(_lib.evr_subscriber_next(ptr, ms, _byref(out)))
-                if status == CLOSED:
-                    reason = _lib.evr_subscriber_closed(ptr)
-            if status == OK:
-                return _frame_from(out.value)
-            if status == CLOSED:
-                raise Closed(reason.decode() if reason else "closed")
-            if timeout is None:
+            got = self._next(ms)
+            if got.__class__ is Frame:
+                return got  # type: ignore[return-value]
+            if deadline is None:
                 continue  # waits in slices so Ctrl-C reaches the main thread
             remaining = deadline - time.monotonic()
-            if status == EMPTY or remaining <= 0:
+            if got == EMPTY or remaining <= 0:
                 return None
             ms = _timeout_ms(remaining)
 
-    def drain(self):
+    def drain(self) -> Iterator[Frame]:
         """Yields the frames waiting now without blocking (after the fd fired)."""
         while True:
             frame = self.next(0)
@@ -453,15 +540,14 @@ class Subscriber:
                 return
             yield frame
 
-    def fileno(self):
+    def fileno(self) -> int:
         """The readiness fd: readable while frames wait or after close. Owned by the
         subscriber: never read or close it, and stop polling it before close()."""
-        fd = ctypes.c_int(-1)
-        with _Use(self._handle) as ptr:
-            _check(_lib.evr_subscriber_fd(ptr, _byref(fd)))
-        return fd.value
+        out = _new("int *", -1)
+        self._handle.check(lib.evr_subscriber_fd, out)
+        return out[0]
 
-    async def next_async(self, timeout=None):
+    async def next_async(self, timeout: Optional[float] = None) -> Optional[Frame]:
         """Like next() but waits in the running asyncio loop (loop.add_reader on the fd)."""
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
@@ -474,54 +560,58 @@ class Subscriber:
                 return None
             # Held busy while the fd is registered: a concurrent close() then only
             # wakes us, and the fd is freed after remove_reader.
-            with _Use(self._handle) as ptr:
-                fd = ctypes.c_int(-1)
-                _check(_lib.evr_subscriber_fd(ptr, _byref(fd)))
+            handle = self._handle
+            ptr = handle.acquire()
+            try:
+                out = _new("int *", -1)
+                status = lib.evr_subscriber_fd(ptr, out)
+                if status < 0:
+                    _raise(status)
+                fd = out[0]
                 ready = loop.create_future()
-                loop.add_reader(fd.value, lambda: ready.done() or ready.set_result(None))
+                loop.add_reader(fd, _set_once, ready)
                 try:
                     await asyncio.wait_for(ready, remaining)
                 except asyncio.TimeoutError:
                     pass
                 finally:
-                    loop.remove_reader(fd.value)
+                    loop.remove_reader(fd)
+            finally:
+                handle.release()
 
-    def __aiter__(self):
+    def __aiter__(self) -> AsyncIterator[Frame]:
         return self
 
-    async def __anext__(self):
+    async def __anext__(self) -> Frame:
         try:
-            return await self.next_async()
+            frame = await self.next_async()
         except Closed:
             raise StopAsyncIteration from None
+        assert frame is not None  # no timeout: next_async returns a frame or raises
+        return frame
 
-    def stats(self):
-        out = _native.SubscriberStatsC()
-        with _Use(self._handle) as ptr:
-            _check(_lib.evr_subscriber_get_stats(ptr, _byref(out)))
-        return SubscriberStats(*(getattr(out, f) for f in SubscriberStats._fields))
+    def stats(self) -> SubscriberStats:
+        return self._handle.stats(lib.evr_subscriber_get_stats, "evr_subscriber_stats *", SubscriberStats)
 
     @property
-    def closed(self):
+    def closed(self) -> Optional[str]:
         """None while open, else why it closed: "closed" or "slow consumer"."""
         try:
-            with _Use(self._handle) as ptr:
-                reason = _lib.evr_subscriber_closed(ptr)
+            reason = self._handle.call(lib.evr_subscriber_closed)
         except Closed:
             return "closed"
-        return reason.decode() if reason else None
+        return None if reason == _NULL else _string(reason).decode()
 
-    def close(self):
+    def close(self) -> None:
         """Unsubscribes everything and frees the subscriber; wakes any thread in next().
         Safe to call more than once and from any thread."""
         self._handle.close()
 
-    def __enter__(self):
+    def __enter__(self) -> Subscriber:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: Any) -> None:
         self.close()
-        return False
 
 
 class RedisNode:
@@ -529,84 +619,77 @@ class RedisNode:
     until stop() or close() (or garbage collection); it keeps the routing domain
     alive, so the engine may be closed first. Usable as a context manager."""
 
-    def __init__(self, ptr):
+    def __init__(self, ptr: Any) -> None:
         # close() while another thread waits in wait_subscribed() stops the node
         # first, which ends that wait; the last call out frees it.
-        self._handle = _Handle(ptr, _lib.evr_redis_node_free, _lib.evr_redis_node_stop, "redis node")
+        self._handle = _Handle(lib.EVRPY_REDIS_NODE, ptr, "redis node")
 
-    def wait_subscribed(self, timeout=5.0):
+    def wait_subscribed(self, timeout: float = 5.0) -> bool:
         """True once the node is subscribed (messages published from now on are
         received), False if it was not within `timeout` seconds. Raises Closed
         once stopped."""
-        with _Use(self._handle) as ptr:
-            status = _check(_lib.evr_redis_node_wait_subscribed(ptr, _timeout_ms(timeout)))
+        status = self._handle.check(lib.evr_redis_node_wait_subscribed, _timeout_ms(timeout))
         if status == CLOSED:
             raise Closed("redis node is stopped")
         return status == OK
 
-    def stats(self):
-        out = _native.RedisNodeStatsC()
-        with _Use(self._handle) as ptr:
-            _check(_lib.evr_redis_node_get_stats(ptr, _byref(out)))
-        return RedisNodeStats(*(getattr(out, f) for f in RedisNodeStats._fields))
+    def stats(self) -> RedisNodeStats:
+        return self._handle.stats(lib.evr_redis_node_get_stats, "evr_redis_node_stats *", RedisNodeStats)
 
-    def stop(self):
+    def stop(self) -> None:
         """Stops receiving and refreshing presence keys; stats() still works. Idempotent."""
-        with _Use(self._handle) as ptr:
-            _check(_lib.evr_redis_node_stop(ptr))
+        self._handle.check(lib.evr_redis_node_stop)
 
-    def close(self):
+    def close(self) -> None:
         """Stops the node and frees it; safe to call more than once."""
         self._handle.close()
 
-    def __enter__(self):
+    def __enter__(self) -> RedisNode:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: Any) -> None:
         self.close()
-        return False
 
 
 class RedisPublisher:
     """Publishes events to Redis as Mastodon channel messages, so every attached
-    node delivers them. `namespace` must match the nodes' redis_namespace.
-    Raises IoError when Redis cannot be reached; it does not reconnect: after an
-    IoError, close it and create a new one. Usable as a context manager."""
+    node delivers them (docs/protocol.md, "Redis"). `namespace` must match the
+    nodes' redis_namespace. Raises IoError when Redis cannot be reached; it does
+    not reconnect: after an IoError, close it and create a new one. Usable as a
+    context manager."""
 
-    def __init__(self, url, namespace=None):
-        _require_redis()
+    def __init__(self, url: Text, namespace: Optional[Text] = None) -> None:
         u = _text_bytes(url, "url")
         ns = b"" if namespace is None else _text_bytes(namespace, "namespace")
-        out = ctypes.c_void_p()
-        _check(_lib.evr_redis_publisher_new(u, len(u), ns, len(ns), _byref(out)))
-        self._handle = _Handle(out.value, _lib.evr_redis_publisher_free, None, "redis publisher")
+        out = _new("evr_redis_publisher **")
+        status = lib.evr_redis_publisher_new(u, len(u), ns, len(ns), out)
+        if status < 0:
+            _raise(status)
+        self._handle = _Handle(lib.EVRPY_REDIS_PUBLISHER, out[0], "redis publisher")
 
-    def publish(self, event):
+    def publish(self, event: JsonArg) -> RedisPublished:
         """Content mode: publishes to every channel the event's content rules derive.
         `event` is bytes, str or dict. Returns RedisPublished(channels, receivers)."""
         raw = _json_bytes(event, "event")
-        out = _native.RedisPublishedC()
-        with _Use(self._handle) as ptr:
-            _check(_lib.evr_redis_publish(ptr, raw, len(raw), _byref(out)))
+        out = _new("evr_redis_published *")
+        self._handle.check(lib.evr_redis_publish, raw, len(raw), out)
         return RedisPublished(out.channels, out.receivers)
 
-    def publish_channel(self, channel, message):
+    def publish_channel(self, channel: Text, message: JsonArg) -> RedisPublished:
         """Channel mode: checks `channel` ("timeline:public") and `{"event":E,"payload":P}`,
         then publishes the message unchanged."""
         ch = _text_bytes(channel, "channel")
         raw = _json_bytes(message, "message")
-        out = _native.RedisPublishedC()
-        with _Use(self._handle) as ptr:
-            _check(_lib.evr_redis_publish_channel(ptr, ch, len(ch), raw, len(raw), _byref(out)))
+        out = _new("evr_redis_published *")
+        self._handle.check(lib.evr_redis_publish_channel, ch, len(ch), raw, len(raw), out)
         return RedisPublished(out.channels, out.receivers)
 
-    def close(self):
+    def close(self) -> None:
         """Closes the connection; safe to call more than once."""
         self._handle.close()
 
-    def __enter__(self):
+    def __enter__(self) -> RedisPublisher:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: Any) -> None:
         self.close()
-        return False

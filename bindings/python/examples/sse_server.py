@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """A Mastodon-style SSE streaming server on evroute, standard library only.
 
+    pip install ./bindings/python    # once
     python3 bindings/python/examples/sse_server.py --port 4000
     curl -N 'http://127.0.0.1:4000/api/v1/streaming/hashtag?tag=rust'
     curl -d @corpus/mastodon/14-update-108914430312582020.json http://127.0.0.1:4000/publish
@@ -8,7 +9,7 @@
 GET /api/v1/streaming/{public,public/local,public/remote,hashtag,hashtag/local,list,user,
 user/notification,direct} streams SSE frames (query: tag, list, only_media; `account` stands
 in for an access token). It writes `:)` once connected and `:thump` as a heartbeat, as Mastodon
-does. POST /publish routes the body in content mode (SPEC §3b); with ?channel=C it uses
+does. POST /publish routes the body in content mode (docs/protocol.md); with ?channel=C it uses
 channel mode instead. Each connection has one thread (ThreadingHTTPServer) blocked in
 Subscriber.next(), which releases the GIL while it waits.
 """
@@ -16,13 +17,11 @@ Subscriber.next(), which releases the GIL while it waits.
 import argparse
 import json
 import os
-import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-import evroute  # noqa: E402
+import evroute
 
 PREFIX = "/api/v1/streaming/"
 STREAMS = {

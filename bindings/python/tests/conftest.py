@@ -3,10 +3,7 @@ SPEC §4, never taken from evroute itself."""
 
 import json
 import os
-import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 REPO = Path(__file__).resolve().parents[3]
 CORPUS = REPO / "corpus"

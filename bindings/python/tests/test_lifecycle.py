@@ -1,9 +1,11 @@
 import json
+from pathlib import Path
 
 import pytest
 
 import evroute
-from conftest import MASTODON, corpus, event_name, mastodon, payload_of, sse, with_fields, ws
+from evroute._evroute import lib
+from conftest import REPO, MASTODON, corpus, event_name, mastodon, payload_of, sse, with_fields, ws
 
 
 def expect_corpus(sub, name, stream):
@@ -176,4 +178,7 @@ def test_next_waits_for_the_timeout():
 
 def test_library_metadata():
     assert evroute.lib_version().count(".") == 2
-    assert evroute.lib_path().endswith(".so") or "evroute" in evroute.lib_path()
+    assert lib.EVR_VERSION_MAJOR == int(evroute.lib_version().split(".")[0])
+    # The installed package carries the library: nothing is loaded from a checkout.
+    assert Path(evroute.lib_path()).parent == Path(evroute.__file__).parent
+    assert REPO / "bindings" / "python" not in Path(evroute.__file__).resolve().parents

@@ -1,6 +1,5 @@
-"""The Redis node and publisher (cargo feature `redis`, SPEC §9) against a real
-redis-server on a free loopback port. scripts/test.d/66-redis-bindings.sh runs
-this with EVROUTE_LIB pointing at a redis-enabled library."""
+"""The Redis node and publisher (docs/protocol.md, "Redis") against a real
+redis-server on a free loopback port (scripts/test.d/66-redis-bindings.sh)."""
 
 import shutil
 import socket
@@ -11,10 +10,6 @@ import pytest
 
 import evroute
 from conftest import corpus, mastodon, payload_of, sse, ws
-
-needs_redis_lib = pytest.mark.skipif(
-    not evroute.lib_has_redis(), reason="library built without the redis feature (see 66-redis-bindings.sh)")
-
 
 def redis_ping(port):
     try:
@@ -52,16 +47,6 @@ def redis_port(tmp_path):
     pytest.fail("could not start redis-server: " + (tmp_path / "redis.log").read_text())
 
 
-@pytest.mark.skipif(evroute.lib_has_redis(), reason="the loaded library has the redis feature")
-def test_without_redis_feature_raises():
-    with evroute.Engine() as engine:
-        for call in (lambda: engine.attach_redis("redis://127.0.0.1:6379/"),
-                     lambda: evroute.RedisPublisher("redis://127.0.0.1:6379/")):
-            with pytest.raises(evroute.Error, match="built without the redis feature"):
-                call()
-
-
-@needs_redis_lib
 def test_publish_through_redis_reaches_subscriber(redis_port):
     url = f"redis://127.0.0.1:{redis_port}/"
     doc = corpus(mastodon("14"))  # a local public status tagged #test

@@ -1,5 +1,5 @@
 //! The `evroute` command line: `route`, `bench`, and with the `redis`
-//! feature `node` and `publish`.
+//! feature (on by default) `node` and `publish`.
 
 mod bench;
 #[cfg(feature = "redis")]
@@ -22,7 +22,7 @@ usage:
       to the subscribers and prints it like `route`, until SIGINT/SIGTERM.
   evroute publish --redis URL [--namespace NS] [EVENTS.ndjson ...]
       Publishes events to Redis as Mastodon channel messages.
-      (node and publish need a build with `--features redis`.)
+      (node and publish need the default feature `redis`.)
   evroute --version";
 
 fn main() -> ExitCode {
@@ -38,7 +38,7 @@ fn main() -> ExitCode {
         Some(command @ ("node" | "publish")) => {
             eprintln!(
                 "evroute {command}: this evroute was built without Redis support; \
-                 rebuild it with `cargo build --release --features redis`"
+                 rebuild it with the default features (`cargo build --release`)"
             );
             ExitCode::from(2)
         }

@@ -1,5 +1,3 @@
-//go:build evroute_redis
-
 package main
 
 import (

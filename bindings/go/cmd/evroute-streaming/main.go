@@ -1,5 +1,3 @@
-//go:build evroute_redis
-
 // Command evroute-streaming is a drop-in replacement for Mastodon's streaming
 // server (streaming/index.js) on evroute: same environment, same endpoints,
 // same frames, no database query per message.
