@@ -20,10 +20,8 @@ if ! python3 -c 'import mastodon' 2>/dev/null; then
         python3 -m pip install --quiet --break-system-packages Mastodon.py
 fi
 
-# The redis-enabled library, where the evroute_redis build links it.
+# The library the evroute_inrepo build (go_env) links; it carries the Redis node.
 cargo build --release --all-features --lib
-mkdir -p target/redis-lib
-cp target/release/libevroute.a target/release/libevroute.so target/redis-lib/
 
 go_env
 scratch=$(mktemp -d)
@@ -49,13 +47,13 @@ psql=(psql -q -X -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$pgport" -U postgres)
 "${psql[@]}" -d mastodon -v nusers=20 -f tests/mastodon-db/seed.sql
 
 cd bindings/go
-go build -tags evroute_redis -o "$scratch/evroute-streaming" ./cmd/evroute-streaming
+go build -o "$scratch/evroute-streaming" ./cmd/evroute-streaming
 "$scratch/evroute-streaming" --help | grep -q EVROUTE_FILTER_REFRESH_S
 status=0
 EVS_E2E_BIN="$scratch/evroute-streaming" \
 EVS_E2E_DATABASE_URL="postgres://postgres@127.0.0.1:$pgport/mastodon" \
 EVS_E2E_MASTODON_PY=1 \
-    go test -count=1 -v -tags evroute_redis -run TestEndToEnd ./cmd/evroute-streaming >"$scratch/e2e.log" 2>&1 || status=$?
+    go test -count=1 -v -run TestEndToEnd ./cmd/evroute-streaming >"$scratch/e2e.log" 2>&1 || status=$?
 # The servers' own logs stay out of the way unless something failed.
 grep -E '^\s*(=== RUN|--- |PASS|FAIL|ok|e2e_test)' "$scratch/e2e.log" || true
 if [ "$status" != 0 ]; then

@@ -1,5 +1,3 @@
-//go:build evroute_redis
-
 package main
 
 // End-to-end test of the evroute-streaming binary against a real Postgres
