@@ -9,7 +9,7 @@ use smallvec::SmallVec;
 use crate::channel::{ChannelKey, normalize_tag};
 use crate::error::{Error, Result};
 use crate::filter::StatusKeys;
-use crate::json::{id_text, top_level_span, with_tape};
+use crate::json::{id_text, repeated_key, repeated_key_error, top_level_span, with_tape};
 
 /// Everything the engine needs to deliver one event.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -46,6 +46,25 @@ struct StatusFacts {
     media: bool,
     reply_to_other: bool,
     tags: Vec<String>,
+}
+
+/// `value`, refused if it is an object with a repeated key. Every object
+/// routing reads goes through here: the frame carries the payload's bytes,
+/// which a client parses taking the last of two equal keys, while the tape
+/// lookup takes the first, so a repeated key would route (and filter) on one
+/// value and deliver another. `place` names the object in the error.
+fn checked<'t, 'i>(value: Value<'t, 'i>, place: &str) -> Result<Value<'t, 'i>> {
+    if let Some(object) = value.as_object()
+        && let Some(key) = repeated_key(object.keys())
+    {
+        return Err(repeated_key_error(key, place));
+    }
+    Ok(value)
+}
+
+/// The member `key` of `object`, checked as above.
+fn checked_get<'t, 'i>(object: Value<'t, 'i>, key: &str, place: &str) -> Result<Option<Value<'t, 'i>>> {
+    object.get(key).map(|v| checked(v, place)).transpose()
 }
 
 fn is_status_event(name: &str) -> bool {
@@ -107,7 +126,9 @@ fn non_empty_array(value: Value<'_, '_>) -> bool {
 
 /// One pass over the status object's keys, picking out what routing needs.
 fn status_facts(status: Value<'_, '_>) -> Result<StatusFacts> {
-    let object = status.as_object().ok_or_else(|| Error::event("a status payload must be a JSON object"))?;
+    let object = checked(status, "payload")?
+        .as_object()
+        .ok_or_else(|| Error::event("a status payload must be a JSON object"))?;
     let (mut account, mut reblog, mut reply_to, mut id) = (None, None, None, None);
     let (mut public, mut media, mut language) = (false, false, None);
     let mut mentions = SmallVec::new();
@@ -115,22 +136,22 @@ fn status_facts(status: Value<'_, '_>) -> Result<StatusFacts> {
     for (key, value) in object.iter() {
         match key {
             "id" => id = optional_id(Some(value), "status id")?,
-            "account" => account = value.as_object().map(|_| value),
+            "account" => account = checked(value, "payload.account")?.as_object().map(|_| value),
             "visibility" => public = value.into_string() == Some("public"),
-            "reblog" => reblog = (!value.is_null()).then_some(value),
+            "reblog" => reblog = (!value.is_null()).then_some(checked(value, "payload.reblog")?),
             "in_reply_to_account_id" => reply_to = optional_id(Some(value), "in_reply_to_account_id")?,
             "media_attachments" => media = non_empty_array(value),
             "language" => language = value.into_string().map(Box::from),
             "mentions" => {
                 for m in value.as_array().iter().flat_map(|a| a.iter()) {
-                    if let Some(mention) = optional_id(m.get("id"), "mention id")? {
+                    if let Some(mention) = optional_id(checked(m, "payload.mentions[]")?.get("id"), "mention id")? {
                         mentions.push(mention);
                     }
                 }
             }
             "tags" => {
                 for t in value.as_array().iter().flat_map(|a| a.iter()) {
-                    push_tag(&mut tags, t.get("name").and_then(|n| n.into_string()));
+                    push_tag(&mut tags, checked(t, "payload.tags[]")?.get("name").and_then(|n| n.into_string()));
                 }
             }
             _ => {}
@@ -142,7 +163,10 @@ fn status_facts(status: Value<'_, '_>) -> Result<StatusFacts> {
     let acct = account.get("acct").and_then(|a| a.into_string()).unwrap_or("");
     let domain = acct.split_once('@').map(|(_, d)| d.to_lowercase().into_boxed_str());
     let reblog_author = match reblog {
-        Some(r) => optional_id(r.get("account").and_then(|a| a.get("id")), "reblog account id")?,
+        Some(r) => optional_id(
+            checked_get(r, "account", "payload.reblog.account")?.and_then(|a| a.get("id")),
+            "reblog account id",
+        )?,
         None => None,
     };
     Ok(StatusFacts {
@@ -202,7 +226,7 @@ fn route_public_status(ev: &mut RoutedEvent, facts: &StatusFacts) {
 /// argument is kept for API stability; parsing reuses per-thread buffers.
 pub fn parse_content(input: &[u8], _scratch: &mut Vec<u8>) -> Result<RoutedEvent> {
     with_tape(input, |doc| {
-        if doc.as_object().is_none() {
+        if checked(doc, "")?.as_object().is_none() {
             return Err(Error::event("an event must be a JSON object"));
         }
         if doc.get("event").is_some() {
@@ -268,8 +292,7 @@ fn mastodon_envelope(doc: Value<'_, '_>, input: &[u8]) -> Result<RoutedEvent> {
 
 fn community_event(doc: Value<'_, '_>, input: &[u8]) -> Result<RoutedEvent> {
     let name = event_name(doc.get("type"), "type")?;
-    let data = doc
-        .get("data")
+    let data = checked_get(doc, "data", "data")?
         .filter(|d| d.as_object().is_some())
         .ok_or_else(|| Error::event(format!("community event {name:?} has no \"data\" object")))?;
     let whole = std::str::from_utf8(input.trim_ascii()).map_err(Error::utf8)?;
@@ -279,17 +302,20 @@ fn community_event(doc: Value<'_, '_>, input: &[u8]) -> Result<RoutedEvent> {
             ev.add(ChannelKey::Notifications(r));
         }
     } else if let Some(action) = name.strip_prefix("status.") {
-        let status = match action {
-            "created" | "updated" | "deleted" | "restored" => data,
-            _ => data
-                .get("status")
-                .filter(|s| s.as_object().is_some())
-                .ok_or_else(|| Error::event(format!("{name} event has no \"data.status\" object")))?,
+        let (status, place) = match action {
+            "created" | "updated" | "deleted" | "restored" => (data, "data.tags[]"),
+            _ => (
+                checked_get(data, "status", "data.status")?
+                    .filter(|s| s.as_object().is_some())
+                    .ok_or_else(|| Error::event(format!("{name} event has no \"data.status\" object")))?,
+                "data.status.tags[]",
+            ),
         };
         ev.local = Some(true);
         let media = status.get("medias").is_some_and(non_empty_array);
         let mut tags = Vec::new();
         for t in status.get("tags").and_then(|t| t.as_array()).iter().flat_map(|a| a.iter()) {
+            let t = checked(t, place)?;
             push_tag(&mut tags, t.into_string().or_else(|| t.get("name").and_then(|n| n.into_string())));
         }
         for tag in &tags {
@@ -309,7 +335,7 @@ fn community_event(doc: Value<'_, '_>, input: &[u8]) -> Result<RoutedEvent> {
 /// Channel mode: a Mastodon Redis message on an already-parsed channel.
 pub fn parse_channel_message(channel: ChannelKey, input: &[u8], _scratch: &mut Vec<u8>) -> Result<RoutedEvent> {
     with_tape(input, |doc| {
-        if doc.as_object().is_none() {
+        if checked(doc, "")?.as_object().is_none() {
             return Err(Error::event("a channel message must be a JSON object"));
         }
         let name = event_name(doc.get("event"), "event")?;

@@ -8,6 +8,7 @@ use std::ops::Range;
 use simd_json::BorrowedValue as Value;
 use simd_json::prelude::*;
 use simd_json::tape::{Tape, Value as TapeValue};
+use smallvec::SmallVec;
 
 use crate::error::{Error, Result};
 
@@ -79,6 +80,39 @@ pub fn with_tape<R>(bytes: &[u8], f: impl FnOnce(TapeValue<'_, '_>) -> Result<R>
         TAPE_SCRATCH.with(|s| *s.borrow_mut() = Some(scratch));
     }
     result
+}
+
+/// The first key that `keys` repeats, if any. Parsers disagree on which of
+/// two equal keys wins (simd-json's lookup takes the first, `JSON.parse` the
+/// last), so evroute refuses objects with a repeated key instead of picking.
+/// Linear: a 256-bit filter on (length, first byte, last byte) sends only
+/// likely repeats to the exact comparison.
+pub fn repeated_key<'k>(keys: impl Iterator<Item = &'k str>) -> Option<&'k str> {
+    let mut seen: SmallVec<[&str; 32]> = SmallVec::new();
+    let mut filter = [0u64; 4];
+    for key in keys {
+        let b = key.as_bytes();
+        let sig = (b.len() as u32) << 16
+            | u32::from(b.first().copied().unwrap_or(0)) << 8
+            | u32::from(b.last().copied().unwrap_or(0));
+        let h = (sig.wrapping_mul(0x9E37_79B1) >> 24) as usize;
+        let (word, bit) = (h / 64, 1u64 << (h % 64));
+        if filter[word] & bit != 0 && seen.contains(&key) {
+            return Some(key);
+        }
+        filter[word] |= bit;
+        seen.push(key);
+    }
+    None
+}
+
+/// The error for a repeated key; `place` says which object, when not the top.
+pub fn repeated_key_error(key: &str, place: &str) -> Error {
+    if place.is_empty() {
+        Error::event(format!("duplicate key {}", quote(key)))
+    } else {
+        Error::event(format!("duplicate key {} in {place}", quote(key)))
+    }
 }
 
 /// An id as evroute writes it: `7` and `"7"` are both `7`.
@@ -274,6 +308,20 @@ mod tests {
         let dup = br#"{"payload":"1","payload":2}"#;
         assert_eq!(&dup[top_level_span(dup, "payload").unwrap()], b"2");
         assert_eq!(top_level_span(br#"{"event":"x"}"#, "payload"), None);
+    }
+
+    #[test]
+    fn repeated_keys_are_found_wherever_they_are() {
+        // Same length, first and last byte: the filter collides, the compare decides.
+        assert_eq!(repeated_key(["axb", "ayb", "azb"].into_iter()), None);
+        assert_eq!(repeated_key(["axb", "ayb", "axb"].into_iter()), Some("axb"));
+        let many: Vec<String> = (0..300).map(|i| format!("key{i}")).collect();
+        assert_eq!(repeated_key(many.iter().map(String::as_str)), None);
+        for at in [0, 150, 299] {
+            let with_repeat = many.iter().map(String::as_str).chain([many[at].as_str()]);
+            assert_eq!(repeated_key(with_repeat), Some(many[at].as_str()));
+        }
+        assert_eq!(repeated_key(["", ""].into_iter()), Some(""));
     }
 
     #[test]

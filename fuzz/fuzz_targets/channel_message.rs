@@ -58,6 +58,10 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(depth, stats.delivered);
             let ev = evroute::event::parse_channel_message(key.clone(), message, &mut Vec::new())
                 .expect("publish_channel accepted a message the parser refuses");
+            if let Some(canonical) = common::as_a_client_reads_it(message) {
+                let again = evroute::event::parse_channel_message(key.clone(), &canonical, &mut Vec::new());
+                common::check_routes_on_delivered_bytes(&ev, again);
+            }
             for s in &subs {
                 assert!(s.stats().depth <= 1);
                 if let Next::Frame(f) = s.next(Duration::ZERO) {

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use evroute::event::RoutedEvent;
 use evroute::{Engine, Frame, Next, Subscriber};
 
 /// Subscriptions that cover every stream kind, so most routable events reach
@@ -114,3 +115,42 @@ pub fn check_counters(engine: &Engine, subs: &[Subscriber]) {
 /// A known-good event for `public` (and `hashtag` Rust): after any input,
 /// it must still be delivered.
 pub const GOOD_STATUS: &[u8] = br#"{"event":"update","payload":{"id":"77","visibility":"public","reblog":null,"in_reply_to_account_id":null,"language":"en","account":{"id":"9","acct":"nine"},"media_attachments":[],"mentions":[],"tags":[{"name":"rust"}]}}"#;
+
+/// `bytes` as a client reads JSON (`JSON.parse`: of two equal keys the last
+/// wins), written out again with one key each. The status text inside an
+/// update's string payload is rewritten the same way. `None` when
+/// serde_json refuses the input (depth, lone surrogates, huge numbers).
+pub fn as_a_client_reads_it(bytes: &[u8]) -> Option<Vec<u8>> {
+    let mut doc: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    let status_event = matches!(doc.get("event").and_then(|e| e.as_str()), Some("update" | "status.update"));
+    if status_event
+        && let Some(payload) = doc.get_mut("payload")
+        && let Some(text) = payload.as_str()
+    {
+        let inner: serde_json::Value = serde_json::from_str(text).ok()?;
+        *payload = serde_json::Value::String(serde_json::to_string(&inner).ok()?);
+    }
+    serde_json::to_vec(&doc).ok()
+}
+
+/// The differential check against the repeated-key filter bypass: routing
+/// the event as a client reads it gives the same channels, filter facts and
+/// delete routing, and the same payload once parsed. An event that routed on
+/// one copy of a repeated key but delivered another fails here.
+pub fn check_routes_on_delivered_bytes(accepted: &RoutedEvent, as_read: evroute::Result<RoutedEvent>) {
+    let mut as_read = as_read.expect("the event as a client reads it is refused, the original was accepted");
+    let mut accepted = accepted.clone();
+    let (a, b) = (accepted.payload.take(), as_read.payload.take());
+    match (a.as_deref(), b.as_deref()) {
+        (None, None) => {}
+        (Some(a), Some(b)) => {
+            let parsed = |s: &str| serde_json::from_str::<serde_json::Value>(s).ok();
+            match (parsed(a), parsed(b)) {
+                (Some(x), Some(y)) => assert_eq!(x, y, "the delivered payload means something else to a client"),
+                _ => assert_eq!(a, b, "payload text"),
+            }
+        }
+        _ => panic!("payload present in one reading only: {a:?} / {b:?}"),
+    }
+    assert_eq!(accepted, as_read, "routed on other bytes than a client reads");
+}

@@ -24,6 +24,9 @@ fuzz_target!(|data: &[u8]| {
         }
         Ok(stats) => {
             let ev = parsed.expect("publish accepted what parse_content rejected");
+            if let Some(canonical) = common::as_a_client_reads_it(data) {
+                common::check_routes_on_delivered_bytes(&ev, evroute::event::parse_content(&canonical, &mut Vec::new()));
+            }
             // Queues are far from full: every match is a delivery.
             assert_eq!((stats.delivered, stats.dropped), (stats.matched, 0));
             assert!(ev.channels.len() <= 64);

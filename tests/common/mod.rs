@@ -2,6 +2,7 @@
 //! reference router, plus helpers to read frames from the engine.
 #![allow(dead_code)]
 
+pub mod corpus;
 pub mod json;
 pub mod reference;
 
