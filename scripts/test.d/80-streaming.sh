@@ -48,7 +48,8 @@ psql=(psql -q -X -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$pgport" -U postgres)
 
 cd bindings/go
 go build -o "$scratch/evroute-streaming" ./cmd/evroute-streaming
-"$scratch/evroute-streaming" --help | grep -q EVROUTE_FILTER_REFRESH_S
+"$scratch/evroute-streaming" --help >"$scratch/help.txt"
+grep -q EVROUTE_FILTER_REFRESH_S "$scratch/help.txt"
 status=0
 EVS_E2E_BIN="$scratch/evroute-streaming" \
 EVS_E2E_DATABASE_URL="postgres://postgres@127.0.0.1:$pgport/mastodon" \

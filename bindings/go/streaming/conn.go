@@ -1,6 +1,7 @@
 package streaming
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -134,8 +135,14 @@ func (c *conn) subscribe(r *resolved) error {
 	if c.streams == nil || c.streams[r.key] != nil {
 		return nil
 	}
-	if err := c.sub.Subscribe(r.sub); err != nil {
-		return err
+	if !r.hidden {
+		raw, err := json.Marshal(r.sub)
+		if err != nil {
+			return err
+		}
+		if err := c.sub.SubscribeJSON(raw); err != nil {
+			return err
+		}
 	}
 	c.streams[r.key] = r
 	c.h.metrics.channels.WithLabelValues(c.kind, r.label).Inc()
@@ -148,9 +155,17 @@ func (c *conn) unsubscribe(r *resolved) error {
 	if c.streams == nil || c.streams[r.key] == nil {
 		return nil
 	}
+	old := c.streams[r.key]
 	delete(c.streams, r.key)
 	c.h.metrics.channels.WithLabelValues(c.kind, r.label).Dec()
-	return c.sub.Unsubscribe(r.sub)
+	if old.hidden {
+		return nil
+	}
+	raw, err := json.Marshal(old.sub)
+	if err != nil {
+		return err
+	}
+	return c.sub.UnsubscribeJSON(raw)
 }
 
 // errSubscriberClosed ends a connection whose subscriber the engine closed

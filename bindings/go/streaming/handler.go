@@ -65,6 +65,7 @@ type Handler struct {
 	log      *slog.Logger
 	metrics  *metrics
 	read     atomic.Uint64 // frames taken from subscribers, for the queue depth gauge
+	feed     atomic.Pointer[FeedAccess]
 	accounts accounts
 	system   systemChannels
 	done     chan struct{}
@@ -114,6 +115,7 @@ func New(opts Options) (*Handler, error) {
 	if opts.Gatherer != nil {
 		h.promh = promhttp.HandlerFor(opts.Gatherer, promhttp.HandlerOpts{})
 	}
+	h.loadFeedAccessNow()
 	if opts.RefreshInterval > 0 {
 		go h.refreshLoop()
 	}

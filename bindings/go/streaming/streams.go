@@ -58,9 +58,16 @@ type streamRequest struct {
 // resolved is a checked subscription: what the engine gets, and the key under
 // which a repeated subscription is recognised.
 type resolved struct {
-	sub   evroute.Subscription
-	label string // the stream name for metrics (the :media twin included)
-	key   string
+	sub    engineSub
+	hidden bool   // every side of it is disabled by the feed-access settings
+	label  string // the stream name for metrics (the :media twin included)
+	key    string
+}
+
+// engineSub is the engine's subscription with SPEC §11's origin.
+type engineSub struct {
+	evroute.Subscription
+	Origin string `json:"origin,omitempty"`
 }
 
 // resolve checks a subscription as Mastodon's channelNameToIds does, after
@@ -78,6 +85,7 @@ func (h *Handler) resolve(ctx context.Context, id *Identity, req streamRequest) 
 	}
 	sub := evroute.Subscription{Stream: stream}
 	key := stream
+	origin, hidden := h.origin(id, stream)
 	switch stream {
 	case "hashtag", "hashtag:local":
 		if req.Tag == "" {
@@ -108,5 +116,5 @@ func (h *Handler) resolve(ctx context.Context, id *Identity, req streamRequest) 
 			key += ";nonotif"
 		}
 	}
-	return &resolved{sub: sub, label: stream, key: key}, nil
+	return &resolved{sub: engineSub{sub, origin}, hidden: hidden, label: stream, key: key}, nil
 }

@@ -10,13 +10,32 @@ import (
 	evroute "github.com/evroute/evroute/bindings/go"
 )
 
-// Viewer is an account's viewer state (SPEC §5): what the engine filters
-// public and hashtag streams with, in memory.
+// Viewer is an account's viewer state (SPEC §5 and §11): what the engine
+// filters and annotates public and hashtag streams with, in memory.
 type Viewer struct {
 	Languages       []string // chosen languages; empty: all
 	BlockedAccounts []string
+	BlockedBy       []string // accounts that block the viewer
 	MutedAccounts   []string
 	BlockedDomains  []string
+	KeywordFilters  []KeywordFilter
+}
+
+// KeywordFilter is one of the viewer's keyword filters (Mastodon's
+// custom_filters with their custom_filter_keywords), as the engine takes it.
+type KeywordFilter struct {
+	ID           string    `json:"id"`
+	Title        string    `json:"title"`
+	Context      []string  `json:"context"`
+	ExpiresAt    *string   `json:"expires_at"` // "2026-12-01T00:00:00.000Z" or null
+	FilterAction string    `json:"filter_action"`
+	Keywords     []Keyword `json:"keywords"`
+}
+
+// Keyword is one keyword of a filter.
+type Keyword struct {
+	Keyword   string `json:"keyword"`
+	WholeWord bool   `json:"whole_word"`
 }
 
 // ViewerStore loads viewer state. LoadViewers is called with one account
@@ -26,16 +45,26 @@ type ViewerStore interface {
 	LoadViewers(ctx context.Context, accountIDs []string) (map[string]*Viewer, error)
 }
 
-func (v *Viewer) filters() evroute.Filters {
+// viewerJSON is the engine's viewer state object. keyword_filters is always
+// present: every authenticated client is filter-annotated, as in Mastodon.
+type viewerJSON struct {
+	Languages       []string        `json:"languages,omitempty"`
+	BlockedAccounts []string        `json:"blocked_accounts,omitempty"`
+	BlockedBy       []string        `json:"blocked_by_accounts,omitempty"`
+	MutedAccounts   []string        `json:"muted_accounts,omitempty"`
+	BlockedDomains  []string        `json:"blocked_domains,omitempty"`
+	KeywordFilters  []KeywordFilter `json:"keyword_filters"`
+}
+
+func (v *Viewer) engineJSON() ([]byte, error) {
 	if v == nil {
-		return evroute.Filters{}
+		v = &Viewer{}
 	}
-	return evroute.Filters{
-		Languages:       v.Languages,
-		BlockedAccounts: v.BlockedAccounts,
-		MutedAccounts:   v.MutedAccounts,
-		BlockedDomains:  v.BlockedDomains,
+	out := viewerJSON{v.Languages, v.BlockedAccounts, v.BlockedBy, v.MutedAccounts, v.BlockedDomains, v.KeywordFilters}
+	if out.KeywordFilters == nil {
+		out.KeywordFilters = []KeywordFilter{}
 	}
+	return json.Marshal(out)
 }
 
 // account is the state shared by one account's connections: its viewer
@@ -107,7 +136,7 @@ func (as *accounts) load(ctx context.Context, ids []string) error {
 	}
 	as.mu.Unlock()
 	for _, a := range accs {
-		raw, err := json.Marshal(viewers[a.id].filters())
+		raw, err := viewers[a.id].engineJSON()
 		if err != nil {
 			return err
 		}
@@ -194,6 +223,7 @@ func (h *Handler) refreshLoop() {
 			return
 		case <-t.C:
 			ctx, cancel := context.WithTimeout(context.Background(), h.opts.RefreshInterval)
+			h.loadFeedAccess(ctx)
 			if err := h.RefreshAll(ctx); err != nil {
 				h.log.Error("viewer state refresh failed", "err", err)
 			}

@@ -46,6 +46,14 @@ UPDATE users SET chosen_languages = '{en}' WHERE account_id = 1000001;
 INSERT INTO blocks (account_id, target_account_id) VALUES (1000001, 900010);
 INSERT INTO mutes (account_id, target_account_id) VALUES (1000001, 900011);
 INSERT INTO account_domain_blocks (account_id, domain) VALUES (1000001, 'evil.example');
+INSERT INTO blocks (account_id, target_account_id) VALUES (900013, 1000001);
+INSERT INTO custom_filters (id, account_id, phrase, context, action, expires_at) VALUES
+  (900001, 1000001, 'Spoilers', '{home,public}', 1, '2099-01-02 03:04:05.678'),
+  (900002, 1000001, 'Expired', '{public}', 0, '2000-01-01 00:00:00');
+INSERT INTO custom_filter_keywords (custom_filter_id, keyword, whole_word) VALUES
+  (900001, 'Dune', true), (900001, 'arrakis', false), (900002, 'expired', false);
+INSERT INTO user_roles (id, name, permissions) VALUES (900001, 'Moderator', 1048576);
+UPDATE users SET role_id = 900001 WHERE account_id = 1000010;
 `
 
 type e2e struct {
@@ -243,7 +251,7 @@ func TestEndToEnd(t *testing.T) {
 	e.startRedis()
 	defer e.stopRedis()
 	e.env = []string{"DATABASE_URL=" + dsn, fmt.Sprintf("REDIS_URL=redis://127.0.0.1:%d", e.redisPort),
-		"EVROUTE_FILTER_REFRESH_S=2", "LOG_LEVEL=warn"}
+		"EVROUTE_FILTER_REFRESH_S=600", "LOG_LEVEL=warn"}
 	var base string
 	e.server, base = e.startServer()
 	waitFor(t, "ready", 10*time.Second, func() bool { code, _ := get(base + "/api/v1/streaming/ready"); return code == 200 })
@@ -465,6 +473,7 @@ func TestEndToEnd(t *testing.T) {
 			statusPayload("3", "900012", "someone@evil.example", "en"),
 			statusPayload("4", "14715", "trwnh", "fr"),
 			mention,
+			statusPayload("5b", "900013", "blocksme", "en"), // its author blocks the viewer
 			statusPayload("6", "14715", "trwnh", "en"),
 		} {
 			e.publish("timeline:public", rails("update", p))
@@ -481,10 +490,68 @@ func TestEndToEnd(t *testing.T) {
 		}
 	})
 
+	t.Run("keyword filters", func(t *testing.T) {
+		st := e.sse(base, "/api/v1/streaming/public", "benchtok1")
+		defer st.body.Close()
+		match := statusPayload("20", "14715", "trwnh", "en")
+		match["content"] = "<p>I read DUNE again</p>"
+		e.publish("timeline:public", rails("update", match))
+		e.publish("timeline:public", rails("update", statusPayload("21", "14715", "trwnh", "en")))
+		var got struct {
+			ID       string `json:"id"`
+			Filtered []struct {
+				Filter         map[string]any `json:"filter"`
+				KeywordMatches []string       `json:"keyword_matches"`
+				StatusMatches  any            `json:"status_matches"`
+			} `json:"filtered"`
+		}
+		frame := st.next(t)
+		if err := json.Unmarshal([]byte(strings.TrimPrefix(strings.SplitN(frame, "\n", 3)[1], "data: ")), &got); err != nil {
+			t.Fatalf("%q: %v", frame, err)
+		}
+		want := map[string]any{"id": "900001", "title": "Spoilers", "context": []any{"home", "public"},
+			"expires_at": "2099-01-02T03:04:05.678Z", "filter_action": "hide"}
+		if got.ID != "20" || len(got.Filtered) != 1 || fmt.Sprint(got.Filtered[0].Filter) != fmt.Sprint(want) ||
+			fmt.Sprint(got.Filtered[0].KeywordMatches) != "[DUNE]" || got.Filtered[0].StatusMatches != nil {
+			t.Fatalf("annotated: %q", frame)
+		}
+		if frame := st.next(t); !strings.Contains(frame, `"id":"21"`) || !strings.HasSuffix(frame, `,"filtered":[]}`+"\n") {
+			t.Fatalf("not matching: %q", frame)
+		}
+	})
+
+	t.Run("feed access", func(t *testing.T) {
+		if _, err := db.Exec(ctx, `INSERT INTO settings (var, value) VALUES ('local_live_feed_access', E'--- disabled\n')`); err != nil {
+			t.Fatal(err)
+		}
+		defer db.Exec(ctx, `DELETE FROM settings WHERE var = 'local_live_feed_access'`)
+		_, restricted := e.startServer()
+		public := e.sse(restricted, "/api/v1/streaming/public", "benchtok2")
+		defer public.body.Close()
+		local := e.sse(restricted, "/api/v1/streaming/public/local", "benchtok2")
+		defer local.body.Close()
+		staff := e.sse(restricted, "/api/v1/streaming/public/local", "benchtok10") // role with 0x100000
+		defer staff.body.Close()
+		e.publish("timeline:public", rails("update", statusPayload("30", "14715", "trwnh", "en")))
+		e.publish("timeline:public", rails("update", statusPayload("31", "14716", "far@remote.example", "en")))
+		e.publish("timeline:public:local", rails("update", statusPayload("32", "14715", "trwnh", "en")))
+		if got := public.next(t); !strings.Contains(got, `"id":"31"`) {
+			t.Fatalf("public with local hidden: %q", got)
+		}
+		if got := staff.next(t); !strings.Contains(got, `"id":"32"`) {
+			t.Fatalf("staff on public:local: %q", got)
+		}
+		select {
+		case f := <-local.frames:
+			t.Fatalf("public:local while disabled: %q", f)
+		case <-time.After(300 * time.Millisecond):
+		}
+	})
+
 	// blockThenCheck adds a block of author by account 1000001 in the
 	// database, waits, and checks that a status of author no longer reaches
 	// 1000001's public stream.
-	blockThenCheck := func(t *testing.T, author string, wait time.Duration, between func()) {
+	blockThenCheck := func(t *testing.T, base, author string, wait time.Duration, between func()) {
 		st := e.sse(base, "/api/v1/streaming/public", "benchtok1")
 		defer st.body.Close()
 		e.publish("timeline:public", rails("update", statusPayload("100", author, "x", "en")))
@@ -508,8 +575,8 @@ func TestEndToEnd(t *testing.T) {
 	t.Run("filters_changed", func(t *testing.T) {
 		user := e.sse(base, "/api/v1/streaming/user", "benchtok1")
 		defer user.body.Close()
-		// The refresh interval is 2 s: the reload must come from filters_changed.
-		blockThenCheck(t, "900020", 300*time.Millisecond, func() {
+		// The main server refreshes every 600 s: the reload comes from filters_changed.
+		blockThenCheck(t, base, "900020", time.Second, func() {
 			e.publish("timeline:1000001", rails("filters_changed", nil))
 			e.publish("timeline:system:1000001", rails("filters_changed", nil))
 		})
@@ -519,7 +586,8 @@ func TestEndToEnd(t *testing.T) {
 	})
 
 	t.Run("refresh", func(t *testing.T) {
-		blockThenCheck(t, "900021", 2500*time.Millisecond, nil)
+		_, refreshing := e.startServer("EVROUTE_FILTER_REFRESH_S=1")
+		blockThenCheck(t, refreshing, "900021", 2500*time.Millisecond, nil)
 	})
 
 	t.Run("triggers", func(t *testing.T) {
@@ -530,7 +598,7 @@ func TestEndToEnd(t *testing.T) {
 			t.Fatalf("install-triggers: %v %s", err, out)
 		}
 		for i := 0; i < 3; i++ {
-			blockThenCheck(t, strconv.Itoa(900030+i), time.Second, nil)
+			blockThenCheck(t, base, strconv.Itoa(900030+i), time.Second, nil)
 		}
 	})
 
@@ -596,7 +664,18 @@ func TestEndToEnd(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer ws.CloseNow()
-		time.Sleep(200 * time.Millisecond) // the system channel subscription is asynchronous
+		// A round trip: the WebSocket's connection is set up (and listens to its
+		// system channels) before its reader answers.
+		if err := ws.Write(ctx, websocket.MessageText, []byte(`{"type":"subscribe","stream":"nope"}`)); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := ws.Read(ctx); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "system channel subscription", 5*time.Second, func() bool {
+			n, err := e.rdb.PubSubNumSub(ctx, "timeline:access_token:7").Result()
+			return err == nil && n["timeline:access_token:7"] == 1
+		})
 		e.publish("timeline:access_token:7", map[string]any{"event": "kill"})
 		st.waitEnd(t)
 		if _, _, err := ws.Read(ctx); websocket.CloseStatus(err) == -1 {

@@ -65,6 +65,8 @@ var viewerQueries = []struct {
 		func(v *streaming.Viewer) *[]string { return &v.Languages }},
 	{`SELECT account_id, target_account_id::text FROM blocks WHERE account_id = ANY($1)`,
 		func(v *streaming.Viewer) *[]string { return &v.BlockedAccounts }},
+	{`SELECT target_account_id, account_id::text FROM blocks WHERE target_account_id = ANY($1)`,
+		func(v *streaming.Viewer) *[]string { return &v.BlockedBy }},
 	{`SELECT account_id, target_account_id::text FROM mutes WHERE account_id = ANY($1)`,
 		func(v *streaming.Viewer) *[]string { return &v.MutedAccounts }},
 	{`SELECT account_id, domain FROM account_domain_blocks WHERE account_id = ANY($1) AND domain IS NOT NULL`,
@@ -86,6 +88,7 @@ func (s *pgStore) LoadViewers(ctx context.Context, accountIDs []string) (map[str
 	for _, q := range viewerQueries {
 		batch.Queue(q.sql, ids)
 	}
+	batch.Queue(filtersQuery, ids)
 	br := s.pool.SendBatch(ctx, batch)
 	defer br.Close()
 	for _, q := range viewerQueries {
@@ -106,7 +109,84 @@ func (s *pgStore) LoadViewers(ctx context.Context, accountIDs []string) (map[str
 			return nil, err
 		}
 	}
+	if err := scanFilters(br, out); err != nil {
+		return nil, err
+	}
 	return out, br.Close()
+}
+
+// filtersQuery is Mastodon's fetchFilters for many accounts: unexpired
+// filters with their keywords, in filter id order as Mastodon lists them.
+const filtersQuery = `SELECT f.account_id, f.id, f.phrase, f.context, f.expires_at, f.action, k.keyword, k.whole_word
+FROM custom_filter_keywords k JOIN custom_filters f ON k.custom_filter_id = f.id
+WHERE f.account_id = ANY($1) AND (f.expires_at IS NULL OR f.expires_at > now())
+ORDER BY f.account_id, f.id, k.id`
+
+// filterActions are Rails' enum values of custom_filters.action that
+// Mastodon's streaming server knows.
+var filterActions = map[int32]string{0: "warn", 1: "hide"}
+
+func scanFilters(br pgx.BatchResults, out map[string]*streaming.Viewer) error {
+	rows, err := br.Query()
+	if err != nil {
+		return err
+	}
+	var (
+		acct, id  int64
+		phrase    string
+		context   []string
+		expiresAt *time.Time
+		action    int32
+		keyword   string
+		wholeWord bool
+	)
+	_, err = pgx.ForEachRow(rows, []any{&acct, &id, &phrase, &context, &expiresAt, &action, &keyword, &wholeWord}, func() error {
+		v := out[strconv.FormatInt(acct, 10)]
+		act, known := filterActions[action]
+		if v == nil || !known {
+			return nil
+		}
+		fid := strconv.FormatInt(id, 10)
+		n := len(v.KeywordFilters)
+		if n == 0 || v.KeywordFilters[n-1].ID != fid {
+			f := streaming.KeywordFilter{ID: fid, Title: phrase, Context: context, FilterAction: act}
+			if f.Context == nil {
+				f.Context = []string{}
+			}
+			if expiresAt != nil {
+				// Rails stores UTC; JSON as JavaScript's Date writes it.
+				e := expiresAt.UTC().Format("2006-01-02T15:04:05.000Z")
+				f.ExpiresAt = &e
+			}
+			v.KeywordFilters = append(v.KeywordFilters, f)
+			n++
+		}
+		kf := &v.KeywordFilters[n-1]
+		kf.Keywords = append(kf.Keywords, streaming.Keyword{Keyword: keyword, WholeWord: wholeWord})
+		return nil
+	})
+	return err
+}
+
+// FeedAccess reads Mastodon's feed-access settings ("--- disabled\n" in
+// the settings table disables a side).
+func (s *pgStore) FeedAccess(ctx context.Context) (streaming.FeedAccess, error) {
+	var fa streaming.FeedAccess
+	rows, err := s.pool.Query(ctx, `SELECT var, COALESCE(value, '') FROM settings WHERE var IN
+		('local_live_feed_access', 'remote_live_feed_access', 'local_topic_feed_access', 'remote_topic_feed_access')`)
+	if err != nil {
+		return fa, err
+	}
+	fields := map[string]*bool{
+		"local_live_feed_access": &fa.LocalLiveDisabled, "remote_live_feed_access": &fa.RemoteLiveDisabled,
+		"local_topic_feed_access": &fa.LocalTopicDisabled, "remote_topic_feed_access": &fa.RemoteTopicDisabled,
+	}
+	var name, value string
+	_, err = pgx.ForEachRow(rows, []any{&name, &value}, func() error {
+		*fields[name] = strings.TrimSpace(strings.TrimPrefix(value, "---")) == "disabled"
+		return nil
+	})
+	return fa, err
 }
 
 // notifyChannel is the Postgres channel install-triggers notifies with the
