@@ -172,37 +172,16 @@ func (c *conn) unsubscribe(r *resolved) error {
 // (a slow consumer under the disconnect policy).
 var errSubscriberClosed = errors.New("subscriber closed")
 
-// batch is the frames drained in one call: their bytes back to back, and
-// where each frame ends (WebSocket needs one message per frame).
-type batch struct {
-	buf  []byte
-	ends []int
-}
-
-// drain takes the frames waiting for the subscriber, up to about max bytes
-// (at least one frame), in the encoding the connection needs.
-func (c *conn) drain(b *batch, max int, ws bool) error {
-	b.buf, b.ends = b.buf[:0], b.ends[:0]
-	for len(b.buf) < max {
-		f, err := c.sub.Next(0)
-		if err != nil {
-			if errors.Is(err, evroute.ErrClosed) {
-				if len(b.ends) > 0 {
-					return nil
-				}
-				return errSubscriberClosed
-			}
-			return err
-		}
-		if f == nil {
-			break
-		}
-		if ws {
-			b.buf = append(b.buf, f.WS...)
-		} else {
-			b.buf = append(b.buf, f.SSE...)
-		}
-		b.ends = append(b.ends, len(b.buf))
+// drain takes the frames waiting for the subscriber, as many whole frames as
+// fit in b (at least one), in the encoding the connection needs: one cgo call.
+func (c *conn) drain(b *evroute.Batch, ws bool) (int, error) {
+	enc := evroute.EncodingSSE
+	if ws {
+		enc = evroute.EncodingWS
 	}
-	return nil
+	n, err := c.sub.Drain(b, enc, 0)
+	if errors.Is(err, evroute.ErrClosed) {
+		return 0, errSubscriberClosed
+	}
+	return n, err
 }

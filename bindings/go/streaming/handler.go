@@ -73,6 +73,7 @@ type Handler struct {
 
 	mu      sync.Mutex
 	closing bool
+	batches sync.Pool
 	conns   map[*conn]struct{}
 	wg      sync.WaitGroup
 }
@@ -324,38 +325,23 @@ func (h *Handler) serveSSE(w http.ResponseWriter, r *http.Request) {
 	h.pump(c, false, write, h.opts.Heartbeat, func() bool { return write([]byte(":thump\n\n")) })
 }
 
+// batches are the drain buffers, shared: a connection holds one only while
+// it drains and writes, so idle connections cost no buffer.
+func (h *Handler) getBatch() *evroute.Batch {
+	if b, ok := h.batches.Get().(*evroute.Batch); ok {
+		return b
+	}
+	return evroute.NewBatch(h.opts.BatchBytes, 0)
+}
+
 // pump is a connection's loop: drain the waiting frames, write them, wait on
 // the readiness fd; tick runs when nothing came for an interval.
 func (h *Handler) pump(c *conn, ws bool, write func([]byte) bool, interval time.Duration, tick func() bool) {
-	var b batch
 	sent := h.metrics.sent.WithLabelValues(c.kind)
 	next := time.Now().Add(interval)
 	for c.reason.Load() == stopNone {
-		err := c.drain(&b, h.opts.BatchBytes, ws)
-		if err != nil {
-			if !errors.Is(err, errSubscriberClosed) {
-				h.log.Error("drain failed", "err", err)
-			}
+		if !h.flush(c, ws, write, sent) {
 			return
-		}
-		if n := len(b.ends); n > 0 {
-			h.read.Add(uint64(n))
-			if ws {
-				start := 0
-				for _, end := range b.ends {
-					if !write(b.buf[start:end]) {
-						c.stop(stopGone)
-						return
-					}
-					start = end
-				}
-			} else if !write(b.buf) {
-				c.stop(stopGone)
-				return
-			}
-			sent.Add(float64(n))
-			h.metrics.batchBytes.Observe(float64(len(b.buf)))
-			continue
 		}
 		if c.wait(next) {
 			continue
@@ -371,4 +357,38 @@ func (h *Handler) pump(c *conn, ws bool, write func([]byte) bool, interval time.
 			next = time.Now().Add(interval)
 		}
 	}
+}
+
+// flush writes every waiting frame, a batch per write (SSE) or a message per
+// frame (WebSocket); false when the connection must end.
+func (h *Handler) flush(c *conn, ws bool, write func([]byte) bool, sent prometheus.Counter) bool {
+	b := h.getBatch()
+	defer h.batches.Put(b)
+	for c.reason.Load() == stopNone {
+		n, err := c.drain(b, ws)
+		if err != nil {
+			if !errors.Is(err, errSubscriberClosed) {
+				h.log.Error("drain failed", "err", err)
+			}
+			return false
+		}
+		if n == 0 {
+			return true
+		}
+		h.read.Add(uint64(n))
+		if ws {
+			for i := 0; i < n; i++ {
+				if !write(b.Frame(i)) {
+					c.stop(stopGone)
+					return false
+				}
+			}
+		} else if !write(b.Buf) {
+			c.stop(stopGone)
+			return false
+		}
+		sent.Add(float64(n))
+		h.metrics.batchBytes.Observe(float64(len(b.Buf)))
+	}
+	return false
 }
