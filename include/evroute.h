@@ -58,6 +58,11 @@ typedef enum evr_status {
    */
   EVR_BUFFER_TOO_SMALL = 4,
   /**
+   * evr_subscriber_resume(): the history did not reach back to the last id
+   * (or it is from another engine run); what it still had was delivered.
+   */
+  EVR_GAP = 5,
+  /**
    * A required pointer argument was NULL (or a NULL buffer with a non-zero length).
    */
   EVR_ERR_NULL = -1,
@@ -98,6 +103,10 @@ typedef enum evr_status {
    * the call should be freed and not used again.
    */
   EVR_ERR_PANIC = -10,
+  /**
+   * evr_subscriber_resume(): the last id is not `<epoch>:<seq>`.
+   */
+  EVR_ERR_INVALID_ID = -11,
 } evr_status;
 
 /**
@@ -198,6 +207,16 @@ typedef struct evr_engine_stats {
    * Live subscriptions.
    */
   uint64_t subscriptions;
+  /**
+   * History ring entries (one per retained event and channel); 0 when
+   * history is off.
+   */
+  uint64_t history_entries;
+  /**
+   * Bytes the history holds: entry slots plus each retained event's
+   * frames, counted once.
+   */
+  uint64_t history_bytes;
 } evr_engine_stats;
 
 /**
@@ -406,6 +425,38 @@ const char *evr_subscriber_closed(const struct evr_subscriber *subscriber);
 enum evr_status evr_subscribe(const struct evr_subscriber *subscriber,
                               const uint8_t *json,
                               size_t len);
+
+/**
+ * Replays what the subscriber's client missed (SPEC §12). `last_id` is the
+ * `<epoch>:<seq>` id of the last frame the client saw (the SSE
+ * `Last-Event-ID` header, or a WebSocket parameter). Call it after
+ * evr_subscribe() and before the first evr_subscriber_next(). The queue then
+ * holds, in seq order and through the same filters, every retained frame of
+ * the subscriber's channels with a later seq (plus frames already queued
+ * since subscribing), and live frames follow with no gap and no duplicate,
+ * even while other threads publish.
+ *
+ * Returns EVR_OK when nothing was lost, or EVR_GAP when some events may be
+ * missing: the id is from another engine run, the history no longer
+ * reaches back to it, history is off, or the queue could not hold the whole
+ * replay. What was retained is delivered in both cases; on EVR_GAP the
+ * host should tell its client (the streaming server sends `evroute.gap`).
+ * A malformed id is EVR_ERR_INVALID_ID; a closed subscriber
+ * EVR_ERR_INVALID_SUBSCRIPTION. The queue's capacity should exceed the
+ * history's max_events, or a full replay overflows it (EVR_GAP).
+ *
+ * Publishes wait while the replay is queued (about a microsecond per frame).
+ *
+ * Thread-safety: may be called from any thread, concurrently with
+ * publishes (frames the client already read are not taken back).
+ *
+ * # Safety
+ * `subscriber` is NULL or live; `last_id` points to `len` readable bytes
+ * (or `len` is 0).
+ */
+enum evr_status evr_subscriber_resume(const struct evr_subscriber *subscriber,
+                                      const uint8_t *last_id,
+                                      size_t len);
 
 /**
  * Removes the subscription that the same JSON would have created. EVR_OK
@@ -625,6 +676,21 @@ const uint8_t *evr_frame_payload(const struct evr_frame *frame, size_t *len);
  * `frame` is NULL or live; `len` is NULL or writable.
  */
 const uint8_t *evr_frame_stream(const struct evr_frame *frame, size_t *len);
+
+/**
+ * The frame's event id `<epoch>:<seq>` (ASCII, not NUL-terminated); `*len`
+ * gets the length. It is present on every frame when the engine keeps
+ * history, whether or not the subscriber asked for `"event_ids": true`
+ * (which also puts it in the SSE and WebSocket bytes). NULL with
+ * `*len = 0` when history is off; NULL (len untouched) when `frame` or
+ * `len` is NULL. Valid until evr_frame_free().
+ *
+ * Thread-safety: a frame is immutable; any thread may read it.
+ *
+ * # Safety
+ * `frame` is NULL or live; `len` is NULL or writable.
+ */
+const uint8_t *evr_frame_id(const struct evr_frame *frame, size_t *len);
 
 /**
  * Frees a frame taken by evr_subscriber_next() or

@@ -2,6 +2,8 @@
 //! Unknown keys are refused: a misspelt limit should not silently fall back
 //! to a default.
 
+use std::time::Duration;
+
 use simd_json::BorrowedValue as Value;
 use simd_json::prelude::*;
 
@@ -21,6 +23,43 @@ pub struct EngineConfig {
     pub delete_memory: usize,
     /// Redis namespace: channels are then `<namespace>:timeline:…`.
     pub redis_namespace: Option<String>,
+    /// Per-channel history for resume (SPEC §12); `None` = off.
+    pub history: Option<HistoryConfig>,
+}
+
+/// Limits of each channel's history ring.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HistoryConfig {
+    /// Frames kept per channel.
+    pub max_events: usize,
+    /// Frames older than this are forgotten.
+    pub max_age: Duration,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        HistoryConfig { max_events: 1000, max_age: Duration::from_secs(300) }
+    }
+}
+
+impl HistoryConfig {
+    /// `{"max_events": N, "max_age_s": S}`, each key optional; `null` = off.
+    fn from_value(value: &Value<'_>) -> Result<Option<HistoryConfig>> {
+        if value.is_null() {
+            return Ok(None);
+        }
+        let mut config = HistoryConfig::default();
+        for (key, value) in object(value, "history")?.iter() {
+            match key.as_ref() {
+                "max_events" => config.max_events = positive(value, "history.max_events", false)?,
+                "max_age_s" => {
+                    config.max_age = Duration::from_secs(positive(value, "history.max_age_s", false)? as u64)
+                }
+                other => return Err(Error::config(format!("unknown history key {other:?}"))),
+            }
+        }
+        Ok(Some(config))
+    }
 }
 
 impl Default for EngineConfig {
@@ -31,6 +70,7 @@ impl Default for EngineConfig {
             max_event_bytes: 1 << 20,
             delete_memory: 65_536,
             redis_namespace: None,
+            history: None,
         }
     }
 }
@@ -70,6 +110,7 @@ impl EngineConfig {
                     "overflow" => config.overflow = overflow(value)?,
                     "max_event_bytes" => config.max_event_bytes = positive(value, key, false)?,
                     "delete_memory" => config.delete_memory = positive(value, key, true)?,
+                    "history" => config.history = HistoryConfig::from_value(value)?,
                     "redis_namespace" => {
                         config.redis_namespace = match value.as_str() {
                             _ if value.is_null() => None,
@@ -100,6 +141,8 @@ pub struct SubscriberOptions {
     pub queue_capacity: Option<usize>,
     /// Overrides the engine's overflow policy.
     pub overflow: Option<Overflow>,
+    /// Frames carry their id in the SSE and WebSocket bytes (SPEC §12).
+    pub event_ids: bool,
 }
 
 pub(crate) const FILTER_KEYS: [&str; 6] =
@@ -126,6 +169,9 @@ impl SubscriberOptions {
                 }
                 "queue_capacity" => opts.queue_capacity = Some(positive(value, key, false)?),
                 "overflow" => opts.overflow = Some(overflow(value)?),
+                "event_ids" => {
+                    opts.event_ids = value.as_bool().ok_or_else(|| Error::config("event_ids must be true or false"))?
+                }
                 k if FILTER_KEYS.contains(&k) || extra.contains(&k) => {}
                 other => return Err(Error::config(format!("unknown subscriber key {other:?}"))),
             }
@@ -169,6 +215,12 @@ mod tests {
         assert_eq!(c.overflow, Overflow::Disconnect);
         assert_eq!(c.delete_memory, 0);
         assert_eq!(c.redis_namespace.as_deref(), Some("ns"));
+        assert_eq!(c.history, None);
+        let c = EngineConfig::from_json(br#"{"history":{"max_events":5,"max_age_s":60}}"#).unwrap();
+        assert_eq!(c.history, Some(HistoryConfig { max_events: 5, max_age: Duration::from_secs(60) }));
+        let c = EngineConfig::from_json(br#"{"history":{}}"#).unwrap();
+        assert_eq!(c.history, Some(HistoryConfig::default()));
+        assert_eq!(EngineConfig::from_json(br#"{"history":null}"#).unwrap().history, None);
     }
 
     #[test]
@@ -178,6 +230,10 @@ mod tests {
             (r#"{"queue_capacity":0}"#, "queue_capacity"),
             (r#"{"overflow":"block"}"#, "overflow"),
             (r#"[]"#, "object"),
+            (r#"{"history":{"max_events":0}}"#, "history.max_events"),
+            (r#"{"history":{"max_age_s":-1}}"#, "history.max_age_s"),
+            (r#"{"history":{"max_age":1}}"#, "max_age"),
+            (r#"{"history":true}"#, "history"),
         ] {
             let err = EngineConfig::from_json(json.as_bytes()).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::InvalidConfig);
@@ -195,6 +251,8 @@ mod tests {
         assert!(o.filters.languages.as_ref().unwrap().contains("en"));
         assert_eq!(o.queue_capacity, Some(16));
         assert!(SubscriberOptions::from_json(br#"{"acount":1}"#).is_err());
+        assert!(SubscriberOptions::from_json(br#"{"event_ids":true}"#).unwrap().event_ids);
+        assert!(SubscriberOptions::from_json(br#"{"event_ids":1}"#).unwrap_err().message().contains("event_ids"));
         assert!(filters_from_json(br#"{"account":"1"}"#).unwrap_err().message().contains("account"));
     }
 }

@@ -18,6 +18,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::event::{self, RoutedEvent};
 use crate::filter::ViewerFilters;
 use crate::frame::{Frame, FrameBody, FrameCache};
+use crate::history::{self, History};
 use crate::index::{Index, Indexed};
 use crate::keyword::{self, EventMatches, FilterSet, Registry};
 use crate::queue::{Batch, CloseReason, Pop, Queue, QueueStats};
@@ -57,6 +58,10 @@ pub struct EngineStats {
     /// Live subscribers and subscriptions.
     pub subscribers: u64,
     pub subscriptions: u64,
+    /// History ring entries (one per event and channel) and the bytes they
+    /// hold: entry slots plus each retained event's frames, counted once.
+    pub history_entries: u64,
+    pub history_bytes: u64,
 }
 
 #[derive(Default)]
@@ -84,6 +89,7 @@ pub(crate) struct SubscriberCore {
     filters: RwLock<Option<Box<ViewerState>>>,
     has_filters: AtomicBool,
     account: Option<Box<str>>,
+    event_ids: bool,
 }
 
 /// A viewer's filters with its keyword filters interned in the engine.
@@ -101,6 +107,8 @@ pub(crate) struct Subscription {
     events: Option<Box<EventFilter>>,
     viewer_filtered: bool,
     origin: Option<Origin>,
+    /// Copied from the subscriber: frames carry their id.
+    event_ids: bool,
     keys: Keys,
     slots: [AtomicU32; 3],
 }
@@ -142,6 +150,7 @@ struct EngineInner {
     streams: Mutex<StreamInterner>,
     /// Interned keyword filter lists and their automaton (§11).
     keywords: Registry,
+    history: Option<History>,
 }
 
 /// Interned stream arrays and the map size at which to purge unused ones.
@@ -168,6 +177,7 @@ impl Engine {
         Engine {
             inner: Arc::new(EngineInner {
                 recent: Mutex::new(RecentStatuses::new(config.delete_memory)),
+                history: config.history.map(History::new),
                 config,
                 index: Index::new(),
                 next_seq: AtomicU64::new(0),
@@ -202,6 +212,7 @@ impl Engine {
                 filters: RwLock::new(state),
                 has_filters: AtomicBool::new(has_filters),
                 account: options.account.map(Into::into),
+                event_ids: options.event_ids,
                 subscriptions: Mutex::new(SmallVec::new()),
             }),
         }
@@ -279,6 +290,7 @@ impl Engine {
     pub fn stats(&self) -> EngineStats {
         let c = &self.inner.counters;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let (history_entries, history_bytes) = self.inner.history.as_ref().map_or((0, 0), History::counts);
         EngineStats {
             published: get(&c.published),
             rejected: get(&c.rejected),
@@ -287,7 +299,14 @@ impl Engine {
             dropped: get(&c.dropped),
             subscribers: get(&c.subscribers),
             subscriptions: get(&c.subscriptions),
+            history_entries,
+            history_bytes,
         }
+    }
+
+    /// The epoch part of this engine's event ids; `None` without history.
+    pub fn epoch(&self) -> Option<&str> {
+        self.inner.history.as_ref().map(History::epoch)
     }
 
     fn check_size(&self, bytes: &[u8]) -> Result<()> {
@@ -358,8 +377,15 @@ impl Annotations {
         Annotations { matches, by_set: AHashMap::new(), by_result: AHashMap::new(), frames: Vec::new() }
     }
 
-    /// The frame for a viewer with keyword filters `set`, or `None` for the plain frame.
-    fn frame(&mut self, set: &Arc<FilterSet>, plain: &FrameCache, stream: &Arc<str>) -> Option<Arc<Frame>> {
+    /// The frame for a viewer with keyword filters `set` (the `event_ids`
+    /// variant when `with_id`), or `None` for the plain frame.
+    fn frame(
+        &mut self,
+        set: &Arc<FilterSet>,
+        plain: &FrameCache,
+        stream: &Arc<str>,
+        with_id: bool,
+    ) -> Option<Arc<Frame>> {
         let matches = self.matches.as_mut()?;
         let index = match self.by_set.get(&Arc::as_ptr(set)) {
             Some(&i) => i,
@@ -368,9 +394,10 @@ impl Annotations {
                 let i = match self.by_result.get(&filtered) {
                     Some(&i) => i,
                     None => {
-                        let payload = plain.body().payload().and_then(|p| keyword::annotate(p, &filtered))?;
-                        self.frames
-                            .push(FrameCache::new(FrameBody::with_payload(plain.body().event(), Some(payload.into()))));
+                        let body = plain.body();
+                        let payload = body.payload().and_then(|p| keyword::annotate(p, &filtered))?;
+                        let id = body.id().cloned();
+                        self.frames.push(FrameCache::new(FrameBody::with_id(body.event(), Some(payload.into()), id)));
                         self.by_result.insert(filtered, self.frames.len() - 1);
                         self.frames.len() - 1
                     }
@@ -379,7 +406,7 @@ impl Annotations {
                 i
             }
         };
-        Some(Arc::clone(self.frames[index].get(stream)))
+        Some(Arc::clone(self.frames[index].get(stream, with_id)))
     }
 }
 
@@ -406,13 +433,14 @@ impl Delivery<'_> {
                     set,
                     plain,
                     &sub.stream,
+                    sub.event_ids,
                 )
             }
             _ => None,
         };
         let frame = match &annotated {
             Some(frame) => frame,
-            None => self.frames.get(&sub.stream),
+            None => self.frames.get(&sub.stream, sub.event_ids),
         };
         let outcome = sub.core.queue.push(frame);
         if !outcome.accepted {
@@ -429,6 +457,11 @@ impl Delivery<'_> {
 
 impl EngineInner {
     fn deliver(&self, mut ev: RoutedEvent) -> PublishStats {
+        // With history, publishes run one at a time, from taking the seq
+        // until the event is in the rings: see `Subscriber::resume`.
+        let _order = self.history.as_ref().map(|h| h.order.lock());
+        let id = self.history.as_ref().map(History::next_id);
+        let seq = id.as_ref().map_or(0, |id| id.seq);
         // The frame body takes the payload: it is not copied a second time.
         let payload = ev.payload.take();
         let earlier = ev.deletes.as_deref().and_then(|id| self.recent.lock().take(id));
@@ -437,7 +470,7 @@ impl EngineInner {
             disconnected: Vec::new(),
             engine: self,
             ev: &ev,
-            frames: FrameCache::new(FrameBody::with_payload(&ev.name, payload)),
+            frames: FrameCache::new(FrameBody::with_id(&ev.name, payload, id)),
             stats: PublishStats::default(),
             excluded: ev.remember.as_ref().map(|_| Vec::new()),
             seen: earlier.as_ref().map(|_| AHashSet::new()),
@@ -455,15 +488,25 @@ impl EngineInner {
                 });
             }
         }
-        for core in d.disconnected.drain(..) {
+        let Delivery { disconnected, frames, stats, excluded, .. } = d;
+        for core in disconnected {
             self.unsubscribe_all(&core);
         }
-        let stats = d.stats;
-        if let (Some(id), Some(mut excluded)) = (ev.remember.clone(), d.excluded.take()) {
+        if let (Some(id), Some(mut excluded)) = (ev.remember.clone(), excluded) {
             excluded.sort_unstable();
             excluded.dedup();
             let routing = Routing { channels: ev.channels.clone(), watermark, excluded: excluded.into() };
             self.recent.lock().record(id, routing);
+        }
+        if let Some(history) = &self.history {
+            // A delete is kept on the channels of the status it deletes too.
+            let mut channels = ev.channels.clone();
+            for key in earlier.iter().flatten().flat_map(|r| &r.channels) {
+                if !channels.contains(key) {
+                    channels.push(key.clone());
+                }
+            }
+            history.record(seq, ev, frames, &channels);
         }
         stats
     }
@@ -505,6 +548,18 @@ impl EngineInner {
         map.insert(stream.into_boxed_str(), Arc::clone(&interned));
         interned
     }
+}
+
+/// What [`Subscriber::resume`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Resumed {
+    /// Frames put in the queue, in seq order (replayed ones, and ones that
+    /// were already queued when resume was called).
+    pub replayed: u64,
+    /// Some events after the last id may be missing: the id is from another
+    /// engine run, the history no longer reaches back to it, history is
+    /// off, or the queue could not hold the whole replay.
+    pub gap: bool,
 }
 
 /// What a read from a subscriber produced.
@@ -551,6 +606,7 @@ impl Subscriber {
             events: spec.events.clone().map(Box::new),
             viewer_filtered: spec.stream.viewer_filtered(),
             origin: spec.origin,
+            event_ids: self.core.event_ids,
             keys,
             slots: Default::default(),
         });
@@ -573,6 +629,109 @@ impl Subscriber {
         self.engine.index.remove(&sub);
         self.engine.counters.subscriptions.fetch_sub(1, Ordering::Relaxed);
         Ok(true)
+    }
+
+    /// Replays what the subscriber missed since `last_id` (`<epoch>:<seq>`,
+    /// the id of the last frame its client saw): every retained frame of
+    /// its subscriptions' channels with a later seq, through the same event
+    /// and viewer filters, in seq order, followed by live frames with no gap
+    /// and no duplicate while other threads publish. Call it after
+    /// subscribing and before reading; each call replays from `last_id`
+    /// again. A malformed id is an `InvalidId` error.
+    ///
+    /// The ordering rule. With history on, a publish holds the history's
+    /// `order` lock from taking its seq until its frames are queued and its
+    /// event is in the rings, so every subscriber receives frames in seq
+    /// order (which is what lets one last id stand for everything a client
+    /// saw). Resume holds the same lock while it fills the queue: at that
+    /// moment every event with seq <= S (the last seq taken) is complete,
+    /// fanned out and retained, and every event with seq > S will be fanned
+    /// out after the replay is queued, to subscriptions already in the
+    /// index. So seq <= S comes from history and seq > S live, with no
+    /// overlap and no hole. Frames already queued (delivered live between
+    /// subscribe and now, all <= S) are taken out and merged by seq with the
+    /// replay without duplicates; those at or before `last_id` are dropped
+    /// as already seen.
+    ///
+    /// Ids are per event: a client cut off between two frames of the same
+    /// event (two of its subscriptions matched it) does not get the second.
+    pub fn resume(&self, last_id: &str) -> Result<Resumed> {
+        let (epoch, last) = history::parse_id(last_id)?;
+        if let Some(reason) = self.core.queue.closed() {
+            return Err(Error::subscription(format!("the subscriber is closed ({reason})")));
+        }
+        let Some(history) = &self.engine.history else {
+            return Ok(Resumed { replayed: 0, gap: true });
+        };
+        // Copied out: a publish that disconnects a slow consumer takes this
+        // lock while it holds `order`.
+        let subs: SmallVec<[Arc<Subscription>; 1]> = self.core.subscriptions.lock().clone();
+        let order = history.order.lock();
+        let same_epoch = epoch == history.epoch();
+        let from = if same_epoch { last } else { 0 };
+        let mut gap = !same_epoch;
+        // (seq, subscription position, frame), sorted into delivery order.
+        let mut replay: Vec<(u64, usize, Arc<Frame>)> = Vec::new();
+        let mut retained = Vec::new();
+        for (pos, sub) in subs.iter().enumerate() {
+            retained.clear();
+            gap |= !history.collect(&sub.keys, from, &mut retained);
+            // One frame per event per subscription, as a live publish gives.
+            retained.sort_unstable_by_key(|r| r.seq);
+            retained.dedup_by_key(|r| r.seq);
+            let guard = sub.viewer_state();
+            let state = guard.as_deref().and_then(|s| s.as_deref());
+            let keywords = state.and_then(|s| s.keywords.as_ref());
+            for r in retained.iter().filter(|r| sub.accepts(&r.event, state)) {
+                let frame = history.with_frames(r, |plain| {
+                    // Annotated as a live publish would now (§11).
+                    let annotated = keywords.filter(|_| r.event.status.is_some()).and_then(|set| {
+                        let payload = plain.body().payload();
+                        Annotations::new(&self.engine, payload).frame(set, plain, &sub.stream, sub.event_ids)
+                    });
+                    annotated.unwrap_or_else(|| Arc::clone(plain.get(&sub.stream, sub.event_ids)))
+                });
+                replay.push((r.seq, pos, frame));
+            }
+        }
+        replay.sort_unstable_by_key(|(seq, pos, _)| (*seq, *pos));
+        let from_history = replay.len();
+        let queued = self.core.queue.take_unread();
+        let taken = queued.len() as u64;
+        for frame in queued {
+            let seq = frame.seq().unwrap_or(0);
+            let pos = subs.iter().position(|s| *s.stream == *frame.stream()).unwrap_or(usize::MAX);
+            let seen = same_epoch && seq <= from;
+            if !seen && replay[..from_history].binary_search_by_key(&(seq, pos), |(q, p, _)| (*q, *p)).is_err() {
+                replay.push((seq, pos, frame));
+            }
+        }
+        // Stable: frames queued live keep their order within one seq.
+        replay.sort_by_key(|(seq, pos, _)| (*seq, *pos));
+        let mut stats = PublishStats::default();
+        let mut disconnected = false;
+        for (_, _, frame) in &replay {
+            let outcome = self.core.queue.push(frame);
+            if !outcome.accepted {
+                break;
+            }
+            stats.matched += 1;
+            stats.delivered += outcome.delivered as u64;
+            stats.dropped += outcome.dropped;
+            disconnected |= outcome.disconnected;
+        }
+        drop(order);
+        gap |= stats.dropped > 0 || stats.matched < replay.len() as u64;
+        let c = &self.engine.counters;
+        c.matched.fetch_add(stats.matched, Ordering::Relaxed);
+        c.matched.fetch_sub(taken, Ordering::Relaxed);
+        c.delivered.fetch_add(stats.delivered, Ordering::Relaxed);
+        c.delivered.fetch_sub(taken, Ordering::Relaxed);
+        c.dropped.fetch_add(stats.dropped, Ordering::Relaxed);
+        if disconnected {
+            self.engine.unsubscribe_all(&self.core);
+        }
+        Ok(Resumed { replayed: stats.delivered, gap })
     }
 
     /// Replaces the viewer state from JSON with any of `languages`,

@@ -23,6 +23,8 @@ pub enum ErrorKind {
     InvalidConfig,
     /// An operating-system call failed (for example creating a readiness fd).
     Io,
+    /// An event id given to resume is not `<epoch>:<seq>`.
+    InvalidId,
 }
 
 /// An error with its kind and a message that names the problem.

@@ -1,19 +1,30 @@
 //! Frames (SPEC §4): encoded once per (event, stream array) and shared by
 //! every subscriber that receives them.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use smallvec::SmallVec;
 
 use crate::json::escape_into;
 
+/// The position of a published event (SPEC §12): its engine sequence number
+/// and its `<epoch>:<seq>` text.
+#[derive(Clone, Debug)]
+pub struct EventId {
+    pub seq: u64,
+    pub text: Box<str>,
+}
+
 /// The part of a frame that does not depend on the stream: event name,
-/// payload string and the SSE encoding.
+/// payload string, the SSE encoding and, with history on, the event id.
 #[derive(Debug)]
 pub struct FrameBody {
     event: Box<str>,
     payload: Option<Box<str>>,
     sse: Box<[u8]>,
+    id: Option<EventId>,
+    /// `id: <id>\n` + `sse`, built on first use by an `event_ids` frame.
+    sse_with_id: OnceLock<Box<[u8]>>,
 }
 
 impl FrameBody {
@@ -23,6 +34,11 @@ impl FrameBody {
 
     /// Like `new`, taking an owned payload so the hot path does not copy it again.
     pub fn with_payload(event: &str, payload: Option<Box<str>>) -> Arc<FrameBody> {
+        Self::with_id(event, payload, None)
+    }
+
+    /// Like `with_payload`, for an event that has a position in the history.
+    pub fn with_id(event: &str, payload: Option<Box<str>>, id: Option<EventId>) -> Arc<FrameBody> {
         let payload_ref = payload.as_deref();
         let mut sse = Vec::with_capacity(event.len() + payload_ref.map_or(9, str::len) + 16);
         sse.extend_from_slice(b"event: ");
@@ -41,7 +57,21 @@ impl FrameBody {
             }
         }
         sse.push(b'\n');
-        Arc::new(FrameBody { event: event.into(), payload, sse: sse.into_boxed_slice() })
+        Arc::new(FrameBody {
+            event: event.into(),
+            payload,
+            sse: sse.into_boxed_slice(),
+            id,
+            sse_with_id: OnceLock::new(),
+        })
+    }
+
+    /// Heap bytes this body holds (for the history counters), counting the
+    /// SSE id variant, built on first read, when `with_id` frames exist.
+    fn heap_bytes(&self, with_id: bool) -> usize {
+        let id = self.id.as_ref().map_or(0, |id| id.text.len());
+        let sse_with_id = if with_id { self.sse.len() + id + 5 } else { 0 };
+        self.event.len() + self.payload.as_ref().map_or(0, |p| p.len()) + self.sse.len() + id + sse_with_id
     }
 
     pub fn event(&self) -> &str {
@@ -50,6 +80,10 @@ impl FrameBody {
 
     pub fn payload(&self) -> Option<&str> {
         self.payload.as_deref()
+    }
+
+    pub fn id(&self) -> Option<&EventId> {
+        self.id.as_ref()
     }
 }
 
@@ -78,10 +112,22 @@ pub struct Frame {
     body: Arc<FrameBody>,
     stream: Arc<str>,
     ws: Box<[u8]>,
+    /// The `event_ids` variant: the id is part of the SSE and WebSocket bytes.
+    with_id: bool,
 }
 
 impl Frame {
     pub fn new(body: &Arc<FrameBody>, stream: &Arc<str>) -> Frame {
+        Self::encode(body, stream, false)
+    }
+
+    /// The frame of an `event_ids` subscriber: like `new`, with the id in
+    /// both encodings when the body has one.
+    pub fn with_id(body: &Arc<FrameBody>, stream: &Arc<str>) -> Frame {
+        Self::encode(body, stream, body.id.is_some())
+    }
+
+    fn encode(body: &Arc<FrameBody>, stream: &Arc<str>, with_id: bool) -> Frame {
         let payload_len = body.payload.as_ref().map_or(0, |p| p.len() + p.len() / 8 + 16);
         let mut ws = Vec::with_capacity(stream.len() + body.event.len() + payload_len + 32);
         ws.extend_from_slice(b"{\"stream\":");
@@ -94,8 +140,14 @@ impl Frame {
             escape_into(&mut ws, payload);
             ws.push(b'"');
         }
+        if let Some(id) = body.id.as_ref().filter(|_| with_id) {
+            // The id text is `<alphanumeric epoch>:<digits>`: nothing to escape.
+            ws.extend_from_slice(b",\"id\":\"");
+            ws.extend_from_slice(id.text.as_bytes());
+            ws.push(b'"');
+        }
         ws.push(b'}');
-        Frame { body: Arc::clone(body), stream: Arc::clone(stream), ws: ws.into_boxed_slice() }
+        Frame { body: Arc::clone(body), stream: Arc::clone(stream), ws: ws.into_boxed_slice(), with_id }
     }
 
     pub fn event(&self) -> &str {
@@ -113,20 +165,40 @@ impl Frame {
     }
 
     pub fn sse(&self) -> &[u8] {
-        &self.body.sse
+        match &self.body.id {
+            Some(id) if self.with_id => self
+                .body
+                .sse_with_id
+                .get_or_init(|| [b"id: ", id.text.as_bytes(), b"\n", &self.body.sse].concat().into_boxed_slice()),
+            _ => &self.body.sse,
+        }
     }
 
     pub fn ws(&self) -> &[u8] {
         &self.ws
     }
+
+    /// The event's `<epoch>:<seq>`; `None` when the engine keeps no history.
+    pub fn id(&self) -> Option<&str> {
+        self.body.id.as_ref().map(|id| &*id.text)
+    }
+
+    /// The event's sequence number; `None` when the engine keeps no history.
+    pub fn seq(&self) -> Option<u64> {
+        self.body.id.as_ref().map(|id| id.seq)
+    }
 }
 
-/// Frames of one publish, one per distinct stream array. Streams are
-/// interned by the engine, so pointer equality almost always decides.
+/// Frames of one publish, one per distinct (stream array, id variant).
+/// Streams are interned by the engine, so pointer equality almost always
+/// decides. A variant is encoded only when some subscriber receives it.
 pub struct FrameCache {
     body: Arc<FrameBody>,
-    frames: SmallVec<[(Arc<str>, Arc<Frame>); 4]>,
+    frames: SmallVec<[CachedFrame; 4]>,
 }
+
+/// A frame with its stream and whether it is the `event_ids` variant.
+type CachedFrame = (Arc<str>, bool, Arc<Frame>);
 
 impl FrameCache {
     pub fn new(body: Arc<FrameBody>) -> FrameCache {
@@ -138,21 +210,30 @@ impl FrameCache {
         &self.body
     }
 
-    pub fn get(&mut self, stream: &Arc<str>) -> &Arc<Frame> {
+    /// The frame for `stream`; `with_id` asks for the `event_ids` variant
+    /// (the same as the plain one when the event has no id).
+    pub fn get(&mut self, stream: &Arc<str>, with_id: bool) -> &Arc<Frame> {
+        let with_id = with_id && self.body.id.is_some();
         let pos = self
             .frames
             .iter()
-            .position(|(s, _)| Arc::ptr_eq(s, stream))
-            .or_else(|| self.frames.iter().position(|(s, _)| **s == **stream));
+            .position(|(s, w, _)| Arc::ptr_eq(s, stream) && *w == with_id)
+            .or_else(|| self.frames.iter().position(|(s, w, _)| **s == **stream && *w == with_id));
         let pos = match pos {
             Some(p) => p,
             None => {
-                let frame = Arc::new(Frame::new(&self.body, stream));
-                self.frames.push((Arc::clone(stream), frame));
+                let frame = Arc::new(Frame::encode(&self.body, stream, with_id));
+                self.frames.push((Arc::clone(stream), with_id, frame));
                 self.frames.len() - 1
             }
         };
-        &self.frames[pos].1
+        &self.frames[pos].2
+    }
+
+    /// Heap bytes of the body and of every frame encoded so far.
+    pub fn heap_bytes(&self) -> usize {
+        let with_id = self.frames.iter().any(|(_, w, _)| *w);
+        self.body.heap_bytes(with_id) + self.frames.iter().map(|(_, _, f)| f.ws.len()).sum::<usize>()
     }
 }
 
@@ -196,10 +277,58 @@ mod tests {
         let mut cache = FrameCache::new(FrameBody::new("update", Some("{}")));
         let a: Arc<str> = Arc::from(r#"["public"]"#);
         let b: Arc<str> = Arc::from(r#"["public"]"#);
-        let first = Arc::clone(cache.get(&a));
-        assert!(Arc::ptr_eq(&first, cache.get(&b)));
-        let other = Arc::clone(cache.get(&Arc::from(r#"["public:local"]"#)));
+        let first = Arc::clone(cache.get(&a, false));
+        assert!(Arc::ptr_eq(&first, cache.get(&b, false)));
+        // Without an id, the event_ids variant is the plain frame.
+        assert!(Arc::ptr_eq(&first, cache.get(&b, true)));
+        let other = Arc::clone(cache.get(&Arc::from(r#"["public:local"]"#), false));
         assert!(!Arc::ptr_eq(&first, &other));
         assert!(std::ptr::eq(first.sse(), other.sse()));
+    }
+
+    fn with_id(event: &str, payload: Option<&str>) -> Arc<FrameBody> {
+        let id = EventId { seq: 17, text: "k3x9:17".into() };
+        FrameBody::with_id(event, payload.map(Box::from), Some(id))
+    }
+
+    #[test]
+    fn id_variants_put_the_id_first_in_sse_and_last_in_ws() {
+        let body = with_id("update", Some("{\"id\":\"1\"}"));
+        let stream: Arc<str> = Arc::from(r#"["public"]"#);
+        let plain = Frame::new(&body, &stream);
+        let ided = Frame::with_id(&body, &stream);
+        assert_eq!(plain.sse(), b"event: update\ndata: {\"id\":\"1\"}\n\n");
+        assert_eq!(plain.ws(), br#"{"stream":["public"],"event":"update","payload":"{\"id\":\"1\"}"}"#);
+        assert_eq!(ided.sse(), b"id: k3x9:17\nevent: update\ndata: {\"id\":\"1\"}\n\n");
+        assert_eq!(ided.ws(), br#"{"stream":["public"],"event":"update","payload":"{\"id\":\"1\"}","id":"k3x9:17"}"#);
+        assert_eq!((plain.id(), plain.seq()), (Some("k3x9:17"), Some(17)));
+        assert_eq!(ided.id(), Some("k3x9:17"));
+        let none = Frame::with_id(&with_id("filters_changed", None), &Arc::from(r#"["user"]"#));
+        assert_eq!(none.sse(), b"id: k3x9:17\nevent: filters_changed\ndata: undefined\n\n");
+        assert_eq!(none.ws(), br#"{"stream":["user"],"event":"filters_changed","id":"k3x9:17"}"#);
+    }
+
+    #[test]
+    fn frames_without_history_have_no_id() {
+        let f = frame("delete", Some("1"), r#"["public"]"#);
+        assert_eq!((f.id(), f.seq()), (None, None));
+        let f = Frame::with_id(&FrameBody::new("delete", Some("1")), &Arc::from(r#"["public"]"#));
+        assert_eq!(f.sse(), b"event: delete\ndata: 1\n\n");
+    }
+
+    #[test]
+    fn id_variants_are_encoded_only_on_demand_and_once() {
+        let body = with_id("update", Some("{}"));
+        let mut cache = FrameCache::new(Arc::clone(&body));
+        let s: Arc<str> = Arc::from(r#"["public"]"#);
+        let plain = Arc::clone(cache.get(&s, false));
+        assert!(body.sse_with_id.get().is_none());
+        let ided = Arc::clone(cache.get(&s, true));
+        assert!(!Arc::ptr_eq(&plain, &ided));
+        assert!(Arc::ptr_eq(&ided, cache.get(&s, true)));
+        assert!(body.sse_with_id.get().is_none(), "SSE id bytes wait for the first sse() call");
+        let first = ided.sse().as_ptr();
+        let other = Arc::clone(cache.get(&Arc::from(r#"["public:local"]"#), true));
+        assert_eq!(other.sse().as_ptr(), first, "one SSE id encoding per event");
     }
 }

@@ -20,6 +20,7 @@ pub mod event;
 pub mod ffi;
 pub mod filter;
 pub mod frame;
+pub(crate) mod history;
 pub mod index;
 pub mod json;
 pub mod keyword;
@@ -31,8 +32,8 @@ pub mod subscription;
 pub mod text;
 
 pub use channel::{ChannelKey, Stream, normalize_tag};
-pub use config::{EngineConfig, SubscriberOptions};
-pub use engine::{Engine, EngineStats, Next, PublishStats, Subscriber};
+pub use config::{EngineConfig, HistoryConfig, SubscriberOptions};
+pub use engine::{Engine, EngineStats, Next, PublishStats, Resumed, Subscriber};
 pub use error::{Error, ErrorKind, Result};
 pub use filter::ViewerFilters;
 pub use frame::Frame;

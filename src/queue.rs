@@ -271,6 +271,21 @@ impl Queue {
         }
     }
 
+    /// Takes every queued frame out as if it had never been delivered (its
+    /// `delivered` count is withdrawn), for a resume that queues them again
+    /// in order among replayed frames.
+    pub fn take_unread(&self) -> Vec<Arc<Frame>> {
+        let mut st = self.state.lock();
+        let frames: Vec<Arc<Frame>> = st.frames.drain(..).collect();
+        st.counts.delivered -= frames.len() as u64;
+        if let Some(fd) = &st.notifier
+            && st.closed.is_none()
+        {
+            fd.clear();
+        }
+        frames
+    }
+
     fn close_locked(st: &mut State, reason: CloseReason) {
         if st.closed.is_none() {
             st.closed = Some(reason);

@@ -24,6 +24,7 @@ const (
 	StatusEmpty               Status = C.EVR_EMPTY
 	StatusTimeout             Status = C.EVR_TIMEOUT
 	StatusClosed              Status = C.EVR_CLOSED
+	StatusGap                 Status = C.EVR_GAP
 	StatusNull                Status = C.EVR_ERR_NULL
 	StatusInvalidUTF8         Status = C.EVR_ERR_INVALID_UTF8
 	StatusInvalidJSON         Status = C.EVR_ERR_INVALID_JSON
@@ -34,6 +35,7 @@ const (
 	StatusInvalidConfig       Status = C.EVR_ERR_INVALID_CONFIG
 	StatusIO                  Status = C.EVR_ERR_IO
 	StatusPanic               Status = C.EVR_ERR_PANIC
+	StatusInvalidID           Status = C.EVR_ERR_INVALID_ID
 )
 
 // Error is a failed call: the C status and the evr_last_error message.
@@ -64,6 +66,7 @@ var (
 	ErrInvalidConfig       = &Error{StatusInvalidConfig, "invalid config"}
 	ErrIO                  = &Error{StatusIO, "I/O error"}
 	ErrPanic               = &Error{StatusPanic, "panic inside evroute"}
+	ErrInvalidID           = &Error{StatusInvalidID, "invalid event id"}
 )
 
 // call runs one fallible C call and, on a negative status, reads
@@ -98,6 +101,15 @@ type Config struct {
 	MaxEventBytes  int    `json:"max_event_bytes,omitempty"`
 	DeleteMemory   *int   `json:"delete_memory,omitempty"` // nil: default; 0 turns delete routing by memory off
 	RedisNamespace string `json:"redis_namespace,omitempty"`
+	// History keeps each channel's recent frames for Subscriber.Resume; nil: off.
+	History *HistoryConfig `json:"history,omitempty"`
+}
+
+// HistoryConfig bounds each channel's history (SPEC §12); zero fields take
+// the defaults (1000 events, 300 s).
+type HistoryConfig struct {
+	MaxEvents  int `json:"max_events,omitempty"`
+	MaxAgeSecs int `json:"max_age_s,omitempty"`
 }
 
 // SubscriberOptions are the subscriber keys of SPEC §7; zero fields take the defaults.
@@ -109,6 +121,9 @@ type SubscriberOptions struct {
 	BlockedDomains  []string `json:"blocked_domains,omitempty"`
 	QueueCapacity   int      `json:"queue_capacity,omitempty"`
 	Overflow        string   `json:"overflow,omitempty"`
+	// EventIDs puts each frame's id in its bytes: an SSE "id:" line and a
+	// WebSocket "id" key (needs History on the engine).
+	EventIDs bool `json:"event_ids,omitempty"`
 }
 
 // Filters are the viewer filters that Subscriber.Update replaces.
@@ -134,6 +149,9 @@ type PublishStats struct{ Matched, Delivered, Dropped uint64 }
 // EngineStats are the engine's counters since it was created.
 type EngineStats struct {
 	Published, Rejected, Matched, Delivered, Dropped, Subscribers, Subscriptions uint64
+	// History ring entries (one per retained event and channel) and the
+	// bytes they hold (each retained event's frames counted once).
+	HistoryEntries, HistoryBytes uint64
 }
 
 // SubscriberStats are one subscriber's counters; Matched == Read + Depth + Dropped.
@@ -147,6 +165,7 @@ type Frame struct {
 	Stream     []string
 	SSE        []byte // the exact bytes for an SSE client
 	WS         []byte // the exact WebSocket message
+	ID         string // the event id "<epoch>:<seq>"; "" when the engine keeps no history
 }
 
 // Engine is one routing domain. Safe for concurrent use.
@@ -287,6 +306,7 @@ func (e *Engine) Stats() (EngineStats, error) {
 	return EngineStats{
 		uint64(st.published), uint64(st.rejected), uint64(st.matched), uint64(st.delivered),
 		uint64(st.dropped), uint64(st.subscribers), uint64(st.subscriptions),
+		uint64(st.history_entries), uint64(st.history_bytes),
 	}, err
 }
 
@@ -371,6 +391,28 @@ func (s *Subscriber) UnsubscribeJSON(raw []byte) error {
 	})
 }
 
+// Resume replays what the client missed since lastID, the "<epoch>:<seq>"
+// id of the last frame it saw (SSE Last-Event-ID, or a WebSocket
+// parameter): retained frames of the subscriber's channels in seq order,
+// through the same filters, then live frames with no gap and no duplicate.
+// Call it after subscribing and before the first Next. gap is true when
+// events may be missing (id from another engine run, history too short or
+// off, queue too small for the replay); what was retained is delivered
+// anyway and the client should be told. A malformed id is ErrInvalidID.
+func (s *Subscriber) Resume(lastID string) (gap bool, err error) {
+	ptr, err := s.use()
+	if err != nil {
+		return false, err
+	}
+	defer s.mu.RUnlock()
+	raw := []byte(lastID)
+	p, n := bytesArg(raw)
+	st, err := call(func() C.int { return C.int(C.evr_subscriber_resume(ptr, p, n)) })
+	runtime.KeepAlive(raw)
+	runtime.KeepAlive(s)
+	return st == StatusGap, err
+}
+
 // Update replaces the viewer filters; fields left empty become empty.
 func (s *Subscriber) Update(f Filters) error {
 	raw, err := marshal(f)
@@ -446,6 +488,9 @@ func frameFrom(f *C.evr_frame) (*Frame, error) {
 	frame.WS = get(C.evr_frame_ws(f, &n))
 	if p := C.evr_frame_payload(f, &n); p != nil {
 		frame.Payload, frame.HasPayload = string(get(p)), true
+	}
+	if p := C.evr_frame_id(f, &n); p != nil {
+		frame.ID = string(get(p))
 	}
 	if err := json.Unmarshal(get(C.evr_frame_stream(f, &n)), &frame.Stream); err != nil {
 		return nil, fmt.Errorf("evroute: stream array: %w", err)

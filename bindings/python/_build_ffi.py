@@ -29,7 +29,7 @@ typedef enum evr_status {
     EVR_OK, EVR_EMPTY, EVR_TIMEOUT, EVR_CLOSED,
     EVR_ERR_NULL, EVR_ERR_INVALID_UTF8, EVR_ERR_INVALID_JSON, EVR_ERR_INVALID_SUBSCRIPTION,
     EVR_ERR_INVALID_CHANNEL, EVR_ERR_INVALID_EVENT, EVR_ERR_TOO_LARGE, EVR_ERR_INVALID_CONFIG,
-    EVR_ERR_IO, EVR_ERR_PANIC, ...
+    EVR_ERR_IO, EVR_ERR_PANIC, EVR_GAP, EVR_ERR_INVALID_ID, ...
 } evr_status;
 
 #define EVR_VERSION_MAJOR ...
@@ -44,7 +44,7 @@ typedef struct evr_redis_publisher evr_redis_publisher;
 typedef struct evr_publish_stats { uint64_t matched; uint64_t delivered; uint64_t dropped; } evr_publish_stats;
 typedef struct evr_engine_stats {
     uint64_t published; uint64_t rejected; uint64_t matched; uint64_t delivered; uint64_t dropped;
-    uint64_t subscribers; uint64_t subscriptions;
+    uint64_t subscribers; uint64_t subscriptions; uint64_t history_entries; uint64_t history_bytes;
 } evr_engine_stats;
 typedef struct evr_subscriber_stats {
     uint64_t matched; uint64_t delivered; uint64_t dropped; uint64_t read; uint64_t depth;
@@ -67,6 +67,7 @@ enum evr_status evr_subscriber_close(const struct evr_subscriber *subscriber);
 const char *evr_subscriber_closed(const struct evr_subscriber *subscriber);
 enum evr_status evr_subscribe(const struct evr_subscriber *subscriber, const uint8_t *json, size_t len);
 enum evr_status evr_unsubscribe(const struct evr_subscriber *subscriber, const uint8_t *json, size_t len);
+enum evr_status evr_subscriber_resume(const struct evr_subscriber *subscriber, const uint8_t *last_id, size_t len);
 enum evr_status evr_publish(const struct evr_engine *engine, const uint8_t *event, size_t len,
                             struct evr_publish_stats *out);
 enum evr_status evr_publish_channel(const struct evr_engine *engine, const uint8_t *channel, size_t clen,
@@ -82,6 +83,7 @@ const uint8_t *evr_frame_ws(const struct evr_frame *frame, size_t *len);
 const uint8_t *evr_frame_event(const struct evr_frame *frame, size_t *len);
 const uint8_t *evr_frame_payload(const struct evr_frame *frame, size_t *len);
 const uint8_t *evr_frame_stream(const struct evr_frame *frame, size_t *len);
+const uint8_t *evr_frame_id(const struct evr_frame *frame, size_t *len);
 void evr_frame_free(struct evr_frame *frame);
 const char *evr_last_error(void);
 const char *evr_version(void);

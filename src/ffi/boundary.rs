@@ -25,6 +25,9 @@ pub enum evr_status {
     /// evr_subscriber_read(): the oldest waiting frame is longer than the
     /// whole buffer; it stays queued and `*n_bytes` says how long it is.
     EVR_BUFFER_TOO_SMALL = 4,
+    /// evr_subscriber_resume(): the history did not reach back to the last id
+    /// (or it is from another engine run); what it still had was delivered.
+    EVR_GAP = 5,
     /// A required pointer argument was NULL (or a NULL buffer with a non-zero length).
     EVR_ERR_NULL = -1,
     /// An input is not valid UTF-8.
@@ -46,6 +49,8 @@ pub enum evr_status {
     /// A bug inside evroute was caught at the boundary. The handles used in
     /// the call should be freed and not used again.
     EVR_ERR_PANIC = -10,
+    /// evr_subscriber_resume(): the last id is not `<epoch>:<seq>`.
+    EVR_ERR_INVALID_ID = -11,
 }
 
 use evr_status::*;
@@ -61,6 +66,7 @@ impl From<ErrorKind> for evr_status {
             ErrorKind::TooLarge => EVR_ERR_TOO_LARGE,
             ErrorKind::InvalidConfig => EVR_ERR_INVALID_CONFIG,
             ErrorKind::Io => EVR_ERR_IO,
+            ErrorKind::InvalidId => EVR_ERR_INVALID_ID,
         }
     }
 }
@@ -203,8 +209,17 @@ mod tests {
     #[test]
     fn every_error_kind_maps_to_a_distinct_negative_status() {
         use ErrorKind::*;
-        let kinds =
-            [InvalidUtf8, InvalidJson, InvalidSubscription, InvalidChannel, InvalidEvent, TooLarge, InvalidConfig, Io];
+        let kinds = [
+            InvalidUtf8,
+            InvalidJson,
+            InvalidSubscription,
+            InvalidChannel,
+            InvalidEvent,
+            TooLarge,
+            InvalidConfig,
+            Io,
+            InvalidId,
+        ];
         let mut codes: Vec<i32> = kinds.iter().map(|&k| evr_status::from(k) as i32).collect();
         assert!(codes.iter().all(|&c| c < 0 && c != EVR_ERR_NULL as i32 && c != EVR_ERR_PANIC as i32));
         codes.sort_unstable();

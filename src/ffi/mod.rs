@@ -110,6 +110,12 @@ pub struct evr_engine_stats {
     pub subscribers: u64,
     /// Live subscriptions.
     pub subscriptions: u64,
+    /// History ring entries (one per retained event and channel); 0 when
+    /// history is off.
+    pub history_entries: u64,
+    /// Bytes the history holds: entry slots plus each retained event's
+    /// frames, counted once.
+    pub history_bytes: u64,
 }
 
 /// One subscriber's counters. Always matched == read + depth + dropped.
@@ -312,6 +318,47 @@ pub unsafe extern "C" fn evr_subscribe(subscriber: *const evr_subscriber, json: 
         let (subscriber, json) = unsafe { (handle(subscriber, "subscriber")?, bytes(json, len, "json")?) };
         subscriber.subscriber.subscribe(json)?;
         Ok(EVR_OK)
+    })
+}
+
+/// Replays what the subscriber's client missed (SPEC §12). `last_id` is the
+/// `<epoch>:<seq>` id of the last frame the client saw (the SSE
+/// `Last-Event-ID` header, or a WebSocket parameter). Call it after
+/// evr_subscribe() and before the first evr_subscriber_next(). The queue then
+/// holds, in seq order and through the same filters, every retained frame of
+/// the subscriber's channels with a later seq (plus frames already queued
+/// since subscribing), and live frames follow with no gap and no duplicate,
+/// even while other threads publish.
+///
+/// Returns EVR_OK when nothing was lost, or EVR_GAP when some events may be
+/// missing: the id is from another engine run, the history no longer
+/// reaches back to it, history is off, or the queue could not hold the whole
+/// replay. What was retained is delivered in both cases; on EVR_GAP the
+/// host should tell its client (the streaming server sends `evroute.gap`).
+/// A malformed id is EVR_ERR_INVALID_ID; a closed subscriber
+/// EVR_ERR_INVALID_SUBSCRIPTION. The queue's capacity should exceed the
+/// history's max_events, or a full replay overflows it (EVR_GAP).
+///
+/// Publishes wait while the replay is queued (about a microsecond per frame).
+///
+/// Thread-safety: may be called from any thread, concurrently with
+/// publishes (frames the client already read are not taken back).
+///
+/// # Safety
+/// `subscriber` is NULL or live; `last_id` points to `len` readable bytes
+/// (or `len` is 0).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn evr_subscriber_resume(
+    subscriber: *const evr_subscriber,
+    last_id: *const u8,
+    len: usize,
+) -> evr_status {
+    status(|| {
+        // SAFETY: per this function's contract.
+        let (subscriber, last_id) = unsafe { (handle(subscriber, "subscriber")?, bytes(last_id, len, "last_id")?) };
+        let last_id = std::str::from_utf8(last_id).map_err(crate::Error::utf8)?;
+        let resumed = subscriber.subscriber.resume(last_id)?;
+        Ok(if resumed.gap { EVR_GAP } else { EVR_OK })
     })
 }
 
@@ -657,6 +704,8 @@ pub unsafe extern "C" fn evr_engine_get_stats(engine: *const evr_engine, out: *m
             dropped: s.dropped,
             subscribers: s.subscribers,
             subscriptions: s.subscriptions,
+            history_entries: s.history_entries,
+            history_bytes: s.history_bytes,
         };
         // SAFETY: checked non-NULL; writable by contract.
         unsafe { out.write(stats) };
@@ -781,6 +830,23 @@ pub unsafe extern "C" fn evr_frame_payload(frame: *const evr_frame, len: *mut us
 pub unsafe extern "C" fn evr_frame_stream(frame: *const evr_frame, len: *mut usize) -> *const u8 {
     // SAFETY: per this function's contract.
     unsafe { frame_bytes(frame, len, |f| Some(f.stream().as_bytes())) }
+}
+
+/// The frame's event id `<epoch>:<seq>` (ASCII, not NUL-terminated); `*len`
+/// gets the length. It is present on every frame when the engine keeps
+/// history, whether or not the subscriber asked for `"event_ids": true`
+/// (which also puts it in the SSE and WebSocket bytes). NULL with
+/// `*len = 0` when history is off; NULL (len untouched) when `frame` or
+/// `len` is NULL. Valid until evr_frame_free().
+///
+/// Thread-safety: a frame is immutable; any thread may read it.
+///
+/// # Safety
+/// `frame` is NULL or live; `len` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn evr_frame_id(frame: *const evr_frame, len: *mut usize) -> *const u8 {
+    // SAFETY: per this function's contract.
+    unsafe { frame_bytes(frame, len, |f| f.id().map(str::as_bytes)) }
 }
 
 /// Frees a frame taken by evr_subscriber_next() or

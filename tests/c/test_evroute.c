@@ -1106,6 +1106,146 @@ static void test_batch_reads(void) {
     evr_engine_free(e);
 }
 
+/* The id of the next frame (copied), after checking its payload. */
+static text next_id_with_payload(evr_subscriber *s, int payload) {
+    evr_frame *f = NULL;
+    CHECK_STATUS(evr_subscriber_next(s, 1000, &f), EVR_OK);
+    size_t n = 0;
+    const uint8_t *p = evr_frame_payload(f, &n);
+    char want[16];
+    snprintf(want, sizeof want, "%d", payload);
+    CHECK_BYTES(p, n, want, strlen(want));
+    const uint8_t *id = evr_frame_id(f, &n);
+    CHECK(id != NULL && n > 2);
+    text t = text_dup((const char *)id, n);
+    evr_frame_free(f);
+    return t;
+}
+
+static evr_status resume(evr_subscriber *s, text id) {
+    return evr_subscriber_resume(s, (const uint8_t *)id.p, id.n);
+}
+
+struct resume_publisher {
+    evr_engine *e;
+    int events;
+};
+
+static void *publish_in_order(void *arg) {
+    struct resume_publisher *job = arg;
+    publish_ids(job->e, 1, job->events);
+    return NULL;
+}
+
+/* SPEC §12: frame ids, event_ids bytes, resume, gaps and bad ids. */
+static void test_history_and_resume(void) {
+    const char *pub = "{\"stream\":\"public\"}";
+    evr_engine *off = engine_new("");
+    evr_subscriber *plain = subscriber_new(off, "{\"event_ids\":true}", pub);
+    publish_ids(off, 1, 1);
+    evr_frame *f = NULL;
+    size_t n = 99;
+    CHECK_STATUS(evr_subscriber_next(plain, 0, &f), EVR_OK);
+    CHECK(evr_frame_id(f, &n) == NULL && n == 0);
+    CHECK_BYTES(evr_frame_sse(f, &n), n, "event: delete\ndata: 1\n\n", 23);
+    evr_frame_free(f);
+    evr_subscriber_free(plain);
+    evr_engine_free(off);
+    CHECK(evr_frame_id(NULL, &n) == NULL);
+
+    evr_engine *e = engine_new("{\"history\":{\"max_events\":3,\"max_age_s\":60}}");
+    evr_subscriber *ided = subscriber_new(e, "{\"event_ids\":true}", pub);
+    evr_subscriber *first = subscriber_new(e, "", pub);
+    publish_ids(e, 1, 3);
+    text id1 = next_id_with_payload(first, 1);
+    evr_subscriber_free(first);
+    CHECK(strchr(id1.p, ':') != NULL && strcmp(strchr(id1.p, ':'), ":1") == 0);
+
+    /* The event_ids variant, built here from SPEC §12. */
+    CHECK_STATUS(evr_subscriber_next(ided, 0, &f), EVR_OK);
+    text sse = text_printf("id: %s\nevent: delete\ndata: 1\n\n", id1.p, "", "");
+    text ws = text_printf("{\"stream\":[\"public\"],\"event\":\"delete\",\"payload\":\"1\",\"id\":\"%s\"}", id1.p, "", "");
+    const uint8_t *bytes = evr_frame_sse(f, &n);
+    CHECK_BYTES(bytes, n, sse.p, sse.n);
+    bytes = evr_frame_ws(f, &n);
+    CHECK_BYTES(bytes, n, ws.p, ws.n);
+    evr_frame_free(f);
+    /* A batch read copies the same bytes. */
+    char buf[256];
+    size_t frames_read = 0;
+    CHECK_STATUS(evr_subscriber_read(ided, 0, EVR_ENCODING_SSE, (uint8_t *)buf, sizeof buf, NULL, 1, &frames_read, &n),
+                 EVR_OK);
+    text id2 = text_dup(id1.p, id1.n);
+    id2.p[id2.n - 1] = '2'; /* "<epoch>:1" -> "<epoch>:2" */
+    text sse2 = text_printf("id: %s\nevent: delete\ndata: 2\n\n", id2.p, "", "");
+    CHECK(frames_read == 1);
+    CHECK_BYTES(buf, n, sse2.p, sse2.n);
+    free(sse2.p);
+    free(id2.p);
+
+    /* Reconnect: resume from event 1 replays 2 and 3, then 4 comes live. */
+    publish_ids(e, 4, 4);
+    evr_subscriber *second = subscriber_new(e, "", pub);
+    CHECK_STATUS(resume(second, id1), EVR_OK);
+    publish_ids(e, 5, 5);
+    for (int i = 2; i <= 5; i++) free(next_id_with_payload(second, i).p);
+    expect_empty_at(__LINE__, second);
+    evr_subscriber_stats st = sub_stats(second);
+    CHECK(st.matched == 4 && st.read == 4 && st.depth == 0 && st.dropped == 0);
+
+    /* Max 3 events per channel: event 2 is gone. What is left still comes. */
+    evr_subscriber *third = subscriber_new(e, "", pub);
+    CHECK_STATUS(resume(third, id1), EVR_GAP);
+    for (int i = 3; i <= 5; i++) free(next_id_with_payload(third, i).p);
+    evr_engine_stats es;
+    CHECK_STATUS(evr_engine_get_stats(e, &es), EVR_OK);
+    CHECK(es.history_entries == 3 && es.history_bytes > 0);
+
+    /* Bad input. */
+    const char *bad[] = {"", "17", "abc:", ":1", "a b:1", "abc:1:2"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        CHECK_STATUS(evr_subscriber_resume(third, (const uint8_t *)bad[i], strlen(bad[i])), EVR_ERR_INVALID_ID);
+        CHECK_CONTAINS(evr_last_error(), "malformed event id");
+    }
+    CHECK_STATUS(evr_subscriber_resume(third, (const uint8_t *)"\xff:1", 3), EVR_ERR_INVALID_UTF8);
+    CHECK_STATUS(evr_subscriber_resume(third, NULL, 3), EVR_ERR_NULL);
+    CHECK_STATUS(evr_subscriber_resume(NULL, (const uint8_t *)id1.p, id1.n), EVR_ERR_NULL);
+    evr_subscriber_free(third);
+    evr_subscriber_free(second);
+    evr_subscriber_free(ided);
+    evr_engine_free(e);
+
+    /* Reconnects while another thread publishes: every event once, in order. */
+    e = engine_new("{\"queue_capacity\":10000,\"history\":{\"max_events\":10000}}");
+    evr_subscriber *conn = subscriber_new(e, "", pub);
+    struct resume_publisher job = {e, 3000};
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, publish_in_order, &job) == 0);
+    int next = 1;
+    text last = next_id_with_payload(conn, next++);
+    for (int round = 0; round < 20 && next <= job.events; round++) {
+        for (int i = 0; i < 40 && next <= job.events; i++) {
+            free(last.p);
+            last = next_id_with_payload(conn, next++);
+        }
+        evr_subscriber_free(conn);
+        conn = subscriber_new(e, "", pub);
+        CHECK_STATUS(resume(conn, last), EVR_OK);
+    }
+    CHECK(pthread_join(t, NULL) == 0);
+    while (next <= job.events) {
+        free(last.p);
+        last = next_id_with_payload(conn, next++);
+    }
+    expect_empty_at(__LINE__, conn);
+    free(last.p);
+    evr_subscriber_free(conn);
+    evr_engine_free(e);
+    free(id1.p);
+    free(sse.p);
+    free(ws.p);
+}
+
 int main(int argc, char **argv) {
     if (argc != 2) {
         fprintf(stderr, "usage: %s CORPUS_DIR\n", argv[0]);
@@ -1129,6 +1269,7 @@ int main(int argc, char **argv) {
         {"poll readiness", test_poll_readiness},
         {"lifetimes and waiting", test_lifetimes_and_waiting},
         {"batch reads", test_batch_reads},
+        {"history and resume", test_history_and_resume},
     };
     for (size_t i = 0; i < sizeof tests / sizeof *tests; i++) {
         tests[i].run();

@@ -40,12 +40,12 @@ except ImportError as e:  # e.g. bindings/python on sys.path instead of the inst
 __all__ = [
     "Engine", "Subscriber", "Frame", "PublishStats", "EngineStats", "SubscriberStats",
     "Error", "Closed", "NullArgument", "InvalidUtf8", "InvalidJson", "InvalidSubscription",
-    "InvalidChannel", "InvalidEvent", "TooLarge", "InvalidConfig", "IoError", "Panic",
+    "InvalidChannel", "InvalidEvent", "TooLarge", "InvalidConfig", "IoError", "Panic", "InvalidId",
     "lib_version", "lib_path",
     "RedisNode", "RedisPublisher", "RedisNodeStats", "RedisPublished",
 ]
 
-OK, EMPTY, TIMEOUT, CLOSED = lib.EVR_OK, lib.EVR_EMPTY, lib.EVR_TIMEOUT, lib.EVR_CLOSED
+OK, EMPTY, TIMEOUT, CLOSED, GAP = lib.EVR_OK, lib.EVR_EMPTY, lib.EVR_TIMEOUT, lib.EVR_CLOSED, lib.EVR_GAP
 
 #: What the functions taking JSON accept: encoded JSON (bytes or str) or a dict to encode.
 JsonArg = Union[bytes, bytearray, memoryview, str, Dict[str, Any], None]
@@ -127,9 +127,15 @@ class Panic(Error):
     status = lib.EVR_ERR_PANIC
 
 
+class InvalidId(Error):
+    """Subscriber.resume() got an id that is not `<epoch>:<seq>`."""
+
+    status = lib.EVR_ERR_INVALID_ID
+
+
 _ERRORS = {cls.status: cls for cls in (
     NullArgument, InvalidUtf8, InvalidJson, InvalidSubscription, InvalidChannel,
-    InvalidEvent, TooLarge, InvalidConfig, IoError, Panic,
+    InvalidEvent, TooLarge, InvalidConfig, IoError, Panic, InvalidId,
 )}
 
 
@@ -202,6 +208,9 @@ class EngineStats(NamedTuple):
     dropped: int
     subscribers: int
     subscriptions: int
+    #: History ring entries (one per retained event and channel) and their bytes.
+    history_entries: int
+    history_bytes: int
 
 
 class SubscriberStats(NamedTuple):
@@ -342,7 +351,8 @@ class Frame:
     accessed (docs/protocol.md, "Frames"); the C frame is freed with the object.
 
     event: str; payload: str or None (absent payload); stream: list of str;
-    sse and ws: the exact bytes to write to an SSE or WebSocket client."""
+    sse and ws: the exact bytes to write to an SSE or WebSocket client;
+    id: the event id "<epoch>:<seq>" when the engine keeps history, else None."""
 
     __slots__ = ("_frame",)
 
@@ -370,6 +380,11 @@ class Frame:
     def stream(self) -> List[str]:
         return json.loads(_frame_bytes(lib.evr_frame_stream, self._frame) or b"[]")
 
+    @property
+    def id(self) -> Optional[str]:
+        raw = _frame_bytes(lib.evr_frame_id, self._frame)
+        return None if raw is None else raw.decode("ascii")
+
     def __repr__(self) -> str:
         return f"Frame(event={self.event!r}, stream={self.stream!r}, sse={len(self.sse)} bytes)"
 
@@ -394,7 +409,8 @@ def _timeout_ms(seconds: float) -> int:
 class Engine:
     """One routing domain. Keyword arguments are the engine config keys
     (docs/protocol.md, "Engine config": queue_capacity, overflow, max_event_bytes,
-    delete_memory, redis_namespace).
+    delete_memory, redis_namespace, and history={"max_events": N, "max_age_s": S}
+    for Subscriber.resume()).
 
     Usable as a context manager; close() frees it. Subscribers stay usable after
     their engine is closed (they keep the routing domain alive)."""
@@ -410,7 +426,7 @@ class Engine:
     def subscriber(self, options: JsonArg = None, **kwargs: Any) -> Subscriber:
         """A new Subscriber; keyword arguments are the subscriber keys
         (docs/protocol.md, "Subscriber options": account, languages, blocked_accounts,
-        muted_accounts, blocked_domains, queue_capacity, overflow)."""
+        muted_accounts, blocked_domains, queue_capacity, overflow, event_ids)."""
         raw = _options(options, kwargs, "subscriber options")
         out = _new("evr_subscriber **")
         self._handle.check(lib.evr_subscriber_new, raw, len(raw), out)
@@ -492,6 +508,17 @@ class Subscriber:
     def unsubscribe(self, subscription: JsonArg = None, **kwargs: Any) -> None:
         """Removes the subscription the same arguments would have created."""
         self._call_json(lib.evr_unsubscribe, _options(subscription, kwargs, "subscription"))
+
+    def resume(self, last_id: Text) -> bool:
+        """Replays what the client missed since `last_id`, the "<epoch>:<seq>" id
+        of the last frame it saw (SSE Last-Event-ID): retained frames in order and
+        through the same filters, then live frames with no gap and no duplicate.
+        Call after subscribing, before reading. Returns True when events may be
+        missing (id from another engine run, history too short or off, queue too
+        small); what was retained is delivered anyway and the client should be
+        told. Raises InvalidId for a malformed id."""
+        raw = _text_bytes(last_id, "last_id")
+        return self._handle.check(lib.evr_subscriber_resume, raw, len(raw)) == GAP
 
     def update(self, filters: JsonArg = None, **kwargs: Any) -> None:
         """Replaces the viewer filters (docs/protocol.md, "Viewer filters"); keys

@@ -34,9 +34,9 @@ def raises(cls, fn, *args, match=None, **kwargs):
 def test_error_hierarchy():
     for cls in (evroute.Closed, evroute.NullArgument, evroute.InvalidUtf8, evroute.InvalidJson,
                 evroute.InvalidSubscription, evroute.InvalidChannel, evroute.InvalidEvent,
-                evroute.TooLarge, evroute.InvalidConfig, evroute.IoError, evroute.Panic):
+                evroute.TooLarge, evroute.InvalidConfig, evroute.IoError, evroute.Panic, evroute.InvalidId):
         assert issubclass(cls, evroute.Error)
-    assert len({c.status for c in evroute._ERRORS.values()}) == 10
+    assert len({c.status for c in evroute._ERRORS.values()}) == 11
 
 
 def test_publish_errors_leave_the_engine_usable(engine, sub):
