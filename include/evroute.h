@@ -176,6 +176,16 @@ typedef struct evr_publish_stats {
 } evr_publish_stats;
 
 /**
+ * A byte string inside a frame: the same layout as POSIX `struct iovec`
+ * (`void *iov_base; size_t iov_len;`), so an array of them can go to
+ * writev() as it is.
+ */
+typedef struct evr_bytes {
+  const uint8_t *ptr;
+  size_t len;
+} evr_bytes;
+
+/**
  * Engine-wide counters since the engine was created.
  */
 typedef struct evr_engine_stats {
@@ -545,6 +555,27 @@ enum evr_status evr_subscriber_next_batch(const struct evr_subscriber *subscribe
                                           struct evr_frame **frames,
                                           size_t max,
                                           size_t *n);
+
+/**
+ * evr_subscriber_next_batch() that also hands out one encoding of each
+ * frame without copying: `iov[i]` points into `frames[i]` and stays valid
+ * until that frame is freed. SSE bytes can go to a socket with
+ * `writev(fd, (struct iovec *)iov, *n)`; WebSocket hosts send each
+ * `iov[i]` as one message. Outcomes as for evr_subscriber_next_batch().
+ *
+ * Thread-safety: as evr_subscriber_next().
+ *
+ * # Safety
+ * `subscriber` is NULL or live; `frames` and `iov` are NULL or have room
+ * for `max` entries; `n` is NULL or writable.
+ */
+enum evr_status evr_subscriber_next_iov(const struct evr_subscriber *subscriber,
+                                        uint32_t timeout_ms,
+                                        enum evr_encoding encoding,
+                                        struct evr_frame **frames,
+                                        struct evr_bytes *iov,
+                                        size_t max,
+                                        size_t *n);
 
 /**
  * Copies one encoding of the waiting frames, oldest first and whole

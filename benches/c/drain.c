@@ -3,9 +3,13 @@
  * N subscribers on `public`, queues of 64; each round publishes 64 copies of
  * one event (untimed) and then drains every queue with one method (timed):
  *   next    evr_subscriber_next() + evr_frame_free() per frame
- *   batch   evr_subscriber_next_batch(64) + evr_frames_free()
+ *   batch   evr_subscriber_next_batch(64) + evr_frame_sse() + evr_frames_free()
+ *   iov     evr_subscriber_next_iov(64): SSE pointers and lengths, no copy
  *   sse     evr_subscriber_read() of the SSE bytes into a 256 KiB buffer
  *   ws      evr_subscriber_read() of the WebSocket bytes, with lengths
+ *   floor   no evroute: per frame, load a pointer from the subscriber's own
+ *           ring and drop one reference (an atomic decrement), the least a
+ *           handout of shared, reference-counted frames can cost
  * The methods take turns round by round, so they see the same machine load.
  *
  * usage: drain EVENT_JSON_FILE [SUBSCRIBERS=1000] [ROUNDS=20] [METHOD]
@@ -13,6 +17,7 @@
  * build: cc -O2 -std=c11 -Iinclude benches/c/drain.c target/release/libevroute.a -lpthread -ldl -lm
  */
 #define _POSIX_C_SOURCE 199309L
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,8 +56,34 @@ static unsigned char *read_file(const char *path, size_t *len) {
     return p;
 }
 
-enum { NEXT, BATCHED, SSE, WS, METHODS };
-static const char *const names[METHODS] = {"next", "batch", "sse", "ws"};
+enum { NEXT, BATCHED, IOV, SSE, WS, FLOOR, METHODS };
+static const char *const names[METHODS] = {"next", "batch", "iov", "sse", "ws", "floor"};
+
+/* The floor's frames: a reference count and a length, one cache line each. */
+typedef struct {
+    _Alignas(64) atomic_long refs;
+    size_t len;
+} floor_frame;
+
+static floor_frame floor_frames[BATCH];
+
+/* One ring of frame pointers per subscriber, allocated one by one. */
+static floor_frame ***floor_rings;
+
+static void floor_publish(size_t subscribers) {
+    for (int e = 0; e < BATCH; e++) {
+        atomic_fetch_add_explicit(&floor_frames[e].refs, (long)subscribers, memory_order_relaxed);
+        for (size_t i = 0; i < subscribers; i++) floor_rings[i][e] = &floor_frames[e];
+    }
+}
+
+static size_t floor_drain(floor_frame **ring, size_t *bytes) {
+    for (int e = 0; e < BATCH; e++) {
+        *bytes += ring[e]->len;
+        atomic_fetch_sub_explicit(&ring[e]->refs, 1, memory_order_release);
+    }
+    return BATCH;
+}
 
 /* Drains one subscriber with one method; returns frames taken and adds the
  * bytes seen (so no method can skip touching them). */
@@ -60,8 +91,11 @@ static size_t drain_one(evr_subscriber *s, int method, unsigned char *buf, size_
                         size_t *copied) {
     size_t frames = 0, n = 0, got = 0;
     evr_frame *batch[BATCH];
+    evr_bytes iov[BATCH];
     evr_status st;
     switch (method) {
+    case FLOOR:
+        return 0;
     case NEXT:
         while ((st = evr_subscriber_next(s, 0, &batch[0])) == EVR_OK) {
             size_t len = 0;
@@ -76,6 +110,13 @@ static size_t drain_one(evr_subscriber *s, int method, unsigned char *buf, size_
                 size_t len = 0;
                 *bytes += evr_frame_sse(batch[i], &len)[0] + len;
             }
+            evr_frames_free(batch, n);
+            frames += n;
+        }
+        break;
+    case IOV:
+        while ((st = evr_subscriber_next_iov(s, 0, EVR_ENCODING_SSE, batch, iov, BATCH, &n)) == EVR_OK) {
+            for (size_t i = 0; i < n; i++) *bytes += iov[i].ptr[0] + iov[i].len;
             evr_frames_free(batch, n);
             frames += n;
         }
@@ -119,6 +160,12 @@ int main(int argc, char **argv) {
     unsigned char *buf = malloc(BUF_BYTES);
     size_t *lens = malloc(BATCH * sizeof *lens);
     if (subs == NULL || buf == NULL || lens == NULL) die("out of memory", EVR_OK);
+    floor_rings = calloc(subscribers, sizeof *floor_rings);
+    if (floor_rings == NULL) die("out of memory", EVR_OK);
+    for (size_t i = 0; i < subscribers; i++) {
+        if ((floor_rings[i] = calloc(BATCH, sizeof **floor_rings)) == NULL) die("out of memory", EVR_OK);
+    }
+    for (int e = 0; e < BATCH; e++) floor_frames[e].len = event_len;
     const char sub[] = "{\"stream\":\"public\"}";
     for (size_t i = 0; i < subscribers; i++) {
         if ((st = evr_subscriber_new(engine, NULL, 0, &subs[i])) != EVR_OK) die("subscriber", st);
@@ -131,14 +178,15 @@ int main(int argc, char **argv) {
         for (int m = 0; m < METHODS; m++) {
             if (only >= 0 && m != only) continue;
             evr_publish_stats ps;
-            for (int e = 0; e < BATCH; e++) {
+            for (int e = 0; e < BATCH && m != FLOOR; e++) {
                 if ((st = evr_publish(engine, event, event_len, &ps)) != EVR_OK) die("publish", st);
                 if (ps.delivered != subscribers) die("publish: the event does not reach `public`", EVR_OK);
             }
+            if (m == FLOOR) floor_publish(subscribers);
             size_t taken = 0, b = 0, c = 0;
             double start = now_ns();
             for (size_t i = 0; i < subscribers; i++) {
-                taken += drain_one(subs[i], m, buf, lens, &b, &c);
+                taken += m == FLOOR ? floor_drain(floor_rings[i], &b) : drain_one(subs[i], m, buf, lens, &b, &c);
             }
             double took = now_ns() - start;
             if (taken != subscribers * BATCH) die("a frame went missing", EVR_OK);
@@ -157,10 +205,15 @@ int main(int argc, char **argv) {
         double per = ns[m] / (double)frames[m];
         printf("%-6s %8.1f ns/frame", names[m], per);
         if (frames[NEXT] > 0) printf("  %6.2fx next", (ns[NEXT] / (double)frames[NEXT]) / per);
-        if (m >= SSE) printf("  %5.2f GB/s copied", (double)copied[m] / ns[m]);
+        if (frames[FLOOR] > 0 && m != FLOOR) printf("  %6.2fx floor", per / (ns[FLOOR] / (double)frames[FLOOR]));
+        if (m == SSE || m == WS) printf("  %5.2f GB/s copied", (double)copied[m] / ns[m]);
         printf("\n");
     }
-    for (size_t i = 0; i < subscribers; i++) evr_subscriber_free(subs[i]);
+    for (size_t i = 0; i < subscribers; i++) {
+        evr_subscriber_free(subs[i]);
+        free(floor_rings[i]);
+    }
+    free(floor_rings);
     evr_engine_free(engine);
     free(subs);
     free(buf);

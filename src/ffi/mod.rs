@@ -497,34 +497,51 @@ pub unsafe extern "C" fn evr_subscriber_next_batch(
     max: usize,
     n: *mut usize,
 ) -> evr_status {
-    status(|| {
-        // SAFETY: per this function's contract.
-        let subscriber = unsafe { handle(subscriber, "subscriber") }?;
-        let frames = out_param(frames, "frames")?;
-        let n = out_param(n, "n")?;
-        if max == 0 {
-            return Err(Error::new(ErrorKind::InvalidConfig, "max is 0: no frame could be taken").into());
-        }
-        let mut taken = 0;
-        let batch = subscriber.subscriber.next_batch(
-            timeout(timeout_ms),
-            max,
-            |_| true,
-            |frame| {
-                // SAFETY: taken < max, and `frames` has room for `max` by contract.
-                unsafe { frames.add(taken).write(frame_into_raw(frame)) };
-                taken += 1;
-            },
-        );
-        Ok(match batch {
-            Batch::Taken(_) => {
-                // SAFETY: checked non-NULL; writable by contract.
-                unsafe { n.write(taken) };
-                EVR_OK
-            }
-            other => batch_status(other),
-        })
-    })
+    // SAFETY: per this function's contract.
+    unsafe { next_batch(subscriber, timeout_ms, frames, max, n, |_, _| {}) }
+}
+
+/// A byte string inside a frame: the same layout as POSIX `struct iovec`
+/// (`void *iov_base; size_t iov_len;`), so an array of them can go to
+/// writev() as it is.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct evr_bytes {
+    pub ptr: *const u8,
+    pub len: usize,
+}
+
+/// evr_subscriber_next_batch() that also hands out one encoding of each
+/// frame without copying: `iov[i]` points into `frames[i]` and stays valid
+/// until that frame is freed. SSE bytes can go to a socket with
+/// `writev(fd, (struct iovec *)iov, *n)`; WebSocket hosts send each
+/// `iov[i]` as one message. Outcomes as for evr_subscriber_next_batch().
+///
+/// Thread-safety: as evr_subscriber_next().
+///
+/// # Safety
+/// `subscriber` is NULL or live; `frames` and `iov` are NULL or have room
+/// for `max` entries; `n` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn evr_subscriber_next_iov(
+    subscriber: *const evr_subscriber,
+    timeout_ms: u32,
+    encoding: evr_encoding,
+    frames: *mut *mut evr_frame,
+    iov: *mut evr_bytes,
+    max: usize,
+    n: *mut usize,
+) -> evr_status {
+    if iov.is_null() {
+        return status(|| Err(boundary::null_argument("iov")));
+    }
+    let entry = |i: usize, frame: &Frame| {
+        let bytes = encoding.of(frame);
+        // SAFETY: i < max, and `iov` has room for `max` entries by contract.
+        unsafe { iov.add(i).write(evr_bytes { ptr: bytes.as_ptr(), len: bytes.len() }) };
+    };
+    // SAFETY: per this function's contract.
+    unsafe { next_batch(subscriber, timeout_ms, frames, max, n, entry) }
 }
 
 /// Which bytes of a frame evr_subscriber_read() copies.
@@ -641,6 +658,51 @@ pub unsafe extern "C" fn evr_subscriber_read(
             n_bytes.write(used);
         }
         Ok(EVR_OK)
+    })
+}
+
+/// The body of the batch reads: takes up to `max` frames into `frames`,
+/// calling `also(i, frame)` for each before it is handed out.
+///
+/// # Safety
+/// `subscriber` is NULL or live; `frames` is NULL or has room for `max`
+/// pointers; `n` is NULL or writable; `also` may write entry `i < max`.
+unsafe fn next_batch(
+    subscriber: *const evr_subscriber,
+    timeout_ms: u32,
+    frames: *mut *mut evr_frame,
+    max: usize,
+    n: *mut usize,
+    mut also: impl FnMut(usize, &Frame),
+) -> evr_status {
+    status(|| {
+        // SAFETY: per this function's contract.
+        let subscriber = unsafe { handle(subscriber, "subscriber") }?;
+        let frames = out_param(frames, "frames")?;
+        let n = out_param(n, "n")?;
+        if max == 0 {
+            return Err(Error::new(ErrorKind::InvalidConfig, "max is 0: no frame could be taken").into());
+        }
+        let mut taken = 0;
+        let batch = subscriber.subscriber.next_batch(
+            timeout(timeout_ms),
+            max,
+            |_| true,
+            |frame| {
+                also(taken, &frame);
+                // SAFETY: taken < max, and `frames` has room for `max` by contract.
+                unsafe { frames.add(taken).write(frame_into_raw(frame)) };
+                taken += 1;
+            },
+        );
+        Ok(match batch {
+            Batch::Taken(_) => {
+                // SAFETY: checked non-NULL; writable by contract.
+                unsafe { n.write(taken) };
+                EVR_OK
+            }
+            other => batch_status(other),
+        })
     })
 }
 

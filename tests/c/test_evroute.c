@@ -1044,6 +1044,27 @@ static void test_batch_reads(void) {
     expect_empty(a);
     CHECK(sub_stats(b).read == waiting);
 
+    /* next_iov: the same bytes, pointed to instead of copied. */
+    publish_batch_corpus(e, 1);
+    for (int ws = 0; ws < 2; ws++) {
+        evr_bytes iov[2];
+        CHECK_STATUS(evr_subscriber_next_iov(b, 0, ws ? EVR_ENCODING_WS : EVR_ENCODING_SSE, frames, iov, 2, &n),
+                     EVR_OK);
+        CHECK(n == 2);
+        for (size_t i = 0; i < n; i++) {
+            evr_frame *single = NULL;
+            CHECK_STATUS(evr_subscriber_next(a, 0, &single), EVR_OK);
+            size_t len = 0;
+            const uint8_t *p = ws ? evr_frame_ws(single, &len) : evr_frame_sse(single, &len);
+            CHECK_BYTES(iov[i].ptr, iov[i].len, p, len);
+            evr_frame_free(single);
+        }
+        evr_frames_free(frames, n);
+    }
+    CHECK_STATUS(evr_subscriber_next_iov(b, 0, EVR_ENCODING_SSE, frames, NULL, 2, &n), EVR_ERR_NULL);
+    free(drain_single(a, 0, want_lens, &count).p);
+    free(drain_single(b, 0, want_lens, &count).p);
+
     /* read: SSE and WebSocket bytes in pieces through a small buffer. */
     for (int ws = 0; ws < 2; ws++) {
         publish_batch_corpus(e, 3);
