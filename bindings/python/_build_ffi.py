@@ -3,8 +3,8 @@
 HELPERS (C compiled into the extension) hold the handle guard: Python calls
 go through evrpy_handle so that close() from one thread never frees a
 handle another thread is using, for the cost of two atomic operations
-instead of Python-level locking; evrpy_next and evrpy_publish_channel run
-the hot path in one call each.
+instead of Python-level locking; evrpy_next, evrpy_read and
+evrpy_publish_channel run the hot path in one call each.
 
 The prototypes below are also compiled into the extension after the real
 header: a C compiler rejects a redeclaration whose types differ ("conflicting
@@ -26,11 +26,13 @@ ROOT = HERE.parent.parent
 
 CDEF = """
 typedef enum evr_status {
-    EVR_OK, EVR_EMPTY, EVR_TIMEOUT, EVR_CLOSED,
+    EVR_OK, EVR_EMPTY, EVR_TIMEOUT, EVR_CLOSED, EVR_BUFFER_TOO_SMALL,
     EVR_ERR_NULL, EVR_ERR_INVALID_UTF8, EVR_ERR_INVALID_JSON, EVR_ERR_INVALID_SUBSCRIPTION,
     EVR_ERR_INVALID_CHANNEL, EVR_ERR_INVALID_EVENT, EVR_ERR_TOO_LARGE, EVR_ERR_INVALID_CONFIG,
     EVR_ERR_IO, EVR_ERR_PANIC, EVR_GAP, EVR_ERR_INVALID_ID, ...
 } evr_status;
+
+typedef enum evr_encoding { EVR_ENCODING_SSE, EVR_ENCODING_WS, ... } evr_encoding;
 
 #define EVR_VERSION_MAJOR ...
 #define EVR_VERSION_MINOR ...
@@ -74,6 +76,9 @@ enum evr_status evr_publish_channel(const struct evr_engine *engine, const uint8
                                     const uint8_t *message, size_t mlen, struct evr_publish_stats *out);
 enum evr_status evr_subscriber_next(const struct evr_subscriber *subscriber, uint32_t timeout_ms,
                                     struct evr_frame **out);
+enum evr_status evr_subscriber_read(const struct evr_subscriber *subscriber, uint32_t timeout_ms,
+                                    enum evr_encoding encoding, uint8_t *buf, size_t cap, size_t *lens, size_t max,
+                                    size_t *n_frames, size_t *n_bytes);
 enum evr_status evr_subscriber_fd(const struct evr_subscriber *subscriber, int *out);
 enum evr_status evr_engine_get_stats(const struct evr_engine *engine, struct evr_engine_stats *out);
 enum evr_status evr_subscriber_get_stats(const struct evr_subscriber *subscriber,
@@ -120,6 +125,8 @@ uint64_t evrpy_live(int kind);
 struct evr_frame *evrpy_next(evrpy_handle *h, uint32_t timeout_ms);
 int evrpy_publish_channel(evrpy_handle *h, const uint8_t *channel, size_t clen, const uint8_t *message,
                           size_t mlen, struct evr_publish_stats *out);
+int evrpy_read(evrpy_handle *h, uint32_t timeout_ms, int encoding, uint8_t *buf, size_t cap, size_t *lens,
+               size_t max, size_t *out);
 """
 
 HELPERS = r"""
@@ -211,6 +218,17 @@ static struct evr_frame *evrpy_next(evrpy_handle *h, uint32_t timeout_ms) {
     evrpy_last_status = evr_subscriber_next(sub, timeout_ms, &frame);
     evrpy_release(h);
     return evrpy_last_status == EVR_OK ? frame : NULL;
+}
+
+/* evr_subscriber_read on a handle; out[0] = frames, out[1] = bytes. */
+static int evrpy_read(evrpy_handle *h, uint32_t timeout_ms, int encoding, uint8_t *buf, size_t cap, size_t *lens,
+                      size_t max, size_t *out) {
+    void *sub = evrpy_acquire(h);
+    if (sub == NULL) return EVRPY_HANDLE_CLOSED;
+    int status = evr_subscriber_read(sub, timeout_ms, (enum evr_encoding)encoding, buf, cap, lens, max, &out[0],
+                                     &out[1]);
+    evrpy_release(h);
+    return status;
 }
 
 static int evrpy_publish_channel(evrpy_handle *h, const uint8_t *channel, size_t clen, const uint8_t *message,

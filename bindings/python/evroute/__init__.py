@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import threading
 import time
 from typing import Any, AsyncIterator, Callable, Dict, Iterator, List, NamedTuple, Optional, Union
 
@@ -64,6 +65,29 @@ _frame_free = lib.evr_frame_free
 _HANDLE_CLOSED = lib.EVRPY_HANDLE_CLOSED
 _buffer = ffi.buffer
 _string = ffi.string
+_read = lib.evrpy_read
+_BUFFER_TOO_SMALL = lib.EVR_BUFFER_TOO_SMALL
+_SSE, _WS = lib.EVR_ENCODING_SSE, lib.EVR_ENCODING_WS
+
+
+class _Scratch(threading.local):
+    """Per-thread C buffers that read_sse()/read_ws() copy into, grown as needed,
+    so a read allocates one bytes object per batch (SSE) and none per call here."""
+
+    def __init__(self) -> None:
+        self.buf = _new("uint8_t[]", 1)
+        self.lens = _new("size_t[]", 1)
+        self.out = _new("size_t[2]")
+
+    def get(self, max_bytes: int, max_frames: int) -> Any:
+        if len(self.buf) < max_bytes:
+            self.buf = _new("uint8_t[]", max_bytes)
+        if len(self.lens) < max_frames:
+            self.lens = _new("size_t[]", max_frames)
+        return self.buf, self.lens, self.out
+
+
+_scratch = _Scratch()
 
 
 class Error(Exception):
@@ -546,18 +570,79 @@ class Subscriber:
         if timeout == 0:
             got = self._next(0)
             return None if got.__class__ is int else got  # type: ignore[return-value]
+        got = self._wait(self._next, timeout)
+        return None if got.__class__ is int else got  # type: ignore[no-any-return]
+
+    def _wait(self, step: Callable[[int], Any], timeout: Optional[float]) -> Any:
+        """step(ms) until it returns something other than a status (EMPTY or
+        TIMEOUT) or `timeout` seconds pass (None: no limit)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         ms = 250 if timeout is None else _timeout_ms(timeout)
         while True:
-            got = self._next(ms)
-            if got.__class__ is Frame:
-                return got  # type: ignore[return-value]
+            got = step(ms)
+            if got.__class__ is not int:
+                return got
             if deadline is None:
                 continue  # waits in slices so Ctrl-C reaches the main thread
             remaining = deadline - time.monotonic()
             if got == EMPTY or remaining <= 0:
-                return None
+                return got
             ms = _timeout_ms(remaining)
+
+    def _read(self, encoding: int, ms: int, max_bytes: int, max_frames: int) -> Any:
+        """One evrpy_read into this thread's scratch buffers: (frames, bytes, buf,
+        lens), or EMPTY/TIMEOUT; raises Closed. A frame longer than max_bytes gets
+        a buffer of its size, so frames waiting always yield at least one."""
+        if max_bytes <= 0 or max_frames <= 0:
+            raise ValueError("max_bytes and max_frames must be positive")
+        # SSE frames delimit themselves: no lengths, and no frame limit but max_bytes.
+        sse = encoding == _SSE
+        while True:
+            buf, lens, out = _scratch.get(max_bytes, 1 if sse else max_frames)
+            status = _read(self._handle.h, ms, encoding, buf, max_bytes, _NULL if sse else lens, max_frames, out)
+            if status == OK:
+                return out[0], out[1], buf, lens
+            if status == _BUFFER_TOO_SMALL:
+                max_bytes = out[1]
+                continue
+            if status == CLOSED or status == _HANDLE_CLOSED:
+                raise Closed(self.closed or "closed")
+            if status < 0:
+                _raise(status)
+            return status
+
+    def _read_waiting(self, encoding: int, timeout: Optional[float], max_bytes: int, max_frames: int) -> Any:
+        """_read() with next()'s timeout rules."""
+        if timeout == 0:
+            return self._read(encoding, 0, max_bytes, max_frames)
+        return self._wait(lambda ms: self._read(encoding, ms, max_bytes, max_frames), timeout)
+
+    def read_sse(self, timeout: Optional[float] = 0, max_bytes: int = 65536) -> bytes:
+        """The SSE bytes of the frames waiting, oldest first, back to back and ready
+        for the socket: whole frames up to max_bytes (at least one frame), taken and
+        copied in one C call with no Python object per frame. b"" when nothing
+        arrived within `timeout` seconds (0: don't wait; None: until a frame
+        arrives). Raises Closed once the subscriber is closed."""
+        got = self._read_waiting(_SSE, timeout, max_bytes, max_bytes)  # a frame is > 1 byte
+        if got.__class__ is not tuple:
+            return b""
+        _, size, buf, _ = got
+        return _buffer(buf, size)[:]
+
+    def read_ws(self, timeout: Optional[float] = 0, max_bytes: int = 65536, max_frames: int = 256) -> List[bytes]:
+        """Like read_sse() for WebSocket: the messages of up to max_frames waiting
+        frames (one bytes each, to send as separate messages); [] when none."""
+        got = self._read_waiting(_WS, timeout, max_bytes, max_frames)
+        if got.__class__ is not tuple:
+            return []
+        frames, size, buf, lens = got
+        data = _buffer(buf, size)[:]
+        out, start = [], 0
+        for i in range(frames):
+            end = start + lens[i]
+            out.append(data[start:end])
+            start = end
+        return out
 
     def drain(self) -> Iterator[Frame]:
         """Yields the frames waiting now without blocking (after the fd fired)."""
