@@ -363,8 +363,10 @@ struct Annotations {
     matches: Option<EventMatches>,
     /// Interned set → its result, so each set is evaluated once.
     by_set: AHashMap<*const FilterSet, usize>,
-    /// `filtered` JSON → its frames, so each distinct result is encoded once.
+    /// `filtered` JSON → its frames, so each distinct result is encoded
+    /// once; `empty` is the `[]` result, the most common one.
     by_result: AHashMap<String, usize>,
+    empty: Option<usize>,
     frames: Vec<FrameCache>,
 }
 
@@ -374,7 +376,7 @@ impl Annotations {
             .filter(|p| crate::json::top_level_span(p.as_bytes(), "filtered").is_none())
             .and_then(crate::text::status_text)
             .map(|text| engine.keywords.event(text, keyword::now_ms()));
-        Annotations { matches, by_set: AHashMap::new(), by_result: AHashMap::new(), frames: Vec::new() }
+        Annotations { matches, by_set: AHashMap::new(), by_result: AHashMap::new(), empty: None, frames: Vec::new() }
     }
 
     /// The frame for a viewer with keyword filters `set` (the `event_ids`
@@ -386,27 +388,39 @@ impl Annotations {
         stream: &Arc<str>,
         with_id: bool,
     ) -> Option<Arc<Frame>> {
-        let matches = self.matches.as_mut()?;
         let index = match self.by_set.get(&Arc::as_ptr(set)) {
             Some(&i) => i,
             None => {
-                let filtered = matches.evaluate(set);
-                let i = match self.by_result.get(&filtered) {
-                    Some(&i) => i,
-                    None => {
-                        let body = plain.body();
-                        let payload = body.payload().and_then(|p| keyword::annotate(p, &filtered))?;
-                        let id = body.id().cloned();
-                        self.frames.push(FrameCache::new(FrameBody::with_id(body.event(), Some(payload.into()), id)));
-                        self.by_result.insert(filtered, self.frames.len() - 1);
-                        self.frames.len() - 1
-                    }
+                let i = match self.matches.as_mut()?.evaluate(set) {
+                    None => match self.empty {
+                        Some(i) => i,
+                        None => {
+                            let i = self.encode(plain, "[]")?;
+                            *self.empty.insert(i)
+                        }
+                    },
+                    Some(filtered) => match self.by_result.get(&filtered) {
+                        Some(&i) => i,
+                        None => {
+                            let i = self.encode(plain, &filtered)?;
+                            self.by_result.insert(filtered, i);
+                            i
+                        }
+                    },
                 };
                 self.by_set.insert(Arc::as_ptr(set), i);
                 i
             }
         };
         Some(Arc::clone(self.frames[index].get(stream, with_id)))
+    }
+
+    /// Adds the frames of one result; returns their index.
+    fn encode(&mut self, plain: &FrameCache, filtered: &str) -> Option<usize> {
+        let body = plain.body();
+        let payload = keyword::annotate(body.payload()?, filtered)?;
+        self.frames.push(FrameCache::new(FrameBody::with_id(body.event(), Some(payload.into()), body.id().cloned())));
+        Some(self.frames.len() - 1)
     }
 }
 

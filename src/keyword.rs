@@ -287,8 +287,10 @@ struct Key {
 /// An interned filter list with its keywords resolved to patterns.
 pub struct FilterSet {
     list: Arc<FilterList>,
-    /// Per filter, its keys.
-    keys: Vec<Vec<Key>>,
+    /// The keys of every filter, filter after filter.
+    keys: Vec<Key>,
+    /// Per filter, the end of its keys in `keys`.
+    ends: Vec<u32>,
     /// The newest pattern this set uses (see [`Pattern::born`]).
     born: u64,
     registry: Weak<RegistryInner>,
@@ -313,7 +315,7 @@ impl Drop for FilterSet {
             if tables.sets.get(&*self.list).is_some_and(|w| w.strong_count() == 0) {
                 tables.sets.remove(&*self.list);
             }
-            for key in self.keys.iter().flatten() {
+            for key in &self.keys {
                 tables.patterns[key.pattern as usize].refs -= 1;
             }
         }
@@ -362,19 +364,20 @@ impl Registry {
             return set;
         }
         let mut born = 0;
-        let mut keys = Vec::with_capacity(list.0.len());
+        let mut keys = Vec::new();
+        let mut ends = Vec::with_capacity(list.0.len());
         for filter in &list.0 {
-            let mut filter_keys = Vec::with_capacity(filter.keywords.len());
             for kw in &filter.keywords {
                 let pattern = tables.pattern(fold(&kw.keyword));
                 let key = Key { pattern, whole_word: kw.whole_word, born: tables.patterns[pattern as usize].born };
                 born = born.max(key.born);
-                filter_keys.push(key);
+                keys.push(key);
             }
-            keys.push(filter_keys);
+            ends.push(keys.len() as u32);
         }
         let list = Arc::new(list);
-        let set = Arc::new(FilterSet { list: Arc::clone(&list), keys, born, registry: Arc::downgrade(&self.inner) });
+        let registry = Arc::downgrade(&self.inner);
+        let set = Arc::new(FilterSet { list: Arc::clone(&list), keys, ends, born, registry });
         tables.sets.insert(list, Arc::downgrade(&set));
         set
     }
@@ -473,6 +476,9 @@ pub struct EventMatches {
     folded: String,
     offsets: Option<Vec<u32>>,
     occurrences: AHashMap<u32, Occurrence>,
+    /// Bit per pattern id: set when `occurrences` has it. Most keys of most
+    /// sets do not occur; this answers for them without hashing.
+    touched: Vec<u64>,
     /// Patterns newer than the matcher, searched one by one.
     searched: AHashMap<u32, Occurrence>,
     now_ms: i64,
@@ -501,6 +507,7 @@ impl EventMatches {
             folded,
             offsets,
             occurrences: AHashMap::new(),
+            touched: Vec::new(),
             searched: AHashMap::new(),
             now_ms,
         };
@@ -538,6 +545,11 @@ impl EventMatches {
         for m in automaton.find_overlapping_iter(&self.folded) {
             let (id, starts_word, ends_word) = self.matcher.patterns[m.pattern().as_usize()];
             self.record(occurrences.entry(id).or_default(), m.start(), m.end(), starts_word, ends_word);
+            let word = id as usize / 64;
+            if word >= self.touched.len() {
+                self.touched.resize(word + 1, 0);
+            }
+            self.touched[word] |= 1 << (id % 64);
         }
         self.occurrences = occurrences;
     }
@@ -559,23 +571,33 @@ impl EventMatches {
         self.searched.insert(pattern, occ);
     }
 
-    /// The `filtered` array (JSON text) for one set.
-    pub fn evaluate(&mut self, set: &FilterSet) -> String {
+    /// The `filtered` array (JSON text) for one set; `None` for `[]`.
+    pub fn evaluate(&mut self, set: &FilterSet) -> Option<String> {
         let generation = self.matcher.generation;
         if set.born > generation {
-            for key in set.keys.iter().flatten().filter(|k| k.born > generation) {
+            for key in set.keys.iter().filter(|k| k.born > generation) {
                 self.search(set, key.pattern);
             }
         }
-        let mut out = String::from("[");
-        for (filter, keys) in set.list.0.iter().zip(&set.keys) {
+        let mut out: Option<String> = None;
+        let mut start_of = 0;
+        for (filter, &end_of) in set.list.0.iter().zip(&set.ends) {
+            let keys = &set.keys[start_of..end_of as usize];
+            start_of = end_of as usize;
             if filter.expires_at_ms.is_some_and(|t| t < self.now_ms) {
                 continue;
             }
             let mut best: Option<(u32, u32)> = None;
             for key in keys {
-                let table = if key.born > generation { &self.searched } else { &self.occurrences };
-                let Some(occ) = table.get(&key.pattern) else { continue };
+                let occ = if key.born > generation {
+                    self.searched.get(&key.pattern)
+                } else if self.touched.get(key.pattern as usize / 64).is_some_and(|w| w & 1 << (key.pattern % 64) != 0)
+                {
+                    self.occurrences.get(&key.pattern)
+                } else {
+                    None
+                };
+                let Some(occ) = occ else { continue };
                 let found = if key.whole_word { occ.first_whole } else { occ.first };
                 if let Some((start, end)) = found
                     && best.is_none_or(|(s, _)| start < s)
@@ -584,9 +606,13 @@ impl EventMatches {
                 }
             }
             if let Some((start, end)) = best {
-                if out.len() > 1 {
-                    out.push(',');
-                }
+                let out = match &mut out {
+                    Some(out) => {
+                        out.push(',');
+                        out
+                    }
+                    None => out.insert(String::from("[")),
+                };
                 out.push_str("{\"filter\":");
                 out.push_str(&filter.filter_json);
                 out.push_str(",\"keyword_matches\":[");
@@ -594,8 +620,10 @@ impl EventMatches {
                 out.push_str("],\"status_matches\":null}");
             }
         }
-        out.push(']');
-        out
+        out.map(|mut out| {
+            out.push(']');
+            out
+        })
     }
 }
 
@@ -637,7 +665,7 @@ mod tests {
     fn first_match(keywords: &[(&str, bool)], text: &str) -> Option<String> {
         let registry = Registry::default();
         let set = registry.intern(list(&format!("[{}]", filter(keywords))).unwrap());
-        let out = registry.event(text.into(), 0).evaluate(&set);
+        let out = registry.event(text.into(), 0).evaluate(&set)?;
         let marker = "\"keyword_matches\":[";
         let i = out.find(marker)? + marker.len();
         let j = out[i..].find("],\"status_matches\"")?;
@@ -701,12 +729,12 @@ mod tests {
         assert!(Arc::ptr_eq(&a, &b));
         assert_eq!(registry.distinct_sets(), 1);
         let now = parse_timestamp("2026-06-01T00:00:00Z").unwrap();
-        let out = registry.event("Spice and Dune".into(), now).evaluate(&a);
+        let out = registry.event("Spice and Dune".into(), now).evaluate(&a).unwrap();
         assert_eq!(
             out,
             r#"[{"filter":{"id":"5","title":"A","context":["home","public"],"expires_at":null,"filter_action":"hide"},"keyword_matches":["Dune"],"status_matches":null},{"filter":{"id":"7","title":"B","context":[],"expires_at":"2029-12-31T23:00:00.500Z","filter_action":"warn"},"keyword_matches":["Spice"],"status_matches":null}]"#
         );
-        assert_eq!(registry.event("nothing".into(), now).evaluate(&a), "[]");
+        assert_eq!(registry.event("nothing".into(), now).evaluate(&a), None);
         drop((a, b));
         assert_eq!(registry.distinct_sets(), 0);
     }
@@ -718,8 +746,8 @@ mod tests {
         let matcher = registry.matcher();
         let new = registry.intern(list(&format!("[{}]", filter(&[("beta", true)]))).unwrap());
         let mut ev = EventMatches::new(matcher, "alpha beta".into(), 0);
-        assert!(ev.evaluate(&old).contains("\"alpha\""));
-        assert!(ev.evaluate(&new).contains("\"beta\""));
+        assert!(ev.evaluate(&old).unwrap().contains("\"alpha\""));
+        assert!(ev.evaluate(&new).unwrap().contains("\"beta\""));
         // The next event rebuilds: both in one automaton.
         assert_eq!(registry.matcher().patterns.len(), 2);
         // Removing patterns does not rebuild; the next addition drops them
@@ -729,8 +757,8 @@ mod tests {
         let third = registry.intern(list(&format!("[{}]", filter(&[("gamma", false)]))).unwrap());
         let mut ev = registry.event("alpha beta gamma".into(), 0);
         assert_eq!(ev.matcher.patterns.len(), 2);
-        assert!(ev.evaluate(&third).contains("\"gamma\""));
-        assert!(ev.evaluate(&new).contains("\"beta\""));
+        assert!(ev.evaluate(&third).unwrap().contains("\"gamma\""));
+        assert!(ev.evaluate(&new).unwrap().contains("\"beta\""));
     }
 
     #[test]

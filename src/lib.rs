@@ -19,6 +19,9 @@ pub mod error;
 pub mod event;
 pub mod ffi;
 pub mod filter;
+#[cfg(feature = "bench")]
+#[doc(hidden)]
+pub mod filter_bench;
 pub mod frame;
 pub(crate) mod history;
 pub mod index;
