@@ -119,19 +119,85 @@ type SubscriberOptions struct {
 	BlockedAccounts []string `json:"blocked_accounts,omitempty"`
 	MutedAccounts   []string `json:"muted_accounts,omitempty"`
 	BlockedDomains  []string `json:"blocked_domains,omitempty"`
-	QueueCapacity   int      `json:"queue_capacity,omitempty"`
-	Overflow        string   `json:"overflow,omitempty"`
+	// BlockedByAccounts are accounts that block the viewer: their statuses
+	// are hidden on public and hashtag streams (author only, SPEC §11).
+	BlockedByAccounts []string `json:"blocked_by_accounts,omitempty"`
+	// KeywordFilters, when non-nil (even empty), make the subscriber
+	// filter-annotated: statuses on public and hashtag streams carry
+	// Mastodon's "filtered" key (SPEC §11). nil: not annotated.
+	KeywordFilters []KeywordFilter `json:"-"`
+	QueueCapacity  int             `json:"queue_capacity,omitempty"`
+	Overflow       string          `json:"overflow,omitempty"`
 	// EventIDs puts each frame's id in its bytes: an SSE "id:" line and a
 	// WebSocket "id" key (needs History on the engine).
 	EventIDs bool `json:"event_ids,omitempty"`
 }
 
-// Filters are the viewer filters that Subscriber.Update replaces.
+// MarshalJSON writes keyword_filters only when KeywordFilters is non-nil.
+func (o SubscriberOptions) MarshalJSON() ([]byte, error) {
+	type plain SubscriberOptions
+	return json.Marshal(struct {
+		plain
+		KeywordFilters *[]KeywordFilter `json:"keyword_filters,omitempty"`
+	}{plain(o), presentIfNonNil(o.KeywordFilters)})
+}
+
+// Filters are the viewer state that Subscriber.Update replaces as a whole.
 type Filters struct {
-	Languages       []string `json:"languages,omitempty"`
-	BlockedAccounts []string `json:"blocked_accounts,omitempty"`
-	MutedAccounts   []string `json:"muted_accounts,omitempty"`
-	BlockedDomains  []string `json:"blocked_domains,omitempty"`
+	Languages         []string `json:"languages,omitempty"`
+	BlockedAccounts   []string `json:"blocked_accounts,omitempty"`
+	MutedAccounts     []string `json:"muted_accounts,omitempty"`
+	BlockedDomains    []string `json:"blocked_domains,omitempty"`
+	BlockedByAccounts []string `json:"blocked_by_accounts,omitempty"`
+	// KeywordFilters as in SubscriberOptions: nil ends filter annotation.
+	KeywordFilters []KeywordFilter `json:"-"`
+}
+
+// MarshalJSON writes keyword_filters only when KeywordFilters is non-nil.
+func (f Filters) MarshalJSON() ([]byte, error) {
+	type plain Filters
+	return json.Marshal(struct {
+		plain
+		KeywordFilters *[]KeywordFilter `json:"keyword_filters,omitempty"`
+	}{plain(f), presentIfNonNil(f.KeywordFilters)})
+}
+
+func presentIfNonNil(f []KeywordFilter) *[]KeywordFilter {
+	if f == nil {
+		return nil
+	}
+	return &f
+}
+
+// KeywordFilter is one of a viewer's Mastodon keyword filters (SPEC §11).
+type KeywordFilter struct {
+	ID      string   `json:"id"`
+	Title   string   `json:"title"`
+	Context []string `json:"context"`
+	// ExpiresAt nil: never; an expired filter is skipped.
+	ExpiresAt    *time.Time      `json:"expires_at"`
+	FilterAction string          `json:"filter_action,omitempty"` // "warn" (default) or "hide"
+	Keywords     []FilterKeyword `json:"keywords"`
+}
+
+// MarshalJSON writes nil Context and Keywords as empty arrays.
+func (k KeywordFilter) MarshalJSON() ([]byte, error) {
+	type plain KeywordFilter
+	p := plain(k)
+	if p.Context == nil {
+		p.Context = []string{}
+	}
+	if p.Keywords == nil {
+		p.Keywords = []FilterKeyword{}
+	}
+	return json.Marshal(p)
+}
+
+// FilterKeyword is one keyword of a KeywordFilter, matched
+// case-insensitively, as whole words when WholeWord.
+type FilterKeyword struct {
+	Keyword   string `json:"keyword"`
+	WholeWord bool   `json:"whole_word"`
 }
 
 // Subscription is SPEC §1's subscription (the Mastodon WebSocket subscribe message).
@@ -141,6 +207,9 @@ type Subscription struct {
 	List      string   `json:"list,omitempty"`
 	OnlyMedia bool     `json:"only_media,omitempty"`
 	Events    []string `json:"events,omitempty"` // event names or "prefix.*"
+	// Origin "local" or "remote" keeps only statuses of that origin on public
+	// and hashtag streams; frames still carry Stream.
+	Origin string `json:"origin,omitempty"`
 }
 
 // PublishStats is what one publish did.

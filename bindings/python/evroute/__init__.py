@@ -450,7 +450,10 @@ class Engine:
     def subscriber(self, options: JsonArg = None, **kwargs: Any) -> Subscriber:
         """A new Subscriber; keyword arguments are the subscriber keys
         (docs/protocol.md, "Subscriber options": account, languages, blocked_accounts,
-        muted_accounts, blocked_domains, queue_capacity, overflow, event_ids)."""
+        muted_accounts, blocked_domains, blocked_by_accounts, keyword_filters,
+        queue_capacity, overflow, event_ids). keyword_filters, even [], makes the
+        subscriber filter-annotated: statuses on public and hashtag streams carry
+        Mastodon's "filtered" key."""
         raw = _options(options, kwargs, "subscriber options")
         out = _new("evr_subscriber **")
         self._handle.check(lib.evr_subscriber_new, raw, len(raw), out)
@@ -526,7 +529,8 @@ class Subscriber:
     def subscribe(self, subscription: JsonArg = None, **kwargs: Any) -> None:
         """Adds a subscription (docs/protocol.md, "Subscriptions"):
         subscribe(stream="hashtag", tag="rust"), or one dict/str/bytes such as a
-        client's WebSocket subscribe message."""
+        client's WebSocket subscribe message. origin="local" or "remote" keeps one
+        side of a public or hashtag stream."""
         self._call_json(lib.evr_subscribe, _options(subscription, kwargs, "subscription"))
 
     def unsubscribe(self, subscription: JsonArg = None, **kwargs: Any) -> None:
@@ -545,8 +549,9 @@ class Subscriber:
         return self._handle.check(lib.evr_subscriber_resume, raw, len(raw)) == GAP
 
     def update(self, filters: JsonArg = None, **kwargs: Any) -> None:
-        """Replaces the viewer filters (docs/protocol.md, "Viewer filters"); keys
-        not given become empty."""
+        """Replaces the viewer state as a whole (docs/protocol.md, "Viewer
+        filters"); keys not given become empty, and without keyword_filters the
+        subscriber is no longer filter-annotated. On error the old state stays."""
         self._call_json(lib.evr_subscriber_update, _options(filters, kwargs, "filters"))
 
     def _next(self, ms: int) -> Union[Frame, int]:

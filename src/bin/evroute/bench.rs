@@ -360,7 +360,7 @@ fn bar(opts: &Options, prefix: String) -> ProgressBar {
     pb
 }
 
-fn phase(pb: &ProgressBar, msg: &'static str, len: usize) {
+pub(crate) fn phase(pb: &ProgressBar, msg: &'static str, len: usize) {
     pb.set_message(msg);
     pb.set_length(len as u64);
     pb.set_position(0);
@@ -570,6 +570,7 @@ fn bench(opts: &Options) -> Result<(), String> {
         let w = workload(n, opts.events);
         let ours = run_evroute(&w, opts.events, &pb)?;
         let one_stream = run_one_stream(&w, n, &pb)?;
+        let filters = crate::bench_filters::run(n, &pb)?;
         let theirs = run_mastodon(&w, opts.events, &pb)?;
         let redis_row = match &redis {
             Some(server) => Some(run_redis(server, &w, n, &pb)?),
@@ -587,6 +588,7 @@ fn bench(opts: &Options) -> Result<(), String> {
             "redis": redis_row,
             "rss_bytes_per_subscriber": rss,
             "one_stream": one_stream,
+            "keyword_filters": filters,
             "ratio_mastodon": ratio(&ours, &theirs, "deliveries_per_sec"),
             "ratio_mastodon_e2e": ratio(&ours, &theirs, "e2e_deliveries_per_sec"),
             "ratio_redis": redis_row.as_ref().map(|r| ratio(&ours, r, "deliveries_per_sec")),
@@ -681,6 +683,18 @@ fn print_table(report: &Value) {
             f(one, "floor_ns_per_delivery"),
             f(one, "ratio_floor"),
             f(one, "drain_ns_per_frame"),
+        );
+        let kf = &row["keyword_filters"];
+        println!(
+            "{:>9} keyword filters (10% of subscribers, {} distinct lists, {} match): publish {:.0} us vs {:.0} us plain, ratio {:.2}; evaluation {:.1} us/event, text {:.1} us/event",
+            "",
+            kf["distinct_lists"],
+            kf["matching_lists"],
+            f(kf, "filtered_us_per_publish"),
+            f(kf, "plain_us_per_publish"),
+            f(kf, "ratio"),
+            f(kf, "evaluate_us_per_event"),
+            f(kf, "text_us_per_event"),
         );
     }
 }

@@ -2,6 +2,7 @@
 //! feature (on by default) `node` and `publish`.
 
 mod bench;
+mod bench_filters;
 #[cfg(feature = "redis")]
 mod node;
 #[cfg(feature = "redis")]
