@@ -1,4 +1,4 @@
-//! An `arbitrary`-driven sequence of C ABI calls (SPEC §7), made through the
+//! An `arbitrary`-driven sequence of C ABI calls (SPEC §7, §12), made through the
 //! real `extern "C"` functions. After every step: statuses are in the set
 //! each call documents, frames are byte-valid, and per-subscriber and
 //! engine counters add up. Everything is freed at the end, so AddressSanitizer
@@ -28,6 +28,8 @@ const ENGINE_CONFIGS: &[&str] = &[
     r#"{"redis_namespace":"ns"}"#,
     r#"{"max_event_bytes":300}"#,
     r#"{"queue_capacity":0}"#,
+    r#"{"history":{"max_events":3,"max_age_s":60},"queue_capacity":4}"#,
+    r#"{"history":{}}"#,
 ];
 
 const SUBSCRIBERS: &[&str] = &[
@@ -38,9 +40,14 @@ const SUBSCRIBERS: &[&str] = &[
     r#"{"account":"1","languages":["en"],"blocked_accounts":["9"]}"#,
     r#"{"queue_capacity":3,"overflow":"drop_oldest"}"#,
     r#"{"acount":1}"#,
+    r#"{"account":"1","event_ids":true}"#,
+    r#"{"event_ids":true,"queue_capacity":2,"overflow":"disconnect"}"#,
 ];
 
 const SUBSCRIPTIONS: &[&str] = &[r#"{"stream":"nope"}"#, r#"{"stream":"hashtag"}"#, r#"{"stream":"user","events":[]}"#];
+
+/// Last ids for resume; the ids of frames held are added to these.
+const LAST_IDS: &[&str] = &["abc:0", "zz:7", "17", ":1", "a:", "a:b", "a:99999999999999999999"];
 
 const UPDATES: &[&str] =
     &[r#"{"languages":["de"]}"#, "{}", r#"{"blocked_domains":["example.org"]}"#, r#"{"account":"3"}"#];
@@ -141,6 +148,7 @@ enum Op {
     ReadFrame(u8),
     FreeFrame(u8),
     Fd(u8),
+    Resume(u8, Input),
     NullHandles(u8),
     /// Frees the engine (its subscribers stay usable) and makes a new one.
     ReplaceEngine(Input),
@@ -228,13 +236,33 @@ fn part<'a>(
     Some(unsafe { std::slice::from_raw_parts(p, len) })
 }
 
+/// A frame's id, checked to be `<alphanumeric epoch>:<digits>`.
+fn frame_id(f: *const evr_frame) -> Option<String> {
+    let id = std::str::from_utf8(part(f, evr_frame_id)?).expect("id is UTF-8").to_owned();
+    let (epoch, seq) = id.split_once(':').expect("id has a colon");
+    assert!(!epoch.is_empty() && epoch.bytes().all(|b| b.is_ascii_alphanumeric()), "{id}");
+    assert!(seq.parse::<u64>().is_ok_and(|n| n > 0), "{id}");
+    Some(id)
+}
+
 fn check_abi_frame(f: *const evr_frame) {
-    let sse = part(f, evr_frame_sse).expect("SSE bytes");
-    let ws = part(f, evr_frame_ws).expect("WS bytes");
+    let mut sse = part(f, evr_frame_sse).expect("SSE bytes");
+    let mut ws = part(f, evr_frame_ws).expect("WS bytes").to_vec();
+    // An `event_ids` frame: the id line first in SSE and the last key in WS;
+    // without them it is the frame of SPEC §4.
+    if let Some(id) = frame_id(f)
+        && let Some(rest) = sse.strip_prefix(format!("id: {id}\n").as_bytes())
+    {
+        sse = rest;
+        let key = format!(",\"id\":\"{id}\"}}");
+        assert!(ws.ends_with(key.as_bytes()), "WS of an id frame ends with its id");
+        ws.truncate(ws.len() - key.len());
+        ws.push(b'}');
+    }
     let event = std::str::from_utf8(part(f, evr_frame_event).expect("event")).expect("event is UTF-8");
     let stream = std::str::from_utf8(part(f, evr_frame_stream).expect("stream")).expect("stream is UTF-8");
     let payload = part(f, evr_frame_payload).map(|p| std::str::from_utf8(p).expect("payload is UTF-8"));
-    check_frame_bytes(sse, ws, event, payload, stream);
+    check_frame_bytes(sse, &ws, event, payload, stream);
 }
 
 impl World {
@@ -433,6 +461,36 @@ impl World {
                 let want = sub_stats(s).depth > 0 || is_closed(s);
                 assert_eq!(readable, want, "the readiness fd disagrees with the queue");
             }
+            Op::Resume(i, input) => {
+                let Some(i) = self.pick(*i) else { return };
+                let s = self.subs[i].ptr;
+                let held: Vec<String> = self.frames.iter().filter_map(|&f| frame_id(f)).collect();
+                let held: Vec<&str> = held.iter().map(String::as_str).collect();
+                let (b, len) = input.resolve(LAST_IDS, &held);
+                let closed = is_closed(s);
+                let reads = sub_stats(s).read;
+                // SAFETY: live subscriber; `b` holds `len` bytes or is NULL.
+                let st = unsafe { evr_subscriber_resume(s, ptr_of(&b), len) };
+                if input.is_null_with_len() {
+                    return expect_null_error(st, "resume");
+                }
+                let well_formed = b.as_ref().and_then(|b| std::str::from_utf8(&b[..len]).ok()).is_some_and(|id| {
+                    id.split_once(':').is_some_and(|(e, n)| {
+                        (1..=32).contains(&e.len())
+                            && e.bytes().all(|c| c.is_ascii_alphanumeric())
+                            && !n.is_empty()
+                            && n.bytes().all(|c| c.is_ascii_digit())
+                            && n.parse::<u64>().is_ok()
+                    })
+                });
+                let allowed: &[evr_status] = match (well_formed, closed) {
+                    (true, true) => &[EVR_ERR_INVALID_SUBSCRIPTION],
+                    (true, false) => &[EVR_OK, EVR_GAP],
+                    (false, _) => &[EVR_ERR_INVALID_ID, EVR_ERR_INVALID_UTF8],
+                };
+                expect_status(st, allowed, "resume");
+                assert_eq!(sub_stats(s).read, reads, "resume reads nothing");
+            }
             Op::NullHandles(which) => self.null_handles(*which),
             Op::ReplaceEngine(config) => {
                 let old = self.engine();
@@ -515,6 +573,8 @@ impl World {
                 5 => {
                     assert!(evr_frame_sse(null(), &mut len).is_null());
                     assert!(evr_frame_payload(null(), &mut len).is_null());
+                    assert!(evr_frame_id(null(), &mut len).is_null());
+                    expect_null_error(evr_subscriber_resume(null(), b"a:1".as_ptr(), 3), "resume NULL");
                     if let Some(&f) = self.frames.first() {
                         assert!(evr_frame_ws(f, null_mut()).is_null());
                         assert!(evr_frame_event(f, null_mut()).is_null());
