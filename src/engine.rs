@@ -101,7 +101,8 @@ struct ViewerState {
 
 /// One subscription as stored in the index.
 pub(crate) struct Subscription {
-    seq: u64,
+    /// Unique per subscription; assigned by the index when it is inserted.
+    seq: AtomicU64,
     core: Arc<SubscriberCore>,
     stream: Arc<str>,
     events: Option<Box<EventFilter>>,
@@ -114,6 +115,11 @@ pub(crate) struct Subscription {
 }
 
 impl Subscription {
+    fn seq(&self) -> u64 {
+        // Written by the index under the list locks this is read under.
+        self.seq.load(Ordering::Relaxed)
+    }
+
     /// Reads the viewer state once, for both the filters and the
     /// annotation: a concurrent update is seen whole or not at all.
     fn viewer_state(&self) -> Option<parking_lot::RwLockReadGuard<'_, Option<Box<ViewerState>>>> {
@@ -132,8 +138,11 @@ impl Indexed for Subscription {
     fn keys(&self) -> &[ChannelKey] {
         &self.keys
     }
-    fn slot(&self, i: usize) -> &AtomicU32 {
-        &self.slots[i]
+    fn slots(&self) -> &[AtomicU32] {
+        &self.slots
+    }
+    fn stamp(&self) -> &AtomicU64 {
+        &self.seq
     }
     fn prefetch_targets(&self) {
         self.core.queue.prefetch();
@@ -143,7 +152,6 @@ impl Indexed for Subscription {
 struct EngineInner {
     config: EngineConfig,
     index: Index<Subscription>,
-    next_seq: AtomicU64,
     recent: Mutex<RecentStatuses>,
     counters: Counters,
     /// Interned stream arrays, so frame lookup is a pointer compare.
@@ -180,7 +188,6 @@ impl Engine {
                 history: config.history.map(History::new),
                 config,
                 index: Index::new(),
-                next_seq: AtomicU64::new(0),
                 counters: Counters::default(),
                 streams: Mutex::new((AHashMap::new(), 64)),
                 keywords: Registry::default(),
@@ -430,12 +437,12 @@ impl Delivery<'_> {
         let state = guard.as_deref().and_then(|s| s.as_deref());
         if !sub.accepts(self.ev, state) {
             if let Some(excluded) = &mut self.excluded {
-                excluded.push(sub.seq);
+                excluded.push(sub.seq());
             }
             return;
         }
         if let Some(seen) = &mut self.seen
-            && !seen.insert(sub.seq)
+            && !seen.insert(sub.seq())
         {
             return;
         }
@@ -479,7 +486,6 @@ impl EngineInner {
         // The frame body takes the payload: it is not copied a second time.
         let payload = ev.payload.take();
         let earlier = ev.deletes.as_deref().and_then(|id| self.recent.lock().take(id));
-        let watermark = self.next_seq.load(Ordering::SeqCst);
         let mut d = Delivery {
             disconnected: Vec::new(),
             engine: self,
@@ -490,13 +496,18 @@ impl EngineInner {
             seen: earlier.as_ref().map(|_| AHashSet::new()),
             annotations: None,
         };
+        // A remembered status keeps each channel's walk watermark (recent.rs).
+        let mut walked: SmallVec<[(ChannelKey, u64); 8]> = SmallVec::new();
         for key in &ev.channels {
-            self.index.for_each(key, |sub| d.offer(sub));
+            let watermark = self.index.for_each(key, |sub| d.offer(sub));
+            if ev.remember.is_some() {
+                walked.push((key.clone(), watermark));
+            }
         }
         for routing in earlier.iter().flatten() {
-            for key in &routing.channels {
+            for (key, watermark) in &routing.channels {
                 self.index.for_each(key, |sub| {
-                    if routing.received(sub.seq) {
+                    if routing.received(*watermark, sub.seq()) {
                         d.offer(sub);
                     }
                 });
@@ -509,7 +520,7 @@ impl EngineInner {
         if let (Some(id), Some(mut excluded)) = (ev.remember.clone(), excluded) {
             excluded.sort_unstable();
             excluded.dedup();
-            let routing = Routing { channels: ev.channels.clone(), watermark, excluded: excluded.into() };
+            let routing = Routing { channels: walked.into_iter().collect(), excluded: excluded.into() };
             self.recent.lock().record(id, routing);
         }
         if let Some(history) = &self.history {
@@ -533,10 +544,13 @@ impl EngineInner {
         self.counters.subscriptions.fetch_sub(subs.len() as u64, Ordering::Relaxed);
     }
 
+    /// Closes the queue first: `subscribe_spec` checks it under the
+    /// subscriptions lock, so a subscription added while this runs is either
+    /// refused or already there for `unsubscribe_all` to remove.
     fn close_subscriber(&self, core: &SubscriberCore) {
-        self.unsubscribe_all(core);
         let discarded = core.queue.close(CloseReason::Closed);
         self.counters.dropped.fetch_add(discarded, Ordering::Relaxed);
+        self.unsubscribe_all(core);
     }
 
     /// The stored form of a viewer's filters; `None` when there are none.
@@ -605,16 +619,17 @@ impl Subscriber {
 
     pub fn subscribe_spec(&self, spec: &SubscriptionSpec) -> Result<bool> {
         let keys = spec.keys(self.core.account.as_deref())?;
+        let mut subs = self.core.subscriptions.lock();
+        // Under the lock: `close_subscriber` closes the queue, then takes it.
         if let Some(reason) = self.core.queue.closed() {
             return Err(Error::subscription(format!("the subscriber is closed ({reason})")));
         }
-        let mut subs = self.core.subscriptions.lock();
         if subs.iter().any(|s| *s.keys == *keys) {
             return Ok(false);
         }
         let engine = &self.engine;
         let sub = Arc::new(Subscription {
-            seq: engine.next_seq.fetch_add(1, Ordering::SeqCst),
+            seq: AtomicU64::new(u64::MAX),
             core: Arc::clone(&self.core),
             stream: engine.intern_stream(spec.stream_json()),
             events: spec.events.clone().map(Box::new),
@@ -624,7 +639,9 @@ impl Subscriber {
             keys,
             slots: Default::default(),
         });
-        engine.index.insert(&sub);
+        engine.index.insert(&sub).map_err(|e| {
+            Error::subscription(format!("a subscription with channels {:?} cannot be indexed: {e:?}", sub.keys))
+        })?;
         engine.counters.subscriptions.fetch_add(1, Ordering::Relaxed);
         subs.push(sub);
         Ok(true)

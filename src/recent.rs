@@ -2,31 +2,52 @@
 //! `delete` reaches exactly the subscriptions that received the status.
 //!
 //! Storing every receiver would cost 8 bytes per delivery. Instead each
-//! status keeps how it was routed: its channel keys, a watermark (the first
-//! subscription sequence number that did not exist yet) and the few
-//! subscriptions on those channels that were filtered out. At delete time,
-//! the receivers are the current listeners of those channels that are older
-//! than the watermark and not excluded; unsubscribed ones are gone already.
+//! status keeps how it was routed: its channel keys, each with the watermark
+//! of the update's walk of that channel, and the few subscriptions on those
+//! channels that were filtered out. At delete time, the receivers are the
+//! current listeners of each channel stamped below its watermark and not
+//! excluded; unsubscribed ones are gone already.
+//!
+//! The ordering rules that make this exact, in one place:
+//! 1. A subscription's sequence number is its index stamp, assigned while
+//!    the index holds the write locks of all its channel lists (index.rs).
+//! 2. A walk reads its watermark while holding the list's read lock (or the
+//!    shard's, when the list does not exist). By 1, the walk visits exactly
+//!    the subscriptions of that list stamped below the watermark; one that
+//!    joins later, even during the walk, is stamped at or above it. A single
+//!    watermark read before the whole walk was not enough: a subscription
+//!    stamped after the read could join a list before the walk reached it,
+//!    receive the update and never its delete.
+//! 3. Every visited subscription either received the update or is in
+//!    `excluded` (filtered out), so "stamped below the watermark and not
+//!    excluded" is exactly "received it", for subscriptions still listening.
+//! 4. A subscription is stamped once; unsubscribing and subscribing again
+//!    makes a new one with a new stamp, which gets no delete.
+//! 5. The routing is recorded after the walk and taken by the delete before
+//!    its walk, both under the `RecentStatuses` mutex; an update and a
+//!    delete of the same id published concurrently are unordered, as any
+//!    two concurrent publishes are.
 
 use std::collections::VecDeque;
 
 use ahash::AHashMap;
-use smallvec::SmallVec;
 
 use crate::channel::ChannelKey;
 
 /// How one update of a status was routed.
 #[derive(Clone, Debug)]
 pub struct Routing {
-    pub channels: SmallVec<[ChannelKey; 8]>,
-    pub watermark: u64,
+    /// Each channel with the watermark of the update's walk of it.
+    pub channels: Box<[(ChannelKey, u64)]>,
     /// Sorted sequence numbers of subscriptions that did not receive it.
     pub excluded: Box<[u64]>,
 }
 
 impl Routing {
-    pub fn received(&self, seq: u64) -> bool {
-        seq < self.watermark && self.excluded.binary_search(&seq).is_err()
+    /// Whether the subscription `seq`, met on a channel whose walk had
+    /// `watermark`, received the update.
+    pub fn received(&self, watermark: u64, seq: u64) -> bool {
+        seq < watermark && self.excluded.binary_search(&seq).is_err()
     }
 }
 
@@ -94,7 +115,7 @@ mod tests {
     use super::*;
 
     fn routing(w: u64) -> Routing {
-        Routing { channels: SmallVec::new(), watermark: w, excluded: vec![2].into() }
+        Routing { channels: vec![(ChannelKey::AllUsers, w)].into(), excluded: vec![2].into() }
     }
 
     #[test]
@@ -113,9 +134,9 @@ mod tests {
     #[test]
     fn receivers_are_older_and_not_excluded() {
         let r = routing(5);
-        assert!(r.received(1));
-        assert!(!r.received(2));
-        assert!(!r.received(5));
+        assert!(r.received(5, 1));
+        assert!(!r.received(5, 2));
+        assert!(!r.received(5, 5));
     }
 
     #[test]

@@ -508,11 +508,13 @@ impl Publisher {
         }
         if let Some(id) = routed.deletes.as_deref() {
             for routing in self.recent.take(id).into_iter().flatten() {
-                routing.channels.iter().for_each(&mut add);
+                routing.channels.iter().for_each(|(key, _)| add(key));
             }
         }
         if let Some(id) = routed.remember.clone() {
-            let routing = Routing { channels: routed.channels.clone(), watermark: 0, excluded: Box::new([]) };
+            // Only the channels matter here: the nodes deliver the delete.
+            let channels = routed.channels.iter().map(|k| (k.clone(), 0)).collect();
+            let routing = Routing { channels, excluded: Box::new([]) };
             self.recent.record(id, routing);
         }
         let names: Vec<String> =

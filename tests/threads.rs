@@ -266,3 +266,98 @@ fn two_readers_each_wake_for_a_burst() {
 fn four_readers_each_wake_for_a_burst() {
     burst_wakes_every_reader(4);
 }
+
+/// Status ids of a subscriber's frames, split into updates and deletes.
+fn updates_and_deletes(sub: &Subscriber) -> (BTreeSet<String>, BTreeSet<String>) {
+    let (mut updates, mut deletes) = (BTreeSet::new(), BTreeSet::new());
+    loop {
+        match sub.next(Duration::ZERO) {
+            Next::Frame(f) if f.event() == "delete" => assert!(deletes.insert(f.payload().unwrap().to_string())),
+            Next::Frame(f) => {
+                let payload = f.payload().unwrap();
+                let at = payload.find("\"id\":\"").unwrap() + 6;
+                let id = &payload[at..at + payload[at..].find('"').unwrap()];
+                assert!(updates.insert(id.to_string()));
+            }
+            Next::Empty => return (updates, deletes),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+/// Content-mode deletes while subscriptions keep arriving: a subscription
+/// receives a status's delete exactly when it received the status. A long
+/// list of listeners makes each update's walk slow, so new subscriptions
+/// join while it runs.
+#[test]
+fn deletes_reach_exactly_the_receivers_of_updates_while_subscribing() {
+    const STATUSES: usize = 300;
+    const JOINS: usize = 400;
+    const LAG: usize = 5;
+    let engine =
+        Engine::new(EngineConfig { queue_capacity: 1 << 16, delete_memory: 1 << 16, ..EngineConfig::default() });
+    let early: Vec<Subscriber> = (0..1000)
+        .map(|_| {
+            let sub = engine.subscriber_from_json(b"{}").unwrap();
+            sub.subscribe(br#"{"stream":"public:local"}"#).unwrap();
+            sub
+        })
+        .collect();
+    let done = Arc::new(AtomicBool::new(false));
+    let joiners: Vec<_> = (0..2)
+        .map(|j| {
+            let engine = engine.clone();
+            let done = Arc::clone(&done);
+            thread::spawn(move || {
+                let mut subs = Vec::new();
+                while !done.load(Ordering::Relaxed) && subs.len() < JOINS {
+                    let sub = engine.subscriber_from_json(b"{}").unwrap();
+                    let stream: &[u8] =
+                        if j == 0 { br#"{"stream":"public:local"}"# } else { br#"{"stream":"hashtag","tag":"rust"}"# };
+                    sub.subscribe(stream).unwrap();
+                    subs.push(sub);
+                    thread::yield_now();
+                }
+                subs
+            })
+        })
+        .collect();
+    let publishers: Vec<_> = (0..2)
+        .map(|t| {
+            let engine = engine.clone();
+            thread::spawn(move || {
+                let delete = |i: usize| {
+                    engine.publish(format!(r#"{{"event":"delete","payload":"{t}-{i}"}}"#).as_bytes()).unwrap();
+                };
+                for i in 0..STATUSES {
+                    engine.publish(format!(r#"{{"event":"update","payload":{}}}"#, status(t, i)).as_bytes()).unwrap();
+                    if i >= LAG {
+                        delete(i - LAG);
+                    }
+                }
+                (STATUSES - LAG..STATUSES).for_each(delete);
+            })
+        })
+        .collect();
+    for p in publishers {
+        p.join().unwrap();
+    }
+    done.store(true, Ordering::Relaxed);
+    let late: Vec<Subscriber> = joiners.into_iter().flat_map(|j| j.join().unwrap()).collect();
+    assert!(late.len() > 50, "only {} subscriptions joined during the run", late.len());
+    let mut late_receivers = 0;
+    for (n, sub) in early.iter().chain(&late).enumerate() {
+        let (updates, deletes) = updates_and_deletes(sub);
+        let missing: Vec<_> = updates.difference(&deletes).collect();
+        let stray: Vec<_> = deletes.difference(&updates).collect();
+        assert!(
+            missing.is_empty() && stray.is_empty(),
+            "subscriber {n}: no delete for {missing:?}, delete without update for {stray:?}"
+        );
+        late_receivers += usize::from(n >= early.len() && !updates.is_empty());
+    }
+    for sub in &early {
+        assert_eq!(sub.stats().read, 2 * 2 * STATUSES as u64);
+    }
+    assert!(late_receivers > 0, "no late subscription received an update");
+}
