@@ -526,7 +526,7 @@ impl EngineInner {
         if let Some(history) = &self.history {
             // A delete is kept on the channels of the status it deletes too.
             let mut channels = ev.channels.clone();
-            for key in earlier.iter().flatten().flat_map(|r| &r.channels) {
+            for (key, _) in earlier.iter().flatten().flat_map(|r| &r.channels) {
                 if !channels.contains(key) {
                     channels.push(key.clone());
                 }
