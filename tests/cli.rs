@@ -137,3 +137,28 @@ fn keyword_filters_blocked_by_and_origin_from_the_subscribers_file() {
     );
     assert_eq!(String::from_utf8(out.stdout).unwrap(), expected + "\n");
 }
+
+#[test]
+fn every_command_prints_its_help_on_stdout_and_exits_0() {
+    for (command, options) in [
+        ("route", &["--subscribers"][..]),
+        ("node", &["--redis", "--subscribers", "--namespace", "--presence-ttl"][..]),
+        ("publish", &["--redis", "--namespace"][..]),
+    ] {
+        for flag in ["--help", "-h"] {
+            // Help wins over anything else on the line, even a missing required option.
+            let out = Command::new(env!("CARGO_BIN_EXE_evroute")).args([command, "--bogus", flag]).output().unwrap();
+            let text = String::from_utf8(out.stdout).unwrap();
+            assert_eq!(out.status.code(), Some(0), "{command} {flag}: {}", String::from_utf8_lossy(&out.stderr));
+            assert!(text.starts_with(&format!("usage: evroute {command} ")), "{command} {flag}: {text}");
+            for option in options {
+                assert!(text.contains(option), "{command} {flag}: help does not mention {option}");
+            }
+            assert!(out.stderr.is_empty());
+        }
+    }
+    // An unknown option is still a usage error, with the usage on stderr.
+    let out = Command::new(env!("CARGO_BIN_EXE_evroute")).args(["route", "--bogus"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown option --bogus\nusage: evroute route"));
+}

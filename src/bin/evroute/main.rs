@@ -24,11 +24,33 @@ usage:
   evroute publish --redis URL [--namespace NS] [EVENTS.ndjson ...]
       Publishes events to Redis as Mastodon channel messages.
       (node and publish need the default feature `redis`.)
-  evroute --version";
+  evroute --version
+Every command takes --help.";
+
+/// The help of a command that prints it from here (bench prints its own).
+fn command_usage(command: &str) -> Option<&'static str> {
+    match command {
+        "route" => Some(route::USAGE),
+        #[cfg(feature = "redis")]
+        "node" => Some(node::USAGE),
+        #[cfg(feature = "redis")]
+        "publish" => Some(publish::USAGE),
+        _ => None,
+    }
+}
+
+/// `evroute COMMAND --help` (or `-h`) anywhere among the command's arguments.
+fn wants_help(args: &[String]) -> bool {
+    args.iter().skip(1).any(|a| a == "--help" || a == "-h")
+}
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
+        Some(command) if wants_help(&args) && command_usage(command).is_some() => {
+            println!("{}", command_usage(command).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
         Some("route") => route::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
         #[cfg(feature = "redis")]

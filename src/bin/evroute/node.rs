@@ -13,8 +13,20 @@ use evroute::{Engine, EngineConfig, Next};
 
 use crate::route::{Routed, load_subscribers, write_delivery};
 
-pub const USAGE: &str = "usage: evroute node --redis URL --subscribers SUBS.ndjson [--namespace NS] \
-[--presence-ttl SECS] [--presence-refresh SECS]";
+pub const USAGE: &str = "\
+usage: evroute node --redis URL --subscribers SUBS.ndjson [--namespace NS]
+                    [--presence-ttl SECS] [--presence-refresh SECS]
+
+Runs one node of a Redis deployment: subscribes the file's subscribers,
+PSUBSCRIBEs [NS:]timeline:*, keeps Mastodon's presence keys and prints every
+delivery as `evroute route` does, until SIGINT or SIGTERM.
+
+  --redis URL              redis://host:port/ (or rediss://, unix://)
+  --subscribers FILE       the subscribers file of `evroute route`
+  --namespace NS           Mastodon's REDIS_NAMESPACE (default: none)
+  --presence-ttl SECS      expiry of the subscribed:* keys (default 1080)
+  --presence-refresh SECS  how often they are set again (default 360)
+  -h, --help               this help";
 
 static STOP: AtomicBool = AtomicBool::new(false);
 

@@ -11,7 +11,17 @@ use evroute::redis_node::{Published, Publisher};
 
 use crate::route::{for_each_line, open_input};
 
-pub const USAGE: &str = "usage: evroute publish --redis URL [--namespace NS] [EVENTS.ndjson ...]";
+pub const USAGE: &str = "\
+usage: evroute publish --redis URL [--namespace NS] [EVENTS.ndjson ...]
+
+Publishes events to Redis as the Mastodon channel messages their content
+rules derive, for every evroute node (or Mastodon streaming server) to deliver.
+
+  --redis URL     redis://host:port/
+  --namespace NS  Mastodon's REDIS_NAMESPACE (default: none)
+  EVENTS.ndjson   the lines `evroute route` reads (content-mode events or
+                  channel records); stdin when no file is given
+  -h, --help      this help";
 
 pub fn run(args: &[String]) -> ExitCode {
     let (mut url, mut namespace, mut paths) = (None, None, Vec::new());

@@ -19,6 +19,22 @@ pub(crate) struct Routed {
     pub(crate) subscriber: Subscriber,
 }
 
+pub const USAGE: &str = "\
+usage: evroute route --subscribers SUBS.ndjson [EVENTS.ndjson ...]
+
+Routes events through an engine and prints one NDJSON line per delivery: the
+WebSocket frame with the subscriber's id first,
+{\"subscriber\":ID,\"stream\":[...],\"event\":E,\"payload\":\"...\"}.
+
+  --subscribers FILE  one subscriber per line: its options (docs/protocol.md)
+                      plus \"id\" and \"subscriptions\"
+  EVENTS.ndjson       content-mode events or {\"channel\":C,\"message\":M} records,
+                      one per line; stdin when no file is given
+  -h, --help          this help
+
+Exit status: 0, 1 when some lines were rejected (each reported on stderr as
+FILE:LINE: reason), 2 on a usage or file error.";
+
 pub fn run(args: &[String]) -> ExitCode {
     let mut subscribers_path = None;
     let mut event_paths = Vec::new();
@@ -28,14 +44,14 @@ pub fn run(args: &[String]) -> ExitCode {
             "--subscribers" => subscribers_path = it.next().cloned(),
             s if s.starts_with("--subscribers=") => subscribers_path = Some(s["--subscribers=".len()..].to_owned()),
             s if s.starts_with("--") => {
-                eprintln!("evroute route: unknown option {s}");
+                eprintln!("evroute route: unknown option {s}\n{USAGE}");
                 return ExitCode::from(2);
             }
             _ => event_paths.push(arg.clone()),
         }
     }
     let Some(subscribers_path) = subscribers_path else {
-        eprintln!("usage: evroute route --subscribers SUBS.ndjson [EVENTS.ndjson ...]");
+        eprintln!("evroute route: --subscribers is required\n{USAGE}");
         return ExitCode::from(2);
     };
     let engine = Engine::new(EngineConfig { queue_capacity: usize::MAX, ..EngineConfig::default() });
