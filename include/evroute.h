@@ -124,6 +124,38 @@ typedef enum evr_encoding {
 } evr_encoding;
 
 /**
+ * How much evroute logs, most severe first; a callback receives records at
+ * its level and above (EVR_LOG_WARN: warnings and errors).
+ */
+typedef enum evr_log_level {
+  /**
+   * Nothing: the callback is never called.
+   */
+  EVR_LOG_OFF = 0,
+  /**
+   * Failures the library could not recover from by itself.
+   */
+  EVR_LOG_ERROR = 1,
+  /**
+   * Failures it recovers from (a Redis connection lost and retried, a
+   * malformed message skipped).
+   */
+  EVR_LOG_WARN = 2,
+  /**
+   * Notable events (a Redis connection re-established).
+   */
+  EVR_LOG_INFO = 3,
+  /**
+   * Detail for debugging.
+   */
+  EVR_LOG_DEBUG = 4,
+  /**
+   * Very verbose detail.
+   */
+  EVR_LOG_TRACE = 5,
+} evr_log_level;
+
+/**
  * A routing domain. Free with evr_engine_free().
  */
 typedef struct evr_engine evr_engine;
@@ -255,6 +287,18 @@ typedef struct evr_subscriber_stats {
   uint64_t depth;
 } evr_subscriber_stats;
 
+/**
+ * Receives one log record. `target` is the module that logged
+ * ("evroute::redis_node"), `message` the text; both are NUL-terminated and
+ * valid only during the call. Called from any thread, including the
+ * library's own background threads, possibly concurrently; it must not call
+ * evr_set_log_callback() and must not unwind.
+ */
+typedef void (*evr_log_fn)(void *user_data,
+                           enum evr_log_level level,
+                           const char *target,
+                           const char *message);
+
 #if defined(EVR_FEATURE_REDIS)
 /**
  * Counters of an evr_redis_node, since it was attached.
@@ -265,7 +309,7 @@ typedef struct evr_redis_node_stats {
    */
   uint64_t received;
   /**
-   * Malformed messages on channels evroute routes (logged to stderr and skipped).
+   * Malformed messages on channels evroute routes (logged as warnings and skipped).
    */
   uint64_t rejected;
   /**
@@ -764,6 +808,26 @@ const char *evr_last_error(void);
  */
 const char *evr_version(void);
 
+/**
+ * Sends the library's log records at `level` (an evr_log_level) and above to `callback`,
+ * replacing any callback set before; `callback` NULL (or EVR_LOG_OFF)
+ * stops logging. Without a callback evroute logs nothing: it never writes
+ * to stderr itself. When this returns, the previous callback is not
+ * running and will not be called again, so its user_data may be freed.
+ *
+ * The callback is process-wide (the `log` crate has one logger per
+ * process): EVR_ERR_INVALID_CONFIG when the process already installed
+ * another `log` logger, for example a Rust host linking evroute as a
+ * crate (which then receives the records itself).
+ *
+ * Thread-safety: any thread, but not from inside the callback.
+ *
+ * # Safety
+ * `callback` is NULL or a function following evr_log_fn's contract, and it
+ * may be called with `user_data` from any thread until it is replaced.
+ */
+enum evr_status evr_set_log_callback(int level, evr_log_fn callback, void *user_data);
+
 #if defined(EVR_FEATURE_REDIS)
 /**
  * Attaches the engine to Redis (SPEC §9): PSUBSCRIBEs
@@ -779,8 +843,8 @@ const char *evr_version(void);
  *
  * Fails only on bad arguments (a malformed URL is EVR_ERR_INVALID_CONFIG)
  * or when the threads cannot start (EVR_ERR_IO): an unreachable Redis is
- * retried in the background with backoff, and outages are logged to
- * stderr and survived without touching subscribers (see
+ * retried in the background with backoff, and outages are logged (see
+ * evr_set_log_callback()) and survived without touching subscribers (see
  * evr_redis_node_wait_subscribed()). On EVR_OK `*out` is a new node to free
  * with evr_redis_node_free(); it keeps the routing domain alive, so the
  * engine handle may be freed first.

@@ -14,6 +14,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
+#[cfg(target_os = "linux")]
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -342,6 +343,7 @@ pub struct RedisRun {
 /// connection PUBLISHes `message` `events` times, and one thread reads every
 /// subscriber socket with epoll until all deliveries have arrived. At most
 /// two events are in flight, so Redis's output buffers stay bounded.
+#[cfg(target_os = "linux")]
 pub fn redis_fanout(
     server: &RedisServer,
     subscribers: usize,
@@ -447,6 +449,13 @@ pub fn redis_fanout(
     Ok(RedisRun { subscribers, events, deliveries: (events * subscribers) as u64, elapsed })
 }
 
+/// The Redis baseline reads thousands of sockets with epoll; elsewhere
+/// `evroute bench` reports it as unavailable.
+#[cfg(not(target_os = "linux"))]
+pub fn redis_fanout(_: &RedisServer, _: usize, _: usize, _: &[u8]) -> std::io::Result<RedisRun> {
+    Err(std::io::Error::other("the Redis baseline needs Linux (epoll)"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -493,6 +502,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(target_os = "linux")]
     fn redis_fanout_counts_every_delivery_or_skips_without_redis() {
         let Some(server) = RedisServer::start().unwrap() else {
             eprintln!("redis-server not installed: skipped");

@@ -28,6 +28,7 @@ pub mod index;
 pub mod json;
 pub mod keyword;
 pub mod queue;
+mod readiness;
 pub mod recent;
 #[cfg(feature = "redis")]
 pub mod redis_node;

@@ -3,8 +3,9 @@
 //! A `parking_lot` mutex around a `VecDeque` of shared frames: a publish
 //! holds it for one push, so it never blocks on a slow reader. The deque is
 //! allocated on first push, so an idle subscriber costs no buffer. Readers
-//! wait on a condvar with a timeout, or poll an optional eventfd that is
-//! readable exactly while the queue is non-empty or closed.
+//! wait on a condvar with a timeout, or poll an optional readiness fd
+//! (src/readiness.rs) that is readable exactly while the queue is non-empty
+//! or closed.
 
 use std::collections::VecDeque;
 use std::os::fd::RawFd;
@@ -13,8 +14,9 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::Result;
 use crate::frame::Frame;
+use crate::readiness::ReadyFd;
 
 /// What a full queue does with one more frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -134,7 +136,7 @@ struct State {
     overflow: Overflow,
     closed: Option<CloseReason>,
     waiters: u32,
-    notifier: Option<EventFd>,
+    notifier: Option<ReadyFd>,
     counts: Counts,
 }
 
@@ -332,48 +334,13 @@ impl Queue {
     pub fn ready_fd(&self) -> Result<RawFd> {
         let mut st = self.state.lock();
         if st.notifier.is_none() {
-            let fd = EventFd::new()?;
+            let fd = ReadyFd::new()?;
             if !st.frames.is_empty() || st.closed.is_some() {
                 fd.signal();
             }
             st.notifier = Some(fd);
         }
-        Ok(st.notifier.as_ref().map(|fd| fd.0).unwrap_or(-1))
-    }
-}
-
-/// A non-blocking eventfd used as a level-triggered readiness flag.
-struct EventFd(RawFd);
-
-impl EventFd {
-    fn new() -> Result<EventFd> {
-        // SAFETY: plain syscall; the result is checked.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-        if fd < 0 {
-            let err = std::io::Error::last_os_error();
-            return Err(Error::new(ErrorKind::Io, format!("eventfd: {err}")));
-        }
-        Ok(EventFd(fd))
-    }
-
-    fn signal(&self) {
-        let one: u64 = 1;
-        // SAFETY: writes 8 bytes from a live u64 to an fd we own. A full
-        // counter (EAGAIN) already means readable, so the result is ignored.
-        unsafe { libc::write(self.0, (&one as *const u64).cast(), 8) };
-    }
-
-    fn clear(&self) {
-        let mut value: u64 = 0;
-        // SAFETY: reads 8 bytes into a live u64; EAGAIN means already clear.
-        unsafe { libc::read(self.0, (&mut value as *mut u64).cast(), 8) };
-    }
-}
-
-impl Drop for EventFd {
-    fn drop(&mut self) {
-        // SAFETY: the fd is owned by this value and closed once.
-        unsafe { libc::close(self.0) };
+        Ok(st.notifier.as_ref().map(ReadyFd::fd).unwrap_or(-1))
     }
 }
 

@@ -219,10 +219,6 @@ pub fn presence_key(namespace: Option<&str>, channel: &str) -> String {
     namespaced(namespace, &format!("subscribed:{bare}"))
 }
 
-fn log(message: std::fmt::Arguments<'_>) {
-    eprintln!("evroute redis: {message}");
-}
-
 /// Capped exponential backoff that logs the first failure of a streak, then
 /// every tenth, and the recovery.
 struct Backoff {
@@ -240,7 +236,7 @@ impl Backoff {
 
     fn failed(&mut self, err: &redis::RedisError) -> Duration {
         if self.failures.is_multiple_of(10) {
-            log(format_args!("{} connection failed ({err}); retrying with backoff up to {:?}", self.what, self.max));
+            log::warn!("redis {} connection failed ({err}); retrying with backoff up to {:?}", self.what, self.max);
         }
         self.failures += 1;
         let wait = self.next;
@@ -252,7 +248,7 @@ impl Backoff {
     fn succeeded(&mut self) -> bool {
         let recovered = self.failures > 0;
         if recovered {
-            log(format_args!("{} reconnected after {} failed attempts", self.what, self.failures));
+            log::info!("redis {} reconnected after {} failed attempts", self.what, self.failures);
         }
         self.failures = 0;
         self.next = self.min;
@@ -353,10 +349,7 @@ impl Shared {
                 let n = c.rejected.fetch_add(1, Ordering::Relaxed) + 1;
                 // Enough to diagnose a bad publisher without flooding the log.
                 if n <= 10 || n.is_multiple_of(1000) {
-                    log(format_args!(
-                        "skipped a bad message on {} ({n} so far): {e}",
-                        String::from_utf8_lossy(&channel)
-                    ));
+                    log::warn!("skipped a bad message on {} ({n} so far): {e}", String::from_utf8_lossy(&channel));
                 }
             }
         }

@@ -37,6 +37,11 @@ typedef enum evr_encoding { EVR_ENCODING_SSE, EVR_ENCODING_WS, ... } evr_encodin
 #define EVR_VERSION_MAJOR ...
 #define EVR_VERSION_MINOR ...
 
+typedef enum evr_log_level {
+    EVR_LOG_OFF, EVR_LOG_ERROR, EVR_LOG_WARN, EVR_LOG_INFO, EVR_LOG_DEBUG, EVR_LOG_TRACE, ...
+} evr_log_level;
+typedef void (*evr_log_fn)(void *user_data, evr_log_level level, const char *target, const char *message);
+
 typedef struct evr_engine evr_engine;
 typedef struct evr_subscriber evr_subscriber;
 typedef struct evr_frame evr_frame;
@@ -92,6 +97,7 @@ const uint8_t *evr_frame_id(const struct evr_frame *frame, size_t *len);
 void evr_frame_free(struct evr_frame *frame);
 const char *evr_last_error(void);
 const char *evr_version(void);
+enum evr_status evr_set_log_callback(int level, evr_log_fn callback, void *user_data);
 
 enum evr_status evr_redis_node_attach(const struct evr_engine *engine, const uint8_t *url, size_t url_len,
                                       const uint8_t *options_json, size_t options_len,
@@ -111,6 +117,7 @@ void evr_redis_publisher_free(struct evr_redis_publisher *publisher);
 """
 
 HELPERS_CDEF = """
+extern "Python" void evrpy_log(void *user_data, evr_log_level level, const char *target, const char *message);
 typedef struct evrpy_handle evrpy_handle;
 enum { EVRPY_ENGINE, EVRPY_SUBSCRIBER, EVRPY_REDIS_NODE, EVRPY_REDIS_PUBLISHER };
 #define EVRPY_HANDLE_CLOSED ...

@@ -30,6 +30,8 @@ ASAN_OPTIONS=detect_leaks=1:halt_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_
     "$out/test_evroute_asan" corpus
 
 echo "--- C tests, valgrind, shared library"
+# The loader looks for the soname, which cargo does not create.
+ln -sf libevroute.so "$lib/libevroute.so.0"
 cc "${cflags[@]}" -O1 tests/c/test_evroute.c -L"$lib" -levroute "${syslibs[@]}" -o "$out/test_evroute_shared"
 LD_LIBRARY_PATH="$lib" valgrind -q --error-exitcode=1 --leak-check=full \
     "$out/test_evroute_shared" corpus

@@ -22,12 +22,12 @@ fi
 echo "--- Rust unit tests of the Redis exports (argument checks, options JSON)"
 cargo test --release --all-features --lib ffi::redis
 
-# Same profile and features as 60-redis.sh, so only evroute itself is rebuilt;
-# the libraries are copied away because other parts build without the feature.
 cargo build --release --all-features --lib
+lib=target/release
+# The loader looks for the soname, which cargo does not create.
+ln -sf libevroute.so "$lib/libevroute.so.0"
 out=target/c-redis-tests
 mkdir -p "$out"
-cp target/release/libevroute.a target/release/libevroute.so "$out/"
 
 # A private server on a free loopback port: retry on a port collision.
 redis_pid=""
@@ -54,12 +54,12 @@ syslibs=(-lpthread -ldl -lm)
 
 echo "--- C Redis tests, ASan + UBSan, static library"
 cc "${cflags[@]}" -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all \
-    tests/c/test_redis.c "$out/libevroute.a" "${syslibs[@]}" -o "$out/test_redis_asan"
+    tests/c/test_redis.c "$lib/libevroute.a" "${syslibs[@]}" -o "$out/test_redis_asan"
 ASAN_OPTIONS=detect_leaks=1:halt_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
     "$out/test_redis_asan" "$port"
 
 echo "--- C Redis tests, valgrind, shared library"
-cc "${cflags[@]}" -O1 tests/c/test_redis.c -L"$out" -levroute "${syslibs[@]}" -o "$out/test_redis_shared"
-LD_LIBRARY_PATH="$out" valgrind -q --error-exitcode=1 --leak-check=full \
+cc "${cflags[@]}" -O1 tests/c/test_redis.c -L"$lib" -levroute "${syslibs[@]}" -o "$out/test_redis_shared"
+LD_LIBRARY_PATH="$lib" valgrind -q --error-exitcode=1 --leak-check=full \
     "$out/test_redis_shared" "$port"
 echo "C Redis ABI tests passed"

@@ -10,11 +10,13 @@
 //!   so a frame outlives its subscriber and engine, and handing one out
 //!   allocates nothing.
 //!
-//! The Redis exports (`evr_redis_*`, cargo feature `redis`) live in `redis.rs`.
+//! The Redis exports (`evr_redis_*`, cargo feature `redis`) live in `redis.rs`,
+//! the log callback (`evr_set_log_callback`) in `logging.rs`.
 
 #![allow(non_camel_case_types)]
 
 mod boundary;
+mod logging;
 #[cfg(feature = "redis")]
 mod redis;
 

@@ -41,7 +41,7 @@ pub struct evr_redis_publisher {
 pub struct evr_redis_node_stats {
     /// Channel messages accepted by the engine.
     pub received: u64,
-    /// Malformed messages on channels evroute routes (logged to stderr and skipped).
+    /// Malformed messages on channels evroute routes (logged as warnings and skipped).
     pub rejected: u64,
     /// Messages on `timeline:*` channels evroute does not route (skipped).
     pub ignored: u64,
@@ -119,8 +119,8 @@ fn node_options(json: &[u8]) -> Result<RedisNodeOptions> {
 ///
 /// Fails only on bad arguments (a malformed URL is EVR_ERR_INVALID_CONFIG)
 /// or when the threads cannot start (EVR_ERR_IO): an unreachable Redis is
-/// retried in the background with backoff, and outages are logged to
-/// stderr and survived without touching subscribers (see
+/// retried in the background with backoff, and outages are logged (see
+/// evr_set_log_callback()) and survived without touching subscribers (see
 /// evr_redis_node_wait_subscribed()). On EVR_OK `*out` is a new node to free
 /// with evr_redis_node_free(); it keeps the routing domain alive, so the
 /// engine handle may be freed first.

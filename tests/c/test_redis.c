@@ -3,6 +3,7 @@
  * (run by scripts/test.d/65-redis-c.sh, which starts the server; redis-cli
  * must be on PATH). Build with -DEVR_FEATURE_REDIS. */
 #define _GNU_SOURCE
+#include <pthread.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -40,6 +41,65 @@ static void expect_ws(evr_subscriber *sub, const char *want) {
     const uint8_t *ws = evr_frame_ws(frame, &len);
     CHECK_BYTES(ws, len, want, strlen(want));
     evr_frame_free(frame);
+}
+
+/* What the log callback saw; it runs on the node's threads. */
+struct log_seen {
+    pthread_mutex_t lock;
+    int records;
+    evr_log_level level;
+    char target[64];
+    char message[512];
+};
+
+static void on_log(void *user_data, evr_log_level level, const char *target, const char *message) {
+    struct log_seen *seen = user_data;
+    pthread_mutex_lock(&seen->lock);
+    seen->records++;
+    seen->level = level;
+    snprintf(seen->target, sizeof seen->target, "%s", target);
+    snprintf(seen->message, sizeof seen->message, "%s", message);
+    pthread_mutex_unlock(&seen->lock);
+}
+
+static int log_records(struct log_seen *seen) {
+    pthread_mutex_lock(&seen->lock);
+    int n = seen->records;
+    pthread_mutex_unlock(&seen->lock);
+    return n;
+}
+
+/* A node on an unreachable Redis logs its failure through the callback (from
+ * its own thread); after the callback is removed nothing more arrives. */
+static void test_log_callback(void) {
+    static struct log_seen seen = {PTHREAD_MUTEX_INITIALIZER, 0, EVR_LOG_OFF, "", ""};
+    CHECK_STATUS(evr_set_log_callback(6, on_log, &seen), EVR_ERR_INVALID_CONFIG);
+    CHECK_CONTAINS(evr_last_error(), "level 6");
+    CHECK_STATUS(evr_set_log_callback(EVR_LOG_WARN, on_log, &seen), EVR_OK);
+
+    evr_engine *engine;
+    CHECK_STATUS(evr_engine_new(NULL, 0, &engine), EVR_OK);
+    const char *nowhere = "redis://127.0.0.1:1/";
+    const char *fast = "{\"backoff_min_ms\":20,\"backoff_max_ms\":20,\"poll_interval_ms\":10}";
+    evr_redis_node *node;
+    CHECK_STATUS(evr_redis_node_attach(engine, (const uint8_t *)nowhere, strlen(nowhere), (const uint8_t *)fast,
+                                       strlen(fast), &node),
+                 EVR_OK);
+    for (int i = 0; i < 500 && log_records(&seen) == 0; i++) sleep_ms(10);
+    pthread_mutex_lock(&seen.lock);
+    CHECK(seen.records > 0);
+    CHECK(seen.level == EVR_LOG_WARN);
+    CHECK(strncmp(seen.target, "evroute", 7) == 0);
+    CHECK_CONTAINS(seen.message, "connection failed");
+    pthread_mutex_unlock(&seen.lock);
+
+    /* Once this returns the callback is not running and is never called again. */
+    CHECK_STATUS(evr_set_log_callback(EVR_LOG_TRACE, NULL, NULL), EVR_OK);
+    int before = log_records(&seen);
+    sleep_ms(300); /* failures keep coming every 20 ms; every tenth is logged */
+    CHECK(log_records(&seen) == before);
+    evr_redis_node_free(node);
+    evr_engine_free(engine);
 }
 
 static const char STATUS[] =
@@ -192,6 +252,7 @@ int main(int argc, char **argv) {
     }
     CHECK(gone);
 
+    test_log_callback();
     puts("C Redis ABI tests passed");
     return 0;
 }

@@ -24,7 +24,9 @@ using it, so a handle is never freed twice or while in use.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import json
+import logging
 import math
 import threading
 import time
@@ -42,7 +44,7 @@ __all__ = [
     "Engine", "Subscriber", "Frame", "PublishStats", "EngineStats", "SubscriberStats",
     "Error", "Closed", "NullArgument", "InvalidUtf8", "InvalidJson", "InvalidSubscription",
     "InvalidChannel", "InvalidEvent", "TooLarge", "InvalidConfig", "IoError", "Panic", "InvalidId",
-    "lib_version", "lib_path",
+    "lib_version", "lib_path", "set_log_level",
     "RedisNode", "RedisPublisher", "RedisNodeStats", "RedisPublished",
 ]
 
@@ -280,6 +282,40 @@ def _live() -> Dict[str, int]:
     return {name: lib.evrpy_live(kind) for name, kind in (
         ("engines", lib.EVRPY_ENGINE), ("subscribers", lib.EVRPY_SUBSCRIBER),
         ("redis_nodes", lib.EVRPY_REDIS_NODE), ("redis_publishers", lib.EVRPY_REDIS_PUBLISHER))}
+
+
+# evr_log_level -> logging level (TRACE below DEBUG).
+_PY_LEVELS = {lib.EVR_LOG_ERROR: logging.ERROR, lib.EVR_LOG_WARN: logging.WARNING, lib.EVR_LOG_INFO: logging.INFO,
+              lib.EVR_LOG_DEBUG: logging.DEBUG, lib.EVR_LOG_TRACE: 5}
+
+
+@ffi.def_extern()
+def evrpy_log(_user_data: Any, level: int, target: Any, message: Any) -> None:
+    """The evr_log_fn: runs on whichever thread logged, often the library's own."""
+    name = _string(target).decode("utf-8", "replace").replace("::", ".")  # "evroute.redis_node"
+    logging.getLogger(name).log(_PY_LEVELS.get(level, logging.ERROR), "%s", _string(message).decode("utf-8", "replace"))
+
+
+def set_log_level(level: int) -> None:
+    """Sends the records the evroute library logs at `level` (a logging level)
+    and above to the logging module, as loggers named after the Rust module
+    ("evroute.redis_node"). At import the level is logging.INFO; a level above
+    logging.ERROR turns it off. The library itself never writes to stderr."""
+    for c_level, bound in ((lib.EVR_LOG_TRACE, 5), (lib.EVR_LOG_DEBUG, logging.DEBUG), (lib.EVR_LOG_INFO, logging.INFO),
+                           (lib.EVR_LOG_WARN, logging.WARNING), (lib.EVR_LOG_ERROR, logging.ERROR)):
+        if level <= bound:
+            break
+    else:
+        c_level = lib.EVR_LOG_OFF
+    callback = _NULL if c_level == lib.EVR_LOG_OFF else lib.evrpy_log
+    status = lib.evr_set_log_callback(c_level, callback, _NULL)
+    if status < 0:
+        _raise(status)
+
+
+set_log_level(logging.INFO)
+# The library's threads may still log while the interpreter shuts down; stop first.
+atexit.register(lib.evr_set_log_callback, lib.EVR_LOG_OFF, _NULL, _NULL)
 
 
 def _text_bytes(value: Text, what: str) -> bytes:

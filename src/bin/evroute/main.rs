@@ -39,12 +39,35 @@ fn command_usage(command: &str) -> Option<&'static str> {
     }
 }
 
+/// Writes the library's log records (Redis outages, skipped messages) to
+/// stderr: the library itself never writes there.
+struct StderrLogger;
+
+impl log::Log for StderrLogger {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.level() <= log::max_level()
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if self.enabled(record.metadata()) {
+            eprintln!("evroute: {}: {}", record.level().as_str().to_ascii_lowercase(), record.args());
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+static STDERR_LOGGER: StderrLogger = StderrLogger;
+
 /// `evroute COMMAND --help` (or `-h`) anywhere among the command's arguments.
 fn wants_help(args: &[String]) -> bool {
     args.iter().skip(1).any(|a| a == "--help" || a == "-h")
 }
 
 fn main() -> ExitCode {
+    if log::set_logger(&STDERR_LOGGER).is_ok() {
+        log::set_max_level(log::LevelFilter::Info);
+    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some(command) if wants_help(&args) && command_usage(command).is_some() => {
