@@ -377,8 +377,10 @@ void evr_engine_free(struct evr_engine *engine);
 /**
  * Creates a subscriber from the subscriber JSON (`{"account":"42","languages":["en"],
  * "blocked_accounts":[],"muted_accounts":[],"blocked_domains":[],"blocked_by_accounts":[],
- * "keyword_filters":[...],"queue_capacity":16,"overflow":"disconnect"}`, every key
- * optional); `len == 0` means defaults.
+ * "keyword_filters":[...],"queue_capacity":16,"overflow":"disconnect","event_ids":false}`,
+ * every key optional; docs/protocol.md, "Subscriber options"); `len == 0`
+ * means defaults. `account` is needed by the user, user:notification and
+ * direct streams; `event_ids` puts each frame's id in its bytes (with history).
  *
  * `blocked_by_accounts`: accounts that block the viewer; their statuses are
  * not delivered on public and hashtag streams (author only, as Mastodon).
@@ -462,8 +464,14 @@ enum evr_status evr_subscriber_close(const struct evr_subscriber *subscriber);
 const char *evr_subscriber_closed(const struct evr_subscriber *subscriber);
 
 /**
- * Adds a subscription from its JSON (`{"stream":S,"tag"?:T,"list"?:L,"events"?:[...],
- * "origin"?:"local"|"remote"}`). `origin`, on public and hashtag streams
+ * Adds a subscription from its JSON (`{"stream":S,"tag"?:T,"list"?:L,"only_media"?:B,
+ * "events"?:[...],"origin"?:"local"|"remote"}`; `type` and other keys are
+ * ignored, so a client's WebSocket subscribe message can be passed as is).
+ * Streams: public, public:media, public:local, public:local:media,
+ * public:remote, public:remote:media, hashtag and hashtag:local (with
+ * `tag`), list (with `list`), user, user:notification and direct (with the
+ * subscriber's `account`). `events` keeps only those event names or
+ * `prefix.*` patterns. `origin`, on public and hashtag streams
  * only, keeps statuses of that origin; frames still carry the stream asked for.
  * A subscription that listens to the same channels as an existing one is
  * a no-op and also returns EVR_OK. A refused subscription leaves the others
@@ -481,7 +489,8 @@ enum evr_status evr_subscribe(const struct evr_subscriber *subscriber,
                               size_t len);
 
 /**
- * Replays what the subscriber's client missed (SPEC §12). `last_id` is the
+ * Replays what the subscriber's client missed (docs/protocol.md, "Event ids,
+ * history and resume"). `last_id` is the
  * `<epoch>:<seq>` id of the last frame the client saw (the SSE
  * `Last-Event-ID` header, or a WebSocket parameter). Call it after
  * evr_subscribe() and before the first evr_subscriber_next(). The queue then
@@ -528,7 +537,10 @@ enum evr_status evr_unsubscribe(const struct evr_subscriber *subscriber,
                                 size_t len);
 
 /**
- * Content mode (SPEC §3b): routes an event by its own content. `out` may
+ * Content mode: routes an event by its own content: a Mastodon envelope
+ * `{"event":E,"payload":P,"recipients"?:[ids],"lists"?:[ids]}` or a community
+ * webhook event `{"event_id":N,"type":T,"created":F,"data":{...}}`; the
+ * channels each event goes to are in docs/protocol.md, "Content mode". `out` may
  * be NULL when the counts are not needed. A rejected event delivers
  * nothing and leaves the engine fully usable. Never blocks on a slow
  * subscriber.
@@ -546,8 +558,11 @@ enum evr_status evr_publish(const struct evr_engine *engine,
                             struct evr_publish_stats *out);
 
 /**
- * Channel mode (SPEC §3a): a Mastodon Redis channel (with the engine's
- * namespace, if any) and message `{"event":E,"payload":P}`. `out` may be
+ * Channel mode: a Mastodon Redis channel, prefixed with the engine's
+ * namespace if it has one (`timeline:public[:local|:remote][:media]`,
+ * `timeline:hashtag:<tag>[:local]`, `timeline:<account>[:notifications]`,
+ * `timeline:list:<id>`, `timeline:direct:<account>`; others are
+ * EVR_ERR_INVALID_CHANNEL) and message `{"event":E,"payload":P}`. `out` may be
  * NULL when the counts are not needed.
  *
  * Thread-safety: may be called from any thread, concurrently with any
@@ -830,7 +845,7 @@ enum evr_status evr_set_log_callback(int level, evr_log_fn callback, void *user_
 
 #if defined(EVR_FEATURE_REDIS)
 /**
- * Attaches the engine to Redis (SPEC §9): PSUBSCRIBEs
+ * Attaches the engine to Redis (docs/protocol.md, "Redis"): PSUBSCRIBEs
  * `[<namespace>:]timeline:*` (the namespace is the engine's
  * `redis_namespace`), feeds every message to channel mode and keeps the
  * presence keys `[<namespace>:]subscribed:<channel>` of the channels the
@@ -949,7 +964,7 @@ enum evr_status evr_redis_publisher_new(const uint8_t *url,
 
 #if defined(EVR_FEATURE_REDIS)
 /**
- * Content mode over Redis: publishes the event (SPEC §3b input) as
+ * Content mode over Redis: publishes the event (the input of evr_publish()) as
  * `{"event":E,"payload":P}` to every channel its content rules derive, so
  * that every attached node delivers it. A `delete` also goes to the
  * channels of the status, when this publisher published it (bounded memory

@@ -94,7 +94,7 @@ func bytesArg(b []byte) (*C.uint8_t, C.size_t) {
 // Version is the linked library's version (evr_version()).
 func Version() string { return C.GoString(C.evr_version()) }
 
-// Config is the engine configuration of SPEC §7; zero fields take the defaults.
+// Config is the engine configuration (docs/protocol.md, "Engine config"); zero fields take the defaults.
 type Config struct {
 	QueueCapacity  int    `json:"queue_capacity,omitempty"`
 	Overflow       string `json:"overflow,omitempty"` // drop_oldest (default), drop_newest, disconnect
@@ -105,14 +105,14 @@ type Config struct {
 	History *HistoryConfig `json:"history,omitempty"`
 }
 
-// HistoryConfig bounds each channel's history (SPEC §12); zero fields take
+// HistoryConfig bounds each channel's history (docs/protocol.md, "Event ids, history and resume"); zero fields take
 // the defaults (1000 events, 300 s).
 type HistoryConfig struct {
 	MaxEvents  int `json:"max_events,omitempty"`
 	MaxAgeSecs int `json:"max_age_s,omitempty"`
 }
 
-// SubscriberOptions are the subscriber keys of SPEC §7; zero fields take the defaults.
+// SubscriberOptions are the subscriber keys (docs/protocol.md, "Subscriber options"); zero fields take the defaults.
 type SubscriberOptions struct {
 	Account         string   `json:"account,omitempty"`
 	Languages       []string `json:"languages,omitempty"`
@@ -120,11 +120,11 @@ type SubscriberOptions struct {
 	MutedAccounts   []string `json:"muted_accounts,omitempty"`
 	BlockedDomains  []string `json:"blocked_domains,omitempty"`
 	// BlockedByAccounts are accounts that block the viewer: their statuses
-	// are hidden on public and hashtag streams (author only, SPEC §11).
+	// are hidden on public and hashtag streams (author only, docs/protocol.md "Viewer filters").
 	BlockedByAccounts []string `json:"blocked_by_accounts,omitempty"`
 	// KeywordFilters, when non-nil (even empty), make the subscriber
 	// filter-annotated: statuses on public and hashtag streams carry
-	// Mastodon's "filtered" key (SPEC §11). nil: not annotated.
+	// Mastodon's "filtered" key (docs/protocol.md, "Keyword filters"). nil: not annotated.
 	KeywordFilters []KeywordFilter `json:"-"`
 	QueueCapacity  int             `json:"queue_capacity,omitempty"`
 	Overflow       string          `json:"overflow,omitempty"`
@@ -169,7 +169,7 @@ func presentIfNonNil(f []KeywordFilter) *[]KeywordFilter {
 	return &f
 }
 
-// KeywordFilter is one of a viewer's Mastodon keyword filters (SPEC §11).
+// KeywordFilter is one of a viewer's Mastodon keyword filters (docs/protocol.md, "Keyword filters").
 type KeywordFilter struct {
 	ID      string   `json:"id"`
 	Title   string   `json:"title"`
@@ -200,7 +200,7 @@ type FilterKeyword struct {
 	WholeWord bool   `json:"whole_word"`
 }
 
-// Subscription is SPEC §1's subscription (the Mastodon WebSocket subscribe message).
+// Subscription is a subscription (docs/protocol.md, "Subscriptions"): the Mastodon WebSocket subscribe message.
 type Subscription struct {
 	Stream    string   `json:"stream"`
 	Tag       string   `json:"tag,omitempty"`
@@ -304,7 +304,7 @@ func (e *Engine) NewSubscriber(opts SubscriberOptions) (*Subscriber, error) {
 	return e.NewSubscriberJSON(raw)
 }
 
-// NewSubscriberJSON creates a subscriber from SPEC §7 subscriber JSON (empty: defaults).
+// NewSubscriberJSON creates a subscriber from subscriber JSON (docs/protocol.md, "Subscriber options") (empty: defaults).
 func (e *Engine) NewSubscriberJSON(options []byte) (*Subscriber, error) {
 	ptr, err := e.use()
 	if err != nil {
@@ -328,7 +328,7 @@ func publishStats(st *C.evr_publish_stats) PublishStats {
 	return PublishStats{uint64(st.matched), uint64(st.delivered), uint64(st.dropped)}
 }
 
-// Publish routes an event in content mode (SPEC §3b).
+// Publish routes an event in content mode (docs/protocol.md, "Content mode").
 func (e *Engine) Publish(event []byte) (PublishStats, error) {
 	ptr, err := e.use()
 	if err != nil {
@@ -343,7 +343,7 @@ func (e *Engine) Publish(event []byte) (PublishStats, error) {
 	return publishStats(&st), err
 }
 
-// PublishChannel routes a Mastodon Redis message (SPEC §3a): a channel such as
+// PublishChannel routes a Mastodon Redis message (docs/protocol.md, "Channel mode"): a channel such as
 // "timeline:public" and {"event":E,"payload":P}.
 func (e *Engine) PublishChannel(channel string, msg []byte) (PublishStats, error) {
 	ptr, err := e.use()

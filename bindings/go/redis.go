@@ -229,7 +229,7 @@ func (p *RedisPublisher) use() (*C.evr_redis_publisher, error) {
 }
 
 // Publish publishes an event in content mode: to every channel its content
-// rules (SPEC §3b) derive. Bad input is refused and nothing is published.
+// rules (docs/protocol.md, "Content mode") derive. Bad input is refused and nothing is published.
 func (p *RedisPublisher) Publish(event []byte) (RedisPublished, error) {
 	ptr, err := p.use()
 	if err != nil {

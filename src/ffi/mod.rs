@@ -1,4 +1,4 @@
-//! The C ABI of SPEC §7 (`include/evroute.h` is generated from this module
+//! The C ABI (`include/evroute.h` is generated from this module
 //! by cbindgen). A thin layer: each export checks its arguments, calls one
 //! core method inside the panic boundary and converts the result.
 //!
@@ -176,8 +176,10 @@ pub unsafe extern "C" fn evr_engine_free(engine: *mut evr_engine) {
 
 /// Creates a subscriber from the subscriber JSON (`{"account":"42","languages":["en"],
 /// "blocked_accounts":[],"muted_accounts":[],"blocked_domains":[],"blocked_by_accounts":[],
-/// "keyword_filters":[...],"queue_capacity":16,"overflow":"disconnect"}`, every key
-/// optional); `len == 0` means defaults.
+/// "keyword_filters":[...],"queue_capacity":16,"overflow":"disconnect","event_ids":false}`,
+/// every key optional; docs/protocol.md, "Subscriber options"); `len == 0`
+/// means defaults. `account` is needed by the user, user:notification and
+/// direct streams; `event_ids` puts each frame's id in its bytes (with history).
 ///
 /// `blocked_by_accounts`: accounts that block the viewer; their statuses are
 /// not delivered on public and hashtag streams (author only, as Mastodon).
@@ -300,8 +302,14 @@ pub unsafe extern "C" fn evr_subscriber_closed(subscriber: *const evr_subscriber
     })
 }
 
-/// Adds a subscription from its JSON (`{"stream":S,"tag"?:T,"list"?:L,"events"?:[...],
-/// "origin"?:"local"|"remote"}`). `origin`, on public and hashtag streams
+/// Adds a subscription from its JSON (`{"stream":S,"tag"?:T,"list"?:L,"only_media"?:B,
+/// "events"?:[...],"origin"?:"local"|"remote"}`; `type` and other keys are
+/// ignored, so a client's WebSocket subscribe message can be passed as is).
+/// Streams: public, public:media, public:local, public:local:media,
+/// public:remote, public:remote:media, hashtag and hashtag:local (with
+/// `tag`), list (with `list`), user, user:notification and direct (with the
+/// subscriber's `account`). `events` keeps only those event names or
+/// `prefix.*` patterns. `origin`, on public and hashtag streams
 /// only, keeps statuses of that origin; frames still carry the stream asked for.
 /// A subscription that listens to the same channels as an existing one is
 /// a no-op and also returns EVR_OK. A refused subscription leaves the others
@@ -323,7 +331,8 @@ pub unsafe extern "C" fn evr_subscribe(subscriber: *const evr_subscriber, json: 
     })
 }
 
-/// Replays what the subscriber's client missed (SPEC §12). `last_id` is the
+/// Replays what the subscriber's client missed (docs/protocol.md, "Event ids,
+/// history and resume"). `last_id` is the
 /// `<epoch>:<seq>` id of the last frame the client saw (the SSE
 /// `Last-Event-ID` header, or a WebSocket parameter). Call it after
 /// evr_subscribe() and before the first evr_subscriber_next(). The queue then
@@ -383,7 +392,10 @@ pub unsafe extern "C" fn evr_unsubscribe(subscriber: *const evr_subscriber, json
     })
 }
 
-/// Content mode (SPEC §3b): routes an event by its own content. `out` may
+/// Content mode: routes an event by its own content: a Mastodon envelope
+/// `{"event":E,"payload":P,"recipients"?:[ids],"lists"?:[ids]}` or a community
+/// webhook event `{"event_id":N,"type":T,"created":F,"data":{...}}`; the
+/// channels each event goes to are in docs/protocol.md, "Content mode". `out` may
 /// be NULL when the counts are not needed. A rejected event delivers
 /// nothing and leaves the engine fully usable. Never blocks on a slow
 /// subscriber.
@@ -413,8 +425,11 @@ pub unsafe extern "C" fn evr_publish(
     })
 }
 
-/// Channel mode (SPEC §3a): a Mastodon Redis channel (with the engine's
-/// namespace, if any) and message `{"event":E,"payload":P}`. `out` may be
+/// Channel mode: a Mastodon Redis channel, prefixed with the engine's
+/// namespace if it has one (`timeline:public[:local|:remote][:media]`,
+/// `timeline:hashtag:<tag>[:local]`, `timeline:<account>[:notifications]`,
+/// `timeline:list:<id>`, `timeline:direct:<account>`; others are
+/// EVR_ERR_INVALID_CHANNEL) and message `{"event":E,"payload":P}`. `out` may be
 /// NULL when the counts are not needed.
 ///
 /// Thread-safety: may be called from any thread, concurrently with any

@@ -1,4 +1,4 @@
-//! The Redis scale-out of SPEC §9 in the C ABI (cargo feature `redis`). In
+//! The Redis scale-out (docs/protocol.md, "Redis") in the C ABI (cargo feature `redis`). In
 //! the header these declarations are wrapped in `#if defined(EVR_FEATURE_REDIS)`:
 //! C users define that macro when they link a library built with the feature.
 //!
@@ -106,7 +106,7 @@ fn node_options(json: &[u8]) -> Result<RedisNodeOptions> {
     })
 }
 
-/// Attaches the engine to Redis (SPEC §9): PSUBSCRIBEs
+/// Attaches the engine to Redis (docs/protocol.md, "Redis"): PSUBSCRIBEs
 /// `[<namespace>:]timeline:*` (the namespace is the engine's
 /// `redis_namespace`), feeds every message to channel mode and keeps the
 /// presence keys `[<namespace>:]subscribed:<channel>` of the channels the
@@ -289,7 +289,7 @@ pub unsafe extern "C" fn evr_redis_publisher_new(
     })
 }
 
-/// Content mode over Redis: publishes the event (SPEC §3b input) as
+/// Content mode over Redis: publishes the event (the input of evr_publish()) as
 /// `{"event":E,"payload":P}` to every channel its content rules derive, so
 /// that every attached node delivers it. A `delete` also goes to the
 /// channels of the status, when this publisher published it (bounded memory

@@ -64,7 +64,7 @@ type resolved struct {
 	key    string
 }
 
-// engineSub is the engine's subscription with SPEC §11's origin.
+// engineSub is the engine's subscription with its origin (docs/protocol.md, "Subscriptions").
 type engineSub struct {
 	evroute.Subscription
 	Origin string `json:"origin,omitempty"`

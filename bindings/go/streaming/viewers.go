@@ -10,7 +10,7 @@ import (
 	evroute "github.com/evroute/evroute/bindings/go"
 )
 
-// Viewer is an account's viewer state (SPEC §5 and §11): what the engine
+// Viewer is an account's viewer state (docs/protocol.md, "Viewer filters"): what the engine
 // filters and annotates public and hashtag streams with, in memory.
 type Viewer struct {
 	Languages       []string // chosen languages; empty: all

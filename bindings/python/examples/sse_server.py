@@ -155,7 +155,7 @@ def main():
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=4000, help="0 picks a free port")
     parser.add_argument("--heartbeat", type=float, default=15.0, help="seconds between :thump lines")
-    parser.add_argument("--engine", default="{}", help="engine config JSON (SPEC §7)")
+    parser.add_argument("--engine", default="{}", help="engine config JSON (docs/protocol.md)")
     args = parser.parse_args()
     with evroute.Engine(args.engine) as engine:
         server = StreamingServer((args.host, args.port), engine, args.heartbeat)

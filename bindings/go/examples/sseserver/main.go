@@ -7,7 +7,7 @@
 // GET /api/v1/streaming/{public,public/local,public/remote,hashtag,hashtag/local,list,user,
 // user/notification,direct} streams SSE frames (query: tag, list, only_media; `account`
 // stands in for an access token). It writes ":)" once subscribed and ":thump" as a
-// heartbeat, as Mastodon does. POST /publish routes the body in content mode (SPEC §3b);
+// heartbeat, as Mastodon does. POST /publish routes the body in content mode (docs/protocol.md);
 // with ?channel=C it uses channel mode instead.
 package main
 
@@ -166,7 +166,7 @@ func truthy(v string) bool {
 func main() {
 	addr := flag.String("addr", "127.0.0.1:4000", "listen address")
 	heartbeat := flag.Duration("heartbeat", 15*time.Second, "interval of :thump lines")
-	config := flag.String("engine", "{}", "engine config JSON (SPEC §7)")
+	config := flag.String("engine", "{}", "engine config JSON (docs/protocol.md)")
 	flag.Parse()
 	engine, err := evroute.NewEngineJSON([]byte(*config))
 	if err != nil {
