@@ -1,7 +1,9 @@
-//! The `evroute` command line: `route`, `bench`, and with the `redis`
-//! feature (on by default) `node` and `publish`.
+//! The `evroute` command line: `route`, with the `redis` feature (on by
+//! default) `node` and `publish`, and with the `bench` feature `bench`.
 
+#[cfg(feature = "bench")]
 mod bench;
+#[cfg(feature = "bench")]
 mod bench_filters;
 #[cfg(feature = "redis")]
 mod node;
@@ -17,7 +19,7 @@ usage:
       Routes events (from the files, or stdin) to the subscribers and prints
       one NDJSON line per delivery.
   evroute bench [--help]
-      Runs the fan-out benchmark on a built-in workload.
+      Runs the fan-out benchmark on a built-in workload (feature `bench`).
   evroute node --redis URL --subscribers SUBS.ndjson [--namespace NS]
       Runs one node of a Redis deployment: delivers what arrives on Redis
       to the subscribers and prints it like `route`, until SIGINT/SIGTERM.
@@ -75,7 +77,16 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some("route") => route::run(&args[1..]),
+        #[cfg(feature = "bench")]
         Some("bench") => bench::run(&args[1..]),
+        #[cfg(not(feature = "bench"))]
+        Some("bench") => {
+            eprintln!(
+                "evroute bench: this evroute was built without the benchmark; \
+                 run it with `cargo run --release --features bench -- bench`"
+            );
+            ExitCode::from(2)
+        }
         #[cfg(feature = "redis")]
         Some("node") => node::run(&args[1..]),
         #[cfg(feature = "redis")]
