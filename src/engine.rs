@@ -88,8 +88,9 @@ pub(crate) struct SubscriberCore {
     /// Replaced as a whole, so a publish sees the old state or the new one.
     filters: RwLock<Option<Box<ViewerState>>>,
     has_filters: AtomicBool,
-    account: Option<Box<str>>,
+    /// Next to `has_filters`, in its padding.
     event_ids: bool,
+    account: Option<Box<str>>,
 }
 
 /// A viewer's filters with its keyword filters interned in the engine.
