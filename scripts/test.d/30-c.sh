@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The C ABI: header freshness and standalone compile (C99, C++), the C tests
-# under AddressSanitizer + UndefinedBehaviorSanitizer (static library) and
-# under valgrind (shared library), the C example and the C drain benchmark.
+# under AddressSanitizer + UndefinedBehaviorSanitizer (static library), under
+# valgrind and ThreadSanitizer (shared library), the C example and the C
+# drain benchmark.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -35,6 +36,18 @@ ln -sf libevroute.so "$lib/libevroute.so.0"
 cc "${cflags[@]}" -O1 tests/c/test_evroute.c -L"$lib" -levroute "${syslibs[@]}" -o "$out/test_evroute_shared"
 LD_LIBRARY_PATH="$lib" valgrind -q --error-exitcode=1 --leak-check=full \
     "$out/test_evroute_shared" corpus
+
+echo "--- C tests, ThreadSanitizer, shared library"
+# The Rust library is not built with TSan (that needs a std rebuilt with
+# -Zsanitizer=thread): its synchronization is invisible to TSan, so bytes a
+# Rust call allocated on one thread and C reads on another look like races.
+# ignore_noninstrumented_modules leaves memory the uninstrumented library
+# touches untracked, so this checks the C side: races between C threads on C
+# memory, through the public API, including the publisher/drainer threads.
+cc "${cflags[@]}" -O1 -fsanitize=thread tests/c/test_evroute.c -L"$lib" -levroute "${syslibs[@]}" \
+    -o "$out/test_evroute_tsan"
+LD_LIBRARY_PATH="$lib" TSAN_OPTIONS=halt_on_error=1:ignore_noninstrumented_modules=1 \
+    "$out/test_evroute_tsan" corpus
 
 echo "--- C example (the cc line of the README C ABI section)"
 cc -std=c99 -Wall -Wextra -Werror -Iinclude bindings/c/example.c \

@@ -936,6 +936,56 @@ static void *wait_for_frame(void *arg) {
     return (void *)(intptr_t)evr_subscriber_next(arg, 10000, &f);
 }
 
+static double now_seconds(void) {
+    struct timespec t;
+    CHECK(clock_gettime(CLOCK_MONOTONIC, &t) == 0);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+struct reader {
+    evr_subscriber *sub;
+    evr_status status;
+    double at;
+};
+
+static void *read_one(void *arg) {
+    struct reader *r = arg;
+    evr_frame *f = NULL;
+    r->status = evr_subscriber_next(r->sub, 10000, &f);
+    r->at = now_seconds();
+    evr_frame_free(f);
+    return NULL;
+}
+
+/* Several threads wait on one subscriber (the header allows it) and a burst
+ * arrives at once: every reader gets a frame right away, none waits for its
+ * 10 s timeout. */
+static void test_several_readers(void) {
+    enum { READERS = 4 };
+    evr_engine *e = engine_new("");
+    evr_subscriber *s = subscriber_new(e, "", "{\"stream\":\"public\"}");
+    for (int round = 0; round < 3; round++) {
+        struct reader readers[READERS];
+        pthread_t threads[READERS];
+        for (int i = 0; i < READERS; i++) {
+            readers[i] = (struct reader){s, EVR_OK, 0};
+            CHECK(pthread_create(&threads[i], NULL, read_one, &readers[i]) == 0);
+        }
+        struct timespec pause = {0, 100 * 1000 * 1000};
+        nanosleep(&pause, NULL);
+        double sent = now_seconds();
+        publish_ids(e, 1, READERS);
+        for (int i = 0; i < READERS; i++) {
+            CHECK(pthread_join(threads[i], NULL) == 0);
+            CHECK_STATUS(readers[i].status, EVR_OK);
+            CHECK(readers[i].at - sent < 2.0);
+        }
+        expect_empty(s);
+    }
+    evr_subscriber_free(s);
+    evr_engine_free(e);
+}
+
 /* Handles freed in any order; frames outlive everything; timeouts. */
 static void test_lifetimes_and_waiting(void) {
     evr_engine *e = engine_new("");
@@ -1288,6 +1338,7 @@ int main(int argc, char **argv) {
         {"bad input does not disturb others", test_bad_input_does_not_disturb_others},
         {"4 publishers, 4 drainers", test_threads},
         {"poll readiness", test_poll_readiness},
+        {"several readers of one subscriber", test_several_readers},
         {"lifetimes and waiting", test_lifetimes_and_waiting},
         {"batch reads", test_batch_reads},
         {"history and resume", test_history_and_resume},
