@@ -21,6 +21,9 @@
 // Subscriber wakes a goroutine blocked in Next, which then returns an error
 // matching ErrClosed. Engines and subscribers are safe for concurrent use.
 //
+// The library's log records (Redis outages, skipped messages) go to log/slog:
+// slog.Default() at slog.LevelInfo unless SetLogger says otherwise.
+//
 // Errors are *Error values carrying the C status and the evr_last_error
 // message; compare them with errors.Is against ErrInvalidJSON and the other
 // sentinels.

@@ -160,9 +160,22 @@ static _Thread_local int evrpy_last_status;
 /* C objects of each kind owned by handles and not yet freed (evroute._live). */
 static _Atomic uint64_t evrpy_live_count[4];
 
+static void evrpy_free_kind(int kind, void *ptr) {
+    switch (kind) {
+    case EVRPY_ENGINE: evr_engine_free(ptr); break;
+    case EVRPY_SUBSCRIBER: evr_subscriber_free(ptr); break;
+    case EVRPY_REDIS_NODE: evr_redis_node_free(ptr); break;
+    case EVRPY_REDIS_PUBLISHER: evr_redis_publisher_free(ptr); break;
+    }
+}
+
+/* Takes ownership of `ptr`: without memory for the handle it is freed, not leaked. */
 static evrpy_handle *evrpy_handle_new(int kind, void *ptr) {
     evrpy_handle *h = malloc(sizeof *h);
-    if (h == NULL) return NULL;
+    if (h == NULL) {
+        evrpy_free_kind(kind, ptr);
+        return NULL;
+    }
     h->kind = kind;
     h->ptr = ptr;
     atomic_init(&h->state, EVRPY_REF);
@@ -172,12 +185,7 @@ static evrpy_handle *evrpy_handle_new(int kind, void *ptr) {
 
 static void evrpy_free_object(evrpy_handle *h) {
     atomic_fetch_sub(&evrpy_live_count[h->kind], 1);
-    switch (h->kind) {
-    case EVRPY_ENGINE: evr_engine_free(h->ptr); break;
-    case EVRPY_SUBSCRIBER: evr_subscriber_free(h->ptr); break;
-    case EVRPY_REDIS_NODE: evr_redis_node_free(h->ptr); break;
-    case EVRPY_REDIS_PUBLISHER: evr_redis_publisher_free(h->ptr); break;
-    }
+    evrpy_free_kind(h->kind, h->ptr);
 }
 
 /* The C object, with a reference for the caller; NULL once closed. */

@@ -355,7 +355,7 @@ class _Handle:
     __slots__ = ("h", "_kind")
 
     def __init__(self, kind: int, ptr: Any, name: str) -> None:
-        h = lib.evrpy_handle_new(kind, ptr)
+        h = lib.evrpy_handle_new(kind, ptr)  # owns ptr from here, even when it fails
         if h == _NULL:
             raise MemoryError(f"evroute: no memory for a {name} handle")
         self.h = _gc(h, lib.evrpy_dispose)
