@@ -145,6 +145,10 @@ enum Op {
     Publish(Input, bool),
     PublishChannel(Input, Input, bool),
     Next(u8, bool),
+    /// evr_subscriber_next_batch (or, with an encoding, evr_subscriber_next_iov).
+    NextBatch(u8, u8, Option<bool>),
+    /// evr_subscriber_read of the SSE (false) or WS (true) bytes into a buffer of this size.
+    Read(u8, bool, u16, u8),
     ReadFrame(u8),
     FreeFrame(u8),
     Fd(u8),
@@ -435,6 +439,89 @@ impl World {
                     assert!(frame.is_null());
                 }
             }
+            Op::NextBatch(i, max, iov) => {
+                let Some(i) = self.pick(*i) else { return };
+                let s = self.subs[i].ptr;
+                let (before, closed) = (sub_stats(s), is_closed(s));
+                let max = usize::from(*max % 5);
+                let mut frames = [null_mut(); 4];
+                let mut bytes = [evr_bytes { ptr: null(), len: 0 }; 4];
+                let mut n = usize::MAX;
+                let enc = if *iov == Some(true) { evr_encoding::EVR_ENCODING_WS } else { evr_encoding::EVR_ENCODING_SSE };
+                // SAFETY: live subscriber; `frames` and `bytes` have room for max <= 4; `n` writable.
+                let st = unsafe {
+                    match iov {
+                        None => evr_subscriber_next_batch(s, 0, frames.as_mut_ptr(), max, &mut n),
+                        Some(_) => evr_subscriber_next_iov(s, 0, enc, frames.as_mut_ptr(), bytes.as_mut_ptr(), max, &mut n),
+                    }
+                };
+                let want = match (max, closed, before.depth) {
+                    (0, _, _) => EVR_ERR_INVALID_CONFIG,
+                    (_, true, _) => EVR_CLOSED,
+                    (_, false, 0) => EVR_EMPTY,
+                    _ => EVR_OK,
+                };
+                assert_eq!(st, want, "next_batch ({})", last_error());
+                if st != EVR_OK {
+                    assert_eq!(n, usize::MAX, "a failed call wrote its out-parameter");
+                    return;
+                }
+                assert_eq!(n as u64, before.depth.min(max as u64));
+                self.subs[i].reads += n as u64;
+                for (k, &f) in frames[..n].iter().enumerate() {
+                    check_abi_frame(f);
+                    if iov.is_some() {
+                        let get = if *iov == Some(true) { evr_frame_ws } else { evr_frame_sse };
+                        let whole = part(f, get).unwrap();
+                        assert_eq!((bytes[k].ptr, bytes[k].len), (whole.as_ptr(), whole.len()), "iov entry {k}");
+                    }
+                }
+                // SAFETY: `n` live frames, not used again.
+                unsafe { evr_frames_free(frames.as_ptr(), n) };
+            }
+            Op::Read(i, ws, cap, max) => {
+                let Some(i) = self.pick(*i) else { return };
+                let s = self.subs[i].ptr;
+                let (before, closed) = (sub_stats(s), is_closed(s));
+                let (cap, max) = (usize::from(*cap % 4096), usize::from(*max % 5));
+                let enc = if *ws { evr_encoding::EVR_ENCODING_WS } else { evr_encoding::EVR_ENCODING_SSE };
+                let mut buf = vec![0u8; cap];
+                let mut lens = [usize::MAX; 4];
+                let (mut n, mut used) = (usize::MAX, usize::MAX);
+                // SAFETY: live subscriber; `buf` has `cap` bytes, `lens` room for max <= 4; outs writable.
+                let st = unsafe {
+                    evr_subscriber_read(s, 0, enc, buf.as_mut_ptr(), cap, lens.as_mut_ptr(), max, &mut n, &mut used)
+                };
+                let want = match (max, closed, before.depth) {
+                    (0, _, _) => vec![EVR_ERR_INVALID_CONFIG],
+                    (_, true, _) => vec![EVR_CLOSED],
+                    (_, false, 0) => vec![EVR_EMPTY],
+                    _ => vec![EVR_OK, EVR_BUFFER_TOO_SMALL],
+                };
+                expect_status(st, &want, "read");
+                match st {
+                    EVR_OK => {
+                        assert!(n >= 1 && n as u64 <= before.depth.min(max as u64) && used <= cap, "{n} {used}");
+                        assert_eq!(lens[..n].iter().sum::<usize>(), used);
+                        let mut at = 0;
+                        for &len in &lens[..n] {
+                            let frame = &buf[at..at + len];
+                            if *ws {
+                                assert!(frame.starts_with(br#"{"stream":["#) && frame.ends_with(b"}"));
+                            } else {
+                                assert!(frame.starts_with(b"event: ") && frame.ends_with(b"\n\n"));
+                            }
+                            at += len;
+                        }
+                        self.subs[i].reads += n as u64;
+                    }
+                    EVR_BUFFER_TOO_SMALL => {
+                        assert!(used > cap && used != usize::MAX && n == usize::MAX, "{used} {n}");
+                        assert_eq!(sub_stats(s).depth, before.depth, "a refused frame stays queued");
+                    }
+                    _ => assert_eq!((n, used), (usize::MAX, usize::MAX), "a failed call wrote its out-parameters"),
+                }
+            }
             Op::ReadFrame(i) => {
                 if !self.frames.is_empty() {
                     // Frames outlive their subscriber and engine.
@@ -564,6 +651,13 @@ impl World {
                     expect_null_error(evr_subscriber_new(null(), null(), 0, &mut null_mut()), "subscriber_new NULL");
                 }
                 4 => {
+                    let mut n = 0;
+                    let mut frames = [null_mut(); 1];
+                    let sse = evr_encoding::EVR_ENCODING_SSE;
+                    expect_null_error(evr_subscriber_next_batch(null(), 0, frames.as_mut_ptr(), 1, &mut n), "batch");
+                    let r = evr_subscriber_read(null(), 0, sse, [0u8; 1].as_mut_ptr(), 1, null_mut(), 1, &mut n, &mut n);
+                    expect_null_error(r, "read NULL");
+                    evr_frames_free(null(), 3);
                     expect_null_error(evr_subscriber_next(null(), 0, &mut frame), "next NULL");
                     if let Some(s) = self.subs.first() {
                         expect_null_error(evr_subscriber_next(s.ptr, 0, null_mut()), "next out NULL");
