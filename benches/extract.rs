@@ -1,5 +1,7 @@
 //! Routing-key extraction on corpus statuses (MB/s), against serde_json
-//! deserializing only the same fields into a typed struct.
+//! deserializing only the same fields into a typed struct, and against
+//! simd-json only building its tape of the same input (copy + UTF-8 check +
+//! `fill_tape` with reused buffers, extracting nothing): issue 13's baseline.
 
 mod common;
 
@@ -57,6 +59,22 @@ fn extraction(c: &mut Criterion) {
         b.iter(|| {
             for s in common::STATUSES {
                 std::hint::black_box(serde_json::from_str::<Envelope>(s).unwrap());
+            }
+        })
+    });
+    let mut input = Vec::new();
+    let mut buffers = simd_json::Buffers::new(4096);
+    let mut tape = Some(simd_json::tape::Tape::null());
+    g.bench_function("simd_json_tape", |b| {
+        b.iter(|| {
+            for s in common::STATUSES {
+                std::str::from_utf8(s.as_bytes()).unwrap();
+                input.clear();
+                input.extend_from_slice(s.as_bytes());
+                let mut t = tape.take().unwrap().reset();
+                simd_json::fill_tape(&mut input, &mut buffers, &mut t).unwrap();
+                std::hint::black_box(t.as_value());
+                tape = Some(t.reset());
             }
         })
     });
