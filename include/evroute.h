@@ -324,6 +324,11 @@ typedef struct evr_redis_node_stats {
    * Presence keys (`subscribed:<channel>`) currently kept alive.
    */
   uint64_t presence_keys;
+  /**
+   * Redis subscriptions of the ingest connection: 1 in the pattern mode,
+   * the number of channels in the channels mode; 0 while disconnected.
+   */
+  uint64_t subscriptions;
 } evr_redis_node_stats;
 #endif
 
@@ -847,14 +852,17 @@ enum evr_status evr_set_log_callback(int level, evr_log_fn callback, void *user_
 /**
  * Attaches the engine to Redis (docs/protocol.md, "Redis"): PSUBSCRIBEs
  * `[<namespace>:]timeline:*` (the namespace is the engine's
- * `redis_namespace`), feeds every message to channel mode and keeps the
+ * `redis_namespace`), or with `"subscribe":"channels"` SUBSCRIBEs exactly
+ * the channels the engine's subscribers listen to (following them, and
+ * again after a reconnect), feeds every message to channel mode and keeps the
  * presence keys `[<namespace>:]subscribed:<channel>` of the channels the
  * engine's subscribers listen to. `url` is a Redis URL
  * (`redis://127.0.0.1:6379/`). `options_json` is optional (`len` 0 means
- * Mastodon's timings): `{"presence_ttl_secs":1080,"presence_refresh_secs":360,
- * "poll_interval_ms":100,"backoff_min_ms":100,"backoff_max_ms":5000,
- * "connect_timeout_ms":2000}`, every key optional, every value a positive
- * integer; unknown keys are EVR_ERR_INVALID_CONFIG.
+ * Mastodon's timings and the pattern mode): `{"subscribe":"pattern",
+ * "presence_ttl_secs":1080,"presence_refresh_secs":360,"poll_interval_ms":100,
+ * "backoff_min_ms":100,"backoff_max_ms":5000,"connect_timeout_ms":2000}`,
+ * every key optional, `subscribe` "pattern" or "channels", every other
+ * value a positive integer; unknown keys are EVR_ERR_INVALID_CONFIG.
  *
  * Fails only on bad arguments (a malformed URL is EVR_ERR_INVALID_CONFIG)
  * or when the threads cannot start (EVR_ERR_IO): an unreachable Redis is
@@ -896,6 +904,25 @@ enum evr_status evr_redis_node_attach(const struct evr_engine *engine,
  */
 enum evr_status evr_redis_node_wait_subscribed(const struct evr_redis_node *node,
                                                uint32_t timeout_ms);
+#endif
+
+#if defined(EVR_FEATURE_REDIS)
+/**
+ * Waits up to `timeout_ms` milliseconds (0: just check) until the node
+ * receives every channel the engine's subscribers listen to at the time of
+ * the call: in the channels mode a new channel is subscribed within a poll
+ * interval, and a host calls this after subscribing a client so that
+ * nothing published from then on is missed. In the pattern mode it is
+ * evr_redis_node_wait_subscribed(). EVR_OK, EVR_TIMEOUT (Redis unreachable,
+ * or not yet subscribed), EVR_CLOSED once the node was stopped.
+ *
+ * Thread-safety: may be called from any thread; evr_redis_node_stop() from
+ * another thread ends the wait with EVR_CLOSED.
+ *
+ * # Safety
+ * `node` is NULL or live.
+ */
+enum evr_status evr_redis_node_wait_synced(const struct evr_redis_node *node, uint32_t timeout_ms);
 #endif
 
 #if defined(EVR_FEATURE_REDIS)

@@ -3,8 +3,9 @@
 //!
 //! Receiving side: [`RedisNode::attach`] starts two threads, each with its
 //! own connection that it re-opens with capped backoff when Redis goes away:
-//! - *ingest* PSUBSCRIBEs `[<namespace>:]timeline:*` and feeds every message
-//!   to [`Engine::publish_channel`];
+//! - *ingest* receives in one of two [`SubscribeMode`]s, PSUBSCRIBE
+//!   `[<namespace>:]timeline:*` or SUBSCRIBE exactly the channels local
+//!   subscribers listen to, and feeds every message to [`Engine::publish_channel`];
 //! - *presence* keeps Mastodon's `[<namespace>:]subscribed:<channel>` keys
 //!   (SET … EX 1080, refreshed every 360 s) for the channels local
 //!   subscribers listen to, so that Mastodon's Rails side keeps publishing
@@ -32,9 +33,37 @@ use crate::event::{self, RoutedEvent};
 use crate::json::{quote, top_level_span, with_document};
 use crate::recent::{RecentStatuses, Routing};
 
-/// Timings of a [`RedisNode`]. The defaults are Mastodon's; tests shorten them.
+/// How a node receives (SPEC §9).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SubscribeMode {
+    /// One PSUBSCRIBE to `[<namespace>:]timeline:*`: every node receives every message.
+    #[default]
+    Pattern,
+    /// SUBSCRIBE exactly the channels local subscribers listen to, as
+    /// Mastodon's streaming server does: a node receives only what it delivers.
+    /// The set follows the engine's index within a poll interval, in batched
+    /// SUBSCRIBE/UNSUBSCRIBE commands, and is subscribed again after a reconnect.
+    Channels,
+}
+
+impl SubscribeMode {
+    pub fn parse(name: &str) -> Result<SubscribeMode> {
+        match name {
+            "pattern" => Ok(SubscribeMode::Pattern),
+            "channels" => Ok(SubscribeMode::Channels),
+            _ => Err(Error::new(
+                ErrorKind::InvalidConfig,
+                format!("subscribe mode must be \"pattern\" or \"channels\", not {name:?}"),
+            )),
+        }
+    }
+}
+
+/// Timings and mode of a [`RedisNode`]. The defaults are Mastodon's; tests shorten them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RedisNodeOptions {
+    /// How the ingest connection subscribes.
+    pub subscribe: SubscribeMode,
     /// Lifetime of a presence key (Mastodon: 3 × 360 s). Whole seconds, at least 1.
     pub presence_ttl: Duration,
     /// How often presence keys of active channels are set again (Mastodon: 360 s).
@@ -50,6 +79,7 @@ pub struct RedisNodeOptions {
 impl Default for RedisNodeOptions {
     fn default() -> Self {
         RedisNodeOptions {
+            subscribe: SubscribeMode::Pattern,
             presence_ttl: Duration::from_secs(1080),
             presence_refresh: Duration::from_secs(360),
             poll_interval: Duration::from_millis(100),
@@ -74,6 +104,9 @@ pub struct RedisNodeStats {
     pub reconnects: u64,
     /// Presence keys currently kept alive.
     pub presence_keys: u64,
+    /// Redis subscriptions of the ingest connection: 1 (the pattern) or the
+    /// number of channels subscribed; 0 while disconnected.
+    pub subscriptions: u64,
 }
 
 #[derive(Default)]
@@ -83,6 +116,7 @@ struct Counters {
     ignored: AtomicU64,
     reconnects: AtomicU64,
     presence_keys: AtomicU64,
+    subscriptions: AtomicU64,
 }
 
 /// What both threads share. Dropping the node's `Sender` wakes them.
@@ -93,6 +127,9 @@ struct Shared {
     pattern: String,
     stop: Receiver<()>,
     subscribed: AtomicBool,
+    /// One past the index generation the ingest subscriptions reflect (0:
+    /// none; u64::MAX in the pattern mode, which covers every channel).
+    synced: AtomicU64,
     /// Set when ingest reconnected: Redis may have restarted empty, so the
     /// presence thread sets every key again even if its own connection survived.
     resync_presence: AtomicBool,
@@ -130,6 +167,7 @@ impl RedisNode {
             options,
             stop: stop_rx,
             subscribed: AtomicBool::new(false),
+            synced: AtomicU64::new(0),
             resync_presence: AtomicBool::new(false),
             counters: Counters::default(),
         });
@@ -147,7 +185,7 @@ impl RedisNode {
         Ok(RedisNode { shared, stop: Some(stop_tx), threads })
     }
 
-    /// The PSUBSCRIBE pattern, e.g. `ns:timeline:*`.
+    /// The PSUBSCRIBE pattern of the pattern mode, e.g. `ns:timeline:*`.
     pub fn pattern(&self) -> &str {
         &self.shared.pattern
     }
@@ -169,6 +207,34 @@ impl RedisNode {
         true
     }
 
+    /// True while the ingest connection is subscribed to every channel that
+    /// local subscribers listened to at index generation `generation`
+    /// ([`Engine::channel_generation`]); in the pattern mode, while subscribed.
+    pub fn covers(&self, generation: u64) -> bool {
+        self.is_subscribed() && self.shared.synced.load(Ordering::SeqCst) > generation
+    }
+
+    /// Waits until the ingest connection covers the channels local
+    /// subscribers listen to now, so that messages published to them from
+    /// then on are received (in the channels mode a new channel is
+    /// subscribed within a poll interval); false on timeout.
+    pub fn wait_synced(&self, timeout: Duration) -> bool {
+        let generation = self.shared.engine.channel_generation();
+        let deadline = Instant::now() + timeout;
+        while !self.covers(generation) {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        true
+    }
+
+    /// The index generation of the node's engine (see [`RedisNode::covers`]).
+    pub fn channel_generation(&self) -> u64 {
+        self.shared.engine.channel_generation()
+    }
+
     pub fn stats(&self) -> RedisNodeStats {
         let c = &self.shared.counters;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -178,6 +244,7 @@ impl RedisNode {
             ignored: get(&c.ignored),
             reconnects: get(&c.reconnects),
             presence_keys: get(&c.presence_keys),
+            subscriptions: get(&c.subscriptions),
         }
     }
 
@@ -288,6 +355,8 @@ impl Shared {
         while let Some(mut conn) = self.connect(&mut backoff) {
             let result = self.listen(&mut conn, &mut backoff);
             self.subscribed.store(false, Ordering::SeqCst);
+            self.synced.store(0, Ordering::SeqCst);
+            self.counters.subscriptions.store(0, Ordering::Relaxed);
             match result {
                 Ok(()) => return,
                 Err(e) => {
@@ -304,7 +373,18 @@ impl Shared {
     fn listen(&self, conn: &mut redis::Connection, backoff: &mut Backoff) -> redis::RedisResult<()> {
         let mut pubsub = conn.as_pubsub();
         pubsub.set_read_timeout(Some(self.options.connect_timeout))?;
-        pubsub.psubscribe(&self.pattern)?;
+        // Channels mode: what this connection has subscribed, and the index
+        // generation it reflects (None: not synchronised yet).
+        let mut channels = HashSet::new();
+        let mut generation = None;
+        match self.options.subscribe {
+            SubscribeMode::Pattern => {
+                pubsub.psubscribe(&self.pattern)?;
+                self.synced.store(u64::MAX, Ordering::SeqCst);
+                self.counters.subscriptions.store(1, Ordering::Relaxed);
+            }
+            SubscribeMode::Channels => self.sync_channels(&mut pubsub, &mut channels, &mut generation)?,
+        }
         // Short reads so that a stop is noticed; a partial reply stays buffered.
         pubsub.set_read_timeout(Some(self.options.poll_interval))?;
         self.subscribed.store(true, Ordering::SeqCst);
@@ -316,6 +396,12 @@ impl Shared {
         loop {
             if self.stopped() {
                 return Ok(());
+            }
+            if self.options.subscribe == SubscribeMode::Channels && generation != Some(self.engine.channel_generation())
+            {
+                pubsub.set_read_timeout(Some(self.options.connect_timeout))?;
+                self.sync_channels(&mut pubsub, &mut channels, &mut generation)?;
+                pubsub.set_read_timeout(Some(self.options.poll_interval))?;
             }
             match pubsub.get_message() {
                 Ok(msg) => {
@@ -332,6 +418,34 @@ impl Shared {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Channels mode: brings the connection's subscriptions to the channels
+    /// local subscribers listen to, in one SUBSCRIBE and one UNSUBSCRIBE. It
+    /// only reads the index (publishers never wait for it); the index keeps
+    /// the reference count (a channel is active while anyone listens).
+    fn sync_channels(
+        &self,
+        pubsub: &mut redis::PubSub<'_>,
+        subscribed: &mut HashSet<String>,
+        generation: &mut Option<u64>,
+    ) -> redis::RedisResult<()> {
+        // Read the generation first: a change during the pass triggers another.
+        let now = self.engine.channel_generation();
+        let active: HashSet<String> = self.engine.active_channels().into_iter().collect();
+        let added: Vec<&String> = active.difference(subscribed).collect();
+        let removed: Vec<&String> = subscribed.difference(&active).collect();
+        if !added.is_empty() {
+            pubsub.subscribe(&added)?;
+        }
+        if !removed.is_empty() {
+            pubsub.unsubscribe(&removed)?;
+        }
+        *subscribed = active;
+        *generation = Some(now);
+        self.synced.store(now + 1, Ordering::SeqCst);
+        self.counters.subscriptions.store(subscribed.len() as u64, Ordering::Relaxed);
+        Ok(())
     }
 
     fn feed(&self, msg: &redis::Msg) {

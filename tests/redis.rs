@@ -11,7 +11,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use evroute::redis_node::{Publisher, RedisNode, RedisNodeOptions, channel_message};
+use evroute::redis_node::{Publisher, RedisNode, RedisNodeOptions, SubscribeMode, channel_message};
 use evroute::{Engine, EngineConfig, Next, Subscriber};
 
 // ---------------------------------------------------------------- harness
@@ -375,6 +375,7 @@ fn two_node_processes_share_events_and_survive_a_redis_restart() {
 
 fn short_timings() -> RedisNodeOptions {
     RedisNodeOptions {
+        subscribe: SubscribeMode::Pattern,
         presence_ttl: Duration::from_secs(2),
         presence_refresh: Duration::from_millis(500),
         poll_interval: Duration::from_millis(20),
@@ -441,6 +442,75 @@ fn presence_keys_follow_local_listeners_with_a_namespace() {
     let started = Instant::now();
     node.stop();
     assert!(started.elapsed() < Duration::from_secs(1), "stop took {:?}", started.elapsed());
+}
+
+fn numsub(server: &RedisServer, channel: &str) -> u64 {
+    let reply: (String, u64) = redis::cmd("PUBSUB").arg("NUMSUB").arg(channel).query(&mut server.conn()).unwrap();
+    reply.1
+}
+
+/// Channels mode: two nodes on one Redis each subscribe only the channels of
+/// their own subscribers, follow them as they come and go, and subscribe
+/// them all again after a Redis restart.
+#[test]
+fn channels_mode_receives_only_local_channels() {
+    if redis_server_missing() {
+        return;
+    }
+    let mut server = RedisServer::start(free_port());
+    let channels = RedisNodeOptions { subscribe: SubscribeMode::Channels, ..short_timings() };
+    let (a, b) = (Engine::default(), Engine::default());
+    let sub_a = a.subscriber_from_json(b"").unwrap();
+    sub_a.subscribe(br#"{"stream":"hashtag","tag":"alpha"}"#).unwrap();
+    let sub_b = b.subscriber_from_json(b"").unwrap();
+    sub_b.subscribe(br#"{"stream":"hashtag","tag":"beta"}"#).unwrap();
+    // A second listener of the same channel on node A: still one Redis subscription.
+    let sub_a2 = a.subscriber_from_json(b"").unwrap();
+    sub_a2.subscribe(br#"{"stream":"hashtag","tag":"Alpha"}"#).unwrap();
+    let node_a = RedisNode::attach_with(&a, &server.url(), channels.clone()).unwrap();
+    let node_b = RedisNode::attach_with(&b, &server.url(), channels).unwrap();
+    assert!(node_a.wait_subscribed(Duration::from_secs(5)) && node_b.wait_subscribed(Duration::from_secs(5)));
+    let (alpha, beta) = ("timeline:hashtag:alpha", "timeline:hashtag:beta");
+    wait_until(Duration::from_secs(2), "one subscription per channel", || {
+        numsub(&server, alpha) == 1 && numsub(&server, beta) == 1
+    });
+    assert_eq!((node_a.stats().subscriptions, node_b.stats().subscriptions), (1, 1));
+
+    let mut publisher = Publisher::connect(&server.url(), None).unwrap();
+    let delete = |id: u32| format!(r#"{{"event":"delete","payload":"{id}"}}"#);
+    assert_eq!(publisher.publish_channel(alpha, delete(1).as_bytes()).unwrap().receivers, 1);
+    assert_eq!(publisher.publish_channel(beta, delete(2).as_bytes()).unwrap().receivers, 1);
+    assert_eq!(publisher.publish_channel("timeline:public", delete(3).as_bytes()).unwrap().receivers, 0);
+    let payload = |s: &Subscriber| match s.next(Duration::from_secs(5)) {
+        Next::Frame(f) => f.payload().map(str::to_owned),
+        other => panic!("no frame: {other:?}"),
+    };
+    assert_eq!(payload(&sub_a).as_deref(), Some("1"));
+    assert_eq!(payload(&sub_a2).as_deref(), Some("1"));
+    assert_eq!(payload(&sub_b).as_deref(), Some("2"));
+    assert_eq!((node_a.stats().received, node_b.stats().received), (1, 1), "each node received only its channel");
+
+    // A new channel is subscribed, and one whose last listener left is not.
+    sub_b.subscribe(br#"{"stream":"public"}"#).unwrap();
+    assert!(node_b.wait_synced(Duration::from_secs(2)));
+    assert_eq!(numsub(&server, "timeline:public"), 1);
+    drop(sub_a);
+    assert_eq!(numsub(&server, alpha), 1, "sub_a2 still listens");
+    drop(sub_a2);
+    wait_until(Duration::from_secs(2), "alpha unsubscribed", || numsub(&server, alpha) == 0);
+    assert_eq!(node_a.stats().subscriptions, 0);
+
+    // After a restart every channel is subscribed again and delivery resumes.
+    let port = server.port;
+    server.kill();
+    server = RedisServer::start(port);
+    wait_until(Duration::from_secs(5), "resubscribed", || {
+        numsub(&server, beta) == 1 && numsub(&server, "timeline:public") == 1
+    });
+    let mut publisher = Publisher::connect(&server.url(), None).unwrap();
+    assert_eq!(publisher.publish_channel("timeline:public", delete(4).as_bytes()).unwrap().receivers, 1);
+    assert_eq!(payload(&sub_b).as_deref(), Some("4"));
+    assert!(node_b.stats().reconnects >= 1);
 }
 
 #[test]

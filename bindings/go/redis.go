@@ -14,10 +14,14 @@ import (
 	"time"
 )
 
-// RedisOptions are a RedisNode's timings; zero fields take Mastodon's
-// (presence keys: TTL 1080 s, refreshed every 360 s). Durations are rounded
-// up to the unit of the C option (seconds for the presence keys, else ms).
+// RedisOptions are a RedisNode's mode and timings; zero fields take the
+// pattern mode and Mastodon's timings (presence keys: TTL 1080 s, refreshed
+// every 360 s). Durations are rounded up to the unit of the C option
+// (seconds for the presence keys, else ms).
 type RedisOptions struct {
+	// Subscribe is "pattern" (one PSUBSCRIBE to timeline:*, the default) or
+	// "channels" (SUBSCRIBE exactly the channels local subscribers listen to).
+	Subscribe       string
 	PresenceTTL     time.Duration
 	PresenceRefresh time.Duration
 	PollInterval    time.Duration // how often the threads check for stop and new channels (100 ms)
@@ -39,7 +43,10 @@ func (o RedisOptions) json() ([]byte, error) {
 		{"backoff_max_ms", o.BackoffMax, time.Millisecond},
 		{"connect_timeout_ms", o.ConnectTimeout, time.Millisecond},
 	}
-	opts := map[string]int64{}
+	opts := map[string]any{}
+	if o.Subscribe != "" {
+		opts["subscribe"] = o.Subscribe
+	}
 	for _, f := range fields {
 		if f.d < 0 {
 			return nil, &Error{StatusInvalidConfig, "RedisOptions: negative " + f.key}
@@ -61,6 +68,9 @@ type RedisNodeStats struct {
 	Ignored      uint64 // messages on timeline:* channels evroute does not route
 	Reconnects   uint64 // connections re-established after a Redis failure
 	PresenceKeys uint64 // presence keys currently kept alive
+	// Subscriptions of the ingest connection: 1 (pattern mode) or the number of
+	// channels (channels mode); 0 while disconnected.
+	Subscriptions uint64
 }
 
 // RedisNode is an engine's link to Redis: background threads that route
@@ -116,6 +126,23 @@ func (n *RedisNode) use() (*C.evr_redis_node, error) {
 // false when it is not (Redis unreachable or still connecting) and an error
 // matching ErrClosed once the node is stopped.
 func (n *RedisNode) WaitSubscribed(timeout time.Duration) (bool, error) {
+	return n.wait(timeout, func(p *C.evr_redis_node, ms C.uint32_t) C.int {
+		return C.int(C.evr_redis_node_wait_subscribed(p, ms))
+	})
+}
+
+// WaitSynced waits up to timeout (<= 0: just check) until the node receives
+// every channel the engine's subscribers listen to now: in the channels mode
+// a new channel is subscribed within a poll interval, so a host calls it
+// after subscribing a client to miss nothing published from then on. In the
+// pattern mode it is WaitSubscribed.
+func (n *RedisNode) WaitSynced(timeout time.Duration) (bool, error) {
+	return n.wait(timeout, func(p *C.evr_redis_node, ms C.uint32_t) C.int {
+		return C.int(C.evr_redis_node_wait_synced(p, ms))
+	})
+}
+
+func (n *RedisNode) wait(timeout time.Duration, f func(*C.evr_redis_node, C.uint32_t) C.int) (bool, error) {
 	ptr, err := n.use()
 	if err != nil {
 		return false, err
@@ -128,7 +155,7 @@ func (n *RedisNode) WaitSubscribed(timeout time.Duration) (bool, error) {
 	if timeout > 0 {
 		ms = C.uint32_t((timeout + time.Millisecond - 1) / time.Millisecond)
 	}
-	st, err := call(func() C.int { return C.int(C.evr_redis_node_wait_subscribed(ptr, ms)) })
+	st, err := call(func() C.int { return f(ptr, ms) })
 	runtime.KeepAlive(n)
 	switch {
 	case err != nil:
@@ -151,7 +178,7 @@ func (n *RedisNode) Stats() (RedisNodeStats, error) {
 	runtime.KeepAlive(n)
 	return RedisNodeStats{
 		uint64(st.received), uint64(st.rejected), uint64(st.ignored), uint64(st.reconnects),
-		uint64(st.presence_keys),
+		uint64(st.presence_keys), uint64(st.subscriptions),
 	}, err
 }
 

@@ -169,3 +169,40 @@ func TestRedisPublishReachesSubscriber(t *testing.T) {
 		t.Fatalf("Publish after Close: %v", err)
 	}
 }
+
+// The channels mode subscribes exactly the local subscribers' channels: a
+// message on another channel does not reach this node at all.
+func TestRedisChannelsMode(t *testing.T) {
+	url := "redis://" + startRedis(t) + "/"
+	eng := newEngine(t, Config{})
+	sub := newSub(t, eng, SubscriberOptions{}, Subscription{Stream: "hashtag", Tag: "mine"})
+	if _, err := eng.AttachRedis(url, RedisOptions{Subscribe: "everything"}); !errors.Is(err, ErrInvalidConfig) {
+		t.Fatalf("bad mode: %v", err)
+	}
+	node, err := eng.AttachRedis(url, RedisOptions{Subscribe: "channels", PollInterval: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer node.Close()
+	pub, err := NewRedisPublisher(url, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	if ok, err := node.WaitSynced(5 * time.Second); !ok || err != nil {
+		t.Fatalf("not synced: %v %v", ok, err)
+	}
+	if st, _ := node.Stats(); st.Subscriptions != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+	msg := []byte(`{"event":"delete","payload":"7"}`)
+	if got, err := pub.PublishChannel("timeline:hashtag:other", msg); err != nil || got.Receivers != 0 {
+		t.Fatalf("other channel: %+v %v", got, err)
+	}
+	if got, err := pub.PublishChannel("timeline:hashtag:mine", msg); err != nil || got.Receivers != 1 {
+		t.Fatalf("own channel: %+v %v", got, err)
+	}
+	if f := nextWithin(t, sub, 5*time.Second); f.Payload != "7" {
+		t.Fatalf("frame %+v", f)
+	}
+}

@@ -57,7 +57,7 @@ typedef struct evr_subscriber_stats {
     uint64_t matched; uint64_t delivered; uint64_t dropped; uint64_t read; uint64_t depth;
 } evr_subscriber_stats;
 typedef struct evr_redis_node_stats {
-    uint64_t received; uint64_t rejected; uint64_t ignored; uint64_t reconnects; uint64_t presence_keys;
+    uint64_t received; uint64_t rejected; uint64_t ignored; uint64_t reconnects; uint64_t presence_keys; uint64_t subscriptions;
 } evr_redis_node_stats;
 typedef struct evr_redis_published { uint64_t channels; uint64_t receivers; } evr_redis_published;
 """
@@ -103,6 +103,7 @@ enum evr_status evr_redis_node_attach(const struct evr_engine *engine, const uin
                                       const uint8_t *options_json, size_t options_len,
                                       struct evr_redis_node **out);
 enum evr_status evr_redis_node_wait_subscribed(const struct evr_redis_node *node, uint32_t timeout_ms);
+enum evr_status evr_redis_node_wait_synced(const struct evr_redis_node *node, uint32_t timeout_ms);
 enum evr_status evr_redis_node_get_stats(const struct evr_redis_node *node, struct evr_redis_node_stats *out);
 enum evr_status evr_redis_node_stop(const struct evr_redis_node *node);
 void evr_redis_node_free(struct evr_redis_node *node);

@@ -17,7 +17,7 @@ use super::boundary::{bytes, handle, out_param, status};
 use super::{evr_engine, evr_status};
 use crate::error::{Error, Result};
 use crate::json::with_document;
-use crate::redis_node::{Published, Publisher, RedisNode, RedisNodeOptions};
+use crate::redis_node::{Published, Publisher, RedisNode, RedisNodeOptions, SubscribeMode};
 use evr_status::*;
 
 /// An engine's link to Redis: two background threads that feed Redis
@@ -49,6 +49,9 @@ pub struct evr_redis_node_stats {
     pub reconnects: u64,
     /// Presence keys (`subscribed:<channel>`) currently kept alive.
     pub presence_keys: u64,
+    /// Redis subscriptions of the ingest connection: 1 in the pattern mode,
+    /// the number of channels in the channels mode; 0 while disconnected.
+    pub subscriptions: u64,
 }
 
 /// What one publish to Redis did.
@@ -75,8 +78,9 @@ fn utf8<'a>(input: &'a [u8], name: &str) -> Result<&'a str> {
 }
 
 /// Parses the node options JSON; empty input means Mastodon's timings.
-/// Every value is a positive integer; unknown keys are refused so that a
-/// misspelt interval does not silently fall back to a default.
+/// Every value is a positive integer, except `subscribe` ("pattern" or
+/// "channels"); unknown keys are refused so that a misspelt interval does
+/// not silently fall back to a default.
 fn node_options(json: &[u8]) -> Result<RedisNodeOptions> {
     let mut options = RedisNodeOptions::default();
     if json.trim_ascii().is_empty() {
@@ -90,6 +94,10 @@ fn node_options(json: &[u8]) -> Result<RedisNodeOptions> {
                 _ => Err(Error::config(format!("{key} must be a positive integer"))),
             };
             match key.as_ref() {
+                "subscribe" => {
+                    let mode = value.as_str().ok_or_else(|| Error::config("subscribe must be a string"))?;
+                    options.subscribe = SubscribeMode::parse(mode)?;
+                }
                 "presence_ttl_secs" => options.presence_ttl = Duration::from_secs(n()?),
                 "presence_refresh_secs" => options.presence_refresh = Duration::from_secs(n()?),
                 "poll_interval_ms" => options.poll_interval = Duration::from_millis(n()?),
@@ -108,14 +116,17 @@ fn node_options(json: &[u8]) -> Result<RedisNodeOptions> {
 
 /// Attaches the engine to Redis (docs/protocol.md, "Redis"): PSUBSCRIBEs
 /// `[<namespace>:]timeline:*` (the namespace is the engine's
-/// `redis_namespace`), feeds every message to channel mode and keeps the
+/// `redis_namespace`), or with `"subscribe":"channels"` SUBSCRIBEs exactly
+/// the channels the engine's subscribers listen to (following them, and
+/// again after a reconnect), feeds every message to channel mode and keeps the
 /// presence keys `[<namespace>:]subscribed:<channel>` of the channels the
 /// engine's subscribers listen to. `url` is a Redis URL
 /// (`redis://127.0.0.1:6379/`). `options_json` is optional (`len` 0 means
-/// Mastodon's timings): `{"presence_ttl_secs":1080,"presence_refresh_secs":360,
-/// "poll_interval_ms":100,"backoff_min_ms":100,"backoff_max_ms":5000,
-/// "connect_timeout_ms":2000}`, every key optional, every value a positive
-/// integer; unknown keys are EVR_ERR_INVALID_CONFIG.
+/// Mastodon's timings and the pattern mode): `{"subscribe":"pattern",
+/// "presence_ttl_secs":1080,"presence_refresh_secs":360,"poll_interval_ms":100,
+/// "backoff_min_ms":100,"backoff_max_ms":5000,"connect_timeout_ms":2000}`,
+/// every key optional, `subscribe` "pattern" or "channels", every other
+/// value a positive integer; unknown keys are EVR_ERR_INVALID_CONFIG.
 ///
 /// Fails only on bad arguments (a malformed URL is EVR_ERR_INVALID_CONFIG)
 /// or when the threads cannot start (EVR_ERR_IO): an unreachable Redis is
@@ -173,22 +184,50 @@ pub unsafe extern "C" fn evr_redis_node_wait_subscribed(node: *const evr_redis_n
     status(|| {
         // SAFETY: per this function's contract.
         let node = unsafe { handle(node, "node") }?;
-        let deadline = Instant::now() + Duration::from_millis(timeout_ms.into());
-        loop {
-            // Checked before each look so a stop during the wait is seen;
-            // the read lock is never held while sleeping, so stop never waits on it.
-            if node.stopped.load(Ordering::SeqCst) {
-                return Ok(EVR_CLOSED);
-            }
-            if node.node.read().is_subscribed() {
-                return Ok(EVR_OK);
-            }
-            if Instant::now() >= deadline {
-                return Ok(EVR_TIMEOUT);
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        Ok(wait_until(node, timeout_ms, RedisNode::is_subscribed))
     })
+}
+
+/// Waits up to `timeout_ms` milliseconds (0: just check) until the node
+/// receives every channel the engine's subscribers listen to at the time of
+/// the call: in the channels mode a new channel is subscribed within a poll
+/// interval, and a host calls this after subscribing a client so that
+/// nothing published from then on is missed. In the pattern mode it is
+/// evr_redis_node_wait_subscribed(). EVR_OK, EVR_TIMEOUT (Redis unreachable,
+/// or not yet subscribed), EVR_CLOSED once the node was stopped.
+///
+/// Thread-safety: may be called from any thread; evr_redis_node_stop() from
+/// another thread ends the wait with EVR_CLOSED.
+///
+/// # Safety
+/// `node` is NULL or live.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn evr_redis_node_wait_synced(node: *const evr_redis_node, timeout_ms: u32) -> evr_status {
+    status(|| {
+        // SAFETY: per this function's contract.
+        let node = unsafe { handle(node, "node") }?;
+        let generation = node.node.read().channel_generation();
+        Ok(wait_until(node, timeout_ms, |n| n.covers(generation)))
+    })
+}
+
+/// Polls `ready` on the node until it holds, the timeout passes or the node
+/// is stopped. The read lock is never held while sleeping, so a stop never
+/// waits on it.
+fn wait_until(node: &evr_redis_node, timeout_ms: u32, ready: impl Fn(&RedisNode) -> bool) -> evr_status {
+    let deadline = Instant::now() + Duration::from_millis(timeout_ms.into());
+    loop {
+        if node.stopped.load(Ordering::SeqCst) {
+            return EVR_CLOSED;
+        }
+        if ready(&node.node.read()) {
+            return EVR_OK;
+        }
+        if Instant::now() >= deadline {
+            return EVR_TIMEOUT;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
 }
 
 /// Stores the node's counters in `*out`.
@@ -214,6 +253,7 @@ pub unsafe extern "C" fn evr_redis_node_get_stats(
             ignored: s.ignored,
             reconnects: s.reconnects,
             presence_keys: s.presence_keys,
+            subscriptions: s.subscriptions,
         };
         // SAFETY: checked non-NULL; writable by contract.
         unsafe { out.write(stats) };
@@ -385,12 +425,16 @@ mod tests {
         assert_eq!(options.presence_refresh, Duration::from_secs(1));
         assert_eq!(options.poll_interval, Duration::from_millis(20));
         assert_eq!(options.backoff_max, RedisNodeOptions::default().backoff_max);
+        assert_eq!(options.subscribe, SubscribeMode::Pattern);
+        assert_eq!(node_options(br#"{"subscribe":"channels"}"#).unwrap().subscribe, SubscribeMode::Channels);
         for (bad, kind) in [
             (&br#"{"presence_ttl":3}"#[..], ErrorKind::InvalidConfig),
             (br#"{"poll_interval_ms":0}"#, ErrorKind::InvalidConfig),
             (br#"{"backoff_min_ms":"5"}"#, ErrorKind::InvalidConfig),
             (br#"{"backoff_min_ms":900,"backoff_max_ms":100}"#, ErrorKind::InvalidConfig),
             (br#"[1]"#, ErrorKind::InvalidConfig),
+            (br#"{"subscribe":"all"}"#, ErrorKind::InvalidConfig),
+            (br#"{"subscribe":1}"#, ErrorKind::InvalidConfig),
             (br#"{"poll_interval_ms":}"#, ErrorKind::InvalidJson),
             (b"\xff", ErrorKind::InvalidUtf8),
         ] {

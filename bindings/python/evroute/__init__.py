@@ -253,6 +253,7 @@ class RedisNodeStats(NamedTuple):
     ignored: int
     reconnects: int
     presence_keys: int
+    subscriptions: int
 
 
 class RedisPublished(NamedTuple):
@@ -520,8 +521,10 @@ class Engine:
         """Attaches this engine to Redis and returns the running RedisNode
         (docs/protocol.md, "Redis").
 
-        It PSUBSCRIBEs `[<redis_namespace>:]timeline:*`, routes every message in
-        channel mode and keeps Mastodon's presence keys. Keyword options:
+        It PSUBSCRIBEs `[<redis_namespace>:]timeline:*` (or, with
+        subscribe="channels", SUBSCRIBEs exactly the channels local subscribers
+        listen to), routes every message in channel mode and keeps Mastodon's
+        presence keys. Keyword options: subscribe ("pattern" or "channels"),
         presence_ttl_secs, presence_refresh_secs, poll_interval_ms, backoff_min_ms,
         backoff_max_ms, connect_timeout_ms. An unreachable Redis is retried in the
         background: use wait_subscribed() to know when messages arrive."""
@@ -781,7 +784,17 @@ class RedisNode:
         """True once the node is subscribed (messages published from now on are
         received), False if it was not within `timeout` seconds. Raises Closed
         once stopped."""
-        status = self._handle.check(lib.evr_redis_node_wait_subscribed, _timeout_ms(timeout))
+        return self._wait(lib.evr_redis_node_wait_subscribed, timeout)
+
+    def wait_synced(self, timeout: float = 5.0) -> bool:
+        """True once the node receives every channel this engine's subscribers
+        listen to now (in the channels mode a new channel is subscribed within a
+        poll interval), False if not within `timeout` seconds. Raises Closed
+        once stopped."""
+        return self._wait(lib.evr_redis_node_wait_synced, timeout)
+
+    def _wait(self, fn: Any, timeout: float) -> bool:
+        status = self._handle.check(fn, _timeout_ms(timeout))
         if status == CLOSED:
             raise Closed("redis node is stopped")
         return status == OK

@@ -96,3 +96,20 @@ def test_publish_through_redis_reaches_subscriber(redis_port):
             node.stats()
         with pytest.raises(evroute.Closed):
             publisher.publish(doc)
+
+
+def test_channels_mode_subscribes_only_local_channels(redis_port):
+    url = f"redis://127.0.0.1:{redis_port}/"
+    delete = b'{"event":"delete","payload":"7"}'
+    with evroute.Engine() as engine, engine.subscriber() as sub:
+        sub.subscribe(stream="hashtag", tag="mine")
+        with pytest.raises(evroute.InvalidConfig, match="subscribe"):
+            engine.attach_redis(url, subscribe="everything")
+        with engine.attach_redis(url, subscribe="channels", poll_interval_ms=20) as node, \
+                evroute.RedisPublisher(url) as publisher:
+            assert node.wait_synced(5.0)
+            assert node.stats().subscriptions == 1
+            assert publisher.publish_channel("timeline:hashtag:other", delete).receivers == 0
+            assert publisher.publish_channel("timeline:hashtag:mine", delete).receivers == 1
+            frame = sub.next(5.0)
+            assert frame is not None and frame.payload == "7"
