@@ -3,11 +3,8 @@ package streaming
 import (
 	"encoding/json"
 	"errors"
-	"fmt"
-	"os"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	evroute "github.com/evroute/evroute/bindings/go"
@@ -22,17 +19,18 @@ const (
 	stopTimeout        // a WebSocket client did not answer a ping
 )
 
-// conn is one client connection: its subscriber and the readiness fd of that
-// subscriber, registered in Go's own poller so waiting holds no OS thread.
+// conn is one client connection: its subscriber and a Waiter on that
+// subscriber's readiness fd, in Go's own poller so waiting holds no OS thread.
 type conn struct {
 	h       *Handler
 	id      *Identity
 	acct    *account
 	kind    string // "eventsource" or "websocket"
 	sub     *evroute.Subscriber
-	ready   *os.File // a dup of the subscriber's eventfd
-	raw     syscall.RawConn
+	waiter  *evroute.Waiter
 	reason  atomic.Int32
+	subOnce sync.Once
+	dropped uint64     // frames the subscriber dropped, read when it is closed
 	mu      sync.Mutex // guards streams
 	streams map[string]*resolved
 }
@@ -47,13 +45,7 @@ func (h *Handler) open(id *Identity, acct *account, kind string) (*conn, error) 
 	if err != nil {
 		return nil, err
 	}
-	fd, err := c.sub.Fd()
-	if err == nil {
-		c.ready, err = pollable(fd)
-	}
-	if err == nil {
-		c.raw, err = c.ready.SyscallConn()
-	}
+	c.waiter, err = c.sub.NewWaiter()
 	if err != nil {
 		c.close()
 		return nil, err
@@ -61,17 +53,6 @@ func (h *Handler) open(id *Identity, acct *account, kind string) (*conn, error) 
 	h.track(c)
 	h.listenSystem(c)
 	return c, nil
-}
-
-// pollable duplicates the (non-blocking) eventfd into an *os.File, which Go
-// registers in its netpoller; the subscriber keeps its own fd.
-func pollable(fd int) (*os.File, error) {
-	dup, err := syscall.Dup(fd)
-	if err != nil {
-		return nil, fmt.Errorf("dup readiness fd: %w", err)
-	}
-	syscall.CloseOnExec(dup)
-	return os.NewFile(uintptr(dup), "evroute-ready"), nil
 }
 
 // close releases everything the connection holds; safe to call once per open.
@@ -83,49 +64,43 @@ func (c *conn) close() {
 	}
 	c.streams = nil
 	c.mu.Unlock()
-	if c.ready != nil {
+	if c.waiter != nil {
 		h.unlistenSystem(c)
 		h.untrack(c)
-		c.ready.Close() // leaves the poller before the eventfd goes away
+		c.waiter.Close() // leaves the poller before the eventfd goes away
 	}
 	c.acct.detach(c)
-	if c.sub != nil {
-		if st, err := c.sub.Stats(); err == nil {
-			h.metrics.dropped.WithLabelValues("overflow").Add(float64(st.Dropped))
-		}
-		if c.sub.Closed() == "slow consumer" {
-			h.metrics.disconnects.WithLabelValues("slow_consumer").Inc()
-		}
-		c.sub.Close()
-	}
+	c.closeSubscriber()
+	h.metrics.dropped.WithLabelValues("overflow").Add(float64(c.dropped))
 }
 
-// stop asks the connection's goroutine to end, waking it if it waits.
+// closeSubscriber closes the subscriber once, noting what it dropped and
+// whether the engine had closed it as a slow consumer.
+func (c *conn) closeSubscriber() {
+	c.subOnce.Do(func() {
+		if st, err := c.sub.Stats(); err == nil {
+			c.dropped = st.Dropped
+		}
+		if c.sub.Closed() == "slow consumer" {
+			c.h.metrics.disconnects.WithLabelValues("slow_consumer").Inc()
+		}
+		c.sub.Close()
+	})
+}
+
+// stop ends the connection: closing its subscriber wakes a wait in progress
+// (the readiness fd turns readable) or makes the next one return at once,
+// and the next drain reports it closed.
 func (c *conn) stop(reason int32) {
 	if c.reason.CompareAndSwap(stopNone, reason) {
-		c.ready.SetReadDeadline(time.Unix(1, 0))
+		c.closeSubscriber()
 	}
 }
 
 // wait blocks the goroutine (not a thread) until frames may be waiting, the
-// deadline passes (returns false) or stop was called.
+// deadline passes (returns false) or the connection is stopped.
 func (c *conn) wait(deadline time.Time) bool {
-	if c.reason.Load() != stopNone {
-		return false
-	}
-	if err := c.ready.SetReadDeadline(deadline); err != nil {
-		return false
-	}
-	if c.reason.Load() != stopNone { // stop ran before the deadline was set
-		return false
-	}
-	polled := false
-	err := c.raw.Read(func(uintptr) bool {
-		done := polled
-		polled = true
-		return done
-	})
-	return err == nil
+	return c.reason.Load() == stopNone && c.waiter.Wait(deadline) == nil
 }
 
 // subscribe adds a resolved subscription; a repeated one is ignored.

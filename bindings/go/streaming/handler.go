@@ -41,6 +41,12 @@ type Options struct {
 	// subscribed): /api/v1/streaming/ready answers 200 or 503. Nil: always.
 	Ready func() bool
 
+	// Synced, when set, is called after a client's subscription and before
+	// it is acknowledged (":)" on SSE), so that an ingest which subscribes
+	// channel by channel receives what is published from then on; it should
+	// give up after a short while when the ingest is down.
+	Synced func()
+
 	// Registerer receives the metrics; Gatherer, when set, is served on
 	// /metrics. Nil Registerer: a private registry.
 	Registerer prometheus.Registerer
@@ -318,6 +324,9 @@ func (h *Handler) serveSSE(w http.ResponseWriter, r *http.Request) {
 			return false
 		}
 		return rc.Flush() == nil
+	}
+	if h.opts.Synced != nil {
+		h.opts.Synced()
 	}
 	if !write([]byte(":)\n")) {
 		return

@@ -101,6 +101,10 @@ func (s *wsSession) subscribe(req streamRequest) {
 	}
 	if err != nil {
 		s.sendError(err, true)
+		return
+	}
+	if s.h.opts.Synced != nil {
+		s.h.opts.Synced()
 	}
 }
 

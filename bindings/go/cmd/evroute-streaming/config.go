@@ -20,6 +20,7 @@ type config struct {
 	redisURL       string
 	redisNamespace string
 
+	subscribeMode string
 	queueCapacity int
 	overflow      string
 	refresh       time.Duration
@@ -29,6 +30,7 @@ type config struct {
 
 // evrouteSettings are listed by --help.
 var evrouteSettings = []struct{ name, def, help string }{
+	{"EVROUTE_SUBSCRIBE_MODE", "channels", "channels (SUBSCRIBE what local clients listen to, as Mastodon) or pattern (PSUBSCRIBE timeline:*)"},
 	{"EVROUTE_QUEUE_CAPACITY", "4096", "frames queued per connection before the overflow policy applies"},
 	{"EVROUTE_OVERFLOW", "drop_oldest", "drop_oldest, drop_newest or disconnect (a slow client is closed)"},
 	{"EVROUTE_FILTER_REFRESH_S", "60", "seconds between batched reloads of every connected account's viewer state"},
@@ -86,6 +88,10 @@ func loadConfig() (*config, error) {
 	case "drop_oldest", "drop_newest", "disconnect":
 	default:
 		return nil, fmt.Errorf("Invalid EVROUTE_OVERFLOW environment variable: %s (drop_oldest, drop_newest or disconnect)", c.overflow)
+	}
+	c.subscribeMode = envOr("EVROUTE_SUBSCRIBE_MODE", "channels")
+	if c.subscribeMode != "channels" && c.subscribeMode != "pattern" {
+		return nil, fmt.Errorf("Invalid EVROUTE_SUBSCRIBE_MODE environment variable: %s (channels or pattern)", c.subscribeMode)
 	}
 	c.logLevel = envOr("LOG_LEVEL", "info")
 	c.bind = strings.TrimSuffix(strings.TrimPrefix(envOr("BIND", "127.0.0.1"), "["), "]")

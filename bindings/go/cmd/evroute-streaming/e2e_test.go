@@ -389,6 +389,15 @@ func TestEndToEnd(t *testing.T) {
 			ttl, err := e.rdb.TTL(ctx, "subscribed:timeline:1000002").Result()
 			return err == nil && ttl > 1000*time.Second && ttl <= 1080*time.Second
 		})
+		// Channels mode (the default): the node SUBSCRIBEs the channels its
+		// clients listen to, no pattern.
+		waitFor(t, "SUBSCRIBE timeline:1000002", 5*time.Second, func() bool {
+			n, err := e.rdb.PubSubNumSub(ctx, "timeline:1000002").Result()
+			return err == nil && n["timeline:1000002"] == 1
+		})
+		if n, err := e.rdb.PubSubNumPat(ctx).Result(); err != nil || n != 0 {
+			t.Errorf("PUBSUB NUMPAT %d %v", n, err)
+		}
 		// A token without read or read:notifications gets the user stream
 		// without notifications.
 		statuses := e.sse(base, "/api/v1/streaming/user", "e2e-statuses")

@@ -33,7 +33,7 @@ import (
 func usage(fs *flag.FlagSet) func() {
 	return func() {
 		out := fs.Output()
-		fmt.Fprint(out, `Usage: evroute-streaming [--env-file FILE] [serve | install-triggers]
+		fmt.Fprint(out, `Usage: evroute-streaming [--env-file FILE] [serve | install-triggers | loadgen -h]
 
 A drop-in replacement for Mastodon's streaming server. It reads Mastodon's
 environment: SOCKET or BIND/PORT; DATABASE_URL or DB_USER, DB_PASS, DB_NAME,
@@ -45,6 +45,9 @@ Commands:
   install-triggers  add Postgres triggers on blocks, mutes, domain blocks, users and
                     custom_filters that NOTIFY the server, which then reloads the
                     account's viewer state within a second (a schema addition)
+  loadgen           drive any Mastodon-compatible streaming server with N SSE or
+                    WebSocket clients and events published to Redis; report
+                    deliveries/s, latency, frames lost, server CPU and RSS
 
 Flags:
 `)
@@ -89,6 +92,8 @@ func main() {
 		err = serve()
 	case "install-triggers":
 		err = runInstallTriggers()
+	case "loadgen":
+		err = runLoadgen(fs.Args()[1:])
 	default:
 		fs.Usage()
 		os.Exit(2)
@@ -180,7 +185,8 @@ func serve() error {
 		return err
 	}
 	defer eng.Close()
-	node, err := eng.AttachRedis(cfg.redisURL, evroute.RedisOptions{})
+	// A short poll: a new channel is subscribed within it (see Synced below).
+	node, err := eng.AttachRedis(cfg.redisURL, evroute.RedisOptions{Subscribe: cfg.subscribeMode, PollInterval: 20 * time.Millisecond})
 	if err != nil {
 		return fmt.Errorf("redis: %w", err)
 	}
@@ -196,7 +202,7 @@ func serve() error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	var h *streaming.Handler
-	registerIngestMetrics(reg, node, bus, pool, func() int { return 1 + len(h.SystemChannels()) })
+	registerIngestMetrics(reg, node, bus, pool, func() int { return len(h.SystemChannels()) })
 
 	store := &pgStore{pool: pool}
 	h, err = streaming.New(streaming.Options{
@@ -205,6 +211,7 @@ func serve() error {
 			ok, _ := node.WaitSubscribed(0)
 			return ok
 		},
+		Synced:     func() { _, _ = node.WaitSynced(time.Second) },
 		Registerer: reg, Gatherer: reg, Logger: log,
 		RefreshInterval: cfg.refresh, BatchBytes: cfg.batchBytes,
 	})
@@ -239,10 +246,8 @@ func serve() error {
 }
 
 // registerIngestMetrics exposes Mastodon's Redis and Postgres pool metrics.
-//
-// Until the node subscribes channel by channel, it holds one pattern
-// subscription; subscriptions() adds the system channels.
-func registerIngestMetrics(reg prometheus.Registerer, node *evroute.RedisNode, bus *systemBus, pool *pgxpool.Pool, subscriptions func() int) {
+// systemChannels counts the system channels subscribed next to the node's.
+func registerIngestMetrics(reg prometheus.Registerer, node *evroute.RedisNode, bus *systemBus, pool *pgxpool.Pool, systemChannels func() int) {
 	nodeStat := func(pick func(evroute.RedisNodeStats) uint64) func() float64 {
 		return func() float64 {
 			st, err := node.Stats()
@@ -261,7 +266,9 @@ func registerIngestMetrics(reg prometheus.Registerer, node *evroute.RedisNode, b
 				return nodeStat(func(s evroute.RedisNodeStats) uint64 { return s.Received + s.Rejected + s.Ignored })() + float64(bus.received.Load())
 			}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "redis_subscriptions", Help: "The number of Redis channels the streaming server is subscribed to"},
-			func() float64 { return float64(subscriptions()) }),
+			func() float64 {
+				return nodeStat(func(s evroute.RedisNodeStats) uint64 { return s.Subscriptions })() + float64(systemChannels())
+			}),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "evroute_redis_reconnects_total", Help: "Redis connections re-established by the ingest node"},
 			nodeStat(func(s evroute.RedisNodeStats) uint64 { return s.Reconnects })),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "evroute_redis_presence_keys", Help: "Presence keys (subscribed:<channel>) kept alive"},
