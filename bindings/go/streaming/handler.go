@@ -62,6 +62,11 @@ type Options struct {
 
 	QueueCapacity int    // per-connection queue, in frames; 0: the engine's
 	Overflow      string // per-connection overflow policy; "": the engine's
+
+	// EventIDs gives frames their ids (SSE "id:" lines, a WebSocket "id"
+	// key) and lets clients resume (SERVER.md §7): Last-Event-ID on SSE,
+	// last_event_id on WebSocket. The engine must keep history.
+	EventIDs bool
 }
 
 // Handler serves Mastodon's streaming API. Create it with New; stop it with
@@ -142,6 +147,9 @@ func (h *Handler) subscriberJSON(account string, filters []byte) []byte {
 	}
 	if h.opts.Overflow != "" {
 		opts["overflow"] = h.opts.Overflow
+	}
+	if h.opts.EventIDs {
+		opts["event_ids"] = true
 	}
 	raw, _ := json.Marshal(opts)
 	return raw
@@ -328,7 +336,15 @@ func (h *Handler) serveSSE(w http.ResponseWriter, r *http.Request) {
 	if h.opts.Synced != nil {
 		h.opts.Synced()
 	}
+	lastID := r.Header.Get("Last-Event-ID")
+	if lastID == "" {
+		lastID = q.Get("last_event_id")
+	}
+	gap := h.resume(c, lastID)
 	if !write([]byte(":)\n")) {
+		return
+	}
+	if gap && !write([]byte("event: evroute.gap\ndata: "+sseData(lastID)+"\n\n")) {
 		return
 	}
 	h.pump(c, false, write, h.opts.Heartbeat, func() bool { return write([]byte(":thump\n\n")) })
@@ -400,4 +416,32 @@ func (h *Handler) flush(c *conn, ws bool, write func([]byte) bool, sent promethe
 		h.metrics.batchBytes.Observe(float64(len(b.Buf)))
 	}
 	return false
+}
+
+// resume replays what a reconnecting client missed since lastID (SERVER.md
+// §7); true when it cannot be complete and the client must be told with
+// the evroute.gap event. No id, or no event ids: nothing to do.
+func (h *Handler) resume(c *conn, lastID string) bool {
+	if lastID == "" || !h.opts.EventIDs {
+		return false
+	}
+	gap, err := c.sub.Resume(lastID)
+	switch {
+	case errors.Is(err, evroute.ErrInvalidID):
+		gap = true // not an id of ours: what it missed is unknown
+	case err != nil:
+		h.log.Error("resume failed", "err", err)
+		gap = true
+	}
+	result := "complete"
+	if gap {
+		result = "gap"
+	}
+	h.metrics.resumes.WithLabelValues(result).Inc()
+	return gap
+}
+
+// sseData keeps a client-supplied id on one SSE data line.
+func sseData(s string) string {
+	return strings.NewReplacer("\r", "", "\n", "").Replace(s)
 }

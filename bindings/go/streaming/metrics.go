@@ -15,6 +15,7 @@ type metrics struct {
 	dropped       *prometheus.CounterVec // evroute_frames_dropped_total{reason}
 	disconnects   *prometheus.CounterVec // evroute_disconnects_total{reason}
 	reloads       *prometheus.CounterVec // evroute_viewer_state_reloads_total{result}
+	resumes       *prometheus.CounterVec // evroute_resumes_total{result}
 	reloadSeconds prometheus.Histogram
 	batchBytes    prometheus.Histogram
 }
@@ -44,6 +45,9 @@ func newMetrics(reg prometheus.Registerer, eng *evroute.Engine, read *atomic.Uin
 		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "evroute_viewer_state_reloads_total", Help: "Accounts whose viewer state was loaded from the database",
 		}, []string{"result"}),
+		resumes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "evroute_resumes_total", Help: "Reconnecting clients that asked to resume, by result (complete, or gap: told to refetch)",
+		}, []string{"result"}),
 		reloadSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "evroute_viewer_state_load_seconds", Help: "Time of one viewer state query (one account or one batch)",
 		}),
@@ -56,6 +60,8 @@ func newMetrics(reg prometheus.Registerer, eng *evroute.Engine, read *atomic.Uin
 	m.disconnects.WithLabelValues("slow_consumer")
 	m.reloads.WithLabelValues("ok")
 	m.reloads.WithLabelValues("error")
+	m.resumes.WithLabelValues("complete")
+	m.resumes.WithLabelValues("gap")
 	for _, t := range []string{"eventsource", "websocket"} {
 		m.clients.WithLabelValues(t)
 		m.sent.WithLabelValues(t)
@@ -76,7 +82,7 @@ func newMetrics(reg prometheus.Registerer, eng *evroute.Engine, read *atomic.Uin
 		}
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
-	reg.MustRegister(m.clients, m.channels, m.sent, m.dropped, m.disconnects, m.reloads, m.reloadSeconds, m.batchBytes,
+	reg.MustRegister(m.clients, m.channels, m.sent, m.dropped, m.disconnects, m.reloads, m.resumes, m.reloadSeconds, m.batchBytes,
 		stat("evroute_events_published_total", "Events routed by the engine", func(s evroute.EngineStats) uint64 { return s.Published }, true),
 		stat("evroute_events_rejected_total", "Malformed events refused by the engine", func(s evroute.EngineStats) uint64 { return s.Rejected }, true),
 		stat("evroute_frames_delivered_total", "Frames enqueued for clients", func(s evroute.EngineStats) uint64 { return s.Delivered }, true),

@@ -41,10 +41,11 @@ func refuseUpgrade(w http.ResponseWriter, reqID string, err error) {
 
 // clientMessage is the web UI's multiplexing message.
 type clientMessage struct {
-	Type   string          `json:"type"`
-	Stream json.RawMessage `json:"stream"`
-	Tag    json.RawMessage `json:"tag"`
-	List   json.RawMessage `json:"list"`
+	Type        string          `json:"type"`
+	Stream      json.RawMessage `json:"stream"`
+	Tag         json.RawMessage `json:"tag"`
+	List        json.RawMessage `json:"list"`
+	LastEventID string          `json:"last_event_id"`
 }
 
 // param reads a string or number parameter; an array gives its first
@@ -94,7 +95,9 @@ func (s *wsSession) sendError(err error, withStatus bool) {
 	_ = s.ws.Write(ctx, websocket.MessageText, raw)
 }
 
-func (s *wsSession) subscribe(req streamRequest) {
+// subscribe adds a subscription; with lastID it then resumes the
+// connection (evroute's addition) and tells the client of a gap.
+func (s *wsSession) subscribe(req streamRequest, lastID string) {
 	res, err := s.h.resolve(s.ctx, s.c.id, req)
 	if err == nil {
 		err = s.c.subscribe(res)
@@ -105,6 +108,16 @@ func (s *wsSession) subscribe(req streamRequest) {
 	}
 	if s.h.opts.Synced != nil {
 		s.h.opts.Synced()
+	}
+	if s.h.resume(s.c, lastID) {
+		stream := []string{res.sub.Stream}
+		if p := res.sub.Tag + res.sub.List; p != "" {
+			stream = append(stream, p)
+		}
+		raw, _ := json.Marshal(map[string]any{"stream": stream, "event": "evroute.gap", "payload": lastID})
+		ctx, cancel := context.WithTimeout(s.ctx, s.h.opts.WriteTimeout)
+		defer cancel()
+		_ = s.ws.Write(ctx, websocket.MessageText, raw)
 	}
 }
 
@@ -138,7 +151,7 @@ func (s *wsSession) readLoop() {
 		req := streamRequest{Stream: param(msg.Stream), Tag: param(msg.Tag), List: param(msg.List)}
 		switch msg.Type {
 		case "subscribe":
-			s.subscribe(req)
+			s.subscribe(req, msg.LastEventID)
 		case "unsubscribe":
 			s.unsubscribe(req)
 		}
@@ -183,8 +196,10 @@ func (h *Handler) serveWebSocket(w http.ResponseWriter, r *http.Request, reqID s
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	s := &wsSession{h: h, c: c, ws: ws, ctx: ctx}
+	// The initial subscription, and a resume, before the writer starts: a
+	// gap event comes before the replayed frames.
 	if q := r.URL.Query(); q.Get("stream") != "" {
-		s.subscribe(streamRequest{Stream: q.Get("stream"), Tag: q.Get("tag"), List: q.Get("list")})
+		s.subscribe(streamRequest{Stream: q.Get("stream"), Tag: q.Get("tag"), List: q.Get("list")}, q.Get("last_event_id"))
 	}
 	go s.readLoop()
 

@@ -23,6 +23,8 @@ type config struct {
 	subscribeMode string
 	queueCapacity int
 	overflow      string
+	historyEvents int // 0: no history, no event ids, no resume
+	historyAge    int
 	refresh       time.Duration
 	batchBytes    int
 	logLevel      string
@@ -33,6 +35,8 @@ var evrouteSettings = []struct{ name, def, help string }{
 	{"EVROUTE_SUBSCRIBE_MODE", "channels", "channels (SUBSCRIBE what local clients listen to, as Mastodon) or pattern (PSUBSCRIBE timeline:*)"},
 	{"EVROUTE_QUEUE_CAPACITY", "4096", "frames queued per connection before the overflow policy applies"},
 	{"EVROUTE_OVERFLOW", "drop_oldest", "drop_oldest, drop_newest or disconnect (a slow client is closed)"},
+	{"EVROUTE_HISTORY_EVENTS", "1000", "events kept per channel for clients that resume (Last-Event-ID); 0 turns ids and resume off"},
+	{"EVROUTE_HISTORY_AGE_S", "300", "the oldest event kept for resume, in seconds"},
 	{"EVROUTE_FILTER_REFRESH_S", "60", "seconds between batched reloads of every connected account's viewer state"},
 	{"EVROUTE_BATCH_BYTES", "65536", "bytes of frames drained and written per write (at least one frame)"},
 	{"LOG_LEVEL", "info", "debug, info, warn or error (Mastodon's variable)"},
@@ -69,6 +73,8 @@ func loadConfig() (*config, error) {
 		{"DB_POOL", 10, &c.dbPool},
 		{"EVROUTE_QUEUE_CAPACITY", 4096, &c.queueCapacity},
 		{"EVROUTE_BATCH_BYTES", 65536, &c.batchBytes},
+		{"EVROUTE_HISTORY_EVENTS", 1000, &c.historyEvents},
+		{"EVROUTE_HISTORY_AGE_S", 300, &c.historyAge},
 	}
 	for _, i := range ints {
 		if *i.dst, err = envInt(i.name, i.def); err != nil {
@@ -79,8 +85,8 @@ func loadConfig() (*config, error) {
 	if err != nil {
 		return nil, err
 	}
-	if refresh <= 0 || c.queueCapacity <= 0 || c.batchBytes <= 0 || c.dbPool <= 0 {
-		return nil, fmt.Errorf("EVROUTE_FILTER_REFRESH_S, EVROUTE_QUEUE_CAPACITY, EVROUTE_BATCH_BYTES and DB_POOL must be positive")
+	if refresh <= 0 || c.queueCapacity <= 0 || c.batchBytes <= 0 || c.dbPool <= 0 || c.historyAge <= 0 || c.historyEvents < 0 {
+		return nil, fmt.Errorf("EVROUTE_FILTER_REFRESH_S, EVROUTE_QUEUE_CAPACITY, EVROUTE_BATCH_BYTES, EVROUTE_HISTORY_AGE_S and DB_POOL must be positive, EVROUTE_HISTORY_EVENTS at least 0")
 	}
 	c.refresh = time.Duration(refresh) * time.Second
 	c.overflow = envOr("EVROUTE_OVERFLOW", "drop_oldest")

@@ -18,12 +18,15 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -163,17 +166,34 @@ func statusPayload(id, author, acct, lang string) map[string]any {
 	}
 }
 
-// sseStream is an open SSE response whose frames arrive on a channel.
+// sseStream is an open SSE response whose frames arrive on a channel,
+// without their "id:" line (the id of the last one is in lastID).
 type sseStream struct {
 	frames chan string
 	body   io.Closer
 	ended  chan struct{}
+	mu     sync.Mutex
+	lastID string
 }
 
-func (e *e2e) sse(base, path, token string) *sseStream {
+func (s *sseStream) last() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lastID
+}
+
+var wsID = regexp.MustCompile(`,"id":"[^"]*"}$`)
+
+// withoutID drops the event id key of a WebSocket frame.
+func withoutID(frame string) string { return wsID.ReplaceAllString(frame, "}") }
+
+func (e *e2e) sse(base, path, token string, header ...string) *sseStream {
 	e.t.Helper()
 	req, _ := http.NewRequest("GET", base+path, nil)
 	req.Header.Set("Authorization", "Bearer "+token)
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		e.t.Fatal(err)
@@ -197,6 +217,10 @@ func (e *e2e) sse(base, path, token string) *sseStream {
 			}
 			switch {
 			case strings.HasPrefix(line, ":"):
+			case strings.HasPrefix(line, "id: "):
+				s.mu.Lock()
+				s.lastID = strings.TrimSuffix(line[4:], "\n")
+				s.mu.Unlock()
 			case line == "\n" && frame.Len() > 0:
 				s.frames <- frame.String()
 				frame.Reset()
@@ -429,7 +453,9 @@ func TestEndToEnd(t *testing.T) {
 			if err != nil {
 				t.Fatalf("curl: %q %v", got.String(), err)
 			}
-			got.WriteString(line)
+			if !strings.HasPrefix(line, "id: ") { // event ids are on by default
+				got.WriteString(line)
+			}
 		}
 		if got.String() != "event: delete\ndata: 4242\n\n" {
 			t.Fatalf("curl: %q", got.String())
@@ -633,7 +659,7 @@ func TestEndToEnd(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			return string(b)
+			return withoutID(string(b))
 		}
 		send(`{"type":"subscribe","stream":"public:local"}`)
 		send(`{"type":"subscribe","stream":["hashtag"],"tag":"Rust"}`)
@@ -661,6 +687,67 @@ func TestEndToEnd(t *testing.T) {
 		e.publish("timeline:1000001", rails("delete", "6"))
 		if got := read(); got != `{"stream":["user"],"event":"delete","payload":"6"}` {
 			t.Errorf("after unsubscribe: %s", got)
+		}
+	})
+
+	t.Run("resume", func(t *testing.T) {
+		// A client cut mid-stream reconnects with Last-Event-ID and gets every
+		// event exactly once, including those published while it was away.
+		const total = 60
+		seen := map[string]int{}
+		collect := func(st *sseStream, n int) {
+			for i := 0; i < n; i++ {
+				f := st.next(t)
+				seen[strings.TrimSuffix(strings.TrimPrefix(f, "event: delete\ndata: "), "\n")]++
+			}
+		}
+		st := e.sse(base, "/api/v1/streaming/hashtag?tag=resume", "benchtok11")
+		for i := 0; i < 20; i++ {
+			e.publish("timeline:hashtag:resume", rails("delete", strconv.Itoa(i)))
+		}
+		collect(st, 10)
+		last := st.last()
+		st.body.Close()
+		for i := 20; i < 40; i++ { // while it is away
+			e.publish("timeline:hashtag:resume", rails("delete", strconv.Itoa(i)))
+		}
+		again := e.sse(base, "/api/v1/streaming/hashtag?tag=resume", "benchtok11", "Last-Event-ID", last)
+		defer again.body.Close()
+		for i := 40; i < total; i++ {
+			e.publish("timeline:hashtag:resume", rails("delete", strconv.Itoa(i)))
+		}
+		collect(again, total-10)
+		for i := 0; i < total; i++ {
+			if n := seen[strconv.Itoa(i)]; n != 1 {
+				t.Errorf("event %d received %d times (last id %s)", i, n, last)
+			}
+		}
+		// An id the server cannot resume from: the evroute.gap event first.
+		gap := e.sse(base, "/api/v1/streaming/hashtag?tag=resume", "benchtok11", "Last-Event-ID", "elsewhere:5")
+		defer gap.body.Close()
+		if got := gap.next(t); got != "event: evroute.gap\ndata: elsewhere:5\n" {
+			t.Fatalf("gap: %q", got)
+		}
+		// WebSocket: last_event_id in the query.
+		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		ws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(base, "http")+
+			"/api/v1/streaming/?stream=hashtag&tag=resume&access_token=benchtok11&last_event_id="+url.QueryEscape(last), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ws.CloseNow()
+		for i := 10; i < total; i++ {
+			_, b, err := ws.Read(ctx)
+			want := fmt.Sprintf(`{"stream":["hashtag","resume"],"event":"delete","payload":"%d"}`, i)
+			if err != nil || withoutID(string(b)) != want {
+				t.Fatalf("WebSocket resume: %s %v, want %s", b, err, want)
+			}
+		}
+		_, metrics := get(base + "/metrics")
+		if !strings.Contains(metrics, `evroute_resumes_total{result="gap"} 1`) ||
+			!strings.Contains(metrics, `evroute_resumes_total{result="complete"} 2`) {
+			t.Errorf("resume metrics:\n%s", metrics)
 		}
 	})
 

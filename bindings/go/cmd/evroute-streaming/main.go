@@ -180,7 +180,11 @@ func serve() error {
 	}
 	defer pool.Close()
 
-	eng, err := evroute.NewEngine(evroute.Config{QueueCapacity: cfg.queueCapacity, Overflow: cfg.overflow, RedisNamespace: cfg.redisNamespace})
+	ecfg := evroute.Config{QueueCapacity: cfg.queueCapacity, Overflow: cfg.overflow, RedisNamespace: cfg.redisNamespace}
+	if cfg.historyEvents > 0 {
+		ecfg.History = &evroute.HistoryConfig{MaxEvents: cfg.historyEvents, MaxAgeSecs: cfg.historyAge}
+	}
+	eng, err := evroute.NewEngine(ecfg)
 	if err != nil {
 		return err
 	}
@@ -213,7 +217,7 @@ func serve() error {
 		},
 		Synced:     func() { _, _ = node.WaitSynced(time.Second) },
 		Registerer: reg, Gatherer: reg, Logger: log,
-		RefreshInterval: cfg.refresh, BatchBytes: cfg.batchBytes,
+		RefreshInterval: cfg.refresh, BatchBytes: cfg.batchBytes, EventIDs: cfg.historyEvents > 0,
 	})
 	if err != nil {
 		return err
