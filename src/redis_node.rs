@@ -18,7 +18,7 @@
 //! Mastodon channel messages their routing rules derive, so that any node
 //! can accept events and every node delivers them.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
@@ -64,6 +64,10 @@ impl SubscribeMode {
 pub struct RedisNodeOptions {
     /// How the ingest connection subscribes.
     pub subscribe: SubscribeMode,
+    /// Channels mode: how long a channel stays subscribed after its last
+    /// local listener left, so that resuming clients find what was published
+    /// meanwhile in the history. Zero: unsubscribed at once.
+    pub linger: Duration,
     /// Lifetime of a presence key (Mastodon: 3 × 360 s). Whole seconds, at least 1.
     pub presence_ttl: Duration,
     /// How often presence keys of active channels are set again (Mastodon: 360 s).
@@ -80,6 +84,7 @@ impl Default for RedisNodeOptions {
     fn default() -> Self {
         RedisNodeOptions {
             subscribe: SubscribeMode::Pattern,
+            linger: Duration::ZERO,
             presence_ttl: Duration::from_secs(1080),
             presence_refresh: Duration::from_secs(360),
             poll_interval: Duration::from_millis(100),
@@ -134,6 +139,19 @@ struct Shared {
     /// presence thread sets every key again even if its own connection survived.
     resync_presence: AtomicBool,
     counters: Counters,
+}
+
+/// The channels mode's view of one ingest connection.
+#[derive(Default)]
+struct ChannelSet {
+    /// Channels this connection has subscribed.
+    subscribed: HashSet<String>,
+    /// Subscribed channels nobody listens to any more, and since when.
+    idle: HashMap<String, Instant>,
+    /// The index generation `subscribed` reflects (None: not synchronised yet).
+    generation: Option<u64>,
+    /// When the first idle channel's linger ends.
+    due: Option<Instant>,
 }
 
 /// An engine's link to Redis. Dropping it (or [`RedisNode::stop`]) stops
@@ -373,17 +391,14 @@ impl Shared {
     fn listen(&self, conn: &mut redis::Connection, backoff: &mut Backoff) -> redis::RedisResult<()> {
         let mut pubsub = conn.as_pubsub();
         pubsub.set_read_timeout(Some(self.options.connect_timeout))?;
-        // Channels mode: what this connection has subscribed, and the index
-        // generation it reflects (None: not synchronised yet).
-        let mut channels = HashSet::new();
-        let mut generation = None;
+        let mut channels = ChannelSet::default();
         match self.options.subscribe {
             SubscribeMode::Pattern => {
                 pubsub.psubscribe(&self.pattern)?;
                 self.synced.store(u64::MAX, Ordering::SeqCst);
                 self.counters.subscriptions.store(1, Ordering::Relaxed);
             }
-            SubscribeMode::Channels => self.sync_channels(&mut pubsub, &mut channels, &mut generation)?,
+            SubscribeMode::Channels => self.sync_channels(&mut pubsub, &mut channels)?,
         }
         // Short reads so that a stop is noticed; a partial reply stays buffered.
         pubsub.set_read_timeout(Some(self.options.poll_interval))?;
@@ -397,10 +412,12 @@ impl Shared {
             if self.stopped() {
                 return Ok(());
             }
-            if self.options.subscribe == SubscribeMode::Channels && generation != Some(self.engine.channel_generation())
+            if self.options.subscribe == SubscribeMode::Channels
+                && (channels.generation != Some(self.engine.channel_generation())
+                    || channels.due.is_some_and(|due| Instant::now() >= due))
             {
                 pubsub.set_read_timeout(Some(self.options.connect_timeout))?;
-                self.sync_channels(&mut pubsub, &mut channels, &mut generation)?;
+                self.sync_channels(&mut pubsub, &mut channels)?;
                 pubsub.set_read_timeout(Some(self.options.poll_interval))?;
             }
             match pubsub.get_message() {
@@ -423,28 +440,38 @@ impl Shared {
     /// Channels mode: brings the connection's subscriptions to the channels
     /// local subscribers listen to, in one SUBSCRIBE and one UNSUBSCRIBE. It
     /// only reads the index (publishers never wait for it); the index keeps
-    /// the reference count (a channel is active while anyone listens).
-    fn sync_channels(
-        &self,
-        pubsub: &mut redis::PubSub<'_>,
-        subscribed: &mut HashSet<String>,
-        generation: &mut Option<u64>,
-    ) -> redis::RedisResult<()> {
+    /// the reference count (a channel is active while anyone listens). A
+    /// channel stays subscribed for `linger` after its last listener left, so
+    /// that a client reconnecting within it can resume (SPEC §12) from a
+    /// history that kept receiving.
+    fn sync_channels(&self, pubsub: &mut redis::PubSub<'_>, set: &mut ChannelSet) -> redis::RedisResult<()> {
         // Read the generation first: a change during the pass triggers another.
-        let now = self.engine.channel_generation();
+        let generation = self.engine.channel_generation();
         let active: HashSet<String> = self.engine.active_channels().into_iter().collect();
-        let added: Vec<&String> = active.difference(subscribed).collect();
-        let removed: Vec<&String> = subscribed.difference(&active).collect();
+        let now = Instant::now();
+        for channel in set.subscribed.difference(&active) {
+            set.idle.entry(channel.clone()).or_insert(now);
+        }
+        set.idle.retain(|channel, _| !active.contains(channel));
+        let linger = self.options.linger;
+        let removed: Vec<String> =
+            set.idle.iter().filter(|(_, since)| now >= **since + linger).map(|(c, _)| c.clone()).collect();
+        let added: Vec<&String> = active.difference(&set.subscribed).collect();
         if !added.is_empty() {
             pubsub.subscribe(&added)?;
         }
         if !removed.is_empty() {
             pubsub.unsubscribe(&removed)?;
         }
-        *subscribed = active;
-        *generation = Some(now);
-        self.synced.store(now + 1, Ordering::SeqCst);
-        self.counters.subscriptions.store(subscribed.len() as u64, Ordering::Relaxed);
+        for channel in &removed {
+            set.idle.remove(channel);
+            set.subscribed.remove(channel);
+        }
+        set.subscribed.extend(active);
+        set.due = set.idle.values().min().map(|since| *since + linger);
+        set.generation = Some(generation);
+        self.synced.store(generation + 1, Ordering::SeqCst);
+        self.counters.subscriptions.store(set.subscribed.len() as u64, Ordering::Relaxed);
         Ok(())
     }
 

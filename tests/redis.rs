@@ -376,6 +376,7 @@ fn two_node_processes_share_events_and_survive_a_redis_restart() {
 fn short_timings() -> RedisNodeOptions {
     RedisNodeOptions {
         subscribe: SubscribeMode::Pattern,
+        linger: Duration::ZERO,
         presence_ttl: Duration::from_secs(2),
         presence_refresh: Duration::from_millis(500),
         poll_interval: Duration::from_millis(20),
@@ -444,6 +445,10 @@ fn presence_keys_follow_local_listeners_with_a_namespace() {
     assert!(started.elapsed() < Duration::from_secs(1), "stop took {:?}", started.elapsed());
 }
 
+fn channels_options() -> RedisNodeOptions {
+    RedisNodeOptions { subscribe: SubscribeMode::Channels, ..short_timings() }
+}
+
 fn numsub(server: &RedisServer, channel: &str) -> u64 {
     let reply: (String, u64) = redis::cmd("PUBSUB").arg("NUMSUB").arg(channel).query(&mut server.conn()).unwrap();
     reply.1
@@ -458,7 +463,7 @@ fn channels_mode_receives_only_local_channels() {
         return;
     }
     let mut server = RedisServer::start(free_port());
-    let channels = RedisNodeOptions { subscribe: SubscribeMode::Channels, ..short_timings() };
+    let channels = channels_options();
     let (a, b) = (Engine::default(), Engine::default());
     let sub_a = a.subscriber_from_json(b"").unwrap();
     sub_a.subscribe(br#"{"stream":"hashtag","tag":"alpha"}"#).unwrap();
@@ -499,6 +504,21 @@ fn channels_mode_receives_only_local_channels() {
     drop(sub_a2);
     wait_until(Duration::from_secs(2), "alpha unsubscribed", || numsub(&server, alpha) == 0);
     assert_eq!(node_a.stats().subscriptions, 0);
+
+    // With a linger, a channel whose last listener left stays subscribed for it.
+    let lingering = Engine::default();
+    let options = RedisNodeOptions { linger: Duration::from_millis(600), ..channels_options() };
+    let node_c = RedisNode::attach_with(&lingering, &server.url(), options).unwrap();
+    let sub_c = lingering.subscriber_from_json(b"").unwrap();
+    sub_c.subscribe(br#"{"stream":"hashtag","tag":"gamma"}"#).unwrap();
+    assert!(node_c.wait_synced(Duration::from_secs(2)));
+    drop(sub_c);
+    let left = Instant::now();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(numsub(&server, "timeline:hashtag:gamma"), 1, "kept while lingering");
+    wait_until(Duration::from_secs(3), "gamma unsubscribed", || numsub(&server, "timeline:hashtag:gamma") == 0);
+    assert!(left.elapsed() >= Duration::from_millis(600), "unsubscribed after {:?}", left.elapsed());
+    drop(node_c);
 
     // After a restart every channel is subscribed again and delivery resumes.
     let port = server.port;

@@ -21,7 +21,10 @@ import (
 type RedisOptions struct {
 	// Subscribe is "pattern" (one PSUBSCRIBE to timeline:*, the default) or
 	// "channels" (SUBSCRIBE exactly the channels local subscribers listen to).
-	Subscribe       string
+	Subscribe string
+	// Linger keeps a channel subscribed that long after its last local
+	// listener left (channels mode), so resuming clients miss nothing.
+	Linger          time.Duration
 	PresenceTTL     time.Duration
 	PresenceRefresh time.Duration
 	PollInterval    time.Duration // how often the threads check for stop and new channels (100 ms)
@@ -42,6 +45,7 @@ func (o RedisOptions) json() ([]byte, error) {
 		{"backoff_min_ms", o.BackoffMin, time.Millisecond},
 		{"backoff_max_ms", o.BackoffMax, time.Millisecond},
 		{"connect_timeout_ms", o.ConnectTimeout, time.Millisecond},
+		{"linger_ms", o.Linger, time.Millisecond},
 	}
 	opts := map[string]any{}
 	if o.Subscribe != "" {

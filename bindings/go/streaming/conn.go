@@ -1,7 +1,6 @@
 package streaming
 
 import (
-	"encoding/json"
 	"errors"
 	"sync"
 	"sync/atomic"
@@ -107,15 +106,11 @@ func (c *conn) wait(deadline time.Time) bool {
 func (c *conn) subscribe(r *resolved) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.streams == nil || c.streams[r.key] != nil {
-		return nil
+	if c.streams == nil || c.streams[r.key] != nil || c.reason.Load() != stopNone {
+		return nil // repeated, or the connection is ending
 	}
 	if !r.hidden {
-		raw, err := json.Marshal(r.sub)
-		if err != nil {
-			return err
-		}
-		if err := c.sub.SubscribeJSON(raw); err != nil {
+		if err := c.sub.Subscribe(r.sub); err != nil {
 			return err
 		}
 	}
@@ -136,11 +131,7 @@ func (c *conn) unsubscribe(r *resolved) error {
 	if old.hidden {
 		return nil
 	}
-	raw, err := json.Marshal(old.sub)
-	if err != nil {
-		return err
-	}
-	return c.sub.UnsubscribeJSON(raw)
+	return c.sub.Unsubscribe(old.sub)
 }
 
 // errSubscriberClosed ends a connection whose subscriber the engine closed

@@ -58,16 +58,10 @@ type streamRequest struct {
 // resolved is a checked subscription: what the engine gets, and the key under
 // which a repeated subscription is recognised.
 type resolved struct {
-	sub    engineSub
+	sub    evroute.Subscription
 	hidden bool   // every side of it is disabled by the feed-access settings
 	label  string // the stream name for metrics (the :media twin included)
 	key    string
-}
-
-// engineSub is the engine's subscription with its origin (docs/protocol.md, "Subscriptions").
-type engineSub struct {
-	evroute.Subscription
-	Origin string `json:"origin,omitempty"`
 }
 
 // resolve checks a subscription as Mastodon's channelNameToIds does, after
@@ -116,5 +110,6 @@ func (h *Handler) resolve(ctx context.Context, id *Identity, req streamRequest) 
 			key += ";nonotif"
 		}
 	}
-	return &resolved{sub: engineSub{sub, origin}, hidden: hidden, label: stream, key: key}, nil
+	sub.Origin = origin
+	return &resolved{sub: sub, hidden: hidden, label: stream, key: key}, nil
 }

@@ -26,7 +26,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -167,20 +166,15 @@ func statusPayload(id, author, acct, lang string) map[string]any {
 }
 
 // sseStream is an open SSE response whose frames arrive on a channel,
-// without their "id:" line (the id of the last one is in lastID).
+// without their "id:" line; last is the id of the last frame next returned.
 type sseStream struct {
-	frames chan string
+	frames chan sseFrame
 	body   io.Closer
 	ended  chan struct{}
-	mu     sync.Mutex
-	lastID string
+	last   string
 }
 
-func (s *sseStream) last() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.lastID
-}
+type sseFrame struct{ text, id string }
 
 var wsID = regexp.MustCompile(`,"id":"[^"]*"}$`)
 
@@ -202,7 +196,7 @@ func (e *e2e) sse(base, path, token string, header ...string) *sseStream {
 		b, _ := io.ReadAll(resp.Body)
 		e.t.Fatalf("%s: %d %s", path, resp.StatusCode, b)
 	}
-	s := &sseStream{frames: make(chan string, 100), body: resp.Body, ended: make(chan struct{})}
+	s := &sseStream{frames: make(chan sseFrame, 100), body: resp.Body, ended: make(chan struct{})}
 	br := bufio.NewReader(resp.Body)
 	if line, _ := br.ReadString('\n'); line != ":)\n" {
 		e.t.Fatalf("%s: first line %q", path, line)
@@ -210,6 +204,7 @@ func (e *e2e) sse(base, path, token string, header ...string) *sseStream {
 	go func() {
 		defer close(s.ended)
 		var frame strings.Builder
+		id := ""
 		for {
 			line, err := br.ReadString('\n')
 			if err != nil {
@@ -218,12 +213,11 @@ func (e *e2e) sse(base, path, token string, header ...string) *sseStream {
 			switch {
 			case strings.HasPrefix(line, ":"):
 			case strings.HasPrefix(line, "id: "):
-				s.mu.Lock()
-				s.lastID = strings.TrimSuffix(line[4:], "\n")
-				s.mu.Unlock()
+				id = strings.TrimSuffix(line[4:], "\n")
 			case line == "\n" && frame.Len() > 0:
-				s.frames <- frame.String()
+				s.frames <- sseFrame{frame.String(), id}
 				frame.Reset()
+				id = ""
 			default:
 				frame.WriteString(line)
 			}
@@ -237,7 +231,8 @@ func (s *sseStream) next(t *testing.T) string {
 	t.Helper()
 	select {
 	case f := <-s.frames:
-		return f
+		s.last = f.id
+		return f.text
 	case <-s.ended:
 		t.Fatal("stream ended")
 	case <-time.After(5 * time.Second):
@@ -578,7 +573,7 @@ func TestEndToEnd(t *testing.T) {
 		}
 		select {
 		case f := <-local.frames:
-			t.Fatalf("public:local while disabled: %q", f)
+			t.Fatalf("public:local while disabled: %q", f.text)
 		case <-time.After(300 * time.Millisecond):
 		}
 	})
@@ -706,7 +701,7 @@ func TestEndToEnd(t *testing.T) {
 			e.publish("timeline:hashtag:resume", rails("delete", strconv.Itoa(i)))
 		}
 		collect(st, 10)
-		last := st.last()
+		last := st.last
 		st.body.Close()
 		for i := 20; i < 40; i++ { // while it is away
 			e.publish("timeline:hashtag:resume", rails("delete", strconv.Itoa(i)))

@@ -190,7 +190,13 @@ func serve() error {
 	}
 	defer eng.Close()
 	// A short poll: a new channel is subscribed within it (see Synced below).
-	node, err := eng.AttachRedis(cfg.redisURL, evroute.RedisOptions{Subscribe: cfg.subscribeMode, PollInterval: 20 * time.Millisecond})
+	// Channels stay subscribed as long as the history keeps events, so a
+	// client that reconnects within that time can resume without a gap.
+	ropt := evroute.RedisOptions{Subscribe: cfg.subscribeMode, PollInterval: 20 * time.Millisecond}
+	if cfg.historyEvents > 0 {
+		ropt.Linger = time.Duration(cfg.historyAge) * time.Second
+	}
+	node, err := eng.AttachRedis(cfg.redisURL, ropt)
 	if err != nil {
 		return fmt.Errorf("redis: %w", err)
 	}
