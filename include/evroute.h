@@ -860,9 +860,12 @@ enum evr_status evr_set_log_callback(int level, evr_log_fn callback, void *user_
  * (`redis://127.0.0.1:6379/`). `options_json` is optional (`len` 0 means
  * Mastodon's timings and the pattern mode): `{"subscribe":"pattern",
  * "presence_ttl_secs":1080,"presence_refresh_secs":360,"poll_interval_ms":100,
- * "backoff_min_ms":100,"backoff_max_ms":5000,"connect_timeout_ms":2000}`,
- * every key optional, `subscribe` "pattern" or "channels", every other
- * value a positive integer; unknown keys are EVR_ERR_INVALID_CONFIG.
+ * "backoff_min_ms":100,"backoff_max_ms":5000,"connect_timeout_ms":2000,
+ * "linger_ms":60000}`, every key optional, `subscribe` "pattern" or
+ * "channels", every other value a positive integer; `linger_ms` (default:
+ * none) keeps a channel subscribed that long after its last listener left
+ * (channels mode), so a client resuming within it misses nothing; unknown
+ * keys are EVR_ERR_INVALID_CONFIG.
  *
  * Fails only on bad arguments (a malformed URL is EVR_ERR_INVALID_CONFIG)
  * or when the threads cannot start (EVR_ERR_IO): an unreachable Redis is

@@ -14,7 +14,7 @@ pgbin=$(dirname "$initdb")
 events=${EVENTS:-300}
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
-cargo build --release --lib
+cargo build --release --all-features --lib   # the features the test parts build with
 go_env
 scratch=$(mktemp -d)
 chmod 755 "$scratch"
