@@ -41,10 +41,7 @@ fn matching(c: &mut Criterion) {
     g.bench_function(format!("event_matching_{expected}"), |b| {
         b.iter(|| assert_eq!(engine.count_matches(&event).unwrap(), expected))
     });
-    let mut scratch = Vec::new();
-    g.bench_function("parse_only", |b| {
-        b.iter(|| std::hint::black_box(evroute::event::parse_content(&event, &mut scratch).unwrap()))
-    });
+    g.bench_function("parse_only", |b| b.iter(|| std::hint::black_box(evroute::event::parse_content(&event).unwrap())));
     g.finish();
     drop(subs);
 }

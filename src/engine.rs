@@ -2,7 +2,6 @@
 //! → encode each frame once (`frame`) → enqueue (`queue`). Also the public
 //! `Engine` and `Subscriber` handles.
 
-use std::cell::RefCell;
 use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -165,10 +164,6 @@ struct EngineInner {
 /// Interned stream arrays and the map size at which to purge unused ones.
 type StreamInterner = (AHashMap<Box<str>, Arc<str>>, usize);
 
-thread_local! {
-    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-}
-
 /// One routing domain. Cheap to clone; `Send + Sync`.
 #[derive(Clone)]
 pub struct Engine {
@@ -233,8 +228,7 @@ impl Engine {
 
     /// Content mode (§3b): works out the channels from the event itself.
     pub fn publish(&self, event: &[u8]) -> Result<PublishStats> {
-        let routed =
-            self.check_size(event).and_then(|_| SCRATCH.with(|s| event::parse_content(event, &mut s.borrow_mut())));
+        let routed = self.check_size(event).and_then(|_| event::parse_content(event));
         self.deliver_or_reject(routed)
     }
 
@@ -243,7 +237,7 @@ impl Engine {
         let routed = self
             .parse_channel(channel)
             .and_then(|key| self.check_size(message).map(|_| key))
-            .and_then(|key| SCRATCH.with(|s| event::parse_channel_message(key, message, &mut s.borrow_mut())));
+            .and_then(|key| event::parse_channel_message(key, message));
         self.deliver_or_reject(routed)
     }
 
@@ -253,7 +247,7 @@ impl Engine {
     /// delivery.
     #[doc(hidden)]
     pub fn count_matches(&self, event: &[u8]) -> Result<u64> {
-        let ev = SCRATCH.with(|s| event::parse_content(event, &mut s.borrow_mut()))?;
+        let ev = event::parse_content(event)?;
         let mut matched = 0;
         for key in &ev.channels {
             self.inner.index.for_each(key, |sub| {

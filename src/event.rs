@@ -222,9 +222,8 @@ fn route_public_status(ev: &mut RoutedEvent, facts: &StatusFacts) {
     }
 }
 
-/// Content mode: works out the channels from the event itself. The scratch
-/// argument is kept for API stability; parsing reuses per-thread buffers.
-pub fn parse_content(input: &[u8], _scratch: &mut Vec<u8>) -> Result<RoutedEvent> {
+/// Content mode: works out the channels from the event itself.
+pub fn parse_content(input: &[u8]) -> Result<RoutedEvent> {
     with_tape(input, |doc| {
         if checked(doc, "")?.as_object().is_none() {
             return Err(Error::event("an event must be a JSON object"));
@@ -333,7 +332,7 @@ fn community_event(doc: Value<'_, '_>, input: &[u8]) -> Result<RoutedEvent> {
 }
 
 /// Channel mode: a Mastodon Redis message on an already-parsed channel.
-pub fn parse_channel_message(channel: ChannelKey, input: &[u8], _scratch: &mut Vec<u8>) -> Result<RoutedEvent> {
+pub fn parse_channel_message(channel: ChannelKey, input: &[u8]) -> Result<RoutedEvent> {
     with_tape(input, |doc| {
         if checked(doc, "")?.as_object().is_none() {
             return Err(Error::event("a channel message must be a JSON object"));
@@ -356,7 +355,7 @@ mod tests {
     use crate::ErrorKind;
 
     fn content(s: &str) -> Result<RoutedEvent> {
-        parse_content(s.as_bytes(), &mut Vec::new())
+        parse_content(s.as_bytes())
     }
 
     fn names(ev: &RoutedEvent) -> Vec<String> {
@@ -475,7 +474,7 @@ mod tests {
             (b"{\"event\":\"x\",\"recipients\":5}", ErrorKind::InvalidEvent, "recipients"),
         ];
         for (input, kind, needle) in cases {
-            let err = parse_content(input, &mut Vec::new()).unwrap_err();
+            let err = parse_content(input).unwrap_err();
             assert_eq!(err.kind(), *kind, "{err}");
             assert!(err.message().contains(needle), "{err} should mention {needle}");
         }
@@ -484,8 +483,7 @@ mod tests {
     #[test]
     fn channel_mode_accepts_string_status_payloads() {
         let msg = format!(r#"{{"event":"update","payload":{}}}"#, crate::json::quote(STATUS));
-        let ev = parse_channel_message(ChannelKey::parse("timeline:public").unwrap(), msg.as_bytes(), &mut Vec::new())
-            .unwrap();
+        let ev = parse_channel_message(ChannelKey::parse("timeline:public").unwrap(), msg.as_bytes()).unwrap();
         assert_eq!(ev.payload.as_deref(), Some(STATUS));
         assert_eq!(&*ev.status.unwrap().author, "1");
         assert_eq!(ev.remember, None);

@@ -622,7 +622,7 @@ impl Publisher {
 
     /// Content mode (§3b): publishes the event to each channel its rules derive.
     pub fn publish_content(&mut self, event: &[u8]) -> Result<Published> {
-        let routed = event::parse_content(event, &mut self.scratch)?;
+        let routed = event::parse_content(event)?;
         let message = channel_message(&routed, event);
         let mut channels: Vec<ChannelKey> = Vec::new();
         let mut add = |key: &ChannelKey| {
@@ -663,7 +663,7 @@ impl Publisher {
         let ns = self.namespace.as_deref();
         let bare = ns.and_then(|ns| channel.strip_prefix(ns)).and_then(|c| c.strip_prefix(':')).unwrap_or(channel);
         let key = ChannelKey::parse(bare)?;
-        event::parse_channel_message(key, message, &mut self.scratch)?;
+        event::parse_channel_message(key, message)?;
         self.publish_all(&[namespaced(ns, bare)], message)
     }
 
@@ -769,7 +769,7 @@ mod tests {
             ),
         ];
         for (input, expected) in cases {
-            let routed = event::parse_content(input.as_bytes(), &mut Vec::new()).unwrap();
+            let routed = event::parse_content(input.as_bytes()).unwrap();
             assert_eq!(String::from_utf8(channel_message(&routed, input.as_bytes())).unwrap(), *expected);
         }
     }

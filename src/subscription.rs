@@ -8,7 +8,7 @@ use smallvec::SmallVec;
 
 use crate::channel::{ChannelKey, Stream, normalize_tag};
 use crate::error::{Error, Result};
-use crate::json::{self, id_text, quote, with_document};
+use crate::json::{id_text, quote, with_document};
 
 /// Index keys of one subscription. Usually one; `user` has three (the home
 /// and notification channels and the virtual every-user key) and spills.
@@ -209,11 +209,6 @@ impl SubscriptionSpec {
             _ => format!("[{}]", quote(self.stream.name())),
         }
     }
-}
-
-/// Used by the CLI and the ABI to report what kind of JSON a value is.
-pub fn describe(value: &Value<'_>) -> &'static str {
-    json::type_name(value)
 }
 
 #[cfg(test)]

@@ -137,7 +137,7 @@ proptest! {
         let channel = Engine::new(EngineConfig { redis_namespace: Some("ns".into()), ..EngineConfig::default() });
         let (by_content, by_channel) = (subscribe_all(&content), subscribe_all(&channel));
 
-        let routed = parse_content(event.as_bytes(), &mut Vec::new()).unwrap();
+        let routed = parse_content(event.as_bytes()).unwrap();
         let stats = content.publish(event.as_bytes()).unwrap();
         let message = format!(r#"{{"event":"{name}","payload":{payload}}}"#);
         let mut matched = 0;
@@ -235,7 +235,7 @@ proptest! {
         sub.subscribe(br#"{"stream":"user"}"#).unwrap();
         sub.subscribe(br#"{"stream":"public"}"#).unwrap();
 
-        let parsed = parse_content(bytes, &mut Vec::new());
+        let parsed = parse_content(bytes);
         let published = engine.publish(bytes);
         prop_assert_eq!(parsed.is_ok(), published.is_ok());
         if let Err(e) = &published {

@@ -595,7 +595,7 @@ fn channel_messages_reproduce_content_mode_frames() {
             let content = frames(&|e| {
                 e.publish(event.as_bytes()).unwrap();
             });
-            let routed = evroute::event::parse_content(event.as_bytes(), &mut Vec::new()).unwrap();
+            let routed = evroute::event::parse_content(event.as_bytes()).unwrap();
             let message = channel_message(&routed, event.as_bytes());
             let channel = frames(&|e| {
                 for key in routed.channels.iter().filter(|k| k.is_redis_channel()) {
