@@ -35,7 +35,7 @@ var evrouteSettings = []struct{ name, def, help string }{
 	{"EVROUTE_SUBSCRIBE_MODE", "channels", "channels (SUBSCRIBE what local clients listen to, as Mastodon) or pattern (PSUBSCRIBE timeline:*)"},
 	{"EVROUTE_QUEUE_CAPACITY", "4096", "frames queued per connection before the overflow policy applies"},
 	{"EVROUTE_OVERFLOW", "drop_oldest", "drop_oldest, drop_newest or disconnect (a slow client is closed)"},
-	{"EVROUTE_HISTORY_EVENTS", "1000", "events kept per channel for clients that resume (Last-Event-ID); 0 turns ids and resume off"},
+	{"EVROUTE_HISTORY_EVENTS", "256", "events kept per channel for clients that resume (Last-Event-ID); 0 turns ids and resume off"},
 	{"EVROUTE_HISTORY_AGE_S", "300", "the oldest event kept for resume, in seconds"},
 	{"EVROUTE_FILTER_REFRESH_S", "60", "seconds between batched reloads of every connected account's viewer state"},
 	{"EVROUTE_BATCH_BYTES", "65536", "bytes of frames drained and written per write (at least one frame)"},
@@ -73,7 +73,7 @@ func loadConfig() (*config, error) {
 		{"DB_POOL", 10, &c.dbPool},
 		{"EVROUTE_QUEUE_CAPACITY", 4096, &c.queueCapacity},
 		{"EVROUTE_BATCH_BYTES", 65536, &c.batchBytes},
-		{"EVROUTE_HISTORY_EVENTS", 1000, &c.historyEvents},
+		{"EVROUTE_HISTORY_EVENTS", 256, &c.historyEvents},
 		{"EVROUTE_HISTORY_AGE_S", 300, &c.historyAge},
 	}
 	for _, i := range ints {

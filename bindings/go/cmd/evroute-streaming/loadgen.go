@@ -111,18 +111,18 @@ func procStats(pid int) (cpu float64, rss, hwm int64) {
 	return cpu, rss, hwm
 }
 
-// statusID finds the event number in a frame: the payload's first "id".
+// statusID finds the event number in a frame: the payload's first "id"
+// (escaped inside a WebSocket frame's payload string, whose own "id" key is
+// the event id).
 func statusID(b []byte) (int, bool) {
 	s := string(b)
-	i := strings.Index(s, `"id":"`)
-	if i < 0 {
-		i = strings.Index(s, `\"id\":\"`) // inside a WebSocket frame's payload string
-		if i < 0 {
-			return 0, false
-		}
+	i := strings.Index(s, `\"id\":\"`)
+	if i >= 0 {
 		i += len(`\"id\":\"`)
-	} else {
+	} else if i = strings.Index(s, `"id":"`); i >= 0 {
 		i += len(`"id":"`)
+	} else {
+		return 0, false
 	}
 	j := i
 	for j < len(s) && s[j] >= '0' && s[j] <= '9' {
