@@ -9,18 +9,9 @@ use std::time::{Duration, Instant};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use evroute::filter_bench;
 use evroute::keyword::now_ms;
-use evroute::{Next, Subscriber};
 
 const SUBSCRIBERS: usize = 100_000;
 const DISTINCT_LISTS: usize = 1000;
-
-fn drain(subs: &[Subscriber]) {
-    for s in subs {
-        while let Next::Frame(f) = s.next(Duration::ZERO) {
-            std::hint::black_box(f);
-        }
-    }
-}
 
 fn keyword_filters(c: &mut Criterion) {
     let event = filter_bench::status_event();
@@ -56,7 +47,7 @@ fn keyword_filters(c: &mut Criterion) {
                     let stats = engine.publish(&event).unwrap();
                     total += start.elapsed();
                     assert_eq!(stats.delivered, SUBSCRIBERS as u64);
-                    drain(&subs);
+                    filter_bench::drain(&subs);
                 }
                 times[slot].set(times[slot].get() + total);
                 counts[slot].set(counts[slot].get() + iters);

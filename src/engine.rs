@@ -94,7 +94,8 @@ pub(crate) struct SubscriberCore {
 
 /// A viewer's filters with its keyword filters interned in the engine.
 struct ViewerState {
-    filters: ViewerFilters,
+    /// `None` when only keyword filters are set: nothing to check.
+    filters: Option<ViewerFilters>,
     /// `Some` for a filter-annotated viewer (§11).
     keywords: Option<Arc<FilterSet>>,
 }
@@ -130,7 +131,7 @@ impl Subscription {
     fn accepts(&self, ev: &RoutedEvent, state: Option<&ViewerState>) -> bool {
         self.events.as_ref().is_none_or(|f| f.allows(&ev.name))
             && self.origin.is_none_or(|o| ev.local.is_none_or(|local| o.allows(local)))
-            && ev.status.as_ref().is_none_or(|s| state.is_none_or(|v| v.filters.allows(s)))
+            && ev.status.as_ref().is_none_or(|s| state.and_then(|v| v.filters.as_ref()).is_none_or(|f| f.allows(s)))
     }
 }
 
@@ -381,15 +382,9 @@ impl Annotations {
         Annotations { matches, by_set: AHashMap::new(), by_result: AHashMap::new(), empty: None, frames: Vec::new() }
     }
 
-    /// The frame for a viewer with keyword filters `set` (the `event_ids`
-    /// variant when `with_id`), or `None` for the plain frame.
-    fn frame(
-        &mut self,
-        set: &Arc<FilterSet>,
-        plain: &FrameCache,
-        stream: &Arc<str>,
-        with_id: bool,
-    ) -> Option<Arc<Frame>> {
+    /// The frames (index in `frames`) for a viewer with keyword filters
+    /// `set`, or `None` for the plain frames.
+    fn result(&mut self, set: &Arc<FilterSet>, plain: &FrameCache) -> Option<usize> {
         let index = match self.by_set.get(&Arc::as_ptr(set)) {
             Some(&i) => i,
             None => {
@@ -414,7 +409,20 @@ impl Annotations {
                 i
             }
         };
-        Some(Arc::clone(self.frames[index].get(stream, with_id)))
+        Some(index)
+    }
+
+    /// The frame for a viewer with keyword filters `set` (the `event_ids`
+    /// variant when `with_id`), or `None` for the plain frame.
+    fn frame(
+        &mut self,
+        set: &Arc<FilterSet>,
+        plain: &FrameCache,
+        stream: &Arc<str>,
+        with_id: bool,
+    ) -> Option<Arc<Frame>> {
+        let i = self.result(set, plain)?;
+        Some(Arc::clone(self.frames[i].get(stream, with_id)))
     }
 
     /// Adds the frames of one result; returns their index.
@@ -445,18 +453,13 @@ impl Delivery<'_> {
             Some(set) if self.ev.status.is_some() => {
                 let plain = &self.frames;
                 let payload = plain.body().payload();
-                self.annotations.get_or_insert_with(|| Annotations::new(self.engine, payload)).frame(
-                    set,
-                    plain,
-                    &sub.stream,
-                    sub.event_ids,
-                )
+                self.annotations.get_or_insert_with(|| Annotations::new(self.engine, payload)).result(set, plain)
             }
             _ => None,
         };
-        let frame = match &annotated {
-            Some(frame) => frame,
-            None => self.frames.get(&sub.stream, sub.event_ids),
+        let frame = match (annotated, &mut self.annotations) {
+            (Some(i), Some(a)) => a.frames[i].get(&sub.stream, sub.event_ids),
+            _ => self.frames.get(&sub.stream, sub.event_ids),
         };
         let outcome = sub.core.queue.push(frame);
         if !outcome.accepted {
@@ -554,6 +557,7 @@ impl EngineInner {
             return None;
         }
         let keywords = filters.keyword_filters.take().map(|list| self.keywords.intern(list));
+        let filters = (!filters.is_empty()).then_some(filters);
         Some(Box::new(ViewerState { filters, keywords }))
     }
 

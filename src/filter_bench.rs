@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use crate::keyword::{FilterList, FilterSet, Registry};
-use crate::{Engine, EngineConfig, Result, Subscriber};
+use crate::{Engine, EngineConfig, Next, Result, Subscriber};
 
 /// A public Mastodon status without tags or a `filtered` key (so viewers
 /// get it annotated), ~3.5 KB: corpus/mastodon/13.
@@ -128,4 +128,13 @@ pub fn registry(lists: &[String]) -> Result<(Registry, Vec<Arc<FilterSet>>)> {
 pub fn evaluate_all(registry: &Registry, sets: &[Arc<FilterSet>], text: &str, now_ms: i64) -> usize {
     let mut event = registry.event(text.to_owned(), now_ms);
     sets.iter().filter(|s| event.evaluate(s).is_some()).count()
+}
+
+/// Takes every queued frame.
+pub fn drain(subs: &[Subscriber]) {
+    for s in subs {
+        while let Next::Frame(f) = s.next(std::time::Duration::ZERO) {
+            std::hint::black_box(f);
+        }
+    }
 }

@@ -258,11 +258,21 @@ fn skip_value(input: &[u8], i: usize) -> Option<usize> {
 
 /// Appends `s` as the inside of a JSON string literal, escaping exactly what
 /// `JSON.stringify` escapes so that frames match Mastodon's byte for byte.
+/// Runs of eight bytes that need no escape are skipped a word at a time.
 pub fn escape_into(out: &mut Vec<u8>, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let bytes = s.as_bytes();
+    out.reserve(bytes.len() + 2);
     let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
+    let mut i = 0;
+    while i < bytes.len() {
+        while let Some(chunk) = bytes.get(i..i + 8) {
+            if needs_escape(u64::from_le_bytes(chunk.try_into().expect("eight bytes"))) {
+                break;
+            }
+            i += 8;
+        }
+        let Some(&b) = bytes.get(i) else { break };
         let escape: &[u8] = match b {
             b'"' => b"\\\"",
             b'\\' => b"\\\\",
@@ -272,7 +282,10 @@ pub fn escape_into(out: &mut Vec<u8>, s: &str) {
             0x08 => b"\\b",
             0x0c => b"\\f",
             0..=0x1f => &[],
-            _ => continue,
+            _ => {
+                i += 1;
+                continue;
+            }
         };
         out.extend_from_slice(&bytes[start..i]);
         if escape.is_empty() {
@@ -282,9 +295,18 @@ pub fn escape_into(out: &mut Vec<u8>, s: &str) {
         } else {
             out.extend_from_slice(escape);
         }
-        start = i + 1;
+        i += 1;
+        start = i;
     }
     out.extend_from_slice(&bytes[start..]);
+}
+
+/// Whether any of the eight bytes of `w` is a control character, `"` or `\\`.
+fn needs_escape(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let below = |x: u64, n: u64| x.wrapping_sub(ONES * n) & !x & HIGH;
+    (below(w, 0x20) | below(w ^ (ONES * b'"' as u64), 1) | below(w ^ (ONES * b'\\' as u64), 1)) != 0
 }
 
 /// `s` as a complete JSON string literal.
@@ -333,6 +355,23 @@ mod tests {
     #[test]
     fn escaping_matches_json_stringify() {
         assert_eq!(quote("a\"b\\c\nd\u{1}é\u{2028}"), "\"a\\\"b\\\\c\\nd\\u0001é\u{2028}\"");
+        // Every byte that needs escaping, at every offset of the word-at-a-time scan.
+        for special in ['"', '\\', '\n', '\u{0}', '\u{1f}', '\u{7f}', 'é'] {
+            for at in 0..20 {
+                let s: String = (0..20).map(|i| if i == at { special } else { 'x' }).collect();
+                let slow: String = s
+                    .chars()
+                    .map(|c| match c {
+                        '"' => "\\\"".to_string(),
+                        '\\' => "\\\\".to_string(),
+                        '\n' => "\\n".to_string(),
+                        c if (c as u32) < 0x20 => format!("\\u{:04x}", c as u32),
+                        c => c.to_string(),
+                    })
+                    .collect();
+                assert_eq!(quote(&s), format!("\"{slow}\""), "{special:?} at {at}");
+            }
+        }
     }
 
     #[test]

@@ -29,7 +29,7 @@ use simd_json::BorrowedValue as Value;
 use simd_json::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::json::{id_text, quote, type_name};
+use crate::json::{escape_into, id_text, quote, type_name};
 
 /// One keyword of a filter.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -272,6 +272,8 @@ struct Pattern {
     /// Generation at which the pattern was added; a matcher built at a
     /// later or equal generation contains it.
     born: u64,
+    /// Slots of the sets that use the pattern (once per use).
+    owners: Vec<u32>,
 }
 
 /// A keyword of an interned list, resolved to its pattern.
@@ -291,8 +293,15 @@ pub struct FilterSet {
     keys: Vec<Key>,
     /// Per filter, the end of its keys in `keys`.
     ends: Vec<u32>,
+    /// Room for a result naming every filter, less the matched texts.
+    json_len: usize,
     /// The newest pattern this set uses (see [`Pattern::born`]).
     born: u64,
+    /// A small number unique among live sets, for per-event bitsets.
+    slot: u32,
+    /// Creation order: sets newer than an event's candidate bitset are not
+    /// in it.
+    seq: u64,
     registry: Weak<RegistryInner>,
 }
 
@@ -316,8 +325,14 @@ impl Drop for FilterSet {
                 tables.sets.remove(&*self.list);
             }
             for key in &self.keys {
-                tables.patterns[key.pattern as usize].refs -= 1;
+                let pattern = &mut tables.patterns[key.pattern as usize];
+                pattern.refs -= 1;
+                let position = pattern.owners.iter().position(|&o| o == self.slot);
+                if let Some(i) = position {
+                    pattern.owners.swap_remove(i);
+                }
             }
+            tables.free_slots.push(self.slot);
         }
     }
 }
@@ -330,6 +345,11 @@ struct Tables {
     /// Pattern slots freed by the last rebuild, for reuse.
     free: Vec<u32>,
     generation: u64,
+    /// Set slots: freed ones, and the next never used.
+    free_slots: Vec<u32>,
+    next_slot: u32,
+    /// Sets interned so far.
+    set_seq: u64,
 }
 
 /// The automaton over every live pattern, as of one generation.
@@ -363,12 +383,19 @@ impl Registry {
         if let Some(set) = tables.sets.get(&list).and_then(Weak::upgrade) {
             return set;
         }
+        let slot = tables.free_slots.pop().unwrap_or_else(|| {
+            tables.next_slot += 1;
+            tables.next_slot - 1
+        });
+        tables.set_seq += 1;
+        let seq = tables.set_seq;
         let mut born = 0;
         let mut keys = Vec::new();
         let mut ends = Vec::with_capacity(list.0.len());
         for filter in &list.0 {
             for kw in &filter.keywords {
                 let pattern = tables.pattern(fold(&kw.keyword));
+                tables.patterns[pattern as usize].owners.push(slot);
                 let key = Key { pattern, whole_word: kw.whole_word, born: tables.patterns[pattern as usize].born };
                 born = born.max(key.born);
                 keys.push(key);
@@ -377,7 +404,8 @@ impl Registry {
         }
         let list = Arc::new(list);
         let registry = Arc::downgrade(&self.inner);
-        let set = Arc::new(FilterSet { list: Arc::clone(&list), keys, ends, born, registry });
+        let json_len = list.0.iter().map(|f| f.filter_json.len() + 64).sum();
+        let set = Arc::new(FilterSet { list: Arc::clone(&list), keys, ends, json_len, born, slot, seq, registry });
         tables.sets.insert(list, Arc::downgrade(&set));
         set
     }
@@ -406,7 +434,9 @@ impl Registry {
 
     /// Starts the per-event state for the searchable `text` of a status.
     pub fn event(&self, text: String, now_ms: i64) -> EventMatches {
-        EventMatches::new(self.matcher(), text, now_ms)
+        let mut m = EventMatches::new(self.matcher(), text, now_ms);
+        m.find_candidates(&self.inner.tables.lock());
+        m
     }
 }
 
@@ -417,7 +447,7 @@ impl Tables {
             return id;
         }
         self.generation += 1;
-        let pattern = Pattern { text: text.as_str().into(), refs: 1, born: self.generation };
+        let pattern = Pattern { text: text.as_str().into(), refs: 1, born: self.generation, owners: Vec::new() };
         let id = match self.free.pop() {
             Some(id) => {
                 self.patterns[id as usize] = pattern;
@@ -481,6 +511,10 @@ pub struct EventMatches {
     touched: Vec<u64>,
     /// Patterns newer than the matcher, searched one by one.
     searched: AHashMap<u32, Occurrence>,
+    /// Bit per set slot: the sets that own a pattern that occurs, as of
+    /// set sequence `.1`. Every other set of the matcher's patterns has no
+    /// match, which is answered without looking at its keys.
+    candidates: Option<(Vec<u64>, u64)>,
     now_ms: i64,
 }
 
@@ -509,6 +543,7 @@ impl EventMatches {
             occurrences: AHashMap::new(),
             touched: Vec::new(),
             searched: AHashMap::new(),
+            candidates: None,
             now_ms,
         };
         m.scan();
@@ -571,15 +606,36 @@ impl EventMatches {
         self.searched.insert(pattern, occ);
     }
 
+    fn find_candidates(&mut self, tables: &Tables) {
+        let mut bits = Vec::new();
+        for &id in self.occurrences.keys() {
+            for &slot in tables.patterns.get(id as usize).map_or(&[][..], |p| &p.owners) {
+                let word = slot as usize / 64;
+                if word >= bits.len() {
+                    bits.resize(word + 1, 0u64);
+                }
+                bits[word] |= 1 << (slot % 64);
+            }
+        }
+        self.candidates = Some((bits, tables.set_seq));
+    }
+
     /// The `filtered` array (JSON text) for one set; `None` for `[]`.
     pub fn evaluate(&mut self, set: &FilterSet) -> Option<String> {
         let generation = self.matcher.generation;
+        if let Some((bits, seq)) = &self.candidates
+            && set.seq <= *seq
+            && set.born <= generation
+            && bits.get(set.slot as usize / 64).is_none_or(|w| w & 1 << (set.slot % 64) == 0)
+        {
+            return None;
+        }
         if set.born > generation {
             for key in set.keys.iter().filter(|k| k.born > generation) {
                 self.search(set, key.pattern);
             }
         }
-        let mut out: Option<String> = None;
+        let mut out: Option<Vec<u8>> = None;
         let mut start_of = 0;
         for (filter, &end_of) in set.list.0.iter().zip(&set.ends) {
             let keys = &set.keys[start_of..end_of as usize];
@@ -606,23 +662,27 @@ impl EventMatches {
                 }
             }
             if let Some((start, end)) = best {
+                let matched = &self.text[start as usize..end as usize];
                 let out = match &mut out {
                     Some(out) => {
-                        out.push(',');
+                        out.push(b',');
                         out
                     }
-                    None => out.insert(String::from("[")),
+                    None => out.insert(Vec::with_capacity(set.json_len + matched.len() + 2)),
                 };
-                out.push_str("{\"filter\":");
-                out.push_str(&filter.filter_json);
-                out.push_str(",\"keyword_matches\":[");
-                out.push_str(&quote(&self.text[start as usize..end as usize]));
-                out.push_str("],\"status_matches\":null}");
+                if out.is_empty() {
+                    out.push(b'[');
+                }
+                out.extend_from_slice(b"{\"filter\":");
+                out.extend_from_slice(filter.filter_json.as_bytes());
+                out.extend_from_slice(b",\"keyword_matches\":[\"");
+                escape_into(out, matched);
+                out.extend_from_slice(b"\"],\"status_matches\":null}");
             }
         }
         out.map(|mut out| {
-            out.push(']');
-            out
+            out.push(b']');
+            String::from_utf8(out).expect("JSON built from UTF-8 pieces")
         })
     }
 }
@@ -759,6 +819,25 @@ mod tests {
         assert_eq!(ev.matcher.patterns.len(), 2);
         assert!(ev.evaluate(&third).unwrap().contains("\"gamma\""));
         assert!(ev.evaluate(&new).unwrap().contains("\"beta\""));
+    }
+
+    #[test]
+    fn only_sets_owning_an_occurring_pattern_are_looked_at() {
+        let registry = Registry::default();
+        let one = |k: &str| list(&format!("[{}]", filter(&[(k, false)]))).unwrap();
+        let (hit, miss) = (registry.intern(one("alpha")), registry.intern(one("beta")));
+        let mut ev = registry.event("alpha".into(), 0);
+        let (bits, _) = ev.candidates.clone().unwrap();
+        assert_eq!(bits, [1 << hit.slot]);
+        assert!(ev.evaluate(&hit).is_some() && ev.evaluate(&miss).is_none());
+        // A set interned after the event (its pattern already in the
+        // automaton) is not in the bitset and is evaluated in full.
+        let late = registry.intern(list(&format!("[{}]", filter(&[("beta", false), ("alpha", true)]))).unwrap());
+        assert!(ev.evaluate(&late).unwrap().contains("\"alpha\""));
+        // Slots are reused once a set is gone.
+        let slot = miss.slot;
+        drop(miss);
+        assert_eq!(registry.intern(one("gamma")).slot, slot);
     }
 
     #[test]
