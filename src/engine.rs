@@ -20,7 +20,7 @@ use crate::frame::{Frame, FrameBody, FrameCache};
 use crate::history::{self, History};
 use crate::index::{Index, Indexed};
 use crate::keyword::{self, EventMatches, FilterSet, Registry};
-use crate::queue::{Batch, CloseReason, Pop, Queue, QueueStats};
+use crate::queue::{Batch, CloseReason, Next, Queue, QueueStats};
 use crate::recent::{RecentStatuses, Routing};
 use crate::subscription::{EventFilter, Keys, Origin, SubscriptionSpec};
 
@@ -589,18 +589,6 @@ pub struct Resumed {
     pub gap: bool,
 }
 
-/// What a read from a subscriber produced.
-#[derive(Debug)]
-pub enum Next {
-    Frame(Arc<Frame>),
-    /// Nothing queued (zero timeout).
-    Empty,
-    /// Nothing arrived in time.
-    Timeout,
-    /// The subscriber is closed ("slow consumer", or "closed" by its owner).
-    Closed(&'static str),
-}
-
 /// One client connection: a queue, viewer filters and any number of
 /// subscriptions. `Send + Sync`; dropping it unsubscribes everything.
 pub struct Subscriber {
@@ -788,12 +776,7 @@ impl Subscriber {
 
     /// Takes the next frame, waiting up to `timeout` (zero: don't wait).
     pub fn next(&self, timeout: Duration) -> Next {
-        match self.core.queue.pop(timeout) {
-            Pop::Frame(f) => Next::Frame(f),
-            Pop::Empty => Next::Empty,
-            Pop::Timeout => Next::Timeout,
-            Pop::Closed(r) => Next::Closed(r),
-        }
+        self.core.queue.pop(timeout)
     }
 
     /// Takes up to `max` of the oldest frames at once, while `fits` accepts

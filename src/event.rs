@@ -7,7 +7,7 @@ use simd_json::tape::Value;
 use smallvec::SmallVec;
 
 use crate::channel::{ChannelKey, normalize_tag};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::filter::StatusKeys;
 use crate::json::{id_text, repeated_key, repeated_key_error, top_level_span, with_tape};
 
@@ -349,6 +349,43 @@ pub fn parse_channel_message(channel: ChannelKey, input: &[u8]) -> Result<Routed
     })
 }
 
+/// One line of an events file (`evroute route`, `evroute publish`).
+#[derive(Debug, PartialEq, Eq)]
+pub enum EventsLine<'a> {
+    /// `{"channel": C, "message": M}`: M's text when M is a JSON string,
+    /// otherwise M's JSON bytes.
+    Channel { channel: String, message: std::borrow::Cow<'a, [u8]> },
+    /// Anything else is a content-mode event; publishing it reports what is
+    /// wrong with it (bad JSON, UTF-8, a missing `event`).
+    Content(&'a [u8]),
+}
+
+/// Reads one events-file line. An object with `event` or `type` is a
+/// content-mode event; one with `channel` is a channel record, which needs a
+/// string `channel` and a `message`.
+pub fn parse_events_line(line: &[u8]) -> Result<EventsLine<'_>> {
+    let channel = with_tape(line, |doc| {
+        if checked(doc, "")?.as_object().is_none() || doc.get("event").is_some() || doc.get("type").is_some() {
+            return Ok(None);
+        }
+        let Some(channel) = doc.get("channel") else { return Ok(None) };
+        let channel = channel.into_string().ok_or_else(|| Error::channel("\"channel\" must be a string"))?.to_owned();
+        let message = doc.get("message").ok_or_else(|| Error::event("a channel record needs a \"message\""))?;
+        Ok(Some((channel, message.into_string().map(|text| text.as_bytes().to_vec()))))
+    });
+    match channel {
+        Ok(Some((channel, Some(text)))) => Ok(EventsLine::Channel { channel, message: text.into() }),
+        Ok(Some((channel, None))) => {
+            // Keys are unique (checked above), so this is the message read.
+            let span = top_level_span(line, "message").ok_or_else(|| Error::event("unreadable \"message\""))?;
+            Ok(EventsLine::Channel { channel, message: line[span].into() })
+        }
+        Ok(None) => Ok(EventsLine::Content(line)),
+        Err(e) if matches!(e.kind(), ErrorKind::InvalidJson | ErrorKind::InvalidUtf8) => Ok(EventsLine::Content(line)),
+        Err(e) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -478,6 +515,26 @@ mod tests {
             assert_eq!(err.kind(), *kind, "{err}");
             assert!(err.message().contains(needle), "{err} should mention {needle}");
         }
+    }
+
+    #[test]
+    fn events_lines_are_channel_records_or_content_events() {
+        let line = br#"{"channel":"timeline:public","message":"{\"event\":\"delete\",\"payload\":\"1\"}"}"#;
+        let want = EventsLine::Channel {
+            channel: "timeline:public".into(),
+            message: br#"{"event":"delete","payload":"1"}"#.as_slice().into(),
+        };
+        assert_eq!(parse_events_line(line).unwrap(), want);
+        let line = br#"{"channel":"timeline:public","message":{"event":"delete","payload":"1"}}"#;
+        assert_eq!(parse_events_line(line).unwrap(), want);
+        for content in [&br#"{"event":"delete","payload":"1","channel":"x"}"#[..], b"{\"event\"", b"[1]", b"{}"] {
+            assert_eq!(parse_events_line(content).unwrap(), EventsLine::Content(content));
+        }
+        let err = parse_events_line(br#"{"channel":"timeline:public"}"#).unwrap_err();
+        assert_eq!((err.kind(), err.message()), (ErrorKind::InvalidEvent, "a channel record needs a \"message\""));
+        assert_eq!(parse_events_line(br#"{"channel":7,"message":"x"}"#).unwrap_err().kind(), ErrorKind::InvalidChannel);
+        let err = parse_events_line(br#"{"channel":"a","message":"x","message":"y"}"#).unwrap_err();
+        assert_eq!(err.message(), r#"duplicate key "message""#);
     }
 
     #[test]

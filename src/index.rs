@@ -234,11 +234,6 @@ impl<T: Indexed> Index<T> {
         }
     }
 
-    /// Number of entries listening to `key`.
-    pub fn len(&self, key: &ChannelKey) -> usize {
-        self.list(key).map_or(0, |l| l.state.read().entries.len())
-    }
-
     /// Every key that has at least one entry.
     pub fn keys(&self) -> Vec<ChannelKey> {
         let mut out = Vec::new();

@@ -6,7 +6,7 @@
 //! and places a shared copy in each matching [`Subscriber`]'s bounded queue.
 //!
 //! The hot path, one module per stage: [`event`] (bytes → routing keys),
-//! [`index`] (keys → subscriptions), [`frame`] (encode once), [`queue`]
+//! `index` (keys → subscriptions), [`frame`] (encode once), `queue`
 //! (bounded delivery); [`engine`] ties them together.
 
 #[cfg(feature = "bench")]
@@ -24,12 +24,12 @@ pub mod filter;
 pub mod filter_bench;
 pub mod frame;
 pub(crate) mod history;
-pub mod index;
-pub mod json;
+pub(crate) mod index;
+pub(crate) mod json;
 pub mod keyword;
-pub mod queue;
+pub(crate) mod queue;
 mod readiness;
-pub mod recent;
+pub(crate) mod recent;
 #[cfg(feature = "redis")]
 pub mod redis_node;
 pub mod subscription;
@@ -37,12 +37,19 @@ pub mod text;
 
 pub use channel::{ChannelKey, Stream, normalize_tag};
 pub use config::{EngineConfig, HistoryConfig, SubscriberOptions};
-pub use engine::{Engine, EngineStats, Next, PublishStats, Resumed, Subscriber};
+pub use engine::{Engine, EngineStats, PublishStats, Resumed, Subscriber};
 pub use error::{Error, ErrorKind, Result};
 pub use filter::ViewerFilters;
 pub use frame::Frame;
-pub use queue::{Batch, Overflow, QueueStats};
+pub use queue::{Batch, Next, Overflow, QueueStats};
 pub use subscription::SubscriptionSpec;
+
+/// What the `evroute` binary and the tests use from crate-private modules;
+/// not a stable API.
+#[doc(hidden)]
+pub mod internal {
+    pub use crate::json::{quote, top_level_span, with_document};
+}
 
 /// The crate version, as in Cargo.toml.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -77,15 +77,15 @@ pub struct PushOutcome {
     pub disconnected: bool,
 }
 
-/// What a read produced.
+/// What a read from a subscriber produced.
 #[derive(Debug)]
-pub enum Pop {
+pub enum Next {
     Frame(Arc<Frame>),
-    /// Nothing queued and the caller did not want to wait.
+    /// Nothing queued (zero timeout).
     Empty,
-    /// Nothing arrived before the timeout.
+    /// Nothing arrived in time.
     Timeout,
-    /// The subscriber is closed; the reason says why.
+    /// The subscriber is closed ("slow consumer", or "closed" by its owner).
     Closed(&'static str),
 }
 
@@ -216,13 +216,13 @@ impl Queue {
     }
 
     /// Takes the oldest frame, waiting up to `timeout` (zero: don't wait).
-    pub fn pop(&self, timeout: Duration) -> Pop {
+    pub fn pop(&self, timeout: Duration) -> Next {
         let mut taken = None;
         match self.pop_batch(timeout, 1, |_| true, |f| taken = Some(f)) {
-            Batch::Taken(_) => taken.map_or(Pop::Empty, Pop::Frame),
-            Batch::Empty => Pop::Empty,
-            Batch::Timeout => Pop::Timeout,
-            Batch::Closed(reason) => Pop::Closed(reason),
+            Batch::Taken(_) => taken.map_or(Next::Empty, Next::Frame),
+            Batch::Empty => Next::Empty,
+            Batch::Timeout => Next::Timeout,
+            Batch::Closed(reason) => Next::Closed(reason),
         }
     }
 
@@ -355,7 +355,7 @@ mod tests {
 
     fn payloads(q: &Queue) -> Vec<String> {
         let mut out = Vec::new();
-        while let Pop::Frame(f) = q.pop(Duration::ZERO) {
+        while let Next::Frame(f) = q.pop(Duration::ZERO) {
             out.push(f.payload().unwrap().to_string());
         }
         out
@@ -388,7 +388,7 @@ mod tests {
         q.push(&frame(0));
         q.push(&frame(1));
         assert_eq!(q.push(&frame(2)).dropped, 3);
-        assert!(matches!(q.pop(Duration::ZERO), Pop::Closed(SLOW_CONSUMER)));
+        assert!(matches!(q.pop(Duration::ZERO), Next::Closed(SLOW_CONSUMER)));
         // A closed queue takes no part in later publishes.
         assert_eq!(q.push(&frame(3)), PushOutcome::default());
         let s = q.stats();
@@ -431,13 +431,13 @@ mod tests {
     #[test]
     fn waiting_times_out_or_wakes_on_push() {
         let q = Arc::new(Queue::new(4, Overflow::DropOldest));
-        assert!(matches!(q.pop(Duration::ZERO), Pop::Empty));
-        assert!(matches!(q.pop(Duration::from_millis(5)), Pop::Timeout));
+        assert!(matches!(q.pop(Duration::ZERO), Next::Empty));
+        assert!(matches!(q.pop(Duration::from_millis(5)), Next::Timeout));
         let q2 = Arc::clone(&q);
         let t = std::thread::spawn(move || q2.pop(Duration::from_secs(10)));
         std::thread::sleep(Duration::from_millis(20));
         q.push(&frame(7));
-        assert!(matches!(t.join().unwrap(), Pop::Frame(f) if f.payload() == Some("7")));
+        assert!(matches!(t.join().unwrap(), Next::Frame(f) if f.payload() == Some("7")));
     }
 
     #[test]

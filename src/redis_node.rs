@@ -29,8 +29,8 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use crate::channel::ChannelKey;
 use crate::engine::Engine;
 use crate::error::{Error, ErrorKind, Result};
-use crate::event::{self, RoutedEvent};
-use crate::json::{quote, top_level_span, with_document};
+use crate::event::{self, EventsLine, RoutedEvent};
+use crate::json::{quote, top_level_span};
 use crate::recent::{RecentStatuses, Routing};
 
 /// How a node receives (SPEC §9).
@@ -600,7 +600,6 @@ pub struct Publisher {
     conn: redis::Connection,
     namespace: Option<String>,
     recent: RecentStatuses,
-    scratch: Vec<u8>,
 }
 
 impl Publisher {
@@ -616,7 +615,6 @@ impl Publisher {
             conn,
             namespace: namespace.filter(|ns| !ns.is_empty()).map(str::to_owned),
             recent: RecentStatuses::new(65_536),
-            scratch: Vec::new(),
         }
     }
 
@@ -670,30 +668,9 @@ impl Publisher {
     /// One line of an events file (the format of `evroute route`): a
     /// channel-mode record `{"channel": C, "message": M}` or a content-mode event.
     pub fn publish_record(&mut self, line: &[u8]) -> Result<Published> {
-        let channel = with_document(line, &mut self.scratch, |doc| {
-            use simd_json::prelude::*;
-            if doc.get("event").is_some() || doc.get("type").is_some() {
-                return Ok(None);
-            }
-            match doc.get("channel") {
-                None => Ok(None),
-                Some(c) => c
-                    .as_str()
-                    .map(|c| Some(c.to_owned()))
-                    .ok_or_else(|| Error::new(ErrorKind::InvalidChannel, "\"channel\" must be a string")),
-            }
-        })?;
-        match channel {
-            None => self.publish_content(line),
-            Some(channel) => {
-                let span = top_level_span(line, "message")
-                    .ok_or_else(|| Error::new(ErrorKind::InvalidEvent, "a channel record needs a \"message\""))?;
-                let message = &line[span];
-                // A message given as a JSON string holds the message text.
-                let decoded = (message.first() == Some(&b'"')).then(|| crate::json::decode_string(message)).flatten();
-                let message = decoded.as_deref().map(str::as_bytes).unwrap_or(message);
-                self.publish_channel(&channel, message)
-            }
+        match event::parse_events_line(line)? {
+            EventsLine::Channel { channel, message } => self.publish_channel(&channel, &message),
+            EventsLine::Content(event) => self.publish_content(event),
         }
     }
 

@@ -133,7 +133,7 @@ fn keyword_filters_blocked_by_and_origin_from_the_subscribers_file() {
     );
     let expected = format!(
         r#"{{"subscriber":"f","stream":["public"],"event":"update","payload":{}}}"#,
-        evroute::json::quote(&annotated)
+        evroute::internal::quote(&annotated)
     );
     assert_eq!(String::from_utf8(out.stdout).unwrap(), expected + "\n");
 }

@@ -24,7 +24,7 @@ fn subscriber(engine: &Engine, json: &str, streams: &[&str]) -> Subscriber {
 fn status(id: u32, acct: &str, content: &str) -> String {
     format!(
         r#"{{"id":"{id}","visibility":"public","reblog":null,"in_reply_to_account_id":null,"spoiler_text":"","content":{},"account":{{"id":"{}","acct":"{acct}"}},"media_attachments":[],"mentions":[],"tags":[{{"name":"dune"}}]}}"#,
-        evroute::json::quote(content),
+        evroute::internal::quote(content),
         if acct.contains('@') { 2 } else { 1 },
     )
 }

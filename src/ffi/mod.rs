@@ -26,10 +26,10 @@ use std::time::Duration;
 
 use smallvec::SmallVec;
 
-use crate::engine::{Engine, Next, PublishStats, Subscriber};
+use crate::engine::{Engine, PublishStats, Subscriber};
 use crate::error::{Error, ErrorKind};
 use crate::frame::Frame;
-use crate::queue::{Batch, SLOW_CONSUMER};
+use crate::queue::{Batch, Next, SLOW_CONSUMER};
 
 pub use boundary::evr_status;
 use boundary::{bytes, guard, handle, out_param, pointer, status};

@@ -9,7 +9,8 @@ use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use evroute::json::{top_level_span, with_document};
+use evroute::event::{EventsLine, parse_events_line};
+use evroute::internal::{top_level_span, with_document};
 use evroute::{Engine, EngineConfig, Frame, Next, Subscriber, SubscriberOptions};
 use simd_json::prelude::*;
 
@@ -186,27 +187,11 @@ fn load_subscriber(engine: &Engine, line: &[u8]) -> Result<(Routed, Vec<String>)
 /// Publishes one events-file line: a `{"channel", "message"}` record or a
 /// content-mode event.
 fn publish_line(engine: &Engine, line: &[u8]) -> Result<(), String> {
-    let channel_record = with_document(line, &mut Vec::new(), |doc| {
-        Ok(match (doc.get("channel"), doc.get("message")) {
-            (Some(c), Some(m)) if doc.get("event").is_none() && doc.get("type").is_none() => {
-                let channel = c.as_str().map(str::to_owned);
-                Some((channel, m.as_str().map(str::to_owned)))
-            }
-            _ => None,
-        })
-    });
-    match channel_record {
-        Ok(Some((channel, message_text))) => {
-            let channel = channel.ok_or("\"channel\" must be a string")?;
-            let message = match message_text {
-                Some(text) => text.into_bytes(),
-                None => top_level_span(line, "message").map(|s| line[s].to_vec()).unwrap_or_default(),
-            };
-            engine.publish_channel(channel.as_bytes(), &message).map(drop).map_err(|e| e.to_string())
-        }
-        // Content mode also reports JSON and UTF-8 errors with their proper names.
-        _ => engine.publish(line).map(drop).map_err(|e| e.to_string()),
-    }
+    let published = match parse_events_line(line).map_err(|e| e.to_string())? {
+        EventsLine::Channel { channel, message } => engine.publish_channel(channel.as_bytes(), &message),
+        EventsLine::Content(event) => engine.publish(event),
+    };
+    published.map(drop).map_err(|e| e.to_string())
 }
 
 fn drain(subscribers: &[Routed], out: &mut impl Write) -> io::Result<()> {
