@@ -50,6 +50,30 @@ python_venv() {
     "$py" -m pip install --quiet --disable-pip-version-check "$1"/wheel/evroute-*.whl
 }
 
+# need_go: a Go toolchain of at least the go.mod version. Debian's golang-go (1.19 on
+# bookworm) is older, so then the toolchain is taken from the Go module proxy
+# (golang.org/toolchain, what GOTOOLCHAIN switching downloads) into target/.
+go_min=1.22.12
+need_go() {
+    need go:golang-go
+    local have
+    have=$(go env GOVERSION | sed 's/^go//')
+    [ "$(printf '%s\n' "$go_min" "$have" | sort -V | head -n1)" = "$go_min" ] && return 0
+    local dir="$PWD/target/go$go_min" mod tmp
+    if [ ! -x "$dir/bin/go" ]; then
+        echo "Go $have is older than $go_min: fetching go$go_min from the Go module proxy"
+        mod="golang.org/toolchain@v0.0.1-go$go_min.$(go env GOOS)-$(go env GOARCH)"
+        tmp=$(mktemp -d)
+        GOMODCACHE="$tmp" GOPROXY=https://proxy.golang.org GOFLAGS=-mod=mod go mod download "$mod"
+        rm -rf "$dir" && mkdir -p "$dir"
+        cp -r "$tmp/$mod/." "$dir"
+        # Module zips keep no permissions; the module cache is read-only.
+        chmod -R u+w "$dir" "$tmp" && rm -rf "$tmp"
+        chmod +x "$dir"/bin/* "$dir"/pkg/tool/*/*
+    fi
+    export PATH="$dir/bin:$PATH"
+}
+
 # go_env: the Go module (bindings/go) takes its modules, pinned by the committed go.sum,
 # from the Go module proxy; the tag evroute_inrepo links this checkout's
 # target/release/libevroute.a (bindings/go/link_inrepo.go) instead of the installed

@@ -9,7 +9,8 @@ cd "$(dirname "$0")/../.."
 repo=$PWD
 
 source scripts/need.sh
-need cc:gcc,libc6-dev pkg-config:pkg-config go:golang-go readelf:binutils
+need_go
+need cc:gcc,libc6-dev pkg-config:pkg-config readelf:binutils
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT

@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 source scripts/need.sh
-need go:golang-go cc:gcc,libc6-dev
+need_go
+need cc:gcc,libc6-dev
 go version
 
 go_env

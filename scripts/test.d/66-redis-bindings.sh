@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 source scripts/need.sh
-need python3:python3 go:golang-go cc:gcc,libc6-dev redis-server:redis-server ||
+need_go
+need python3:python3 cc:gcc,libc6-dev redis-server:redis-server ||
     echo "warning: could not install every package"
 if ! command -v redis-server >/dev/null; then
     echo "SKIPPED: Redis binding tests (redis-server not installed and not installable)"

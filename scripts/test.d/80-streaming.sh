@@ -8,7 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 source scripts/need.sh
-need go:golang-go cc:gcc,libc6-dev redis-server:redis-server curl:curl python3:python3,python3-pip
+need_go
+need cc:gcc,libc6-dev redis-server:redis-server curl:curl python3:python3,python3-pip
 initdb=$(ls -d /usr/lib/postgresql/*/bin/initdb 2>/dev/null | sort -V | tail -1 || true)
 if [ -z "$initdb" ]; then
     need pg_ctlcluster:postgresql
