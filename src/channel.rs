@@ -193,6 +193,21 @@ fn is_tag_char(c: char) -> bool {
         || ('\u{0E47}'..='\u{0E4E}').contains(&c)
 }
 
+/// `name` without the Redis namespace prefix `<ns>:`, when it has it. The
+/// one place channel names lose their namespace.
+pub fn strip_namespace<'a>(namespace: Option<&str>, name: &'a str) -> &'a str {
+    namespace.and_then(|ns| name.strip_prefix(ns)).and_then(|rest| rest.strip_prefix(':')).unwrap_or(name)
+}
+
+/// `name` with the Redis namespace prefix `<ns>:`. The one place channel
+/// names gain it.
+pub fn with_namespace(namespace: Option<&str>, name: &str) -> String {
+    match namespace {
+        Some(ns) => format!("{ns}:{name}"),
+        None => name.to_owned(),
+    }
+}
+
 /// Mastodon's hashtag normalization: NFKC, lowercase, ASCII folding, then
 /// drop everything that cannot be part of a hashtag.
 pub fn normalize_tag(tag: &str) -> String {
@@ -203,6 +218,16 @@ pub fn normalize_tag(tag: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn namespaces_are_stripped_and_added_in_one_place() {
+        assert_eq!(strip_namespace(Some("ns"), "ns:timeline:public"), "timeline:public");
+        assert_eq!(strip_namespace(Some("ns"), "timeline:public"), "timeline:public");
+        assert_eq!(strip_namespace(Some("ns"), "nsx:timeline:public"), "nsx:timeline:public");
+        assert_eq!(strip_namespace(None, "ns:timeline:public"), "ns:timeline:public");
+        assert_eq!(with_namespace(Some("ns"), "timeline:1"), "ns:timeline:1");
+        assert_eq!(with_namespace(None, "timeline:1"), "timeline:1");
+    }
 
     #[test]
     fn fold_tables_line_up() {

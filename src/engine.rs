@@ -11,7 +11,7 @@ use ahash::{AHashMap, AHashSet};
 use parking_lot::{Mutex, RwLock};
 use smallvec::SmallVec;
 
-use crate::channel::ChannelKey;
+use crate::channel::{ChannelKey, strip_namespace, with_namespace};
 use crate::config::{EngineConfig, SubscriberOptions, filters_from_json};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{self, RoutedEvent};
@@ -261,19 +261,12 @@ impl Engine {
     /// Parses a channel name, removing the configured namespace if present.
     pub fn parse_channel(&self, channel: &[u8]) -> Result<ChannelKey> {
         let name = std::str::from_utf8(channel).map_err(Error::utf8)?;
-        let name = match &self.inner.config.redis_namespace {
-            Some(ns) => name.strip_prefix(ns.as_str()).and_then(|rest| rest.strip_prefix(':')).unwrap_or(name),
-            None => name,
-        };
-        ChannelKey::parse(name)
+        ChannelKey::parse(strip_namespace(self.inner.config.redis_namespace.as_deref(), name))
     }
 
     /// The Redis name of a channel key, with the namespace.
     pub fn channel_name(&self, key: &ChannelKey) -> String {
-        match &self.inner.config.redis_namespace {
-            Some(ns) => format!("{ns}:{key}"),
-            None => key.to_string(),
-        }
+        with_namespace(self.inner.config.redis_namespace.as_deref(), &key.to_string())
     }
 
     /// Redis channels (with namespace) that at least one subscription

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 
-use crate::channel::ChannelKey;
+use crate::channel::{ChannelKey, strip_namespace, with_namespace};
 use crate::engine::Engine;
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{self, EventsLine, RoutedEvent};
@@ -179,7 +179,7 @@ impl RedisNode {
         }
         let (stop_tx, stop_rx) = crossbeam_channel::bounded(0);
         let shared = Arc::new(Shared {
-            pattern: namespaced(engine.config().redis_namespace.as_deref(), "timeline:*"),
+            pattern: with_namespace(engine.config().redis_namespace.as_deref(), "timeline:*"),
             engine: engine.clone(),
             client,
             options,
@@ -287,21 +287,10 @@ fn open_client(url: &str) -> Result<redis::Client> {
     redis::Client::open(url).map_err(|e| Error::new(ErrorKind::InvalidConfig, format!("redis URL {url:?}: {e}")))
 }
 
-fn namespaced(namespace: Option<&str>, name: &str) -> String {
-    match namespace {
-        Some(ns) => format!("{ns}:{name}"),
-        None => name.to_owned(),
-    }
-}
-
 /// Mastodon's presence key of a channel: `[<ns>:]subscribed:timeline:…`
 /// (streaming/index.js puts the prefix before `subscribed:`).
 pub fn presence_key(namespace: Option<&str>, channel: &str) -> String {
-    let bare = match namespace {
-        Some(ns) => channel.strip_prefix(ns).and_then(|c| c.strip_prefix(':')).unwrap_or(channel),
-        None => channel,
-    };
-    namespaced(namespace, &format!("subscribed:{bare}"))
+    with_namespace(namespace, &format!("subscribed:{}", strip_namespace(namespace, channel)))
 }
 
 /// Capped exponential backoff that logs the first failure of a streak, then
@@ -650,7 +639,7 @@ impl Publisher {
             self.recent.record(id, routing);
         }
         let names: Vec<String> =
-            channels.iter().map(|k| namespaced(self.namespace.as_deref(), &k.to_string())).collect();
+            channels.iter().map(|k| with_namespace(self.namespace.as_deref(), &k.to_string())).collect();
         self.publish_all(&names, &message)
     }
 
@@ -659,10 +648,10 @@ impl Publisher {
     /// namespace (one that starts with it is accepted too).
     pub fn publish_channel(&mut self, channel: &str, message: &[u8]) -> Result<Published> {
         let ns = self.namespace.as_deref();
-        let bare = ns.and_then(|ns| channel.strip_prefix(ns)).and_then(|c| c.strip_prefix(':')).unwrap_or(channel);
+        let bare = strip_namespace(ns, channel);
         let key = ChannelKey::parse(bare)?;
         event::parse_channel_message(key, message)?;
-        self.publish_all(&[namespaced(ns, bare)], message)
+        self.publish_all(&[with_namespace(ns, bare)], message)
     }
 
     /// One line of an events file (the format of `evroute route`): a
@@ -676,7 +665,7 @@ impl Publisher {
 
     /// `timeline:<account>` channels that some node keeps a presence key for.
     fn present_user_channels(&mut self) -> Result<Vec<ChannelKey>> {
-        let prefix = namespaced(self.namespace.as_deref(), "subscribed:");
+        let prefix = with_namespace(self.namespace.as_deref(), "subscribed:");
         let pattern = format!("{prefix}timeline:*");
         let mut cursor: u64 = 0;
         let mut users = Vec::new();
