@@ -30,7 +30,7 @@ use crate::channel::{ChannelKey, strip_namespace, with_namespace};
 use crate::engine::Engine;
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{self, EventsLine, RoutedEvent};
-use crate::json::{quote, top_level_span};
+use crate::json::{quote, top_level_span, with_document};
 use crate::recent::{RecentStatuses, Routing};
 
 /// How a node receives (SPEC §9).
@@ -78,6 +78,47 @@ pub struct RedisNodeOptions {
     pub backoff_min: Duration,
     pub backoff_max: Duration,
     pub connect_timeout: Duration,
+}
+
+impl RedisNodeOptions {
+    /// Parses the node options JSON; empty input means Mastodon's timings.
+    /// Every value is a positive integer, except `subscribe` ("pattern" or
+    /// "channels"); unknown keys are refused so that a misspelt interval does
+    /// not silently fall back to a default.
+    pub fn from_json(json: &[u8]) -> Result<RedisNodeOptions> {
+        use simd_json::prelude::*;
+        let mut options = RedisNodeOptions::default();
+        if json.trim_ascii().is_empty() {
+            return Ok(options);
+        }
+        with_document(json, &mut Vec::new(), |doc| {
+            let object = doc.as_object().ok_or_else(|| Error::config("redis node options must be a JSON object"))?;
+            for (key, value) in object.iter() {
+                let n = || match value.as_u64() {
+                    Some(n) if n > 0 => Ok(n),
+                    _ => Err(Error::config(format!("{key} must be a positive integer"))),
+                };
+                match key.as_ref() {
+                    "subscribe" => {
+                        let mode = value.as_str().ok_or_else(|| Error::config("subscribe must be a string"))?;
+                        options.subscribe = SubscribeMode::parse(mode)?;
+                    }
+                    "presence_ttl_secs" => options.presence_ttl = Duration::from_secs(n()?),
+                    "presence_refresh_secs" => options.presence_refresh = Duration::from_secs(n()?),
+                    "poll_interval_ms" => options.poll_interval = Duration::from_millis(n()?),
+                    "backoff_min_ms" => options.backoff_min = Duration::from_millis(n()?),
+                    "backoff_max_ms" => options.backoff_max = Duration::from_millis(n()?),
+                    "connect_timeout_ms" => options.connect_timeout = Duration::from_millis(n()?),
+                    "linger_ms" => options.linger = Duration::from_millis(n()?),
+                    other => return Err(Error::config(format!("unknown redis node option {other:?}"))),
+                }
+            }
+            if options.backoff_min > options.backoff_max {
+                return Err(Error::config("backoff_min_ms must not exceed backoff_max_ms"));
+            }
+            Ok(options)
+        })
+    }
 }
 
 impl Default for RedisNodeOptions {
@@ -713,6 +754,41 @@ fn io_error(e: redis::RedisError) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn node_options_default_to_mastodon_and_refuse_unknown_or_bad_values() {
+        assert_eq!(RedisNodeOptions::from_json(b"").unwrap(), RedisNodeOptions::default());
+        let options =
+            RedisNodeOptions::from_json(br#"{"presence_ttl_secs":3,"presence_refresh_secs":1,"poll_interval_ms":20}"#)
+                .unwrap();
+        assert_eq!(options.presence_ttl, Duration::from_secs(3));
+        assert_eq!(options.presence_refresh, Duration::from_secs(1));
+        assert_eq!(options.poll_interval, Duration::from_millis(20));
+        assert_eq!(options.backoff_max, RedisNodeOptions::default().backoff_max);
+        assert_eq!(options.subscribe, SubscribeMode::Pattern);
+        assert_eq!(
+            RedisNodeOptions::from_json(br#"{"subscribe":"channels"}"#).unwrap().subscribe,
+            SubscribeMode::Channels
+        );
+        for (bad, kind) in [
+            (&br#"{"presence_ttl":3}"#[..], ErrorKind::InvalidConfig),
+            (br#"{"poll_interval_ms":0}"#, ErrorKind::InvalidConfig),
+            (br#"{"backoff_min_ms":"5"}"#, ErrorKind::InvalidConfig),
+            (br#"{"backoff_min_ms":900,"backoff_max_ms":100}"#, ErrorKind::InvalidConfig),
+            (br#"[1]"#, ErrorKind::InvalidConfig),
+            (br#"{"subscribe":"all"}"#, ErrorKind::InvalidConfig),
+            (br#"{"subscribe":1}"#, ErrorKind::InvalidConfig),
+            (br#"{"poll_interval_ms":}"#, ErrorKind::InvalidJson),
+            (b"\xff", ErrorKind::InvalidUtf8),
+        ] {
+            assert_eq!(
+                RedisNodeOptions::from_json(bad).err().map(|e| e.kind()),
+                Some(kind),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
 
     #[test]
     fn presence_keys_put_the_namespace_first() {

@@ -11,13 +11,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
-use simd_json::prelude::*;
 
 use super::boundary::{bytes, handle, out_param, status};
 use super::{evr_engine, evr_status};
 use crate::error::{Error, Result};
-use crate::json::with_document;
-use crate::redis_node::{Published, Publisher, RedisNode, RedisNodeOptions, SubscribeMode};
+use crate::redis_node::{Published, Publisher, RedisNode, RedisNodeOptions};
 use evr_status::*;
 
 /// An engine's link to Redis: two background threads that feed Redis
@@ -77,44 +75,6 @@ fn utf8<'a>(input: &'a [u8], name: &str) -> Result<&'a str> {
     })
 }
 
-/// Parses the node options JSON; empty input means Mastodon's timings.
-/// Every value is a positive integer, except `subscribe` ("pattern" or
-/// "channels"); unknown keys are refused so that a misspelt interval does
-/// not silently fall back to a default.
-fn node_options(json: &[u8]) -> Result<RedisNodeOptions> {
-    let mut options = RedisNodeOptions::default();
-    if json.trim_ascii().is_empty() {
-        return Ok(options);
-    }
-    with_document(json, &mut Vec::new(), |doc| {
-        let object = doc.as_object().ok_or_else(|| Error::config("redis node options must be a JSON object"))?;
-        for (key, value) in object.iter() {
-            let n = || match value.as_u64() {
-                Some(n) if n > 0 => Ok(n),
-                _ => Err(Error::config(format!("{key} must be a positive integer"))),
-            };
-            match key.as_ref() {
-                "subscribe" => {
-                    let mode = value.as_str().ok_or_else(|| Error::config("subscribe must be a string"))?;
-                    options.subscribe = SubscribeMode::parse(mode)?;
-                }
-                "presence_ttl_secs" => options.presence_ttl = Duration::from_secs(n()?),
-                "presence_refresh_secs" => options.presence_refresh = Duration::from_secs(n()?),
-                "poll_interval_ms" => options.poll_interval = Duration::from_millis(n()?),
-                "backoff_min_ms" => options.backoff_min = Duration::from_millis(n()?),
-                "backoff_max_ms" => options.backoff_max = Duration::from_millis(n()?),
-                "connect_timeout_ms" => options.connect_timeout = Duration::from_millis(n()?),
-                "linger_ms" => options.linger = Duration::from_millis(n()?),
-                other => return Err(Error::config(format!("unknown redis node option {other:?}"))),
-            }
-        }
-        if options.backoff_min > options.backoff_max {
-            return Err(Error::config("backoff_min_ms must not exceed backoff_max_ms"));
-        }
-        Ok(options)
-    })
-}
-
 /// Attaches the engine to Redis (docs/protocol.md, "Redis"): PSUBSCRIBEs
 /// `[<namespace>:]timeline:*` (the namespace is the engine's
 /// `redis_namespace`), or with `"subscribe":"channels"` SUBSCRIBEs exactly
@@ -164,7 +124,7 @@ pub unsafe extern "C" fn evr_redis_node_attach(
         // SAFETY: per this function's contract.
         let (url, options) =
             unsafe { (bytes(url, url_len, "url")?, bytes(options_json, options_len, "options_json")?) };
-        let options = node_options(options)?;
+        let options = RedisNodeOptions::from_json(options)?;
         let node = RedisNode::attach_with(&engine.engine, utf8(url, "url")?, options)?;
         let node = Box::new(evr_redis_node { node: RwLock::new(node), stopped: AtomicBool::new(false) });
         // SAFETY: checked non-NULL; writable by contract.
@@ -418,33 +378,6 @@ pub unsafe extern "C" fn evr_redis_publisher_free(publisher: *mut evr_redis_publ
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::ErrorKind;
-
-    #[test]
-    fn node_options_default_to_mastodon_and_refuse_unknown_or_bad_values() {
-        assert_eq!(node_options(b"").unwrap(), RedisNodeOptions::default());
-        let options =
-            node_options(br#"{"presence_ttl_secs":3,"presence_refresh_secs":1,"poll_interval_ms":20}"#).unwrap();
-        assert_eq!(options.presence_ttl, Duration::from_secs(3));
-        assert_eq!(options.presence_refresh, Duration::from_secs(1));
-        assert_eq!(options.poll_interval, Duration::from_millis(20));
-        assert_eq!(options.backoff_max, RedisNodeOptions::default().backoff_max);
-        assert_eq!(options.subscribe, SubscribeMode::Pattern);
-        assert_eq!(node_options(br#"{"subscribe":"channels"}"#).unwrap().subscribe, SubscribeMode::Channels);
-        for (bad, kind) in [
-            (&br#"{"presence_ttl":3}"#[..], ErrorKind::InvalidConfig),
-            (br#"{"poll_interval_ms":0}"#, ErrorKind::InvalidConfig),
-            (br#"{"backoff_min_ms":"5"}"#, ErrorKind::InvalidConfig),
-            (br#"{"backoff_min_ms":900,"backoff_max_ms":100}"#, ErrorKind::InvalidConfig),
-            (br#"[1]"#, ErrorKind::InvalidConfig),
-            (br#"{"subscribe":"all"}"#, ErrorKind::InvalidConfig),
-            (br#"{"subscribe":1}"#, ErrorKind::InvalidConfig),
-            (br#"{"poll_interval_ms":}"#, ErrorKind::InvalidJson),
-            (b"\xff", ErrorKind::InvalidUtf8),
-        ] {
-            assert_eq!(node_options(bad).err().map(|e| e.kind()), Some(kind), "{}", String::from_utf8_lossy(bad));
-        }
-    }
 
     #[test]
     fn attach_checks_its_arguments_before_starting_anything() {
