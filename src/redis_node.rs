@@ -199,8 +199,10 @@ struct ChannelSet {
 /// both threads and waits for them; subscribers are not affected.
 pub struct RedisNode {
     shared: Arc<Shared>,
-    stop: Option<Sender<()>>,
-    threads: Vec<JoinHandle<()>>,
+    /// Dropped to stop the threads; `None` once stopped. Behind locks so
+    /// that `stop` takes `&self` and ends waits on other threads.
+    stop: parking_lot::Mutex<Option<Sender<()>>>,
+    threads: parking_lot::Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl RedisNode {
@@ -241,7 +243,11 @@ impl RedisNode {
             spawn("evroute-redis-in", Shared::run_ingest)?,
             spawn("evroute-redis-presence", Shared::run_presence)?,
         ];
-        Ok(RedisNode { shared, stop: Some(stop_tx), threads })
+        Ok(RedisNode {
+            shared,
+            stop: parking_lot::Mutex::new(Some(stop_tx)),
+            threads: parking_lot::Mutex::new(threads),
+        })
     }
 
     /// The PSUBSCRIBE pattern of the pattern mode, e.g. `ns:timeline:*`.
@@ -254,16 +260,10 @@ impl RedisNode {
         self.shared.subscribed.load(Ordering::SeqCst)
     }
 
-    /// Waits until the ingest connection is subscribed; false on timeout.
+    /// Waits until the ingest connection is subscribed; false on timeout or
+    /// once the node is stopped.
     pub fn wait_subscribed(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        while !self.is_subscribed() {
-            if Instant::now() >= deadline {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        true
+        self.wait_until(timeout, RedisNode::is_subscribed)
     }
 
     /// True while the ingest connection is subscribed to every channel that
@@ -276,17 +276,10 @@ impl RedisNode {
     /// Waits until the ingest connection covers the channels local
     /// subscribers listen to now, so that messages published to them from
     /// then on are received (in the channels mode a new channel is
-    /// subscribed within a poll interval); false on timeout.
+    /// subscribed within a poll interval); false on timeout or once stopped.
     pub fn wait_synced(&self, timeout: Duration) -> bool {
         let generation = self.shared.engine.channel_generation();
-        let deadline = Instant::now() + timeout;
-        while !self.covers(generation) {
-            if Instant::now() >= deadline {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        true
+        self.wait_until(timeout, |node| node.covers(generation))
     }
 
     /// The index generation of the node's engine (see [`RedisNode::covers`]).
@@ -310,10 +303,33 @@ impl RedisNode {
     /// Stops both threads and waits for them (at most about one poll
     /// interval, or a connect timeout). Idempotent. Presence keys are left to
     /// expire: another node may share them.
-    pub fn stop(&mut self) {
-        self.stop.take();
-        for thread in self.threads.drain(..) {
+    pub fn stop(&self) {
+        self.stop.lock().take();
+        for thread in self.threads.lock().drain(..) {
             let _ = thread.join();
+        }
+    }
+
+    /// True once [`RedisNode::stop`] has begun.
+    pub fn is_stopped(&self) -> bool {
+        self.stop.lock().is_none()
+    }
+
+    /// Polls `ready` until it holds (true), or the timeout passes or the
+    /// node is stopped (false; [`RedisNode::is_stopped`] tells which).
+    fn wait_until(&self, timeout: Duration, ready: impl Fn(&RedisNode) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.is_stopped() {
+                return false;
+            }
+            if ready(self) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(2));
         }
     }
 }

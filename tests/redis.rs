@@ -395,7 +395,7 @@ fn presence_keys_follow_local_listeners_with_a_namespace() {
     let engine = Engine::from_json(br#"{"redis_namespace":"ns"}"#).unwrap();
     let public = engine.subscriber_from_json(b"").unwrap();
     public.subscribe(br#"{"stream":"public"}"#).unwrap();
-    let mut node = RedisNode::attach_with(&engine, &server.url(), short_timings()).unwrap();
+    let node = RedisNode::attach_with(&engine, &server.url(), short_timings()).unwrap();
     assert_eq!(node.pattern(), "ns:timeline:*");
     assert!(node.wait_subscribed(Duration::from_secs(5)));
 

@@ -7,10 +7,9 @@
 //!   engine, so it outlives the `evr_engine` handle it was attached to;
 //! - `evr_redis_publisher` owns a [`Publisher`] and its connection.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 
 use super::boundary::{bytes, handle, out_param, status};
 use super::{evr_engine, evr_status};
@@ -22,9 +21,7 @@ use evr_status::*;
 /// channel messages to the engine and keep Mastodon's presence keys. Free
 /// with evr_redis_node_free().
 pub struct evr_redis_node {
-    /// Readers: stats and waits; writer: stop (which joins the threads).
-    node: RwLock<RedisNode>,
-    stopped: AtomicBool,
+    node: RedisNode,
 }
 
 /// A connection that publishes events to Redis as Mastodon channel
@@ -126,7 +123,7 @@ pub unsafe extern "C" fn evr_redis_node_attach(
             unsafe { (bytes(url, url_len, "url")?, bytes(options_json, options_len, "options_json")?) };
         let options = RedisNodeOptions::from_json(options)?;
         let node = RedisNode::attach_with(&engine.engine, utf8(url, "url")?, options)?;
-        let node = Box::new(evr_redis_node { node: RwLock::new(node), stopped: AtomicBool::new(false) });
+        let node = Box::new(evr_redis_node { node });
         // SAFETY: checked non-NULL; writable by contract.
         unsafe { out.write(Box::into_raw(node)) };
         Ok(EVR_OK)
@@ -148,7 +145,7 @@ pub unsafe extern "C" fn evr_redis_node_wait_subscribed(node: *const evr_redis_n
     status(|| {
         // SAFETY: per this function's contract.
         let node = unsafe { handle(node, "node") }?;
-        Ok(wait_until(node, timeout_ms, RedisNode::is_subscribed))
+        Ok(wait_status(&node.node, node.node.wait_subscribed(Duration::from_millis(timeout_ms.into()))))
     })
 }
 
@@ -170,27 +167,16 @@ pub unsafe extern "C" fn evr_redis_node_wait_synced(node: *const evr_redis_node,
     status(|| {
         // SAFETY: per this function's contract.
         let node = unsafe { handle(node, "node") }?;
-        let generation = node.node.read().channel_generation();
-        Ok(wait_until(node, timeout_ms, |n| n.covers(generation)))
+        Ok(wait_status(&node.node, node.node.wait_synced(Duration::from_millis(timeout_ms.into()))))
     })
 }
 
-/// Polls `ready` on the node until it holds, the timeout passes or the node
-/// is stopped. The read lock is never held while sleeping, so a stop never
-/// waits on it.
-fn wait_until(node: &evr_redis_node, timeout_ms: u32, ready: impl Fn(&RedisNode) -> bool) -> evr_status {
-    let deadline = Instant::now() + Duration::from_millis(timeout_ms.into());
-    loop {
-        if node.stopped.load(Ordering::SeqCst) {
-            return EVR_CLOSED;
-        }
-        if ready(&node.node.read()) {
-            return EVR_OK;
-        }
-        if Instant::now() >= deadline {
-            return EVR_TIMEOUT;
-        }
-        std::thread::sleep(Duration::from_millis(2));
+/// The status of a node wait that returned `ready`.
+fn wait_status(node: &RedisNode, ready: bool) -> evr_status {
+    match (ready, node.is_stopped()) {
+        (true, _) => EVR_OK,
+        (false, true) => EVR_CLOSED,
+        (false, false) => EVR_TIMEOUT,
     }
 }
 
@@ -210,7 +196,7 @@ pub unsafe extern "C" fn evr_redis_node_get_stats(
         // SAFETY: per this function's contract.
         let node = unsafe { handle(node, "node") }?;
         let out = out_param(out, "out")?;
-        let s = node.node.read().stats();
+        let s = node.node.stats();
         let stats = evr_redis_node_stats {
             received: s.received,
             rejected: s.rejected,
@@ -241,8 +227,7 @@ pub unsafe extern "C" fn evr_redis_node_stop(node: *const evr_redis_node) -> evr
     status(|| {
         // SAFETY: per this function's contract.
         let node = unsafe { handle(node, "node") }?;
-        node.stopped.store(true, Ordering::SeqCst);
-        node.node.write().stop();
+        node.node.stop();
         Ok(EVR_OK)
     })
 }

@@ -87,7 +87,7 @@ pub fn run(args: &[String]) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut node = match RedisNode::attach_with(&engine, &args.url, args.options) {
+    let node = match RedisNode::attach_with(&engine, &args.url, args.options) {
         Ok(n) => n,
         Err(e) => {
             eprintln!("evroute node: {e}");
