@@ -46,11 +46,20 @@ func TestDrainCopiesWholeFramesInOrder(t *testing.T) {
 			if n == 0 {
 				break
 			}
-			if n != b.Len() || n > 3 || len(b.Buf) > cap(b.Buf) {
+			if n != b.Len() || n > 3 {
 				t.Fatalf("drain: %d frames, batch of %d, %d bytes", n, b.Len(), len(b.Buf))
 			}
+			// The frames tile Buf: no gap, overlap, or trailing bytes.
+			sum := 0
 			for i := 0; i < n; i++ {
+				if len(b.Frame(i)) == 0 {
+					t.Fatalf("drain: frame %d of %d is empty (ends %v)", i, n, b.Ends)
+				}
+				sum += len(b.Frame(i))
 				got = append(got, append([]byte(nil), b.Frame(i)...))
+			}
+			if len(b.Buf) != sum {
+				t.Fatalf("drain: %d bytes in Buf, frames hold %d (ends %v)", len(b.Buf), sum, b.Ends)
 			}
 		}
 		if len(got) != len(want) {
@@ -127,6 +136,11 @@ func TestWaiterParksUntilFramesWait(t *testing.T) {
 	woke := make(chan error, 1)
 	go func() { woke <- w.Wait(time.Time{}) }()
 	time.Sleep(10 * time.Millisecond)
+	select { // the queue is empty: Wait must still be parked
+	case err := <-woke:
+		t.Fatalf("Wait returned before a publish: %v", err)
+	default:
+	}
 	publishStatuses(t, e, 2)
 	select {
 	case err := <-woke:
@@ -155,6 +169,11 @@ func TestWaiterParksUntilFramesWait(t *testing.T) {
 	}
 	go func() { woke <- w.Wait(time.Time{}) }()
 	time.Sleep(10 * time.Millisecond)
+	select { // nothing waits and nobody woke it: Wait must still be parked
+	case err := <-woke:
+		t.Fatalf("Wait returned before Wake: %v", err)
+	default:
+	}
 	w.Wake()
 	if err := <-woke; !errors.Is(err, ErrWaitTimeout) {
 		t.Fatalf("Wake: %v", err)

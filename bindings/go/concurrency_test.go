@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -116,22 +117,34 @@ func TestCloseWakesBlockedNext(t *testing.T) {
 func TestCloseRacesWithReadersAndPublishers(t *testing.T) {
 	for round := 0; round < 20; round++ {
 		e := newEngine(t, Config{})
-		s, _ := e.NewSubscriber(SubscriberOptions{})
-		s.Subscribe(Subscription{Stream: "public"})
+		s, err := e.NewSubscriber(SubscriberOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Subscribe(Subscription{Stream: "public"}); err != nil {
+			t.Fatal(err)
+		}
 		stop := make(chan struct{})
+		var frames atomic.Int64 // frames Next returned during the race
 		var wg sync.WaitGroup
 		for r := 0; r < 4; r++ {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				for {
-					if _, err := s.Next(10 * time.Millisecond); err != nil {
+					f, err := s.Next(10 * time.Millisecond)
+					if err != nil {
 						if !errors.Is(err, ErrClosed) {
 							t.Error(err)
 						}
 						return
 					}
-					s.Stats()
+					if f != nil {
+						frames.Add(1)
+					}
+					if _, err := s.Stats(); err != nil && !errors.Is(err, ErrClosed) {
+						t.Error(err)
+					}
 				}
 			}()
 		}
@@ -144,11 +157,20 @@ func TestCloseRacesWithReadersAndPublishers(t *testing.T) {
 				case <-stop:
 					return
 				default:
-					e.PublishChannel("timeline:public", []byte(`{"event":"delete","payload":"1"}`))
+					if _, err := e.PublishChannel("timeline:public", []byte(`{"event":"delete","payload":"1"}`)); err != nil {
+						t.Error(err)
+						return
+					}
 				}
 			}
 		}()
+		// Close only once the readers are really reading: a frame came through.
 		time.Sleep(10 * time.Millisecond)
+		for deadline := time.Now().Add(5 * time.Second); frames.Load() == 0; time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: no Next returned a frame in 5 s", round)
+			}
+		}
 		for c := 0; c < 3; c++ {
 			wg.Add(1)
 			go func() { defer wg.Done(); s.Close() }()
@@ -156,8 +178,8 @@ func TestCloseRacesWithReadersAndPublishers(t *testing.T) {
 		wg.Wait()
 		close(stop)
 		pubs.Wait()
-		if st, _ := e.Stats(); st.Subscribers != 0 {
-			t.Fatalf("%+v", st)
+		if st, err := e.Stats(); err != nil || st.Subscribers != 0 {
+			t.Fatalf("%+v %v", st, err)
 		}
 		e.Close()
 	}
@@ -165,14 +187,29 @@ func TestCloseRacesWithReadersAndPublishers(t *testing.T) {
 
 func TestFinalizersFreeUnclosedHandles(t *testing.T) {
 	e := newEngine(t, Config{})
+	subs := make([]*Subscriber, 0, 100)
 	for i := 0; i < 100; i++ {
-		s, _ := e.NewSubscriber(SubscriberOptions{})
-		s.Subscribe(Subscription{Stream: "public"})
+		s, err := e.NewSubscriber(SubscriberOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Subscribe(Subscription{Stream: "public"}); err != nil {
+			t.Fatal(err)
+		}
+		subs = append(subs, s)
 	}
+	// All 100 are live while reachable (no finalizer can run yet) ...
+	if st, err := e.Stats(); err != nil || st.Subscribers != 100 || st.Subscriptions != 100 {
+		t.Fatalf("before GC: %+v %v", st, err)
+	}
+	runtime.KeepAlive(subs) // ... and unreachable, never closed, from here on.
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		runtime.GC()
-		st, _ := e.Stats()
+		st, err := e.Stats()
+		if err != nil {
+			t.Fatal(err)
+		}
 		if st.Subscribers == 0 && st.Subscriptions == 0 {
 			break
 		}
@@ -202,7 +239,14 @@ func rssBytes(t *testing.T) int64 {
 	if err != nil {
 		t.Skip("no /proc/self/statm")
 	}
-	pages, _ := strconv.ParseInt(strings.Fields(string(b))[1], 10, 64)
+	fields := strings.Fields(string(b))
+	if len(fields) < 2 {
+		t.Fatalf("/proc/self/statm: %q", b)
+	}
+	pages, err := strconv.ParseInt(fields[1], 10, 64)
+	if err != nil || pages <= 0 {
+		t.Fatalf("/proc/self/statm resident pages %q: %d %v", fields[1], pages, err)
+	}
 	return pages * int64(os.Getpagesize())
 }
 

@@ -129,14 +129,14 @@ func TestCorpusLifeCycle(t *testing.T) {
 	if st != want {
 		t.Fatalf("engine stats %+v, want %+v", st, want)
 	}
-	if ss, _ := pub.Stats(); ss != (SubscriberStats{Matched: 9, Delivered: 9, Read: 9}) {
-		t.Fatalf("subscriber stats %+v", ss)
+	if ss, err := pub.Stats(); err != nil || ss != (SubscriberStats{Matched: 9, Delivered: 9, Read: 9}) {
+		t.Fatalf("subscriber stats %+v %v", ss, err)
 	}
 	for _, s := range []*Subscriber{pub, local, remote, tag, user} {
 		s.Close()
 	}
-	if st, _ := e.Stats(); st.Subscribers != 0 || st.Subscriptions != 0 {
-		t.Fatalf("after close: %+v", st)
+	if st, err := e.Stats(); err != nil || st.Subscribers != 0 || st.Subscriptions != 0 {
+		t.Fatalf("after close: %+v %v", st, err)
 	}
 }
 
@@ -179,8 +179,8 @@ func TestPublishChannelUnsubscribeUpdate(t *testing.T) {
 	if err := s.Unsubscribe(Subscription{Stream: "hashtag", Tag: "RUST"}); err != nil {
 		t.Fatal(err)
 	}
-	if st, _ := e.PublishChannel("ns:timeline:hashtag:rust", []byte(`{"event":"delete","payload":"3"}`)); st.Matched != 0 {
-		t.Fatalf("still subscribed: %+v", st)
+	if st, err := e.PublishChannel("ns:timeline:hashtag:rust", []byte(`{"event":"delete","payload":"3"}`)); err != nil || st.Matched != 0 {
+		t.Fatalf("still subscribed: %+v %v", st, err)
 	}
 	doc := corpus(t, mastodon(t, "08")) // "en", public, remote
 	if mustPublish(t, e, doc).Matched != 0 {
@@ -195,8 +195,12 @@ func TestPublishChannelUnsubscribeUpdate(t *testing.T) {
 	var env struct {
 		Payload struct{ Account struct{ ID string } }
 	}
-	json.Unmarshal(doc, &env)
-	s.Update(Filters{BlockedAccounts: []string{env.Payload.Account.ID}})
+	if err := json.Unmarshal(doc, &env); err != nil || env.Payload.Account.ID == "" {
+		t.Fatalf("account id %q: %v", env.Payload.Account.ID, err)
+	}
+	if err := s.Update(Filters{BlockedAccounts: []string{env.Payload.Account.ID}}); err != nil {
+		t.Fatal(err)
+	}
 	if mustPublish(t, e, doc).Matched != 0 {
 		t.Fatal("blocked account delivered")
 	}

@@ -43,10 +43,23 @@ static void expect_ws(evr_subscriber *sub, const char *want) {
     evr_frame_free(frame);
 }
 
-/* What the log callback saw; it runs on the node's threads. */
+static long long now_ms(void) {
+    struct timespec t;
+    CHECK(clock_gettime(CLOCK_MONOTONIC, &t) == 0);
+    return (long long)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+/* What the log callback saw; it runs on the node's threads. Each of the
+ * node's connections ("redis ingest ...", "redis presence ...") logs its own
+ * failures: repeat_ms is the gap between the first two records of one. */
+#define LOG_SOURCES 4
 struct log_seen {
     pthread_mutex_t lock;
     int records;
+    int sources;
+    char source[LOG_SOURCES][64];     /* a message up to "connection failed" */
+    long long source_ms[LOG_SOURCES]; /* when that source last logged */
+    long long repeat_ms;              /* -1 until a source logged twice */
     evr_log_level level;
     char target[64];
     char message[512];
@@ -54,11 +67,26 @@ struct log_seen {
 
 static void on_log(void *user_data, evr_log_level level, const char *target, const char *message) {
     struct log_seen *seen = user_data;
+    long long now = now_ms();
     pthread_mutex_lock(&seen->lock);
     seen->records++;
     seen->level = level;
     snprintf(seen->target, sizeof seen->target, "%s", target);
     snprintf(seen->message, sizeof seen->message, "%s", message);
+    const char *cut = strstr(message, "connection failed");
+    size_t len = cut != NULL ? (size_t)(cut - message) : 0;
+    if (cut != NULL && len < sizeof seen->source[0]) {
+        int i = 0;
+        while (i < seen->sources && !(strncmp(seen->source[i], message, len) == 0 && seen->source[i][len] == '\0')) i++;
+        if (i < seen->sources) {
+            if (seen->repeat_ms < 0) seen->repeat_ms = now - seen->source_ms[i];
+            seen->source_ms[i] = now;
+        } else if (i < LOG_SOURCES) {
+            snprintf(seen->source[i], sizeof seen->source[i], "%.*s", (int)len, message);
+            seen->source_ms[i] = now;
+            seen->sources++;
+        }
+    }
     pthread_mutex_unlock(&seen->lock);
 }
 
@@ -72,7 +100,7 @@ static int log_records(struct log_seen *seen) {
 /* A node on an unreachable Redis logs its failure through the callback (from
  * its own thread); after the callback is removed nothing more arrives. */
 static void test_log_callback(void) {
-    static struct log_seen seen = {PTHREAD_MUTEX_INITIALIZER, 0, EVR_LOG_OFF, "", ""};
+    static struct log_seen seen = {.lock = PTHREAD_MUTEX_INITIALIZER, .repeat_ms = -1, .level = EVR_LOG_OFF};
     CHECK_STATUS(evr_set_log_callback(6, on_log, &seen), EVR_ERR_INVALID_CONFIG);
     CHECK_CONTAINS(evr_last_error(), "level 6");
     CHECK_STATUS(evr_set_log_callback(EVR_LOG_WARN, on_log, &seen), EVR_OK);
@@ -93,10 +121,27 @@ static void test_log_callback(void) {
     CHECK_CONTAINS(seen.message, "connection failed");
     pthread_mutex_unlock(&seen.lock);
 
-    /* Once this returns the callback is not running and is never called again. */
+    /* Failures keep coming every 20 ms and every tenth is logged: wait for a
+     * connection to log again, so the silence below means something, and take
+     * the interval between its two records. */
+    long long interval = -1;
+    for (int i = 0; i < 2500 && interval < 0; i++) {
+        sleep_ms(2);
+        pthread_mutex_lock(&seen.lock);
+        interval = seen.repeat_ms;
+        pthread_mutex_unlock(&seen.lock);
+    }
+    CHECK(interval >= 0);
+
+    /* Once this returns the callback is not running and is never called again.
+     * Watch for at least three intervals (at least 300 ms, at most 2 s). */
     CHECK_STATUS(evr_set_log_callback(EVR_LOG_TRACE, NULL, NULL), EVR_OK);
     int before = log_records(&seen);
-    sleep_ms(300); /* failures keep coming every 20 ms; every tenth is logged */
+    long long watch = 3 * interval;
+    if (watch < 300) watch = 300;
+    if (watch > 2000) watch = 2000;
+    fprintf(stderr, "test_log_callback: records %lld ms apart; watching %lld ms\n", interval, watch);
+    sleep_ms((long)watch);
     CHECK(log_records(&seen) == before);
     evr_redis_node_free(node);
     evr_engine_free(engine);

@@ -122,7 +122,9 @@ func post(t *testing.T, srv *httptest.Server, query string, body []byte) (int, m
 	}
 	defer resp.Body.Close()
 	var out map[string]interface{}
-	json.NewDecoder(resp.Body).Decode(&out)
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		t.Fatalf("publish%s: status %d, body not JSON: %v", query, resp.StatusCode, err)
+	}
 	return resp.StatusCode, out
 }
 
@@ -195,14 +197,17 @@ func TestErrors(t *testing.T) {
 			t.Fatal(err)
 		}
 		var out map[string]string
-		json.NewDecoder(resp.Body).Decode(&out)
+		err = json.NewDecoder(resp.Body).Decode(&out)
 		resp.Body.Close()
+		if err != nil {
+			t.Fatalf("%s: status %d, body not JSON: %v", c.path, resp.StatusCode, err)
+		}
 		if resp.StatusCode != c.code || !strings.Contains(out["error"], c.message) {
 			t.Fatalf("%s: %d %v", c.path, resp.StatusCode, out)
 		}
 	}
 	code, out := post(t, srv, "", corpus(t, "invalid/notification.contribution-trailing-comma.json"))
-	if code != 400 || out["status"] != float64(evroute.StatusInvalidJSON) || out["error"] == "" {
+	if msg, _ := out["error"].(string); code != 400 || out["status"] != float64(evroute.StatusInvalidJSON) || msg == "" {
 		t.Fatal(code, out)
 	}
 	code, out = post(t, srv, "?channel=bogus", []byte(`{"event":"delete","payload":"1"}`))
