@@ -86,3 +86,35 @@ go_env() {
     mkdir -p "$(go env GOPATH)" 2>/dev/null && [ -w "$(go env GOPATH)" ] || export GOPATH="$go_scratch/gopath"
     mkdir -p "$(go env GOCACHE)" 2>/dev/null && [ -w "$(go env GOCACHE)" ] || export GOCACHE="$go_scratch/gocache"
 }
+
+# mastodon_pg DIR NUSERS: a throw-away Postgres cluster in DIR/pg (owned by the
+# postgres user when we are root: Postgres refuses to run as root) on a free
+# loopback port, with database `mastodon` loaded from tests/mastodon-db (NUSERS
+# seeded users). Installs Debian's postgresql when missing. Sets $pgport and
+# $pgbin; mastodon_pg_stop DIR stops it.
+mastodon_pg() {
+    local dir=$1 nusers=$2 initdb
+    initdb=$(ls -d /usr/lib/postgresql/*/bin/initdb 2>/dev/null | sort -V | tail -1 || true)
+    if [ -z "$initdb" ]; then
+        need pg_ctlcluster:postgresql
+        initdb=$(ls -d /usr/lib/postgresql/*/bin/initdb | sort -V | tail -1)
+    fi
+    pgbin=$(dirname "$initdb")
+    [ "$(id -u)" = 0 ] && chown postgres "$dir"
+    pgport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    as_pg "$pgbin/initdb" -D "$dir/pg" -A trust -U postgres >/dev/null
+    as_pg "$pgbin/pg_ctl" -D "$dir/pg" -l "$dir/pg.log" -w \
+        -o "-p $pgport -k $dir -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null
+    local psql=(psql -q -X -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$pgport" -U postgres)
+    "${psql[@]}" -c "CREATE DATABASE mastodon"
+    "${psql[@]}" -d mastodon -c "SET client_min_messages = warning" -f tests/mastodon-db/schema.sql
+    "${psql[@]}" -d mastodon -v nusers="$nusers" -f tests/mastodon-db/seed.sql
+}
+
+mastodon_pg_stop() {
+    [ -f "$1/pg/postmaster.pid" ] && as_pg "$pgbin/pg_ctl" -D "$1/pg" -m immediate stop >/dev/null 2>&1 || true
+}
+
+as_pg() {
+    if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}

@@ -9,8 +9,6 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/need.sh
 need redis-server:redis-server cc:gcc,libc6-dev
-initdb=$(ls -d /usr/lib/postgresql/*/bin/initdb | sort -V | tail -1)
-pgbin=$(dirname "$initdb")
 events=${EVENTS:-300}
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
@@ -18,25 +16,16 @@ cargo build --release --all-features --lib   # the features the test parts build
 go_env
 scratch=$(mktemp -d)
 chmod 755 "$scratch"
-as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 pids=()
 cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    as_pg "$pgbin/pg_ctl" -D "$scratch/pg" -m immediate stop >/dev/null 2>&1 || true
+    mastodon_pg_stop "$scratch"
     rm -rf "$scratch" "$go_scratch"
 }
 trap cleanup EXIT
-[ "$(id -u)" = 0 ] && chown postgres "$scratch"
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-pgport=$(port)
-as_pg "$pgbin/initdb" -D "$scratch/pg" -A trust -U postgres >/dev/null
-as_pg "$pgbin/pg_ctl" -D "$scratch/pg" -l "$scratch/pg.log" -w \
-    -o "-p $pgport -k $scratch -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null
-psql=(psql -q -X -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$pgport" -U postgres)
-"${psql[@]}" -c "CREATE DATABASE mastodon"
-"${psql[@]}" -d mastodon -c "SET client_min_messages = warning" -f tests/mastodon-db/schema.sql
-"${psql[@]}" -d mastodon -v nusers=10000 -f tests/mastodon-db/seed.sql
+mastodon_pg "$scratch" 10000
 
 redisport=$(port)
 redis-server --port "$redisport" --bind 127.0.0.1 --save '' --appendonly no >"$scratch/redis.log" 2>&1 &

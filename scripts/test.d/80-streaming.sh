@@ -10,12 +10,6 @@ cd "$(dirname "$0")/../.."
 source scripts/need.sh
 need_go
 need cc:gcc,libc6-dev redis-server:redis-server curl:curl python3:python3,python3-pip
-initdb=$(ls -d /usr/lib/postgresql/*/bin/initdb 2>/dev/null | sort -V | tail -1 || true)
-if [ -z "$initdb" ]; then
-    need pg_ctlcluster:postgresql
-    initdb=$(ls -d /usr/lib/postgresql/*/bin/initdb | sort -V | tail -1)
-fi
-pgbin=$(dirname "$initdb")
 if ! python3 -c 'import mastodon' 2>/dev/null; then
     python3 -m pip install --quiet Mastodon.py 2>/dev/null ||
         python3 -m pip install --quiet --break-system-packages Mastodon.py
@@ -28,24 +22,12 @@ go_env
 scratch=$(mktemp -d)
 chmod 755 "$scratch"
 cleanup() {
-    [ -f "$scratch/pg/postmaster.pid" ] && as_pg "$pgbin/pg_ctl" -D "$scratch/pg" -m immediate stop >/dev/null 2>&1 || true
+    mastodon_pg_stop "$scratch"
     rm -rf "$scratch" "$go_scratch"
 }
 trap cleanup EXIT
 
-# Postgres refuses to run as root: the cluster belongs to the postgres user.
-as_pg() {
-    if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
-}
-[ "$(id -u)" = 0 ] && chown postgres "$scratch"
-pgport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-as_pg "$pgbin/initdb" -D "$scratch/pg" -A trust -U postgres >/dev/null
-as_pg "$pgbin/pg_ctl" -D "$scratch/pg" -l "$scratch/pg.log" -w \
-    -o "-p $pgport -k $scratch -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null
-psql=(psql -q -X -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$pgport" -U postgres)
-"${psql[@]}" -c "CREATE DATABASE mastodon"
-"${psql[@]}" -d mastodon -c "SET client_min_messages = warning" -f tests/mastodon-db/schema.sql
-"${psql[@]}" -d mastodon -v nusers=20 -f tests/mastodon-db/seed.sql
+mastodon_pg "$scratch" 20
 
 cd bindings/go
 go build -o "$scratch/evroute-streaming" ./cmd/evroute-streaming
