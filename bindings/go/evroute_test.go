@@ -214,11 +214,15 @@ func TestOverflowPolicies(t *testing.T) {
 	newest := newSub(t, e, SubscriberOptions{Overflow: "drop_newest"}, Subscription{Stream: "public"})
 	slow := newSub(t, e, SubscriberOptions{QueueCapacity: 1, Overflow: "disconnect"}, Subscription{Stream: "public"})
 	for i := 0; i < 3; i++ {
-		e.PublishChannel("timeline:public", []byte(`{"event":"delete","payload":"1"}`))
+		st, err := e.PublishChannel("timeline:public", []byte(`{"event":"delete","payload":"1"}`))
+		if err != nil || (i == 0 && st.Matched != 3) {
+			t.Fatalf("publish %d: %+v %v", i, st, err)
+		}
 	}
 	for _, s := range []*Subscriber{oldest, newest} {
-		if st, _ := s.Stats(); st.Dropped != 1 || st.Depth != 2 {
-			t.Fatalf("%+v", st)
+		st, err := s.Stats()
+		if err != nil || st.Dropped != 1 || st.Depth != 2 {
+			t.Fatalf("%+v %v", st, err)
 		}
 	}
 	if slow.Closed() != "slow consumer" {
@@ -243,7 +247,9 @@ func TestNextTimeout(t *testing.T) {
 	}
 	go func() {
 		time.Sleep(50 * time.Millisecond)
-		e.PublishChannel("timeline:public", []byte(`{"event":"delete","payload":"9"}`))
+		if _, err := e.PublishChannel("timeline:public", []byte(`{"event":"delete","payload":"9"}`)); err != nil {
+			t.Error(err)
+		}
 	}()
 	if f, err := s.Next(5 * time.Second); err != nil || f == nil || f.Payload != "9" {
 		t.Fatal(f, err)
