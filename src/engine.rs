@@ -16,7 +16,7 @@ use crate::config::{EngineConfig, SubscriberOptions, filters_from_json};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{self, RoutedEvent};
 use crate::filter::ViewerFilters;
-use crate::frame::{Frame, FrameBody, FrameCache};
+use crate::frame::{ExtendedFrames, Frame, FrameBody, FrameCache};
 use crate::history::{self, History};
 use crate::index::{Index, Indexed};
 use crate::keyword::{self, EventMatches, FilterSet, Registry};
@@ -363,7 +363,7 @@ struct Annotations {
     /// once; `empty` is the `[]` result, the most common one.
     by_result: AHashMap<String, usize>,
     empty: Option<usize>,
-    frames: Vec<FrameCache>,
+    frames: Vec<ExtendedFrames>,
 }
 
 impl Annotations {
@@ -410,19 +410,17 @@ impl Annotations {
     fn frame(
         &mut self,
         set: &Arc<FilterSet>,
-        plain: &FrameCache,
+        plain: &mut FrameCache,
         stream: &Arc<str>,
         with_id: bool,
     ) -> Option<Arc<Frame>> {
         let i = self.result(set, plain)?;
-        Some(Arc::clone(self.frames[i].get(stream, with_id)))
+        Some(Arc::clone(self.frames[i].get(plain, stream, with_id)))
     }
 
     /// Adds the frames of one result; returns their index.
     fn encode(&mut self, plain: &FrameCache, filtered: &str) -> Option<usize> {
-        let body = plain.body();
-        let payload = keyword::annotate(body.payload()?, filtered)?;
-        self.frames.push(FrameCache::new(FrameBody::with_id(body.event(), Some(payload.into()), body.id().cloned())));
+        self.frames.push(ExtendedFrames::new(plain.body(), "filtered", filtered)?);
         Some(self.frames.len() - 1)
     }
 }
@@ -451,7 +449,7 @@ impl Delivery<'_> {
             _ => None,
         };
         let frame = match (annotated, &mut self.annotations) {
-            (Some(i), Some(a)) => a.frames[i].get(&sub.stream, sub.event_ids),
+            (Some(i), Some(a)) => a.frames[i].get(&mut self.frames, &sub.stream, sub.event_ids),
             _ => self.frames.get(&sub.stream, sub.event_ids),
         };
         let outcome = sub.core.queue.push(frame);

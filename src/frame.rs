@@ -213,6 +213,17 @@ impl FrameCache {
     /// The frame for `stream`; `with_id` asks for the `event_ids` variant
     /// (the same as the plain one when the event has no id).
     pub fn get(&mut self, stream: &Arc<str>, with_id: bool) -> &Arc<Frame> {
+        self.get_or_make(stream, with_id, |body, with_id| Frame::encode(body, stream, with_id))
+    }
+
+    /// The cached frame for (`stream`, `with_id`), made by `make` (given the
+    /// body and whether the id variant is meant) the first time.
+    fn get_or_make(
+        &mut self,
+        stream: &Arc<str>,
+        with_id: bool,
+        make: impl FnOnce(&Arc<FrameBody>, bool) -> Frame,
+    ) -> &Arc<Frame> {
         let with_id = with_id && self.body.id.is_some();
         let pos = self
             .frames
@@ -222,7 +233,7 @@ impl FrameCache {
         let pos = match pos {
             Some(p) => p,
             None => {
-                let frame = Arc::new(Frame::encode(&self.body, stream, with_id));
+                let frame = Arc::new(make(&self.body, with_id));
                 self.frames.push((Arc::clone(stream), with_id, frame));
                 self.frames.len() - 1
             }
@@ -234,6 +245,72 @@ impl FrameCache {
     pub fn heap_bytes(&self) -> usize {
         let with_id = self.frames.iter().any(|(_, w, _)| *w);
         self.body.heap_bytes(with_id) + self.frames.iter().map(|(_, _, f)| f.ws.len()).sum::<usize>()
+    }
+}
+
+/// JSON's white space.
+const JSON_SPACE: [char; 4] = [' ', '\t', '\n', '\r'];
+
+/// The frames of one event whose payload, a JSON object, gains one more last
+/// member (§11's `"filtered":[…]`). Their bytes are spliced from the plain
+/// frames': the payload, SSE and WebSocket bytes up to the object's closing
+/// brace are the plain ones, copied, so only the new member is written (and
+/// escaped) instead of the whole payload again.
+pub struct ExtendedFrames {
+    cache: FrameCache,
+    /// The payload's new end, `,"key":value}`, escaped as inside a JSON
+    /// string: it replaces the plain payload's closing brace (and any white
+    /// space after it) in the WebSocket bytes.
+    escaped_tail: Box<[u8]>,
+}
+
+impl ExtendedFrames {
+    /// The frames of `plain`'s event with `"key":value` as the payload's last
+    /// member. `key` needs no escaping; `value` is compact JSON text without
+    /// line breaks. `None` when the payload is not a JSON object.
+    pub fn new(plain: &FrameBody, key: &str, value: &str) -> Option<ExtendedFrames> {
+        debug_assert!(!value.contains(['\r', '\n']) && !key.contains(['"', '\\']));
+        let payload = plain.payload.as_deref()?;
+        let head = payload.trim_end_matches(JSON_SPACE).strip_suffix('}')?;
+        let empty = head.trim_start_matches(JSON_SPACE).strip_prefix('{')?.trim_matches(JSON_SPACE).is_empty();
+        let tail = [if empty { "\"" } else { ",\"" }, key, "\":", value, "}"].concat();
+        // Only line ends, `data: ` prefixes and white space follow the
+        // payload's closing brace in the SSE bytes; the tail has no line end,
+        // so it continues the payload's last data line.
+        let brace = plain.sse.iter().rposition(|&b| b == b'}')?;
+        let sse = [&plain.sse[..brace], tail.as_bytes(), b"\n\n"].concat();
+        let body = FrameBody {
+            event: plain.event.clone(),
+            payload: Some([head, &tail].concat().into()),
+            sse: sse.into_boxed_slice(),
+            id: plain.id.clone(),
+            sse_with_id: OnceLock::new(),
+        };
+        let mut escaped_tail = Vec::with_capacity(tail.len() + tail.len() / 4);
+        escape_into(&mut escaped_tail, &tail);
+        Some(ExtendedFrames { cache: FrameCache::new(Arc::new(body)), escaped_tail: escaped_tail.into_boxed_slice() })
+    }
+
+    /// What every frame of this event shares.
+    pub fn body(&self) -> &Arc<FrameBody> {
+        self.cache.body()
+    }
+
+    /// The frame for `stream` (see [`FrameCache::get`]), spliced from the
+    /// frame `plain` has for it; `plain` is the cache of the body this was
+    /// made from.
+    pub fn get(&mut self, plain: &mut FrameCache, stream: &Arc<str>, with_id: bool) -> &Arc<Frame> {
+        let tail = &self.escaped_tail;
+        self.cache.get_or_make(stream, with_id, |body, with_id| {
+            let ws = &plain.get(stream, with_id).ws;
+            // After the payload's closing brace come its escaped trailing
+            // white space, its closing quote, the id member and the frame's
+            // closing brace: no other brace, and the quote is the first one.
+            let brace = ws[..ws.len() - 1].iter().rposition(|&b| b == b'}').expect("the payload is an object");
+            let quote = brace + ws[brace..].iter().position(|&b| b == b'"').expect("the payload is a string");
+            let ws = [&ws[..brace], tail, &ws[quote..]].concat().into_boxed_slice();
+            Frame { body: Arc::clone(body), stream: Arc::clone(stream), ws, with_id }
+        })
     }
 }
 
@@ -330,5 +407,43 @@ mod tests {
         let first = ided.sse().as_ptr();
         let other = Arc::clone(cache.get(&Arc::from(r#"["public:local"]"#), true));
         assert_eq!(other.sse().as_ptr(), first, "one SSE id encoding per event");
+    }
+
+    /// The spliced frames against frames encoded from the annotated payload
+    /// written out in full.
+    #[test]
+    fn extended_frames_equal_frames_encoded_in_full() {
+        let cases = [
+            (r#"{"id":"1","content":"<p>a \"b\"</p>"}"#, r#"{"id":"1","content":"<p>a \"b\"</p>","filtered":[]}"#),
+            ("{}", r#"{"filtered":[]}"#),
+            ("{ }\n", r#"{ "filtered":[]}"#),
+            ("{\n \"a\": 1\n}", "{\n \"a\": 1\n,\"filtered\":[]}"),
+            ("{\r\n \"a\": \"}\"\r\n}\r\n \t", "{\r\n \"a\": \"}\"\r\n,\"filtered\":[]}"),
+            ("\t{\"a\":{}}\r", "\t{\"a\":{},\"filtered\":[]}"),
+        ];
+        let streams: [Arc<str>; 2] = [Arc::from(r#"["public"]"#), Arc::from(r#"["hashtag","a}\"b"]"#)];
+        for (payload, annotated) in cases {
+            for id in [None, Some(EventId { seq: 9, text: "k3x9:9".into() })] {
+                let plain = FrameBody::with_id("up}date", Some(payload.into()), id.clone());
+                let mut plain_cache = FrameCache::new(Arc::clone(&plain));
+                let mut ext = ExtendedFrames::new(&plain, "filtered", "[]").unwrap();
+                let full = FrameBody::with_id("up}date", Some(annotated.into()), id);
+                assert_eq!(ext.body().payload(), Some(annotated));
+                for stream in &streams {
+                    for with_id in [false, true] {
+                        let want = Frame::encode(&full, stream, with_id && full.id.is_some());
+                        let got = Arc::clone(ext.get(&mut plain_cache, stream, with_id));
+                        assert_eq!((got.sse(), got.ws()), (want.sse(), want.ws()), "{payload:?} {stream} {with_id}");
+                        assert!(Arc::ptr_eq(&got, ext.get(&mut plain_cache, stream, with_id)));
+                    }
+                }
+            }
+        }
+        let quoted =
+            ExtendedFrames::new(&FrameBody::new("update", Some("{}")), "filtered", r#"["a\"\u00e9"]"#).unwrap();
+        assert_eq!(quoted.body().payload(), Some(r#"{"filtered":["a\"\u00e9"]}"#));
+        for payload in [None, Some("\"x\""), Some("[1]"), Some("{\"a\":1"), Some("}")] {
+            assert!(ExtendedFrames::new(&FrameBody::new("update", payload), "filtered", "[]").is_none(), "{payload:?}");
+        }
     }
 }

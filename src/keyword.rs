@@ -692,19 +692,6 @@ pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
-/// `payload` (a JSON object's text) with `"filtered": <filtered>` as its
-/// last key. `None` when the payload is not an object.
-pub fn annotate(payload: &str, filtered: &str) -> Option<String> {
-    let body = payload.trim_end_matches([' ', '\t', '\n', '\r']).strip_suffix('}')?;
-    let empty = body.trim_start_matches([' ', '\t', '\n', '\r']).strip_prefix('{')?.trim().is_empty();
-    let mut out = String::with_capacity(body.len() + filtered.len() + 16);
-    out.push_str(body);
-    out.push_str(if empty { "\"filtered\":" } else { ",\"filtered\":" });
-    out.push_str(filtered);
-    out.push('}');
-    Some(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -878,13 +865,5 @@ mod tests {
         ] {
             assert_eq!(parse_timestamp(bad), None, "{bad}");
         }
-    }
-
-    #[test]
-    fn annotation_is_the_last_key() {
-        assert_eq!(annotate(r#"{"id":"1"}"#, "[]").unwrap(), r#"{"id":"1","filtered":[]}"#);
-        assert_eq!(annotate("{ }\n", "[]").unwrap(), r#"{ "filtered":[]}"#);
-        assert_eq!(annotate("{\n \"a\": 1\n}", "[]").unwrap(), "{\n \"a\": 1\n,\"filtered\":[]}");
-        assert_eq!(annotate("\"x\"", "[]"), None);
     }
 }
