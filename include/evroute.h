@@ -189,6 +189,14 @@ typedef struct evr_redis_publisher evr_redis_publisher;
  */
 typedef struct evr_subscriber evr_subscriber;
 
+#if defined(EVR_FEATURE_REDIS)
+/**
+ * A message of a system channel the host listens to (see
+ * evr_redis_node_listen_system()). Free with evr_system_message_free().
+ */
+typedef struct evr_system_message evr_system_message;
+#endif
+
 /**
  * What one publish did.
  */
@@ -313,7 +321,8 @@ typedef struct evr_redis_node_stats {
    */
   uint64_t rejected;
   /**
-   * Messages on `timeline:*` channels evroute does not route (skipped).
+   * Messages on `timeline:*` channels evroute neither routes nor listens
+   * to as system channels (skipped).
    */
   uint64_t ignored;
   /**
@@ -329,6 +338,15 @@ typedef struct evr_redis_node_stats {
    * the number of channels in the channels mode; 0 while disconnected.
    */
   uint64_t subscriptions;
+  /**
+   * Messages of listened system channels queued for evr_redis_node_next_system().
+   */
+  uint64_t system_received;
+  /**
+   * Messages of listened system channels dropped because 4096 were
+   * already waiting (the host does not drain them).
+   */
+  uint64_t system_dropped;
 } evr_redis_node_stats;
 #endif
 
@@ -940,6 +958,104 @@ enum evr_status evr_redis_node_wait_synced(const struct evr_redis_node *node, ui
  */
 enum evr_status evr_redis_node_get_stats(const struct evr_redis_node *node,
                                          struct evr_redis_node_stats *out);
+#endif
+
+#if defined(EVR_FEATURE_REDIS)
+/**
+ * Listens to a system channel: Mastodon's `timeline:access_token:<id>` or
+ * `timeline:system:<account>` (without the namespace; one starting with the
+ * engine's `redis_namespace` is accepted too). The node receives it next to
+ * the channels it routes (in the channels mode it SUBSCRIBEs it within a
+ * poll interval, and again after a reconnect; see
+ * evr_redis_node_wait_synced()), keeps no presence key for it, and queues
+ * its messages for evr_redis_node_next_system() instead of routing them.
+ * Reference-counted: each call needs one evr_redis_node_unlisten_system().
+ * EVR_ERR_INVALID_CHANNEL for a channel outside `timeline:` or one the
+ * engine routes; EVR_ERR_INVALID_UTF8 for bad UTF-8.
+ *
+ * Thread-safety: may be called from any thread.
+ *
+ * # Safety
+ * `node` is NULL or live; `channel` points to `len` readable bytes (or `len` is 0).
+ */
+enum evr_status evr_redis_node_listen_system(const struct evr_redis_node *node,
+                                             const uint8_t *channel,
+                                             size_t len);
+#endif
+
+#if defined(EVR_FEATURE_REDIS)
+/**
+ * Ends one evr_redis_node_listen_system() of the channel; the last one
+ * unsubscribes it (channels mode). EVR_OK, or EVR_EMPTY when the channel
+ * was not listened to; errors as evr_redis_node_listen_system().
+ *
+ * Thread-safety: may be called from any thread.
+ *
+ * # Safety
+ * `node` is NULL or live; `channel` points to `len` readable bytes (or `len` is 0).
+ */
+enum evr_status evr_redis_node_unlisten_system(const struct evr_redis_node *node,
+                                               const uint8_t *channel,
+                                               size_t len);
+#endif
+
+#if defined(EVR_FEATURE_REDIS)
+/**
+ * Waits up to `timeout_ms` milliseconds (0: just check) for the next
+ * message of a listened system channel (at most 4096 wait; more are
+ * dropped and counted). EVR_OK with `*out` a new message to free with
+ * evr_system_message_free(); EVR_TIMEOUT when none came; EVR_CLOSED once
+ * the node is stopped and every message received before is handed out.
+ *
+ * Thread-safety: may be called from any thread; evr_redis_node_stop() from
+ * another thread ends the wait.
+ *
+ * # Safety
+ * `node` is NULL or live; `out` is NULL or writable.
+ */
+enum evr_status evr_redis_node_next_system(const struct evr_redis_node *node,
+                                           uint32_t timeout_ms,
+                                           struct evr_system_message **out);
+#endif
+
+#if defined(EVR_FEATURE_REDIS)
+/**
+ * The message's channel as it was listened to (UTF-8, without the
+ * namespace, not NUL-terminated); `*len` gets the length. Valid until
+ * evr_system_message_free(). NULL when `message` or `len` is NULL.
+ *
+ * Thread-safety: a message is immutable; any thread may read it.
+ *
+ * # Safety
+ * `message` is NULL or live; `len` is NULL or writable.
+ */
+const uint8_t *evr_system_message_channel(const struct evr_system_message *message, size_t *len);
+#endif
+
+#if defined(EVR_FEATURE_REDIS)
+/**
+ * The message as published (Mastodon's `{"event":"kill"}`, unchecked
+ * bytes); `*len` gets the length. Valid until evr_system_message_free().
+ * NULL when `message` or `len` is NULL.
+ *
+ * Thread-safety: a message is immutable; any thread may read it.
+ *
+ * # Safety
+ * `message` is NULL or live; `len` is NULL or writable.
+ */
+const uint8_t *evr_system_message_payload(const struct evr_system_message *message, size_t *len);
+#endif
+
+#if defined(EVR_FEATURE_REDIS)
+/**
+ * Frees a system message. NULL is a no-op.
+ *
+ * Thread-safety: must not race with another call on the same message.
+ *
+ * # Safety
+ * `message` is NULL or a live message from evr_redis_node_next_system(), not used again.
+ */
+void evr_system_message_free(struct evr_system_message *message);
 #endif
 
 #if defined(EVR_FEATURE_REDIS)

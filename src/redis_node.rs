@@ -14,6 +14,13 @@
 //! Subscribers and their queues live in the engine and never notice a Redis
 //! outage: delivery resumes once the ingest thread has subscribed again.
 //!
+//! System channels (Mastodon's `timeline:access_token:<id>` and
+//! `timeline:system:<account>`) are not routed to subscribers: the host
+//! listens to them with [`RedisNode::listen_system`], the ingest connection
+//! receives them next to the routed channels (subscribed again after a
+//! reconnect like those), they get no presence key, and their messages wait
+//! in a bounded queue for [`RedisNode::next_system`].
+//!
 //! Publishing side: [`Publisher`] turns content-mode events (§3b) into the
 //! Mastodon channel messages their routing rules derive, so that any node
 //! can accept events and every node delivers them.
@@ -24,7 +31,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
 
 use crate::channel::{ChannelKey, strip_namespace, with_namespace};
 use crate::engine::Engine;
@@ -153,6 +160,11 @@ pub struct RedisNodeStats {
     /// Redis subscriptions of the ingest connection: 1 (the pattern) or the
     /// number of channels subscribed; 0 while disconnected.
     pub subscriptions: u64,
+    /// Messages on listened system channels queued for the host.
+    pub system_received: u64,
+    /// Messages on listened system channels dropped because the host let
+    /// [`SYSTEM_QUEUE`] of them wait.
+    pub system_dropped: u64,
 }
 
 #[derive(Default)]
@@ -163,6 +175,39 @@ struct Counters {
     reconnects: AtomicU64,
     presence_keys: AtomicU64,
     subscriptions: AtomicU64,
+    system_received: AtomicU64,
+    system_dropped: AtomicU64,
+}
+
+/// How many system messages wait for the host at most. They are rare (a
+/// `kill` per revoked token, a `filters_changed` per edit), so a full queue
+/// means the host stopped draining it.
+pub const SYSTEM_QUEUE: usize = 4096;
+
+/// A message on a system channel, for the host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SystemMessage {
+    /// The channel as the host listened to it, without the namespace.
+    pub channel: String,
+    pub payload: Vec<u8>,
+}
+
+/// What [`RedisNode::next_system`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum NextSystem {
+    Message(SystemMessage),
+    Timeout,
+    /// The node is stopped and no message is left.
+    Closed,
+}
+
+/// The system channels the host listens to, reference-counted, by their
+/// Redis name (with the namespace).
+#[derive(Default)]
+struct SystemChannels {
+    listeners: HashMap<String, usize>,
+    /// Bumped whenever the set of channels changes.
+    generation: u64,
 }
 
 /// What both threads share. Dropping the node's `Sender` wakes them.
@@ -180,6 +225,11 @@ struct Shared {
     /// presence thread sets every key again even if its own connection survived.
     resync_presence: AtomicBool,
     counters: Counters,
+    system: parking_lot::Mutex<SystemChannels>,
+    /// One past the system generation the ingest subscriptions reflect, as `synced`.
+    system_synced: AtomicU64,
+    system_tx: Sender<SystemMessage>,
+    system_rx: Receiver<SystemMessage>,
 }
 
 /// The channels mode's view of one ingest connection.
@@ -189,8 +239,8 @@ struct ChannelSet {
     subscribed: HashSet<String>,
     /// Subscribed channels nobody listens to any more, and since when.
     idle: HashMap<String, Instant>,
-    /// The index generation `subscribed` reflects (None: not synchronised yet).
-    generation: Option<u64>,
+    /// The index and system generations `subscribed` reflects (None: not synchronised yet).
+    generation: Option<(u64, u64)>,
     /// When the first idle channel's linger ends.
     due: Option<Instant>,
 }
@@ -221,6 +271,7 @@ impl RedisNode {
             ));
         }
         let (stop_tx, stop_rx) = crossbeam_channel::bounded(0);
+        let (system_tx, system_rx) = crossbeam_channel::bounded(SYSTEM_QUEUE);
         let shared = Arc::new(Shared {
             pattern: with_namespace(engine.config().redis_namespace.as_deref(), "timeline:*"),
             engine: engine.clone(),
@@ -231,6 +282,10 @@ impl RedisNode {
             synced: AtomicU64::new(0),
             resync_presence: AtomicBool::new(false),
             counters: Counters::default(),
+            system: parking_lot::Mutex::new(SystemChannels::default()),
+            system_synced: AtomicU64::new(0),
+            system_tx,
+            system_rx,
         });
         let spawn = |name: &str, body: fn(&Shared)| {
             let shared = Arc::clone(&shared);
@@ -274,12 +329,84 @@ impl RedisNode {
     }
 
     /// Waits until the ingest connection covers the channels local
-    /// subscribers listen to now, so that messages published to them from
-    /// then on are received (in the channels mode a new channel is
-    /// subscribed within a poll interval); false on timeout or once stopped.
+    /// subscribers and the host's system channels listen to now, so that
+    /// messages published to them from then on are received (in the channels
+    /// mode a new channel is subscribed within a poll interval); false on
+    /// timeout or once stopped.
     pub fn wait_synced(&self, timeout: Duration) -> bool {
         let generation = self.shared.engine.channel_generation();
-        self.wait_until(timeout, |node| node.covers(generation))
+        let system = self.shared.system.lock().generation;
+        self.wait_until(timeout, |node| {
+            node.covers(generation) && node.shared.system_synced.load(Ordering::SeqCst) > system
+        })
+    }
+
+    /// Listens to a system channel (`timeline:access_token:<id>`,
+    /// `timeline:system:<account>`, without the namespace; one that starts
+    /// with it is accepted too): its messages are queued for
+    /// [`RedisNode::next_system`] instead of being routed, and it gets no
+    /// presence key. Reference-counted: each call needs one
+    /// [`RedisNode::unlisten_system`]. Refused (`InvalidChannel`) for a
+    /// channel outside `timeline:` (the pattern mode would not receive it)
+    /// and for one the engine routes.
+    pub fn listen_system(&self, channel: &str) -> Result<()> {
+        let name = self.system_name(channel)?;
+        let mut system = self.shared.system.lock();
+        let listeners = system.listeners.entry(name).or_insert(0);
+        *listeners += 1;
+        if *listeners == 1 {
+            system.generation += 1;
+        }
+        Ok(())
+    }
+
+    /// Ends one [`RedisNode::listen_system`] of the channel; the last one
+    /// unsubscribes it (channels mode). False when it was not listened to.
+    pub fn unlisten_system(&self, channel: &str) -> Result<bool> {
+        let name = self.system_name(channel)?;
+        let mut system = self.shared.system.lock();
+        let Some(listeners) = system.listeners.get_mut(&name) else {
+            return Ok(false);
+        };
+        *listeners -= 1;
+        if *listeners == 0 {
+            system.listeners.remove(&name);
+            system.generation += 1;
+        }
+        Ok(true)
+    }
+
+    /// Waits up to `timeout` for the next message of a listened system
+    /// channel. Messages received before a stop are still handed out; then
+    /// [`NextSystem::Closed`].
+    pub fn next_system(&self, timeout: Duration) -> NextSystem {
+        let shared = &self.shared;
+        if let Ok(message) = shared.system_rx.try_recv() {
+            return NextSystem::Message(message);
+        }
+        if self.is_stopped() {
+            return NextSystem::Closed;
+        }
+        crossbeam_channel::select! {
+            recv(shared.system_rx) -> message => message.map_or(NextSystem::Closed, NextSystem::Message),
+            recv(shared.stop) -> _ => match shared.system_rx.try_recv() {
+                Ok(message) => NextSystem::Message(message),
+                Err(_) => NextSystem::Closed,
+            },
+            default(timeout) => NextSystem::Timeout,
+        }
+    }
+
+    fn system_name(&self, channel: &str) -> Result<String> {
+        let namespace = self.shared.engine.config().redis_namespace.as_deref();
+        let bare = strip_namespace(namespace, channel);
+        if !bare.starts_with("timeline:") || bare.len() == "timeline:".len() {
+            return Err(Error::channel(format!("system channel {channel:?} is not a timeline:* channel")));
+        }
+        if ChannelKey::parse(bare).is_ok() {
+            return Err(Error::channel(format!("{channel:?} is a channel the engine routes, not a system channel")));
+        }
+        Ok(with_namespace(namespace, bare))
     }
 
     /// The index generation of the node's engine (see [`RedisNode::covers`]).
@@ -297,6 +424,8 @@ impl RedisNode {
             reconnects: get(&c.reconnects),
             presence_keys: get(&c.presence_keys),
             subscriptions: get(&c.subscriptions),
+            system_received: get(&c.system_received),
+            system_dropped: get(&c.system_dropped),
         }
     }
 
@@ -420,6 +549,7 @@ impl Shared {
             let result = self.listen(&mut conn, &mut backoff);
             self.subscribed.store(false, Ordering::SeqCst);
             self.synced.store(0, Ordering::SeqCst);
+            self.system_synced.store(0, Ordering::SeqCst);
             self.counters.subscriptions.store(0, Ordering::Relaxed);
             match result {
                 Ok(()) => return,
@@ -442,6 +572,7 @@ impl Shared {
             SubscribeMode::Pattern => {
                 pubsub.psubscribe(&self.pattern)?;
                 self.synced.store(u64::MAX, Ordering::SeqCst);
+                self.system_synced.store(u64::MAX, Ordering::SeqCst);
                 self.counters.subscriptions.store(1, Ordering::Relaxed);
             }
             SubscribeMode::Channels => self.sync_channels(&mut pubsub, &mut channels)?,
@@ -459,7 +590,7 @@ impl Shared {
                 return Ok(());
             }
             if self.options.subscribe == SubscribeMode::Channels
-                && (channels.generation != Some(self.engine.channel_generation())
+                && (channels.generation != Some(self.generations())
                     || channels.due.is_some_and(|due| Instant::now() >= due))
             {
                 pubsub.set_read_timeout(Some(self.options.connect_timeout))?;
@@ -483,17 +614,28 @@ impl Shared {
         }
     }
 
+    /// The index and system generations.
+    fn generations(&self) -> (u64, u64) {
+        (self.engine.channel_generation(), self.system.lock().generation)
+    }
+
     /// Channels mode: brings the connection's subscriptions to the channels
-    /// local subscribers listen to, in one SUBSCRIBE and one UNSUBSCRIBE. It
-    /// only reads the index (publishers never wait for it); the index keeps
-    /// the reference count (a channel is active while anyone listens). A
+    /// local subscribers and the host's system channels listen to, in one
+    /// SUBSCRIBE and one UNSUBSCRIBE. It only reads the index (publishers
+    /// never wait for it); the index keeps the reference count (a channel is
+    /// active while anyone listens). A
     /// channel stays subscribed for `linger` after its last listener left, so
     /// that a client reconnecting within it can resume (SPEC §12) from a
     /// history that kept receiving.
     fn sync_channels(&self, pubsub: &mut redis::PubSub<'_>, set: &mut ChannelSet) -> redis::RedisResult<()> {
-        // Read the generation first: a change during the pass triggers another.
+        // Read the generations first: a change during the pass triggers another.
         let generation = self.engine.channel_generation();
-        let active: HashSet<String> = self.engine.active_channels().into_iter().collect();
+        let mut active: HashSet<String> = self.engine.active_channels().into_iter().collect();
+        let system_generation = {
+            let system = self.system.lock();
+            active.extend(system.listeners.keys().cloned());
+            system.generation
+        };
         let now = Instant::now();
         for channel in set.subscribed.difference(&active) {
             set.idle.entry(channel.clone()).or_insert(now);
@@ -515,8 +657,9 @@ impl Shared {
         }
         set.subscribed.extend(active);
         set.due = set.idle.values().min().map(|since| *since + linger);
-        set.generation = Some(generation);
+        set.generation = Some((generation, system_generation));
         self.synced.store(generation + 1, Ordering::SeqCst);
+        self.system_synced.store(system_generation + 1, Ordering::SeqCst);
         self.counters.subscriptions.store(set.subscribed.len() as u64, Ordering::Relaxed);
         Ok(())
     }
@@ -525,7 +668,7 @@ impl Shared {
         let channel: Vec<u8> = msg.get_channel().unwrap_or_default();
         let c = &self.counters;
         if self.engine.parse_channel(&channel).is_err() {
-            c.ignored.fetch_add(1, Ordering::Relaxed);
+            self.feed_system(&channel, msg);
             return;
         }
         match self.engine.publish_channel(&channel, msg.get_payload_bytes()) {
@@ -537,6 +680,37 @@ impl Shared {
                 // Enough to diagnose a bad publisher without flooding the log.
                 if n <= 10 || n.is_multiple_of(1000) {
                     log::warn!("skipped a bad message on {} ({n} so far): {e}", String::from_utf8_lossy(&channel));
+                }
+            }
+        }
+    }
+
+    /// A message on a channel the engine does not route: queued for the host
+    /// when it listens to that system channel, else ignored.
+    fn feed_system(&self, channel: &[u8], msg: &redis::Msg) {
+        let c = &self.counters;
+        let listened = std::str::from_utf8(channel).is_ok_and(|name| self.system.lock().listeners.contains_key(name));
+        if !listened {
+            c.ignored.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let namespace = self.engine.config().redis_namespace.as_deref();
+        let name = String::from_utf8_lossy(channel);
+        let message = SystemMessage {
+            channel: strip_namespace(namespace, &name).to_owned(),
+            payload: msg.get_payload_bytes().to_vec(),
+        };
+        match self.system_tx.try_send(message) {
+            Ok(()) => {
+                c.system_received.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(TrySendError::Full(message) | TrySendError::Disconnected(message)) => {
+                let n = c.system_dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                if n <= 10 || n.is_multiple_of(1000) {
+                    log::warn!(
+                        "dropped a message on system channel {} ({n} so far): the host does not drain them",
+                        message.channel
+                    );
                 }
             }
         }

@@ -11,7 +11,9 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use evroute::redis_node::{Publisher, RedisNode, RedisNodeOptions, SubscribeMode, channel_message};
+use evroute::redis_node::{
+    NextSystem, Publisher, RedisNode, RedisNodeOptions, SubscribeMode, SystemMessage, channel_message,
+};
 use evroute::{Engine, EngineConfig, Next, Subscriber};
 
 // ---------------------------------------------------------------- harness
@@ -531,6 +533,122 @@ fn channels_mode_receives_only_local_channels() {
     assert_eq!(publisher.publish_channel("timeline:public", delete(4).as_bytes()).unwrap().receivers, 1);
     assert_eq!(payload(&sub_b).as_deref(), Some("4"));
     assert!(node_b.stats().reconnects >= 1);
+}
+
+/// System channels (Mastodon's kill and filters_changed): the host listens
+/// to them through the node, which subscribes them next to the routed
+/// channels, again after a Redis restart, without presence keys, and queues
+/// their messages for the host.
+#[test]
+fn system_channels_reach_the_host_without_presence_keys() {
+    if redis_server_missing() {
+        return;
+    }
+    let mut server = RedisServer::start(free_port());
+    let engine = Engine::from_json(br#"{"redis_namespace":"ns"}"#).unwrap();
+    let node = RedisNode::attach_with(&engine, &server.url(), channels_options()).unwrap();
+    let user = engine.subscriber_from_json(br#"{"account":7}"#).unwrap();
+    user.subscribe(br#"{"stream":"user:notification"}"#).unwrap();
+    let (token, system) = ("timeline:access_token:70", "timeline:system:7");
+    node.listen_system(token).unwrap();
+    node.listen_system(system).unwrap();
+    node.listen_system("ns:timeline:system:7").unwrap(); // a second listener, namespace given
+    for bad in ["timeline:public", "timeline:7", "system:7", "timeline:", "ns:timeline:list:3"] {
+        let err = node.listen_system(bad).unwrap_err();
+        assert_eq!(err.kind(), evroute::ErrorKind::InvalidChannel, "{bad}: {err}");
+    }
+    assert!(node.wait_synced(Duration::from_secs(2)));
+    for channel in ["ns:timeline:access_token:70", "ns:timeline:system:7", "ns:timeline:7:notifications"] {
+        assert_eq!(numsub(&server, channel), 1, "{channel}");
+    }
+    let presence = "ns:subscribed:timeline:7:notifications";
+    wait_until(Duration::from_secs(2), "the stream channel's presence key", || server.ttl(presence) > 0);
+    for system_key in ["ns:subscribed:timeline:access_token:70", "ns:subscribed:timeline:system:7"] {
+        assert_eq!(server.ttl(system_key), -2, "{system_key} must not exist");
+    }
+    assert_eq!(node.stats().presence_keys, 1);
+
+    let mut conn = server.conn();
+    let publish = |conn: &mut redis::Connection, channel: &str, message: &str| -> u64 {
+        redis::cmd("PUBLISH").arg(channel).arg(message).query(conn).unwrap()
+    };
+    assert_eq!(publish(&mut conn, "ns:timeline:access_token:70", r#"{"event":"kill"}"#), 1);
+    assert_eq!(publish(&mut conn, "ns:timeline:system:7", r#"{"event":"filters_changed"}"#), 1);
+    let message = |channel: &str, payload: &str| {
+        NextSystem::Message(SystemMessage { channel: channel.into(), payload: payload.as_bytes().to_vec() })
+    };
+    assert_eq!(node.next_system(Duration::from_secs(5)), message(token, r#"{"event":"kill"}"#));
+    assert_eq!(node.next_system(Duration::from_secs(5)), message(system, r#"{"event":"filters_changed"}"#));
+    assert_eq!(node.next_system(Duration::from_millis(50)), NextSystem::Timeout);
+    assert!(matches!(user.next(Duration::ZERO), Next::Empty), "system messages are not routed");
+
+    // Reference-counted: one listener of the system channel is left.
+    assert!(node.unlisten_system(system).unwrap());
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(numsub(&server, "ns:timeline:system:7"), 1);
+
+    // A Redis restart: the system channels are subscribed again.
+    let port = server.port;
+    server.kill();
+    server = RedisServer::start(port);
+    wait_until(Duration::from_secs(5), "system channels resubscribed", || {
+        numsub(&server, "ns:timeline:access_token:70") == 1 && numsub(&server, "ns:timeline:system:7") == 1
+    });
+    let mut conn = server.conn();
+    assert_eq!(publish(&mut conn, "ns:timeline:access_token:70", r#"{"event":"kill","n":2}"#), 1);
+    assert_eq!(node.next_system(Duration::from_secs(5)), message(token, r#"{"event":"kill","n":2}"#));
+    wait_until(Duration::from_secs(2), "presence key set again", || server.ttl(presence) > 0);
+    assert_eq!(server.ttl("ns:subscribed:timeline:system:7"), -2);
+
+    // The last unlisten unsubscribes; an unknown channel is reported.
+    assert!(node.unlisten_system(system).unwrap() && node.unlisten_system(token).unwrap());
+    assert!(!node.unlisten_system(token).unwrap());
+    wait_until(Duration::from_secs(2), "system channels unsubscribed", || {
+        numsub(&server, "ns:timeline:access_token:70") == 0 && numsub(&server, "ns:timeline:system:7") == 0
+    });
+    assert_eq!(publish(&mut conn, "ns:timeline:access_token:70", r#"{"event":"kill"}"#), 0);
+    let stats = node.stats();
+    assert_eq!((stats.system_received, stats.system_dropped, stats.received), (3, 0, 0), "{stats:?}");
+
+    // A message queued before the stop is still handed out, then Closed.
+    node.listen_system(token).unwrap();
+    assert!(node.wait_synced(Duration::from_secs(2)));
+    assert_eq!(publish(&mut conn, "ns:timeline:access_token:70", r#"{"event":"kill"}"#), 1);
+    wait_until(Duration::from_secs(2), "queued", || node.stats().system_received == 4);
+    node.stop();
+    assert_eq!(node.next_system(Duration::from_secs(1)), message(token, r#"{"event":"kill"}"#));
+    assert_eq!(node.next_system(Duration::from_secs(1)), NextSystem::Closed);
+}
+
+/// The pattern mode receives every system channel; only listened ones reach the host.
+#[test]
+fn system_channels_in_the_pattern_mode() {
+    if redis_server_missing() {
+        return;
+    }
+    let server = RedisServer::start(free_port());
+    let engine = Engine::default();
+    let node = RedisNode::attach_with(&engine, &server.url(), short_timings()).unwrap();
+    node.listen_system("timeline:system:1").unwrap();
+    assert!(node.wait_synced(Duration::from_secs(5)));
+    let mut conn = server.conn();
+    for channel in ["timeline:system:2", "timeline:system:1"] {
+        redis::cmd("PUBLISH").arg(channel).arg(r#"{"event":"kill"}"#).query::<u64>(&mut conn).unwrap();
+    }
+    let NextSystem::Message(m) = node.next_system(Duration::from_secs(5)) else { panic!("no system message") };
+    assert_eq!(m.channel, "timeline:system:1");
+    assert_eq!(node.next_system(Duration::from_millis(100)), NextSystem::Timeout);
+    let stats = node.stats();
+    assert_eq!((stats.system_received, stats.ignored), (1, 1), "{stats:?}");
+    // Waiting threads are woken by a stop from another thread.
+    let node = Arc::new(node);
+    let waiter = {
+        let node = Arc::clone(&node);
+        std::thread::spawn(move || node.next_system(Duration::from_secs(30)))
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    node.stop();
+    assert_eq!(waiter.join().unwrap(), NextSystem::Closed);
 }
 
 #[test]

@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"sync"
 	"time"
+	"unsafe"
 )
 
 // RedisOptions are a RedisNode's mode and timings; zero fields take the
@@ -74,7 +75,9 @@ type RedisNodeStats struct {
 	PresenceKeys uint64 // presence keys currently kept alive
 	// Subscriptions of the ingest connection: 1 (pattern mode) or the number of
 	// channels (channels mode); 0 while disconnected.
-	Subscriptions uint64
+	Subscriptions  uint64
+	SystemReceived uint64 // messages of listened system channels queued for NextSystem
+	SystemDropped  uint64 // ... dropped because 4096 were waiting
 }
 
 // RedisNode is an engine's link to Redis: background threads that route
@@ -152,13 +155,7 @@ func (n *RedisNode) wait(timeout time.Duration, f func(*C.evr_redis_node, C.uint
 		return false, err
 	}
 	defer n.mu.RUnlock()
-	if timeout > maxWait {
-		timeout = maxWait
-	}
-	ms := C.uint32_t(0)
-	if timeout > 0 {
-		ms = C.uint32_t((timeout + time.Millisecond - 1) / time.Millisecond)
-	}
+	ms := waitMS(timeout)
 	st, err := call(func() C.int { return f(ptr, ms) })
 	runtime.KeepAlive(n)
 	switch {
@@ -168,6 +165,17 @@ func (n *RedisNode) wait(timeout time.Duration, f func(*C.evr_redis_node, C.uint
 		return false, &Error{StatusClosed, "redis node is stopped"}
 	}
 	return st == StatusOK, nil
+}
+
+// waitMS is a wait in whole milliseconds, rounded up, at most maxWait.
+func waitMS(timeout time.Duration) C.uint32_t {
+	if timeout <= 0 {
+		return 0
+	}
+	if timeout > maxWait {
+		timeout = maxWait
+	}
+	return C.uint32_t((timeout + time.Millisecond - 1) / time.Millisecond)
 }
 
 // Stats returns the node's counters (also after Stop).
@@ -182,8 +190,80 @@ func (n *RedisNode) Stats() (RedisNodeStats, error) {
 	runtime.KeepAlive(n)
 	return RedisNodeStats{
 		uint64(st.received), uint64(st.rejected), uint64(st.ignored), uint64(st.reconnects),
-		uint64(st.presence_keys), uint64(st.subscriptions),
+		uint64(st.presence_keys), uint64(st.subscriptions), uint64(st.system_received), uint64(st.system_dropped),
 	}, err
+}
+
+// SystemMessage is a message of a system channel the host listens to.
+type SystemMessage struct {
+	Channel string // as listened to, without the namespace
+	Payload []byte // as published, e.g. {"event":"kill"}
+}
+
+// ListenSystem listens to a system channel, Mastodon's
+// timeline:access_token:<id> or timeline:system:<account> (without the
+// namespace): the node receives it next to the channels it routes (again
+// after a reconnect; WaitSynced covers it), keeps no presence key for it, and
+// queues its messages for NextSystem. Reference-counted: each call needs one
+// UnlistenSystem. A channel outside timeline: or one the engine routes is an
+// error matching ErrInvalidChannel.
+func (n *RedisNode) ListenSystem(channel string) error {
+	_, err := n.system(channel, func(p *C.evr_redis_node, cp *C.uint8_t, cn C.size_t) C.int {
+		return C.int(C.evr_redis_node_listen_system(p, cp, cn))
+	})
+	return err
+}
+
+// UnlistenSystem ends one ListenSystem of the channel; the last one
+// unsubscribes it. It reports whether the channel was listened to.
+func (n *RedisNode) UnlistenSystem(channel string) (bool, error) {
+	st, err := n.system(channel, func(p *C.evr_redis_node, cp *C.uint8_t, cn C.size_t) C.int {
+		return C.int(C.evr_redis_node_unlisten_system(p, cp, cn))
+	})
+	return err == nil && st == StatusOK, err
+}
+
+func (n *RedisNode) system(channel string, f func(*C.evr_redis_node, *C.uint8_t, C.size_t) C.int) (Status, error) {
+	ptr, err := n.use()
+	if err != nil {
+		return 0, err
+	}
+	defer n.mu.RUnlock()
+	ch := []byte(channel)
+	cp, cn := bytesArg(ch)
+	st, err := call(func() C.int { return f(ptr, cp, cn) })
+	runtime.KeepAlive(ch)
+	runtime.KeepAlive(n)
+	return st, err
+}
+
+// NextSystem waits up to timeout (<= 0: just check) for the next message of a
+// listened system channel; nil when none came. Once the node is stopped and
+// every message received before is handed out, it returns an error matching
+// ErrClosed. It holds an OS thread while it waits: one goroutine calls it.
+func (n *RedisNode) NextSystem(timeout time.Duration) (*SystemMessage, error) {
+	ptr, err := n.use()
+	if err != nil {
+		return nil, err
+	}
+	defer n.mu.RUnlock()
+	ms := waitMS(timeout)
+	var msg *C.evr_system_message
+	st, err := call(func() C.int { return C.int(C.evr_redis_node_next_system(ptr, ms, &msg)) })
+	runtime.KeepAlive(n)
+	switch {
+	case err != nil:
+		return nil, err
+	case st == StatusClosed:
+		return nil, &Error{StatusClosed, "redis node is stopped"}
+	case st != StatusOK:
+		return nil, nil
+	}
+	defer C.evr_system_message_free(msg)
+	var cl, pl C.size_t
+	cp := C.evr_system_message_channel(msg, &cl)
+	pp := C.evr_system_message_payload(msg, &pl)
+	return &SystemMessage{Channel: string(C.GoBytes(unsafe.Pointer(cp), C.int(cl))), Payload: C.GoBytes(unsafe.Pointer(pp), C.int(pl))}, nil
 }
 
 // Stop stops the node's threads and waits for them; nothing more is received

@@ -206,3 +206,83 @@ func TestRedisChannelsMode(t *testing.T) {
 		t.Fatalf("frame %+v", f)
 	}
 }
+
+// System channels reach the host through NextSystem, not the engine's
+// subscribers, and get no presence key.
+func TestRedisSystemChannels(t *testing.T) {
+	addr := startRedis(t)
+	url := "redis://" + addr + "/"
+	eng := newEngine(t, Config{RedisNamespace: "ns"})
+	sub := newSub(t, eng, SubscriberOptions{Account: "7"}, Subscription{Stream: "user"})
+	node, err := eng.AttachRedis(url, RedisOptions{Subscribe: "channels", PollInterval: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer node.Close()
+	if err := node.ListenSystem("timeline:public"); !errors.Is(err, ErrInvalidChannel) {
+		t.Fatalf("routed channel as a system channel: %v", err)
+	}
+	for _, ch := range []string{"timeline:access_token:70", "timeline:system:7"} {
+		if err := node.ListenSystem(ch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if ok, err := node.WaitSynced(5 * time.Second); !ok || err != nil {
+		t.Fatalf("not synced: %v %v", ok, err)
+	}
+	if m, err := node.NextSystem(10 * time.Millisecond); m != nil || err != nil {
+		t.Fatalf("nothing published yet: %+v %v", m, err)
+	}
+	if n := redisPublish(t, addr, "ns:timeline:access_token:70", `{"event":"kill"}`); n != 1 {
+		t.Fatalf("PUBLISH reached %d subscribers", n)
+	}
+	m, err := node.NextSystem(5 * time.Second)
+	if err != nil || m == nil || m.Channel != "timeline:access_token:70" || string(m.Payload) != `{"event":"kill"}` {
+		t.Fatalf("system message %+v %v", m, err)
+	}
+	if f, _ := sub.Next(0); f != nil {
+		t.Fatalf("a system message reached a subscriber: %+v", f)
+	}
+	if st, _ := node.Stats(); st.SystemReceived != 1 || st.PresenceKeys != 2 {
+		t.Fatalf("stats %+v (presence keys: the user stream's two channels only)", st)
+	}
+	if ok, err := node.UnlistenSystem("timeline:system:7"); !ok || err != nil {
+		t.Fatalf("unlisten: %v %v", ok, err)
+	}
+	if ok, err := node.UnlistenSystem("timeline:system:7"); ok || err != nil {
+		t.Fatalf("second unlisten: %v %v", ok, err)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := node.NextSystem(time.Minute); done <- err }()
+	time.Sleep(50 * time.Millisecond)
+	if err := node.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; !errors.Is(err, ErrClosed) {
+		t.Fatalf("NextSystem after Stop: %v", err)
+	}
+}
+
+// redisPublish sends PUBLISH over RESP and returns the number of receivers.
+func redisPublish(t *testing.T, addr, channel, msg string) int {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+	cmd := "*3\r\n$7\r\nPUBLISH\r\n"
+	for _, arg := range []string{channel, msg} {
+		cmd += "$" + strconv.Itoa(len(arg)) + "\r\n" + arg + "\r\n"
+	}
+	if _, err := conn.Write([]byte(cmd)); err != nil {
+		t.Fatal(err)
+	}
+	line, _ := bufio.NewReader(conn).ReadString('\n')
+	n, err := strconv.Atoi(line[1 : len(line)-2])
+	if err != nil || line[0] != ':' {
+		t.Fatalf("PUBLISH reply %q", line)
+	}
+	return n
+}

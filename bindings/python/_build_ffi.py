@@ -47,6 +47,7 @@ typedef struct evr_subscriber evr_subscriber;
 typedef struct evr_frame evr_frame;
 typedef struct evr_redis_node evr_redis_node;
 typedef struct evr_redis_publisher evr_redis_publisher;
+typedef struct evr_system_message evr_system_message;
 
 typedef struct evr_publish_stats { uint64_t matched; uint64_t delivered; uint64_t dropped; } evr_publish_stats;
 typedef struct evr_engine_stats {
@@ -58,6 +59,7 @@ typedef struct evr_subscriber_stats {
 } evr_subscriber_stats;
 typedef struct evr_redis_node_stats {
     uint64_t received; uint64_t rejected; uint64_t ignored; uint64_t reconnects; uint64_t presence_keys; uint64_t subscriptions;
+    uint64_t system_received; uint64_t system_dropped;
 } evr_redis_node_stats;
 typedef struct evr_redis_published { uint64_t channels; uint64_t receivers; } evr_redis_published;
 """
@@ -105,6 +107,13 @@ enum evr_status evr_redis_node_attach(const struct evr_engine *engine, const uin
 enum evr_status evr_redis_node_wait_subscribed(const struct evr_redis_node *node, uint32_t timeout_ms);
 enum evr_status evr_redis_node_wait_synced(const struct evr_redis_node *node, uint32_t timeout_ms);
 enum evr_status evr_redis_node_get_stats(const struct evr_redis_node *node, struct evr_redis_node_stats *out);
+enum evr_status evr_redis_node_listen_system(const struct evr_redis_node *node, const uint8_t *channel, size_t len);
+enum evr_status evr_redis_node_unlisten_system(const struct evr_redis_node *node, const uint8_t *channel, size_t len);
+enum evr_status evr_redis_node_next_system(const struct evr_redis_node *node, uint32_t timeout_ms,
+                                           struct evr_system_message **out);
+const uint8_t *evr_system_message_channel(const struct evr_system_message *message, size_t *len);
+const uint8_t *evr_system_message_payload(const struct evr_system_message *message, size_t *len);
+void evr_system_message_free(struct evr_system_message *message);
 enum evr_status evr_redis_node_stop(const struct evr_redis_node *node);
 void evr_redis_node_free(struct evr_redis_node *node);
 enum evr_status evr_redis_publisher_new(const uint8_t *url, size_t url_len, const uint8_t *namespace_,

@@ -5,16 +5,17 @@
 //! Ownership:
 //! - `evr_redis_node` owns a [`RedisNode`], which holds its own clone of the
 //!   engine, so it outlives the `evr_engine` handle it was attached to;
-//! - `evr_redis_publisher` owns a [`Publisher`] and its connection.
+//! - `evr_redis_publisher` owns a [`Publisher`] and its connection;
+//! - `evr_system_message` owns one message of a system channel.
 
 use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use super::boundary::{bytes, handle, out_param, status};
+use super::boundary::{bytes, handle, out_param, pointer, status};
 use super::{evr_engine, evr_status};
 use crate::error::{Error, Result};
-use crate::redis_node::{Published, Publisher, RedisNode, RedisNodeOptions};
+use crate::redis_node::{NextSystem, Published, Publisher, RedisNode, RedisNodeOptions, SystemMessage};
 use evr_status::*;
 
 /// An engine's link to Redis: two background threads that feed Redis
@@ -30,6 +31,12 @@ pub struct evr_redis_publisher {
     publisher: Mutex<Publisher>,
 }
 
+/// A message of a system channel the host listens to (see
+/// evr_redis_node_listen_system()). Free with evr_system_message_free().
+pub struct evr_system_message {
+    message: SystemMessage,
+}
+
 /// Counters of an evr_redis_node, since it was attached.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -38,7 +45,8 @@ pub struct evr_redis_node_stats {
     pub received: u64,
     /// Malformed messages on channels evroute routes (logged as warnings and skipped).
     pub rejected: u64,
-    /// Messages on `timeline:*` channels evroute does not route (skipped).
+    /// Messages on `timeline:*` channels evroute neither routes nor listens
+    /// to as system channels (skipped).
     pub ignored: u64,
     /// Connections re-established after a Redis failure.
     pub reconnects: u64,
@@ -47,6 +55,11 @@ pub struct evr_redis_node_stats {
     /// Redis subscriptions of the ingest connection: 1 in the pattern mode,
     /// the number of channels in the channels mode; 0 while disconnected.
     pub subscriptions: u64,
+    /// Messages of listened system channels queued for evr_redis_node_next_system().
+    pub system_received: u64,
+    /// Messages of listened system channels dropped because 4096 were
+    /// already waiting (the host does not drain them).
+    pub system_dropped: u64,
 }
 
 /// What one publish to Redis did.
@@ -204,11 +217,157 @@ pub unsafe extern "C" fn evr_redis_node_get_stats(
             reconnects: s.reconnects,
             presence_keys: s.presence_keys,
             subscriptions: s.subscriptions,
+            system_received: s.system_received,
+            system_dropped: s.system_dropped,
         };
         // SAFETY: checked non-NULL; writable by contract.
         unsafe { out.write(stats) };
         Ok(EVR_OK)
     })
+}
+
+/// Listens to a system channel: Mastodon's `timeline:access_token:<id>` or
+/// `timeline:system:<account>` (without the namespace; one starting with the
+/// engine's `redis_namespace` is accepted too). The node receives it next to
+/// the channels it routes (in the channels mode it SUBSCRIBEs it within a
+/// poll interval, and again after a reconnect; see
+/// evr_redis_node_wait_synced()), keeps no presence key for it, and queues
+/// its messages for evr_redis_node_next_system() instead of routing them.
+/// Reference-counted: each call needs one evr_redis_node_unlisten_system().
+/// EVR_ERR_INVALID_CHANNEL for a channel outside `timeline:` or one the
+/// engine routes; EVR_ERR_INVALID_UTF8 for bad UTF-8.
+///
+/// Thread-safety: may be called from any thread.
+///
+/// # Safety
+/// `node` is NULL or live; `channel` points to `len` readable bytes (or `len` is 0).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn evr_redis_node_listen_system(
+    node: *const evr_redis_node,
+    channel: *const u8,
+    len: usize,
+) -> evr_status {
+    status(|| {
+        // SAFETY: per this function's contract.
+        let (node, channel) = unsafe { (handle(node, "node")?, bytes(channel, len, "channel")?) };
+        node.node.listen_system(utf8(channel, "channel")?)?;
+        Ok(EVR_OK)
+    })
+}
+
+/// Ends one evr_redis_node_listen_system() of the channel; the last one
+/// unsubscribes it (channels mode). EVR_OK, or EVR_EMPTY when the channel
+/// was not listened to; errors as evr_redis_node_listen_system().
+///
+/// Thread-safety: may be called from any thread.
+///
+/// # Safety
+/// `node` is NULL or live; `channel` points to `len` readable bytes (or `len` is 0).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn evr_redis_node_unlisten_system(
+    node: *const evr_redis_node,
+    channel: *const u8,
+    len: usize,
+) -> evr_status {
+    status(|| {
+        // SAFETY: per this function's contract.
+        let (node, channel) = unsafe { (handle(node, "node")?, bytes(channel, len, "channel")?) };
+        Ok(if node.node.unlisten_system(utf8(channel, "channel")?)? { EVR_OK } else { EVR_EMPTY })
+    })
+}
+
+/// Waits up to `timeout_ms` milliseconds (0: just check) for the next
+/// message of a listened system channel (at most 4096 wait; more are
+/// dropped and counted). EVR_OK with `*out` a new message to free with
+/// evr_system_message_free(); EVR_TIMEOUT when none came; EVR_CLOSED once
+/// the node is stopped and every message received before is handed out.
+///
+/// Thread-safety: may be called from any thread; evr_redis_node_stop() from
+/// another thread ends the wait.
+///
+/// # Safety
+/// `node` is NULL or live; `out` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn evr_redis_node_next_system(
+    node: *const evr_redis_node,
+    timeout_ms: u32,
+    out: *mut *mut evr_system_message,
+) -> evr_status {
+    status(|| {
+        // SAFETY: per this function's contract.
+        let node = unsafe { handle(node, "node") }?;
+        let out = out_param(out, "out")?;
+        Ok(match node.node.next_system(Duration::from_millis(timeout_ms.into())) {
+            NextSystem::Message(message) => {
+                let message = Box::new(evr_system_message { message });
+                // SAFETY: checked non-NULL; writable by contract.
+                unsafe { out.write(Box::into_raw(message)) };
+                EVR_OK
+            }
+            NextSystem::Timeout => EVR_TIMEOUT,
+            NextSystem::Closed => EVR_CLOSED,
+        })
+    })
+}
+
+/// # Safety
+/// `message` is NULL or live; `len` is NULL or writable.
+unsafe fn message_bytes(
+    message: *const evr_system_message,
+    len: *mut usize,
+    part: impl FnOnce(&SystemMessage) -> &[u8],
+) -> *const u8 {
+    pointer(|| {
+        // SAFETY: per the caller's contract.
+        let message = unsafe { handle(message, "message") }?;
+        let len = out_param(len, "len")?;
+        let bytes = part(&message.message);
+        // SAFETY: checked non-NULL; writable by contract.
+        unsafe { len.write(bytes.len()) };
+        Ok(bytes.as_ptr())
+    })
+}
+
+/// The message's channel as it was listened to (UTF-8, without the
+/// namespace, not NUL-terminated); `*len` gets the length. Valid until
+/// evr_system_message_free(). NULL when `message` or `len` is NULL.
+///
+/// Thread-safety: a message is immutable; any thread may read it.
+///
+/// # Safety
+/// `message` is NULL or live; `len` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn evr_system_message_channel(message: *const evr_system_message, len: *mut usize) -> *const u8 {
+    // SAFETY: per this function's contract.
+    unsafe { message_bytes(message, len, |m| m.channel.as_bytes()) }
+}
+
+/// The message as published (Mastodon's `{"event":"kill"}`, unchecked
+/// bytes); `*len` gets the length. Valid until evr_system_message_free().
+/// NULL when `message` or `len` is NULL.
+///
+/// Thread-safety: a message is immutable; any thread may read it.
+///
+/// # Safety
+/// `message` is NULL or live; `len` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn evr_system_message_payload(message: *const evr_system_message, len: *mut usize) -> *const u8 {
+    // SAFETY: per this function's contract.
+    unsafe { message_bytes(message, len, |m| &m.payload) }
+}
+
+/// Frees a system message. NULL is a no-op.
+///
+/// Thread-safety: must not race with another call on the same message.
+///
+/// # Safety
+/// `message` is NULL or a live message from evr_redis_node_next_system(), not used again.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn evr_system_message_free(message: *mut evr_system_message) {
+    if !message.is_null() {
+        // SAFETY: the caller gives up this pointer from Box::into_raw.
+        super::boundary::guard((), || drop(unsafe { Box::from_raw(message) }));
+    }
 }
 
 /// Stops the node's threads and waits for them (about one poll interval,
@@ -386,6 +545,11 @@ mod tests {
             assert!(node.is_null(), "out is written only on EVR_OK");
             assert_eq!(evr_redis_node_stop(std::ptr::null()), EVR_ERR_NULL);
             assert_eq!(evr_redis_node_wait_subscribed(std::ptr::null(), 0), EVR_ERR_NULL);
+            let mut message = std::ptr::null_mut();
+            assert_eq!(evr_redis_node_next_system(std::ptr::null(), 0, &mut message), EVR_ERR_NULL);
+            let mut len = 0;
+            assert!(evr_system_message_channel(std::ptr::null(), &mut len).is_null());
+            evr_system_message_free(std::ptr::null_mut());
             evr_redis_node_free(std::ptr::null_mut());
             evr_redis_publisher_free(std::ptr::null_mut());
 
@@ -393,9 +557,21 @@ mod tests {
             assert_eq!(attach(url, br#"{"poll_interval_ms":10,"connect_timeout_ms":50}"#, &mut node), EVR_OK);
             super::super::evr_engine_free(engine);
             assert_eq!(evr_redis_node_wait_subscribed(node, 30), EVR_TIMEOUT);
+            let listen = |channel: &[u8]| evr_redis_node_listen_system(node, channel.as_ptr(), channel.len());
+            let unlisten = |channel: &[u8]| evr_redis_node_unlisten_system(node, channel.as_ptr(), channel.len());
+            assert_eq!(listen(b"timeline:public"), EVR_ERR_INVALID_CHANNEL);
+            assert_eq!(listen(b"timeline:system:\xff"), EVR_ERR_INVALID_UTF8);
+            assert_eq!(evr_redis_node_listen_system(node, std::ptr::null(), 3), EVR_ERR_NULL);
+            assert_eq!(listen(b"timeline:system:1"), EVR_OK);
+            assert_eq!(unlisten(b"timeline:system:1"), EVR_OK);
+            assert_eq!(unlisten(b"timeline:system:1"), EVR_EMPTY);
+            assert_eq!(evr_redis_node_next_system(node, 0, std::ptr::null_mut()), EVR_ERR_NULL);
+            assert_eq!(evr_redis_node_next_system(node, 10, &mut message), EVR_TIMEOUT);
+            assert!(message.is_null(), "out is written only on EVR_OK");
             assert_eq!(evr_redis_node_stop(node), EVR_OK);
             assert_eq!(evr_redis_node_stop(node), EVR_OK);
             assert_eq!(evr_redis_node_wait_subscribed(node, 1000), EVR_CLOSED);
+            assert_eq!(evr_redis_node_next_system(node, 1000, &mut message), EVR_CLOSED);
             evr_redis_node_free(node);
         }
     }

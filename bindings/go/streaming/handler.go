@@ -54,6 +54,11 @@ type Options struct {
 
 	Logger *slog.Logger // nil: slog.Default()
 
+	// TrustedProxies decide whose X-Forwarded-For gives the client address
+	// in the request log (Mastodon's TRUSTED_PROXY_IP). Nil: loopback and
+	// unique-local addresses, Mastodon's default.
+	TrustedProxies *TrustedProxies
+
 	Heartbeat       time.Duration // SSE ":thump" interval; 0: 15 s
 	PingInterval    time.Duration // WebSocket ping interval; 0: 30 s
 	RefreshInterval time.Duration // viewer state refresh; 0: 60 s; < 0: never
@@ -120,6 +125,9 @@ func New(opts Options) (*Handler, error) {
 	}
 	if h.log == nil {
 		h.log = slog.Default()
+	}
+	if h.opts.TrustedProxies == nil {
+		h.opts.TrustedProxies, _ = ParseTrustedProxies("")
 	}
 	h.metrics = newMetrics(opts.Registerer, opts.Engine, &h.read)
 	h.accounts = accounts{h: h, m: map[string]*account{}}
@@ -237,6 +245,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	reqID := newRequestID()
 	w.Header().Set("X-Request-Id", reqID)
 	w.Header().Set("Access-Control-Allow-Origin", "*")
+	h.logRequest(r, reqID)
 	if isUpgrade(r) {
 		h.serveWebSocket(w, r, reqID)
 		return
@@ -268,6 +277,21 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		h.serveSSE(w, r)
 	}
+}
+
+// logRequest logs a request as Mastodon's HTTP logger does, with the client
+// address behind trusted proxies; not the polled health, readiness and
+// metrics endpoints. The query is left out: it may hold the access token.
+func (h *Handler) logRequest(r *http.Request, reqID string) {
+	switch r.URL.Path {
+	case prefix + "/health", prefix + "/ready", "/metrics":
+		return
+	}
+	if !h.log.Enabled(r.Context(), slog.LevelInfo) {
+		return
+	}
+	h.log.Info("HTTP request", "method", r.Method, "path", r.URL.Path, "upgrade", isUpgrade(r),
+		"remote", h.opts.TrustedProxies.ClientAddr(r), "request_id", reqID)
 }
 
 // serveSSE is one event-stream response.

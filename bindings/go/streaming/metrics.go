@@ -34,7 +34,7 @@ func newMetrics(reg prometheus.Registerer, eng *evroute.Engine, read *atomic.Uin
 			Name: "connected_channels", Help: "The number of channels the streaming server is streaming to",
 		}, []string{"type", "channel"}),
 		sent: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "messages_sent_total", Help: "Total messages sent to clients",
+			Name: "messages_sent_total", Help: "The total number of messages the streaming server sent to clients per connection type",
 		}, []string{"type"}),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "evroute_frames_dropped_total", Help: "Frames not delivered because a client's queue was full, by reason",

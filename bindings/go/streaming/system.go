@@ -62,18 +62,6 @@ func (h *Handler) unlistenSystem(c *conn) {
 	h.metrics.channels.WithLabelValues(c.kind, "system").Sub(2)
 }
 
-// SystemChannels lists the system channels that have connections (for a
-// host that subscribes them again after a reconnect).
-func (h *Handler) SystemChannels() []string {
-	h.system.mu.Lock()
-	defer h.system.mu.Unlock()
-	out := make([]string, 0, len(h.system.m))
-	for ch := range h.system.m {
-		out = append(out, ch)
-	}
-	return out
-}
-
 // SystemMessage handles a message of a system channel: `kill` ends every
 // connection listening to it, `filters_changed` reloads the account's viewer
 // state at once. Other events are ignored, as in Mastodon.

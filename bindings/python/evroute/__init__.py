@@ -45,7 +45,7 @@ __all__ = [
     "Error", "Closed", "NullArgument", "InvalidUtf8", "InvalidJson", "InvalidSubscription",
     "InvalidChannel", "InvalidEvent", "TooLarge", "InvalidConfig", "IoError", "Panic", "InvalidId",
     "lib_version", "lib_path", "set_log_level",
-    "RedisNode", "RedisPublisher", "RedisNodeStats", "RedisPublished",
+    "RedisNode", "RedisPublisher", "RedisNodeStats", "RedisPublished", "SystemMessage",
 ]
 
 OK, EMPTY, TIMEOUT, CLOSED, GAP = lib.EVR_OK, lib.EVR_EMPTY, lib.EVR_TIMEOUT, lib.EVR_CLOSED, lib.EVR_GAP
@@ -254,6 +254,14 @@ class RedisNodeStats(NamedTuple):
     reconnects: int
     presence_keys: int
     subscriptions: int
+    system_received: int
+    system_dropped: int
+
+
+class SystemMessage(NamedTuple):
+    """A message of a system channel the host listens to (RedisNode.listen_system)."""
+    channel: str  # as listened to, without the namespace
+    payload: bytes  # as published, e.g. b'{"event":"kill"}'
 
 
 class RedisPublished(NamedTuple):
@@ -801,6 +809,41 @@ class RedisNode:
 
     def stats(self) -> RedisNodeStats:
         return self._handle.stats(lib.evr_redis_node_get_stats, "evr_redis_node_stats *", RedisNodeStats)
+
+    def listen_system(self, channel: Text) -> None:
+        """Listens to a system channel, Mastodon's "timeline:access_token:<id>" or
+        "timeline:system:<account>" (without the namespace): the node receives it
+        next to the channels it routes (again after a reconnect; wait_synced()
+        covers it), keeps no presence key for it and queues its messages for
+        next_system(). Reference-counted: each call needs one unlisten_system().
+        Raises InvalidChannel for a channel outside "timeline:" or one the engine routes."""
+        c = _text_bytes(channel, "channel")
+        self._handle.check(lib.evr_redis_node_listen_system, c, len(c))
+
+    def unlisten_system(self, channel: Text) -> bool:
+        """Ends one listen_system() of the channel (the last one unsubscribes it);
+        False when it was not listened to."""
+        c = _text_bytes(channel, "channel")
+        return self._handle.check(lib.evr_redis_node_unlisten_system, c, len(c)) == OK
+
+    def next_system(self, timeout: float = 0) -> Optional[SystemMessage]:
+        """The next message of a listened system channel, or None when none came
+        within `timeout` seconds. Raises Closed once the node is stopped and every
+        message received before was handed out."""
+        out = _new("evr_system_message **")
+        status = self._handle.check(lib.evr_redis_node_next_system, _timeout_ms(timeout), out)
+        if status == CLOSED:
+            raise Closed("redis node is stopped")
+        if status != OK:
+            return None
+        msg = out[0]
+        try:
+            channel = _frame_bytes(lib.evr_system_message_channel, msg)
+            payload = _frame_bytes(lib.evr_system_message_payload, msg)
+        finally:
+            lib.evr_system_message_free(msg)
+        assert channel is not None and payload is not None
+        return SystemMessage(channel.decode("utf-8"), payload)
 
     def stop(self) -> None:
         """Stops receiving and refreshing presence keys; stats() still works. Idempotent."""

@@ -113,3 +113,36 @@ def test_channels_mode_subscribes_only_local_channels(redis_port):
             assert publisher.publish_channel("timeline:hashtag:mine", delete).receivers == 1
             frame = sub.next(5.0)
             assert frame is not None and frame.payload == "7"
+
+
+def redis_publish(port, channel, message):
+    """PUBLISH over RESP; returns the number of receivers."""
+    args = [b"PUBLISH", channel.encode(), message]
+    cmd = b"*3\r\n" + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+        conn.sendall(cmd)
+        reply = conn.recv(64)
+    assert reply.startswith(b":"), reply
+    return int(reply[1:].split(b"\r\n")[0])
+
+
+def test_system_channels_reach_the_host_without_presence_keys(redis_port):
+    url = f"redis://127.0.0.1:{redis_port}/"
+    with evroute.Engine(redis_namespace="ns") as engine, engine.subscriber(account="7") as sub:
+        sub.subscribe(stream="user")
+        with engine.attach_redis(url, subscribe="channels", poll_interval_ms=20) as node:
+            with pytest.raises(evroute.InvalidChannel):
+                node.listen_system("timeline:public")
+            node.listen_system("timeline:system:7")
+            assert node.wait_synced(5.0)
+            assert node.next_system(0.01) is None
+            assert redis_publish(redis_port, "ns:timeline:system:7", b'{"event":"filters_changed"}') == 1
+            assert node.next_system(5.0) == evroute.SystemMessage("timeline:system:7", b'{"event":"filters_changed"}')
+            assert sub.next(0) is None, "system messages are not routed"
+            stats = node.stats()
+            assert (stats.system_received, stats.system_dropped, stats.presence_keys) == (1, 0, 2)
+            assert node.unlisten_system("timeline:system:7")
+            assert not node.unlisten_system("timeline:system:7")
+            node.stop()
+            with pytest.raises(evroute.Closed):
+                node.next_system(1.0)

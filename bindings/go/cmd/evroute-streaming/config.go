@@ -7,12 +7,15 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/evroute/evroute/bindings/go/streaming"
 )
 
 // config is Mastodon's streaming environment (SERVER.md §1) plus EVROUTE_*.
 type config struct {
-	socket, bind string
-	port         int
+	socket, bind   string
+	port           int
+	trustedProxies *streaming.TrustedProxies // TRUSTED_PROXY_IP
 
 	databaseURL string // a pgx connection string
 	dbPool      int
@@ -101,6 +104,9 @@ func loadConfig() (*config, error) {
 	}
 	c.logLevel = envOr("LOG_LEVEL", "info")
 	c.bind = strings.TrimSuffix(strings.TrimPrefix(envOr("BIND", "127.0.0.1"), "["), "]")
+	if c.trustedProxies, err = streaming.ParseTrustedProxies(os.Getenv("TRUSTED_PROXY_IP")); err != nil {
+		return nil, err
+	}
 	if c.databaseURL, err = databaseURL(); err != nil {
 		return nil, err
 	}

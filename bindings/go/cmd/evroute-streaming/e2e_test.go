@@ -250,6 +250,64 @@ func (s *sseStream) waitEnd(t *testing.T) {
 	}
 }
 
+// mastodonMetrics are the metrics of Mastodon's streaming/metrics.js (with
+// prom-client's process defaults that are not Node-specific) and their types.
+var mastodonMetrics = map[string]string{
+	"connected_clients": "gauge", "connected_channels": "gauge", "redis_subscriptions": "gauge",
+	"redis_messages_received_total": "counter", "messages_sent_total": "counter",
+	"pg_pool_total_connections": "gauge", "pg_pool_idle_connections": "gauge", "pg_pool_waiting_queries": "gauge",
+	"process_cpu_user_seconds_total": "counter", "process_cpu_system_seconds_total": "counter",
+	"process_cpu_seconds_total": "counter", "process_start_time_seconds": "gauge",
+	"process_resident_memory_bytes": "gauge", "process_virtual_memory_bytes": "gauge", "process_heap_bytes": "gauge",
+	"process_open_fds": "gauge", "process_max_fds": "gauge",
+}
+
+var metricType = regexp.MustCompile(`(?m)^# TYPE (\S+) (\S+)$`)
+
+// checkMetrics checks /metrics: every Mastodon metric with its type, the
+// primed label sets Mastodon has, and evroute's own.
+func checkMetrics(t *testing.T, text string) {
+	t.Helper()
+	types := map[string]string{}
+	for _, m := range metricType.FindAllStringSubmatch(text, -1) {
+		types[m[1]] = m[2]
+	}
+	for name, typ := range mastodonMetrics {
+		if types[name] != typ {
+			t.Errorf("metric %s: type %q, want %q", name, types[name], typ)
+		}
+	}
+	for _, kind := range []string{"eventsource", "websocket"} {
+		want := []string{`connected_clients{type="` + kind + `"}`, `messages_sent_total{type="` + kind + `"}`}
+		for _, ch := range []string{"system", "user", "user:notification", "list", "direct", "public", "public:media",
+			"public:local", "public:local:media", "public:remote", "public:remote:media", "hashtag", "hashtag:local"} {
+			want = append(want, `connected_channels{channel="`+ch+`",type="`+kind+`"}`)
+		}
+		for _, series := range want {
+			if !strings.Contains(text, "\n"+series+" ") {
+				t.Errorf("metrics lack %s", series)
+			}
+		}
+	}
+	for _, name := range []string{"evroute_frames_dropped_total", "evroute_queue_depth", "evroute_viewer_state_reloads_total",
+		"evroute_redis_reconnects_total", "evroute_redis_presence_keys", "pg_pool_empty_acquire_total"} {
+		if types[name] == "" {
+			t.Errorf("metrics lack %s", name)
+		}
+	}
+	for _, line := range []string{"pg_pool_total_connections ", "process_heap_bytes "} {
+		i := strings.Index(text, "\n"+line)
+		if i < 0 {
+			t.Errorf("no sample %s", line)
+			continue
+		}
+		v, err := strconv.ParseFloat(strings.Fields(text[i+1+len(line):])[0], 64)
+		if err != nil || v <= 0 {
+			t.Errorf("%s= %v %v, want > 0", line, v, err)
+		}
+	}
+}
+
 func TestEndToEnd(t *testing.T) {
 	bin, dsn := os.Getenv("EVS_E2E_BIN"), os.Getenv("EVS_E2E_DATABASE_URL")
 	if bin == "" || dsn == "" {
@@ -285,13 +343,18 @@ func TestEndToEnd(t *testing.T) {
 		if string(b) != "OK" || resp.Header.Get("Content-Type") != "text/plain" || resp.Header.Get("Access-Control-Allow-Origin") != "*" {
 			t.Fatalf("health: %q %v", b, resp.Header)
 		}
+		// An authenticated request: the pool keeps its connection.
+		e.sse(base, "/api/v1/streaming/public", "benchtok3").body.Close()
 		_, metrics := get(base + "/metrics")
-		for _, name := range []string{"connected_clients{type=\"eventsource\"}", "connected_channels{channel=\"public\",type=\"websocket\"}",
-			"redis_subscriptions", "redis_messages_received_total", "messages_sent_total", "pg_pool_total_connections",
-			"evroute_frames_dropped_total", "evroute_queue_depth", "evroute_viewer_state_reloads_total"} {
-			if !strings.Contains(metrics, name) {
-				t.Errorf("metrics lack %s", name)
-			}
+		checkMetrics(t, metrics)
+	})
+
+	t.Run("bad TRUSTED_PROXY_IP", func(t *testing.T) {
+		cmd := exec.Command(bin)
+		cmd.Env = append(append(os.Environ(), e.env...), "TRUSTED_PROXY_IP=10.0.0.1, localhost", "PORT="+strconv.Itoa(freePort(t)))
+		out, err := cmd.CombinedOutput()
+		if err == nil || !strings.Contains(string(out), `Invalid TRUSTED_PROXY_IP environment variable: "localhost"`) {
+			t.Fatalf("%v: %s", err, out)
 		}
 	})
 
@@ -767,6 +830,15 @@ func TestEndToEnd(t *testing.T) {
 			n, err := e.rdb.PubSubNumSub(ctx, "timeline:access_token:7").Result()
 			return err == nil && n["timeline:access_token:7"] == 1
 		})
+		// System channels get no presence key; the stream's channel does.
+		waitFor(t, "presence key of timeline:public", 5*time.Second, func() bool {
+			return e.rdb.Exists(ctx, "subscribed:timeline:public").Val() == 1
+		})
+		for _, key := range []string{"subscribed:timeline:access_token:7", "subscribed:timeline:system:1000007"} {
+			if n := e.rdb.Exists(ctx, key).Val(); n != 0 {
+				t.Errorf("presence key %s exists for a system channel", key)
+			}
+		}
 		e.publish("timeline:access_token:7", map[string]any{"event": "kill"})
 		st.waitEnd(t)
 		if _, _, err := ws.Read(ctx); websocket.CloseStatus(err) == -1 {
@@ -785,6 +857,14 @@ func TestEndToEnd(t *testing.T) {
 		if got := st.next(t); got != "event: delete\ndata: 8080\n" {
 			t.Fatalf("after restart: %q", got)
 		}
+		// The system channels are subscribed again too: kill still works.
+		ctx := context.Background()
+		waitFor(t, "system channels subscribed again", 5*time.Second, func() bool {
+			n, err := e.rdb.PubSubNumSub(ctx, "timeline:access_token:8", "timeline:system:1000008").Result()
+			return err == nil && n["timeline:access_token:8"] == 1 && n["timeline:system:1000008"] == 1
+		})
+		e.publish("timeline:system:1000008", map[string]any{"event": "kill"})
+		st.waitEnd(t)
 	})
 
 	t.Run("sigterm", func(t *testing.T) {

@@ -27,7 +27,6 @@ import (
 	"github.com/joho/godotenv"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/redis/go-redis/v9"
 )
 
 func usage(fs *flag.FlagSet) func() {
@@ -36,7 +35,7 @@ func usage(fs *flag.FlagSet) func() {
 		fmt.Fprint(out, `Usage: evroute-streaming [--env-file FILE] [serve | install-triggers | loadgen -h]
 
 A drop-in replacement for Mastodon's streaming server. It reads Mastodon's
-environment: SOCKET or BIND/PORT; DATABASE_URL or DB_USER, DB_PASS, DB_NAME,
+environment: SOCKET or BIND/PORT; TRUSTED_PROXY_IP; DATABASE_URL or DB_USER, DB_PASS, DB_NAME,
 DB_HOST, DB_PORT, DB_SSLMODE, DB_POOL; REDIS_URL or REDIS_HOST, REDIS_PORT,
 REDIS_DB, REDIS_USERNAME, REDIS_PASSWORD; REDIS_NAMESPACE.
 
@@ -174,11 +173,12 @@ func serve() error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
-	pool, err := openPool(ctx, cfg)
+	pgxPool, err := openPool(ctx, cfg)
 	if err != nil {
 		return err
 	}
-	defer pool.Close()
+	defer pgxPool.Close()
+	pool := &pgPool{Pool: pgxPool}
 
 	ecfg := evroute.Config{QueueCapacity: cfg.queueCapacity, Overflow: cfg.overflow, RedisNamespace: cfg.redisNamespace}
 	if cfg.historyEvents > 0 {
@@ -201,28 +201,21 @@ func serve() error {
 		return fmt.Errorf("redis: %w", err)
 	}
 	defer node.Close()
-	ropts, err := redis.ParseURL(cfg.redisURL)
-	if err != nil {
-		return fmt.Errorf("redis: %w", err)
-	}
-	rdb := redis.NewClient(ropts)
-	defer rdb.Close()
-	bus := newSystemBus(rdb, cfg.redisNamespace, log)
+	bus := &systemBus{node: node, log: log}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	var h *streaming.Handler
-	registerIngestMetrics(reg, node, bus, pool, func() int { return len(h.SystemChannels()) })
+	registerHostMetrics(reg, node, pool)
 
 	store := &pgStore{pool: pool}
-	h, err = streaming.New(streaming.Options{
+	h, err := streaming.New(streaming.Options{
 		Engine: eng, Tokens: store, Viewers: store, System: bus,
 		Ready: func() bool {
 			ok, _ := node.WaitSubscribed(0)
 			return ok
 		},
 		Synced:     func() { _, _ = node.WaitSynced(time.Second) },
-		Registerer: reg, Gatherer: reg, Logger: log,
+		Registerer: reg, Gatherer: reg, Logger: log, TrustedProxies: cfg.trustedProxies,
 		RefreshInterval: cfg.refresh, BatchBytes: cfg.batchBytes, EventIDs: cfg.historyEvents > 0,
 	})
 	if err != nil {
@@ -253,41 +246,4 @@ func serve() error {
 		log.Warn("some streams did not end in time", "err", err)
 	}
 	return nil
-}
-
-// registerIngestMetrics exposes Mastodon's Redis and Postgres pool metrics.
-// systemChannels counts the system channels subscribed next to the node's.
-func registerIngestMetrics(reg prometheus.Registerer, node *evroute.RedisNode, bus *systemBus, pool *pgxpool.Pool, systemChannels func() int) {
-	nodeStat := func(pick func(evroute.RedisNodeStats) uint64) func() float64 {
-		return func() float64 {
-			st, err := node.Stats()
-			if err != nil {
-				return 0
-			}
-			return float64(pick(st))
-		}
-	}
-	poolStat := func(pick func(*pgxpool.Stat) int32) func() float64 {
-		return func() float64 { return float64(pick(pool.Stat())) }
-	}
-	reg.MustRegister(
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "redis_messages_received_total", Help: "The total number of messages the streaming server has received from redis subscriptions"},
-			func() float64 {
-				return nodeStat(func(s evroute.RedisNodeStats) uint64 { return s.Received + s.Rejected + s.Ignored })() + float64(bus.received.Load())
-			}),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "redis_subscriptions", Help: "The number of Redis channels the streaming server is subscribed to"},
-			func() float64 {
-				return nodeStat(func(s evroute.RedisNodeStats) uint64 { return s.Subscriptions })() + float64(systemChannels())
-			}),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "evroute_redis_reconnects_total", Help: "Redis connections re-established by the ingest node"},
-			nodeStat(func(s evroute.RedisNodeStats) uint64 { return s.Reconnects })),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "evroute_redis_presence_keys", Help: "Presence keys (subscribed:<channel>) kept alive"},
-			nodeStat(func(s evroute.RedisNodeStats) uint64 { return s.PresenceKeys })),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pg_pool_total_connections", Help: "The total number of clients existing within the pool"},
-			poolStat(func(s *pgxpool.Stat) int32 { return s.TotalConns() })),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pg_pool_idle_connections", Help: "The number of clients which are not checked out but are currently idle in the pool"},
-			poolStat(func(s *pgxpool.Stat) int32 { return s.IdleConns() })),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "pg_pool_empty_acquire_total", Help: "Queries that waited for a connection because all were checked out"},
-			func() float64 { return float64(pool.Stat().EmptyAcquireCount()) }),
-	)
 }

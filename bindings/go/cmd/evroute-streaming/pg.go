@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/evroute/evroute/bindings/go/streaming"
@@ -15,7 +16,20 @@ import (
 
 // pgStore is TokenStore and ViewerStore over Mastodon's schema.
 type pgStore struct {
-	pool *pgxpool.Pool
+	pool *pgPool
+}
+
+// pgPool counts the queries waiting for a connection, Mastodon's
+// pg_pool_waiting_queries (pgxpool keeps no such count).
+type pgPool struct {
+	*pgxpool.Pool
+	waiting atomic.Int64
+}
+
+func (p *pgPool) acquire(ctx context.Context) (*pgxpool.Conn, error) {
+	p.waiting.Add(1)
+	defer p.waiting.Add(-1)
+	return p.Pool.Acquire(ctx)
 }
 
 // tokenQuery is Mastodon's token lookup: not revoked, user not disabled,
@@ -29,9 +43,14 @@ WHERE t.token = $1 AND t.revoked_at IS NULL AND NOT u.disabled AND a.suspended_a
 LIMIT 1`
 
 func (s *pgStore) Authenticate(ctx context.Context, token string) (*streaming.Identity, error) {
+	conn, err := s.pool.acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Release()
 	var tokenID, accountID, perms int64
 	var scopes string
-	err := s.pool.QueryRow(ctx, tokenQuery, token).Scan(&tokenID, &accountID, &scopes, &perms)
+	err = conn.QueryRow(ctx, tokenQuery, token).Scan(&tokenID, &accountID, &scopes, &perms)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, streaming.ErrInvalidToken
 	}
@@ -47,8 +66,13 @@ func (s *pgStore) Authenticate(ctx context.Context, token string) (*streaming.Id
 }
 
 func (s *pgStore) ListOwned(ctx context.Context, accountID, listID string) (bool, error) {
+	conn, err := s.pool.acquire(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer conn.Release()
 	var one int
-	err := s.pool.QueryRow(ctx, `SELECT 1 FROM lists WHERE id = $1 AND account_id = $2 LIMIT 1`, listID, accountID).Scan(&one)
+	err = conn.QueryRow(ctx, `SELECT 1 FROM lists WHERE id = $1 AND account_id = $2 LIMIT 1`, listID, accountID).Scan(&one)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return false, nil
 	}
@@ -89,7 +113,12 @@ func (s *pgStore) LoadViewers(ctx context.Context, accountIDs []string) (map[str
 		batch.Queue(q.sql, ids)
 	}
 	batch.Queue(filtersQuery, ids)
-	br := s.pool.SendBatch(ctx, batch)
+	conn, err := s.pool.acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Release()
+	br := conn.SendBatch(ctx, batch)
 	defer br.Close()
 	for _, q := range viewerQueries {
 		rows, err := br.Query()
@@ -172,7 +201,12 @@ func scanFilters(br pgx.BatchResults, out map[string]*streaming.Viewer) error {
 // the settings table disables a side).
 func (s *pgStore) FeedAccess(ctx context.Context) (streaming.FeedAccess, error) {
 	var fa streaming.FeedAccess
-	rows, err := s.pool.Query(ctx, `SELECT var, COALESCE(value, '') FROM settings WHERE var IN
+	conn, err := s.pool.acquire(ctx)
+	if err != nil {
+		return fa, err
+	}
+	defer conn.Release()
+	rows, err := conn.Query(ctx, `SELECT var, COALESCE(value, '') FROM settings WHERE var IN
 		('local_live_feed_access', 'remote_live_feed_access', 'local_topic_feed_access', 'remote_topic_feed_access')`)
 	if err != nil {
 		return fa, err
@@ -230,7 +264,7 @@ func installTriggers(ctx context.Context, pool *pgxpool.Pool) error {
 
 // listen reloads an account's viewer state whenever a trigger notifies it,
 // until ctx ends; it reconnects after a failure.
-func listen(ctx context.Context, pool *pgxpool.Pool, h *streaming.Handler, log *slog.Logger) {
+func listen(ctx context.Context, pool *pgPool, h *streaming.Handler, log *slog.Logger) {
 	last := ""
 	for ctx.Err() == nil {
 		err := listenOnce(ctx, pool, h)
@@ -250,8 +284,8 @@ func listen(ctx context.Context, pool *pgxpool.Pool, h *streaming.Handler, log *
 	}
 }
 
-func listenOnce(ctx context.Context, pool *pgxpool.Pool, h *streaming.Handler) error {
-	pc, err := pool.Acquire(ctx)
+func listenOnce(ctx context.Context, pool *pgPool, h *streaming.Handler) error {
+	pc, err := pool.acquire(ctx)
 	if err != nil {
 		return err
 	}
