@@ -2,14 +2,22 @@
 # The streaming-server benchmark of BENCHMARKS.md, in one sitting: evroute-streaming
 # (Postgres with tests/mastodon-db's seed for 10k users, Redis) against the floor
 # (floor.c: SUBSCRIBE + write every message to every connection), both driven by
-# `evroute-streaming loadgen`. Prints the loadgen reports; takes a few minutes.
+# `evroute-streaming loadgen`. Each run gets a freshly started server, so RSS and
+# CPU are its own; the floor and evroute-streaming alternate, REPEAT times.
 #
-#   bash scripts/bench-streaming/run.sh            # EVENTS=300 by default
+#   bash scripts/bench-streaming/run.sh                       # every case, twice
+#   CASES="public ws" REPEAT=3 EVENTS=300 bash scripts/bench-streaming/run.sh
+#
+# Cases: public (1,000 and 5,000 SSE clients), ws (1,000 WebSocket clients),
+# latency (1,000 SSE and WebSocket clients paced at 100 events/s), user (100 and
+# 1,000 clients, history on and off), home (1,000 clients, each event to one).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/need.sh
 need redis-server:redis-server cc:gcc,libc6-dev
 events=${EVENTS:-300}
+repeat=${REPEAT:-2}
+cases=${CASES:-public ws latency user home}
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 cargo build --release --all-features --lib   # the features the test parts build with
@@ -33,32 +41,78 @@ pids+=($!)
 (cd bindings/go && go build -o "$scratch/evroute-streaming" ./cmd/evroute-streaming)
 cc -O2 -Wall -Wextra -Werror -o "$scratch/floor" scripts/bench-streaming/floor.c
 sleep 0.5
+echo "load average: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) cores"
 
-evsport=$(port)
-DATABASE_URL="postgres://postgres@127.0.0.1:$pgport/mastodon" REDIS_URL="redis://127.0.0.1:$redisport" \
-    PORT=$evsport LOG_LEVEL=warn "$scratch/evroute-streaming" >"$scratch/evs.log" 2>&1 &
-evs=$!
-pids+=($evs)
-floorport=$(port)
-"$scratch/floor" "$floorport" "$redisport" timeline:public >"$scratch/floor.log" 2>&1 &
-floor=$!
-pids+=($floor)
-sleep 1
+srvport=$(port)
+srv=0
+# start_server floor | evs [VAR=value...]: a fresh server on $srvport.
+start_server() {
+    local kind=$1
+    shift
+    if [ "$kind" = floor ]; then
+        "$scratch/floor" "$srvport" "$redisport" timeline:public >"$scratch/floor.log" 2>&1 &
+    else
+        env DATABASE_URL="postgres://postgres@127.0.0.1:$pgport/mastodon" REDIS_URL="redis://127.0.0.1:$redisport" \
+            PORT=$srvport LOG_LEVEL=warn "$@" "$scratch/evroute-streaming" >>"$scratch/evs.log" 2>&1 &
+    fi
+    srv=$!
+    pids+=($srv)
+    for _ in $(seq 100); do
+        if [ "$kind" = floor ]; then
+            python3 -c "import socket; socket.create_connection(('127.0.0.1',$srvport)).close()" 2>/dev/null && break
+        else
+            curl -sf "http://127.0.0.1:$srvport/api/v1/streaming/ready" >/dev/null 2>&1 && break
+        fi
+        sleep 0.1
+    done
+}
+stop_server() {
+    kill "$srv"
+    wait "$srv" 2>/dev/null || true
+}
+# run TITLE SERVER [VAR=value...] -- LOADGEN-FLAGS...
+run() {
+    local title=$1 kind=$2 envs=()
+    shift 2
+    while [ "$1" != -- ]; do envs+=("$1"); shift; done
+    shift
+    echo "=== $title: $kind ${envs[*]:-} (load $(cut -d' ' -f1 /proc/loadavg))"
+    start_server "$kind" "${envs[@]}"
+    "$scratch/evroute-streaming" loadgen -url "http://127.0.0.1:$srvport" -server-pid "$srv" \
+        -redis "redis://127.0.0.1:$redisport/0" -settle 10s "$@"
+    stop_server
+}
 
-loadgen() { "$scratch/evroute-streaming" loadgen -redis "redis://127.0.0.1:$redisport/0" -settle 10s "$@"; }
-for n in 1000 5000; do
-    echo "=== public, $n SSE clients, $events events: evroute-streaming (viewer state on)"
-    loadgen -url "http://127.0.0.1:$evsport" -server-pid "$evs" -stream public -clients "$n" -events "$events"
-    echo "=== public, $n SSE clients, $events events: floor"
-    loadgen -url "http://127.0.0.1:$floorport" -server-pid "$floor" -stream public -clients "$n" -events "$events"
+for r in $(seq "$repeat"); do
+    for c in $cases; do
+        case $c in
+        public)
+            for n in 1000 5000; do
+                run "public, $n SSE clients, $events events" floor -- -stream public -clients "$n" -events "$events"
+                run "public, $n SSE clients, $events events" evs -- -stream public -clients "$n" -events "$events"
+            done ;;
+        ws)
+            run "public, 1000 WebSocket clients, $events events" evs -- -stream public -transport ws -clients 1000 -events "$events"
+            run "public, 1000 SSE clients, $events events" evs -- -stream public -clients 1000 -events "$events" ;;
+        latency)
+            for t in sse ws; do
+                [ "$t" = sse ] && run "public, 1000 $t clients, 100 events/s (latency)" floor -- -stream public -clients 1000 -events 500 -rate 100
+                run "public, 1000 $t clients, 100 events/s (latency)" evs -- -stream public -transport "$t" -clients 1000 -events 500 -rate 100
+            done ;;
+        user)
+            for n in 100 1000; do
+                for h in 256 0; do
+                    run "user, $n SSE clients, each event to every client's timeline:<account>, history $h" evs EVROUTE_HISTORY_EVENTS=$h -- \
+                        -stream user -clients "$n" -events $((events * 100 / n))
+                done
+            done ;;
+        home)
+            for h in 256 0; do
+                run "home feed, 1000 SSE clients, each event to one client's timeline:<account>, history $h" evs EVROUTE_HISTORY_EVENTS=$h -- \
+                    -stream home -clients 1000 -events 20000
+            done ;;
+        *) echo "unknown case $c" >&2; exit 2 ;;
+        esac
+    done
 done
-echo "=== public, 1000 SSE clients, paced at 100 events/s (latency): evroute-streaming"
-loadgen -url "http://127.0.0.1:$evsport" -server-pid "$evs" -stream public -clients 1000 -events 300 -rate 100
-echo "=== public, 1000 WebSocket clients, $events events: evroute-streaming"
-loadgen -url "http://127.0.0.1:$evsport" -server-pid "$evs" -stream public -transport ws -clients 1000 -events "$events"
-for n in 100 1000; do
-    echo "=== user, $n SSE clients, each event to every client's timeline:<account>: evroute-streaming"
-    loadgen -url "http://127.0.0.1:$evsport" -server-pid "$evs" -stream user -clients "$n" -events $((events * 100 / n))
-done
-echo "=== home feed, 1000 SSE clients, each event to one client's timeline:<account>: evroute-streaming"
-loadgen -url "http://127.0.0.1:$evsport" -server-pid "$evs" -stream home -clients 1000 -events 20000
+echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -1,12 +1,18 @@
 package streaming
 
 import (
+	"bytes"
+	"encoding/binary"
 	"errors"
+	"net"
+	"net/http"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	evroute "github.com/evroute/evroute/bindings/go"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Why a connection ends (besides its client going away).
@@ -150,4 +156,217 @@ func (c *conn) drain(b *evroute.Batch, ws bool) (int, error) {
 		return 0, errSubscriberClosed
 	}
 	return n, err
+}
+
+// wire is a hijacked connection the pump writes to directly: a batch goes
+// out in one writev (SSE: one HTTP chunk; WebSocket: a frame header and a
+// text message per frame), without net/http's or the WebSocket module's
+// per-connection buffers. Writes are serialized and each gets the write
+// timeout, so the WebSocket module's control frames (ping, pong, close),
+// which it writes in one Write each, can share the connection.
+type wire struct {
+	net.Conn                     // nil: not hijacked, resp writes (HTTP/2)
+	resp     http.ResponseWriter // the fallback
+	timeout  time.Duration
+	chunked  bool // SSE over HTTP/1.1: every write is one chunk
+	mu       sync.Mutex
+}
+
+// Write is the WebSocket module's path (control frames).
+func (w *wire) Write(p []byte) (int, error) {
+	if err := w.writev(net.Buffers{p}); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+func (w *wire) writev(bufs net.Buffers) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.Conn == nil {
+		rc := http.NewResponseController(w.resp)
+		_ = rc.SetWriteDeadline(time.Now().Add(w.timeout))
+		for _, b := range bufs {
+			if _, err := w.resp.Write(b); err != nil {
+				return err
+			}
+		}
+		return rc.Flush()
+	}
+	_ = w.Conn.SetWriteDeadline(time.Now().Add(w.timeout))
+	_, err := bufs.WriteTo(w.Conn) // one writev on a TCP or UNIX socket
+	return err
+}
+
+var crlf = []byte("\r\n")
+
+// sse writes SSE bytes, as one chunk when the response is chunked; o, when
+// not nil, lends its scratch space.
+func (w *wire) sse(b []byte, o *outBatch) error {
+	if o == nil {
+		o = &outBatch{}
+	}
+	if !w.chunked {
+		return w.writev(append(o.iov[:0], b))
+	}
+	o.hdr = append(strconv.AppendInt(o.hdr[:0], int64(len(b)), 16), '\r', '\n')
+	return w.writev(append(o.iov[:0], o.hdr, b, crlf))
+}
+
+// sseWire takes over an SSE response: it writes the head itself (chunked
+// on HTTP/1.1) and calls gone when the client goes away. A response that
+// cannot be hijacked (HTTP/2) is written through net/http instead.
+func (h *Handler) sseWire(w http.ResponseWriter, r *http.Request, gone func()) *wire {
+	nc, _, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		w.WriteHeader(http.StatusOK)
+		return &wire{resp: w, timeout: h.opts.WriteTimeout}
+	}
+	wr := &wire{Conn: nc, timeout: h.opts.WriteTimeout, chunked: r.ProtoAtLeast(1, 1)}
+	head := bytes.NewBufferString("HTTP/1.1 200 OK\r\n")
+	_ = w.Header().Write(head)
+	head.WriteString("Date: " + time.Now().UTC().Format(http.TimeFormat) + "\r\n")
+	if wr.chunked {
+		head.WriteString("Transfer-Encoding: chunked\r\n\r\n")
+	} else {
+		head.WriteString("Connection: close\r\n\r\n")
+	}
+	_ = wr.writev(net.Buffers{head.Bytes()}) // a failure shows at the next write
+	// An SSE client sends nothing more; a read ends when it goes away.
+	go func() {
+		var b [64]byte
+		for {
+			if _, err := nc.Read(b[:]); err != nil {
+				gone()
+				return
+			}
+		}
+	}()
+	return wr
+}
+
+// close ends an SSE response: cleanly (the terminating chunk) when the
+// server ended it, then the connection.
+func (w *wire) close(reason int32) {
+	if w.Conn == nil {
+		return
+	}
+	if w.chunked && (reason == stopKill || reason == stopShutdown) {
+		_, _ = w.Write([]byte("0\r\n\r\n"))
+	}
+	_ = w.Conn.Close()
+}
+
+// appendWSHeader appends the header of an unmasked final text frame of n
+// bytes (RFC 6455 §5.2), as a server sends it.
+func appendWSHeader(dst []byte, n int) []byte {
+	switch {
+	case n < 126:
+		return append(dst, 0x81, byte(n))
+	case n < 1<<16:
+		return append(dst, 0x81, 126, byte(n>>8), byte(n))
+	default:
+		return binary.BigEndian.AppendUint64(append(dst, 0x81, 127), uint64(n))
+	}
+}
+
+// ws writes every frame of the batch as its own text message, in one writev.
+func (w *wire) ws(o *outBatch) error {
+	n := o.Len()
+	o.hdr = o.hdr[:0]
+	for i := 0; i < n; i++ {
+		o.hdr = appendWSHeader(o.hdr, len(o.Frame(i)))
+	}
+	iov, at := o.iov[:0], 0
+	for i := 0; i < n; i++ {
+		f := o.Frame(i)
+		size := 2
+		if len(f) >= 1<<16 {
+			size = 10
+		} else if len(f) >= 126 {
+			size = 4
+		}
+		iov = append(iov, o.hdr[at:at+size], f)
+		at += size
+	}
+	o.iov = iov
+	return w.writev(iov)
+}
+
+// text writes one text message (errors and the gap event on a WebSocket).
+func (w *wire) text(p []byte) error {
+	return w.writev(net.Buffers{appendWSHeader(nil, len(p)), p})
+}
+
+// outBatch is a drain buffer and the scratch space to write it, shared
+// through a pool: a connection holds one only while it drains and writes,
+// so idle connections cost no buffer.
+type outBatch struct {
+	*evroute.Batch
+	hdr []byte      // chunk or frame headers
+	iov net.Buffers // what one writev sends
+}
+
+func (h *Handler) getBatch() *outBatch {
+	if o, ok := h.batches.Get().(*outBatch); ok {
+		return o
+	}
+	return &outBatch{Batch: evroute.NewBatch(h.opts.BatchBytes, 0)}
+}
+
+// pump is a connection's loop: drain the waiting frames, write them, wait on
+// the readiness fd; tick runs when nothing came for an interval.
+func (h *Handler) pump(c *conn, w *wire, ws bool, interval time.Duration, tick func() bool) {
+	sent := h.metrics.sent.WithLabelValues(c.kind)
+	next := time.Now().Add(interval)
+	for c.reason.Load() == stopNone {
+		if !h.flush(c, w, ws, sent) {
+			return
+		}
+		if c.wait(next) {
+			continue
+		}
+		if c.reason.Load() != stopNone {
+			return
+		}
+		if !time.Now().Before(next) {
+			if !tick() {
+				c.stop(stopGone)
+				return
+			}
+			next = time.Now().Add(interval)
+		}
+	}
+}
+
+// flush writes every waiting frame, a batch per write; false when the
+// connection must end.
+func (h *Handler) flush(c *conn, w *wire, ws bool, sent prometheus.Counter) bool {
+	o := h.getBatch()
+	defer h.batches.Put(o)
+	for c.reason.Load() == stopNone {
+		n, err := c.drain(o.Batch, ws)
+		if err != nil {
+			if !errors.Is(err, errSubscriberClosed) {
+				h.log.Error("drain failed", "err", err)
+			}
+			return false
+		}
+		if n == 0 {
+			return true
+		}
+		h.read.Add(uint64(n))
+		if ws {
+			err = w.ws(o)
+		} else {
+			err = w.sse(o.Buf, o)
+		}
+		if err != nil {
+			c.stop(stopGone)
+			return false
+		}
+		sent.Add(float64(n))
+		h.metrics.batchBytes.Observe(float64(len(o.Buf)))
+	}
+	return false
 }

@@ -348,15 +348,13 @@ func (h *Handler) serveSSE(w http.ResponseWriter, r *http.Request) {
 	hdr := w.Header()
 	hdr.Set("Content-Type", "text/event-stream")
 	hdr.Set("Cache-Control", "private, no-store")
-	w.WriteHeader(http.StatusOK)
-	rc := http.NewResponseController(w)
-	write := func(b []byte) bool {
-		_ = rc.SetWriteDeadline(time.Now().Add(h.opts.WriteTimeout))
-		if _, err := w.Write(b); err != nil {
-			return false
-		}
-		return rc.Flush() == nil
+	if r.Method == http.MethodHead {
+		w.WriteHeader(http.StatusOK)
+		return
 	}
+	wr := h.sseWire(w, r, func() { c.stop(stopGone) })
+	defer func() { wr.close(c.reason.Load()) }()
+	write := func(b []byte) bool { return wr.sse(b, nil) == nil }
 	if h.opts.Synced != nil {
 		h.opts.Synced()
 	}
@@ -371,75 +369,7 @@ func (h *Handler) serveSSE(w http.ResponseWriter, r *http.Request) {
 	if gap && !write([]byte("event: evroute.gap\ndata: "+sseData(lastID)+"\n\n")) {
 		return
 	}
-	h.pump(c, false, write, h.opts.Heartbeat, func() bool { return write([]byte(":thump\n\n")) })
-}
-
-// batches are the drain buffers, shared: a connection holds one only while
-// it drains and writes, so idle connections cost no buffer.
-func (h *Handler) getBatch() *evroute.Batch {
-	if b, ok := h.batches.Get().(*evroute.Batch); ok {
-		return b
-	}
-	return evroute.NewBatch(h.opts.BatchBytes, 0)
-}
-
-// pump is a connection's loop: drain the waiting frames, write them, wait on
-// the readiness fd; tick runs when nothing came for an interval.
-func (h *Handler) pump(c *conn, ws bool, write func([]byte) bool, interval time.Duration, tick func() bool) {
-	sent := h.metrics.sent.WithLabelValues(c.kind)
-	next := time.Now().Add(interval)
-	for c.reason.Load() == stopNone {
-		if !h.flush(c, ws, write, sent) {
-			return
-		}
-		if c.wait(next) {
-			continue
-		}
-		if c.reason.Load() != stopNone {
-			return
-		}
-		if !time.Now().Before(next) {
-			if !tick() {
-				c.stop(stopGone)
-				return
-			}
-			next = time.Now().Add(interval)
-		}
-	}
-}
-
-// flush writes every waiting frame, a batch per write (SSE) or a message per
-// frame (WebSocket); false when the connection must end.
-func (h *Handler) flush(c *conn, ws bool, write func([]byte) bool, sent prometheus.Counter) bool {
-	b := h.getBatch()
-	defer h.batches.Put(b)
-	for c.reason.Load() == stopNone {
-		n, err := c.drain(b, ws)
-		if err != nil {
-			if !errors.Is(err, errSubscriberClosed) {
-				h.log.Error("drain failed", "err", err)
-			}
-			return false
-		}
-		if n == 0 {
-			return true
-		}
-		h.read.Add(uint64(n))
-		if ws {
-			for i := 0; i < n; i++ {
-				if !write(b.Frame(i)) {
-					c.stop(stopGone)
-					return false
-				}
-			}
-		} else if !write(b.Buf) {
-			c.stop(stopGone)
-			return false
-		}
-		sent.Add(float64(n))
-		h.metrics.batchBytes.Observe(float64(len(b.Buf)))
-	}
-	return false
+	h.pump(c, wr, false, h.opts.Heartbeat, func() bool { return write([]byte(":thump\n\n")) })
 }
 
 // resume replays what a reconnecting client missed since lastID (SERVER.md

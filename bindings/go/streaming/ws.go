@@ -1,10 +1,12 @@
 package streaming
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"strconv"
 	"time"
@@ -74,10 +76,11 @@ func param(raw json.RawMessage) string {
 }
 
 type wsSession struct {
-	h   *Handler
-	c   *conn
-	ws  *websocket.Conn
-	ctx context.Context
+	h    *Handler
+	c    *conn
+	ws   *websocket.Conn // handshake, reads, ping, pong and close
+	wire *wire           // every text message
+	ctx  context.Context
 }
 
 func (s *wsSession) sendError(err error, withStatus bool) {
@@ -90,9 +93,7 @@ func (s *wsSession) sendError(err error, withStatus bool) {
 		msg["status"] = he.status
 	}
 	raw, _ := json.Marshal(msg)
-	ctx, cancel := context.WithTimeout(s.ctx, s.h.opts.WriteTimeout)
-	defer cancel()
-	_ = s.ws.Write(ctx, websocket.MessageText, raw)
+	_ = s.wire.text(raw)
 }
 
 // subscribe adds a subscription; with lastID it then resumes the
@@ -115,9 +116,7 @@ func (s *wsSession) subscribe(req streamRequest, lastID string) {
 			stream = append(stream, p)
 		}
 		raw, _ := json.Marshal(map[string]any{"stream": stream, "event": "evroute.gap", "payload": lastID})
-		ctx, cancel := context.WithTimeout(s.ctx, s.h.opts.WriteTimeout)
-		defer cancel()
-		_ = s.ws.Write(ctx, websocket.MessageText, raw)
+		_ = s.wire.text(raw)
 	}
 }
 
@@ -158,6 +157,27 @@ func (s *wsSession) readLoop() {
 	}
 }
 
+// hijackWire hands the WebSocket module a wire instead of the raw
+// connection, so that the pump can write batches of messages on it while the
+// module keeps the handshake, reads, ping, pong and close. The module's
+// writer is big enough for any control frame (at most 2+12+125 bytes), so
+// each frame it writes reaches the wire in one Write; it writes no data
+// messages (the wire does).
+type hijackWire struct {
+	http.ResponseWriter
+	timeout time.Duration
+	wire    *wire
+}
+
+func (hw *hijackWire) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	nc, brw, err := http.NewResponseController(hw.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	hw.wire = &wire{Conn: nc, timeout: hw.timeout}
+	return hw.wire, bufio.NewReadWriter(brw.Reader, bufio.NewWriterSize(hw.wire, 256)), nil
+}
+
 // serveWebSocket authenticates before the upgrade (a refusal is a raw HTTP
 // response), then runs the reader and the writer of one WebSocket.
 func (h *Handler) serveWebSocket(w http.ResponseWriter, r *http.Request, reqID string) {
@@ -182,7 +202,8 @@ func (h *Handler) serveWebSocket(w http.ResponseWriter, r *http.Request, reqID s
 	if token, fromProtocol := tokenFrom(r); fromProtocol {
 		opts.Subprotocols = []string{token}
 	}
-	ws, err := websocket.Accept(w, r, opts)
+	hw := &hijackWire{ResponseWriter: w, timeout: h.opts.WriteTimeout}
+	ws, err := websocket.Accept(hw, r, opts)
 	if err != nil {
 		return // Accept answered the client
 	}
@@ -195,7 +216,7 @@ func (h *Handler) serveWebSocket(w http.ResponseWriter, r *http.Request, reqID s
 	defer c.close()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	s := &wsSession{h: h, c: c, ws: ws, ctx: ctx}
+	s := &wsSession{h: h, c: c, ws: ws, wire: hw.wire, ctx: ctx}
 	// The initial subscription, and a resume, before the writer starts: a
 	// gap event comes before the replayed frames.
 	if q := r.URL.Query(); q.Get("stream") != "" {
@@ -203,11 +224,6 @@ func (h *Handler) serveWebSocket(w http.ResponseWriter, r *http.Request, reqID s
 	}
 	go s.readLoop()
 
-	write := func(b []byte) bool {
-		wctx, wcancel := context.WithTimeout(ctx, h.opts.WriteTimeout)
-		defer wcancel()
-		return ws.Write(wctx, websocket.MessageText, b) == nil
-	}
 	// A ping gets until the next one to be answered; a client that did not
 	// answer is closed.
 	ping := func() bool {
@@ -220,7 +236,7 @@ func (h *Handler) serveWebSocket(w http.ResponseWriter, r *http.Request, reqID s
 		}()
 		return true
 	}
-	h.pump(c, true, write, h.opts.PingInterval, ping)
+	h.pump(c, hw.wire, true, h.opts.PingInterval, ping)
 	switch c.reason.Load() {
 	case stopShutdown:
 		_ = ws.Close(websocket.StatusGoingAway, "")
