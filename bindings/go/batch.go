@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -153,6 +154,10 @@ func (s *Subscriber) closedError(ptr *C.evr_subscriber) error {
 type Waiter struct {
 	file *os.File
 	raw  syscall.RawConn
+	// deadline is the read deadline set last (UnixNano; 0: unknown), so
+	// that a loop waiting again with the same deadline does not reset
+	// Go's timer every time.
+	deadline atomic.Int64
 }
 
 // NewWaiter registers the subscriber's readiness fd with Go's poller.
@@ -184,8 +189,14 @@ var ErrWaitTimeout = errors.New("evroute: wait timed out")
 // (at once if they already do), ErrWaitTimeout when the deadline passes
 // first (a zero deadline waits without limit) or Wake is called.
 func (w *Waiter) Wait(deadline time.Time) error {
-	if err := w.file.SetReadDeadline(deadline); err != nil {
-		return err
+	// Noted before it is set and forgotten after Wake sets its own, so the
+	// note never names a deadline other than the one in force.
+	if d := deadline.UnixNano(); deadline.IsZero() || w.deadline.Load() != d {
+		w.deadline.Store(d)
+		if err := w.file.SetReadDeadline(deadline); err != nil {
+			w.deadline.Store(0)
+			return err
+		}
 	}
 	// Go's poller is edge-triggered; the fd is level-triggered. Asking the
 	// fd itself each time keeps frames left from an earlier, partial drain
@@ -202,7 +213,11 @@ func (w *Waiter) Wait(deadline time.Time) error {
 
 // Wake makes a Wait in progress return ErrWaitTimeout (a later Wait sets
 // its own deadline, so keep a stop flag and check it after each Wait).
-func (w *Waiter) Wake() error { return w.file.SetReadDeadline(time.Unix(1, 0)) }
+func (w *Waiter) Wake() error {
+	err := w.file.SetReadDeadline(time.Unix(1, 0))
+	w.deadline.Store(0)
+	return err
+}
 
 // Close takes the fd out of the poller and closes the duplicate.
 func (w *Waiter) Close() error { return w.file.Close() }

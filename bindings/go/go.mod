@@ -4,6 +4,7 @@ go 1.22
 
 require (
 	github.com/coder/websocket v1.8.12
+	github.com/gorilla/websocket v1.5.3
 	github.com/jackc/pgx/v5 v5.7.1
 	github.com/joho/godotenv v1.5.1
 	github.com/prometheus/client_golang v1.20.5

@@ -170,6 +170,7 @@ type wire struct {
 	timeout  time.Duration
 	chunked  bool // SSE over HTTP/1.1: every write is one chunk
 	mu       sync.Mutex
+	deadline time.Time // the write deadline in force
 }
 
 // Write is the WebSocket module's path (control frames).
@@ -193,7 +194,12 @@ func (w *wire) writev(bufs net.Buffers) error {
 		}
 		return rc.Flush()
 	}
-	_ = w.Conn.SetWriteDeadline(time.Now().Add(w.timeout))
+	// A write may take between half the timeout and all of it: the
+	// deadline moves only when half of it is spent, not on every write.
+	if now := time.Now(); w.deadline.Sub(now) < w.timeout/2 {
+		w.deadline = now.Add(w.timeout)
+		_ = w.Conn.SetWriteDeadline(w.deadline)
+	}
 	_, err := bufs.WriteTo(w.Conn) // one writev on a TCP or UNIX socket
 	return err
 }

@@ -309,7 +309,14 @@ func (h *Handler) serveSSE(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "Server is shutting down"})
 		return
 	}
-	defer h.wg.Done()
+	// finish releases what the stream holds, in reverse order of taking it;
+	// once the response is hijacked, the stream's own goroutine runs it.
+	finish := h.wg.Done
+	defer func() {
+		if finish != nil {
+			finish()
+		}
+	}()
 	id, err := h.authenticate(r)
 	if err != nil {
 		writeError(w, err)
@@ -329,7 +336,8 @@ func (h *Handler) serveSSE(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errUnexpected)
 		return
 	}
-	defer h.accounts.release(acct)
+	done := finish
+	finish = func() { h.accounts.release(acct); done() }
 	c, err := h.open(id, acct, "eventsource")
 	if err == nil {
 		if err = c.subscribe(res); err != nil {
@@ -341,9 +349,8 @@ func (h *Handler) serveSSE(w http.ResponseWriter, r *http.Request) {
 		writeError(w, errUnexpected)
 		return
 	}
-	defer c.close()
-	stopOnGone := context.AfterFunc(r.Context(), func() { c.stop(stopGone) })
-	defer stopOnGone()
+	released := finish
+	finish = func() { c.close(); released() }
 
 	hdr := w.Header()
 	hdr.Set("Content-Type", "text/event-stream")
@@ -352,15 +359,34 @@ func (h *Handler) serveSSE(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusOK)
 		return
 	}
+	lastID := r.Header.Get("Last-Event-ID")
+	if lastID == "" {
+		lastID = q.Get("last_event_id")
+	}
 	wr := h.sseWire(w, r, func() { c.stop(stopGone) })
+	if wr.Conn == nil { // not hijacked: net/http's goroutine streams
+		stopOnGone := context.AfterFunc(r.Context(), func() { c.stop(stopGone) })
+		defer stopOnGone()
+		h.streamSSE(c, wr, lastID)
+		return
+	}
+	// Hijacked: the stream goes on in a goroutine of its own, so that
+	// net/http's goroutine, buffers and request state are released while
+	// the client stays connected.
+	end := finish
+	finish = nil
+	go func() {
+		defer end()
+		h.streamSSE(c, wr, lastID)
+	}()
+}
+
+// streamSSE writes the stream after the head, until it ends.
+func (h *Handler) streamSSE(c *conn, wr *wire, lastID string) {
 	defer func() { wr.close(c.reason.Load()) }()
 	write := func(b []byte) bool { return wr.sse(b, nil) == nil }
 	if h.opts.Synced != nil {
 		h.opts.Synced()
-	}
-	lastID := r.Header.Get("Last-Event-ID")
-	if lastID == "" {
-		lastID = q.Get("last_event_id")
 	}
 	gap := h.resume(c, lastID)
 	if !write([]byte(":)\n")) {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -19,7 +20,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/coder/websocket"
+	"github.com/gorilla/websocket"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -42,6 +43,7 @@ type loadgen struct {
 
 	sent     []int64 // publish time (ns) of event i
 	received atomic.Int64
+	clientWG sync.WaitGroup // the clients, which hand over their latencies when they end
 	mu       sync.Mutex
 	lat      []int64 // µs, every delivery
 }
@@ -115,24 +117,26 @@ func procStats(pid int) (cpu float64, rss, hwm int64) {
 // (escaped inside a WebSocket frame's payload string, whose own "id" key is
 // the event id).
 func statusID(b []byte) (int, bool) {
-	s := string(b)
-	i := strings.Index(s, `\"id\":\"`)
+	i := bytes.Index(b, []byte(`\"id\":\"9`))
 	if i >= 0 {
-		i += len(`\"id\":\"`)
-	} else if i = strings.Index(s, `"id":"`); i >= 0 {
-		i += len(`"id":"`)
+		i += len(`\"id\":\"9`)
+	} else if i = bytes.Index(b, []byte(`"id":"9`)); i >= 0 {
+		i += len(`"id":"9`)
 	} else {
 		return 0, false
 	}
-	j := i
-	for j < len(s) && s[j] >= '0' && s[j] <= '9' {
-		j++
+	n, digits := 0, 0
+	for ; i < len(b) && b[i] >= '0' && b[i] <= '9'; i++ {
+		n = n*10 + int(b[i]-'0')
+		digits++
 	}
-	n, err := strconv.Atoi(strings.TrimPrefix(s[i:j], "9"))
-	return n, err == nil
+	return n, digits > 0
 }
 
-func (g *loadgen) record(frame []byte) {
+// latencies are one client's publish-to-receipt times (µs), merged at the end.
+type latencies struct{ us []int64 }
+
+func (g *loadgen) record(l *latencies, frame []byte) {
 	now := time.Now().UnixNano()
 	n, ok := statusID(frame)
 	if !ok || n >= len(g.sent) {
@@ -143,8 +147,12 @@ func (g *loadgen) record(frame []byte) {
 		return
 	}
 	g.received.Add(1)
+	l.us = append(l.us, (now-sent)/1000)
+}
+
+func (g *loadgen) keep(l *latencies) {
 	g.mu.Lock()
-	g.lat = append(g.lat, (now-sent)/1000)
+	g.lat = append(g.lat, l.us...)
 	g.mu.Unlock()
 }
 
@@ -188,37 +196,52 @@ func (g *loadgen) sseClient(ctx context.Context, i int, ready chan<- error) {
 		return
 	}
 	ready <- nil
+	var l latencies
+	defer g.keep(&l)
 	for {
 		line, err := body.ReadSlice('\n')
 		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
 			return
 		}
 		if len(line) > 6 && string(line[:6]) == "data: " {
-			g.record(line)
+			g.record(&l, line)
 		}
 	}
 }
 
+// wsClient reads with gorilla/websocket into one reused buffer: cheaper per
+// message than coder/websocket's reader (which the server uses), so that the
+// load generator is not the limit.
 func (g *loadgen) wsClient(ctx context.Context, i int, ready chan<- error) {
 	stream := "public"
 	if g.stream != "public" {
 		stream = "user"
 	}
 	u := "ws" + strings.TrimPrefix(g.base, "http") + "/api/v1/streaming/?stream=" + stream
-	ws, _, err := websocket.Dial(ctx, u, &websocket.DialOptions{Subprotocols: []string{"benchtok" + strconv.Itoa(g.firstToken+i)}})
+	d := websocket.Dialer{Subprotocols: []string{"benchtok" + strconv.Itoa(g.firstToken+i)}, ReadBufferSize: 64 << 10}
+	ws, resp, err := d.DialContext(ctx, u, nil)
 	if err != nil {
 		ready <- err
 		return
 	}
-	defer ws.CloseNow()
+	resp.Body.Close()
+	defer ws.Close()
+	context.AfterFunc(ctx, func() { ws.Close() })
 	ws.SetReadLimit(1 << 20)
 	ready <- nil
+	var l latencies
+	defer g.keep(&l)
+	var buf bytes.Buffer
 	for {
-		_, b, err := ws.Read(ctx)
+		_, r, err := ws.NextReader()
 		if err != nil {
 			return
 		}
-		g.record(b)
+		buf.Reset()
+		if _, err := buf.ReadFrom(r); err != nil {
+			return
+		}
+		g.record(&l, buf.Bytes())
 	}
 }
 
@@ -229,21 +252,43 @@ func percentile(sorted []int64, p float64) float64 {
 	return float64(sorted[int(p*float64(len(sorted)-1))]) / 1000
 }
 
-// payloadFor builds a public local status whose first key is its id: the
-// event number, prefixed with 9 so that it is never 0.
-func payloadFor(n int) []byte {
+// numberMark stands for the event number in the message template.
+const numberMark = "EVENT_NUMBER"
+
+// messageTemplate is a Redis message as Rails publishes it, for a public
+// local status whose first key is its id (the event number prefixed with 9,
+// so that it is never 0), cut where the event number goes; queued_at closes
+// it. Built once: the load generator's publishing must not be the limit.
+func messageTemplate() [][]byte {
 	p := map[string]any{
-		"id": "9" + strconv.Itoa(n), "created_at": "2026-11-30T12:00:00.000Z", "in_reply_to_id": nil,
+		"created_at": "2026-11-30T12:00:00.000Z", "in_reply_to_id": nil,
 		"in_reply_to_account_id": nil, "sensitive": false, "spoiler_text": "", "visibility": "public",
-		"language": "en", "uri": "https://bench.example/statuses/" + strconv.Itoa(n), "url": "https://bench.example/@trwnh/" + strconv.Itoa(n),
+		"language": "en", "uri": "https://bench.example/statuses/" + numberMark, "url": "https://bench.example/@trwnh/" + numberMark,
 		"replies_count": 0, "reblogs_count": 0, "favourites_count": 0, "content": "<p>A status of the load generator, about as long as a real one: " + strings.Repeat("lorem ipsum dolor sit amet ", 12) + "</p>",
 		"reblog": nil, "account": map[string]any{"id": "14715", "username": "trwnh", "acct": "trwnh", "display_name": "infinite love ⴳ", "locked": false, "bot": false, "url": "https://bench.example/@trwnh", "avatar": "https://bench.example/avatars/original/missing.png", "followers_count": 1, "following_count": 1, "statuses_count": 1, "emojis": []any{}, "fields": []any{}},
 		"media_attachments": []any{}, "mentions": []any{}, "tags": []any{}, "emojis": []any{}, "card": nil, "poll": nil,
 	}
-	// Go's encoder sorts keys; put "id" first by hand so the reader finds it at once.
-	delete(p, "id")
+	// Go's encoder sorts keys; "id" goes first by hand so the reader finds it at once.
 	rest, _ := json.Marshal(p)
-	return append([]byte(`{"id":"9`+strconv.Itoa(n)+`",`), rest[1:]...)
+	msg := `{"event":"update","payload":{"id":"9` + numberMark + `",` + string(rest[1:]) + `,"queued_at":`
+	parts := [][]byte{}
+	for _, part := range strings.Split(msg, numberMark) {
+		parts = append(parts, []byte(part))
+	}
+	return parts
+}
+
+// message is event n's message, published now.
+func message(tpl [][]byte, n int) []byte {
+	num := strconv.Itoa(n)
+	out := make([]byte, 0, 2200)
+	for i, part := range tpl {
+		if i > 0 {
+			out = append(out, num...)
+		}
+		out = append(out, part...)
+	}
+	return append(strconv.AppendInt(out, time.Now().UnixMilli(), 10), '}')
 }
 
 func (g *loadgen) run() error {
@@ -265,7 +310,9 @@ func (g *loadgen) run() error {
 		i := i
 		go func() {
 			r := make(chan error, 1)
+			g.clientWG.Add(1)
 			go func() {
+				defer g.clientWG.Done()
 				if g.transport == "ws" {
 					g.wsClient(ctx, i, r)
 				} else {
@@ -292,13 +339,21 @@ func (g *loadgen) run() error {
 		perEvent = 1
 	}
 	expected := int64(g.events * perEvent)
-	g.lat = make([]int64, 0, expected)
 	var interval time.Duration
 	if g.rate > 0 {
 		interval = time.Duration(float64(time.Second) / g.rate)
 	}
+	// Pipelines of 64 events on public (the burst shape of the figures in
+	// BENCHMARKS.md), about a thousand PUBLISH otherwise.
+	batch := 64
+	switch g.stream {
+	case "user":
+		batch = max(1, 1024/g.clients)
+	case "home":
+		batch = 1024
+	}
+	tpl := messageTemplate()
 	pubStart := time.Now()
-	const batch = 64
 	for n := 0; n < g.events; {
 		pipe := rdb.Pipeline()
 		end := min(n+batch, g.events)
@@ -306,7 +361,7 @@ func (g *loadgen) run() error {
 			end = n + 1
 		}
 		for ; n < end; n++ {
-			msg, _ := json.Marshal(map[string]any{"event": "update", "payload": json.RawMessage(payloadFor(n)), "queued_at": time.Now().UnixMilli()})
+			msg := message(tpl, n)
 			atomic.StoreInt64(&g.sent[n], time.Now().UnixNano())
 			switch g.stream {
 			case "public":
@@ -343,6 +398,7 @@ func (g *loadgen) run() error {
 	}
 	cpu2, _, hwm := procStats(g.serverPID)
 	cancel()
+	g.clientWG.Wait()
 
 	g.mu.Lock()
 	lat := g.lat
