@@ -147,6 +147,10 @@ impl Indexed for Subscription {
     }
     fn prefetch_targets(&self) {
         self.core.queue.prefetch();
+        crate::index::prefetch(&self.core.has_filters);
+    }
+    fn prefetch_late(&self) {
+        self.core.queue.prefetch_slot();
     }
 }
 

@@ -53,6 +53,9 @@ pub trait Indexed {
     /// Hints the memory the visitor will touch next for this entry (beyond
     /// the entry itself) into cache. Only a hint: it must not block.
     fn prefetch_targets(&self) {}
+    /// Hints memory reached through what `prefetch_targets` brought in
+    /// (called a few entries later, when that has arrived).
+    fn prefetch_late(&self) {}
 }
 
 /// Asks the CPU to pull the cache line at `p` in; a no-op elsewhere.
@@ -70,8 +73,9 @@ pub fn prefetch<T>(p: *const T) {
 /// How far ahead a walk prefetches entries, and their targets. A fan-out to
 /// 100k subscribers misses cache on every entry; fetching ahead overlaps the
 /// misses instead of taking them one after another.
-const PREFETCH_ENTRY: usize = 8;
-const PREFETCH_TARGET: usize = 4;
+const PREFETCH_ENTRY: usize = 16;
+const PREFETCH_TARGET: usize = 8;
+const PREFETCH_LATE: usize = 4;
 
 /// Most keys one entry may have: each list records which of its entry's keys
 /// it is in as a `u8`, and an insert holds that many list locks at once.
@@ -227,6 +231,9 @@ impl<T: Indexed> Index<T> {
                 }
                 if let Some((ahead, _)) = entries.get(i + PREFETCH_TARGET) {
                     ahead.prefetch_targets();
+                }
+                if let Some((ahead, _)) = entries.get(i + PREFETCH_LATE) {
+                    ahead.prefetch_late();
                 }
                 f(entry);
             }

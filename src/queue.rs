@@ -1,18 +1,44 @@
 //! One bounded frame queue per subscriber (SPEC §6).
 //!
-//! A `parking_lot` mutex around a `VecDeque` of shared frames: a publish
-//! holds it for one push, so it never blocks on a slow reader. The deque is
-//! allocated on first push, so an idle subscriber costs no buffer. Readers
-//! wait on a condvar with a timeout, or poll an optional readiness fd
-//! (src/readiness.rs) that is readable exactly while the queue is non-empty
-//! or closed.
+//! A spin lock around a ring of shared frames: a publish holds it for one
+//! push, a reader for one batch, so it never blocks on a slow reader. The
+//! ring is allocated on first push and grows by doubling up to the capacity,
+//! so an idle subscriber costs no buffer. Readers wait (with a timeout) in
+//! `parking_lot_core`'s parking lot, keyed by the queue's address, or poll an
+//! optional readiness fd (src/readiness.rs) that is readable exactly while
+//! the queue is non-empty or closed.
+//!
+//! Why not a `parking_lot::Mutex`: a fan-out to N subscribers pays the lock
+//! N times, and the mutex's release is an atomic read-modify-write (it must
+//! look for parked threads), which also waits for the preceding stores to
+//! reach cache. The spin lock's release is a plain store. Readers that wait
+//! for frames do not spin on it: they park (see `pop_batch`).
+//!
+//! A fan-out touches thousands of queues in a row and would miss cache on
+//! each queue's slot; `Queue::prefetch_slot` hints it in ahead of the push,
+//! from an address the queue publishes outside its lock (`next_slot`).
+//!
+//! The rules that make waiting safe (no lost wakeup):
+//! - A reader that finds the ring empty counts itself in `waiters` under the
+//!   lock, releases the lock and parks with a validation that takes the lock
+//!   again and parks only if the ring is still empty and open. The parking
+//!   lot runs the validation under its own bucket lock.
+//! - A push or close decides whether to wake (`waiters > 0`) under the lock
+//!   and unparks after releasing it; unparking takes the same bucket lock.
+//!   So a frame pushed before the validation is seen by it, and a frame
+//!   pushed after it finds the reader parked (or about to be, the bucket
+//!   lock decides) and wakes it.
+//! - Nothing holds the spin lock while it takes the bucket lock, except the
+//!   validation inside it, so the two locks never wait on each other.
 
-use std::collections::VecDeque;
+use std::cell::UnsafeCell;
+use std::ops::{Deref, DerefMut};
 use std::os::fd::RawFd;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot_core::{DEFAULT_PARK_TOKEN, DEFAULT_UNPARK_TOKEN, ParkResult};
 
 use crate::error::Result;
 use crate::frame::Frame;
@@ -127,11 +153,90 @@ struct Counts {
     read: u64,
 }
 
-// Field order is fixed (repr(C)) so that what a push touches (lock, deque,
+/// Waiting frames, oldest first, in a power-of-two number of slots
+/// (none until the first push; doubled when full, up to the queue's
+/// capacity rounded up to a power of two). Unlike a `VecDeque`, the address
+/// of the next push is known (`next_slot`), so a fan-out can prefetch it.
+#[derive(Default)]
+struct Ring {
+    slots: Box<[Option<Arc<Frame>>]>,
+    /// Slot of the oldest frame.
+    head: usize,
+    len: usize,
+}
+
+impl Ring {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn index(&self, i: usize) -> usize {
+        (self.head + i) & (self.slots.len() - 1)
+    }
+
+    fn front(&self) -> Option<&Arc<Frame>> {
+        if self.len == 0 { None } else { self.slots[self.head].as_ref() }
+    }
+
+    /// Appends a frame; the caller keeps `len() < capacity`.
+    fn push_back(&mut self, frame: Arc<Frame>, capacity: usize) {
+        if self.len == self.slots.len() {
+            self.grow(capacity);
+        }
+        let i = self.index(self.len);
+        self.slots[i] = Some(frame);
+        self.len += 1;
+    }
+
+    fn pop_front(&mut self) -> Option<Arc<Frame>> {
+        if self.len == 0 {
+            return None;
+        }
+        let frame = self.slots[self.head].take();
+        self.head = self.index(1);
+        self.len -= 1;
+        frame
+    }
+
+    fn grow(&mut self, capacity: usize) {
+        let most = capacity.checked_next_power_of_two().unwrap_or(1 << (usize::BITS - 1));
+        let size = (self.slots.len() * 2).clamp(4, most.max(4));
+        let mut slots: Box<[Option<Arc<Frame>>]> = (0..size).map(|_| None).collect();
+        for (i, slot) in slots.iter_mut().enumerate().take(self.len) {
+            let from = self.index(i);
+            *slot = self.slots[from].take();
+        }
+        self.slots = slots;
+        self.head = 0;
+    }
+
+    /// Takes every frame out, oldest first; the slots stay allocated.
+    fn drain(&mut self) -> Vec<Arc<Frame>> {
+        let mut out = Vec::with_capacity(self.len);
+        out.extend(std::iter::from_fn(|| self.pop_front()));
+        out
+    }
+
+    /// Where the next push will write (null before the first push). Only a
+    /// hint for prefetching: a push may grow the ring first.
+    fn next_slot(&self) -> *mut Option<Arc<Frame>> {
+        if self.slots.is_empty() {
+            return std::ptr::null_mut();
+        }
+        let i = self.index(self.len);
+        (&self.slots[i] as *const Option<Arc<Frame>>).cast_mut()
+    }
+}
+
+// Field order is fixed (repr(C)) so that what a push touches (lock, ring,
 // capacity, policy, closed flag) shares the first cache line of the queue.
 #[repr(C)]
 struct State {
-    frames: VecDeque<Arc<Frame>>,
+    frames: Ring,
     capacity: usize,
     overflow: Overflow,
     closed: Option<CloseReason>,
@@ -140,17 +245,92 @@ struct State {
     counts: Counts,
 }
 
+/// A lock held for a handful of instructions (a push, a batch of pops).
+/// Acquire is one compare-exchange, release one plain store. A thread that
+/// finds it held spins briefly, then yields: the holder was preempted.
+/// `repr(C)`: the flag comes first, in the cache line of the state's start.
+#[repr(C)]
+struct SpinLock<T> {
+    locked: AtomicBool,
+    value: UnsafeCell<T>,
+}
+
+// SAFETY: the value is reached only through a guard, and at most one guard
+// exists at a time (acquire on lock, release on unlock).
+unsafe impl<T: Send> Sync for SpinLock<T> {}
+
+impl<T> SpinLock<T> {
+    fn new(value: T) -> SpinLock<T> {
+        SpinLock { locked: AtomicBool::new(false), value: UnsafeCell::new(value) }
+    }
+
+    #[inline]
+    fn lock(&self) -> SpinGuard<'_, T> {
+        if self.locked.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
+            self.lock_contended();
+        }
+        SpinGuard { lock: self }
+    }
+
+    #[cold]
+    fn lock_contended(&self) {
+        let mut spins = 0u32;
+        loop {
+            while self.locked.load(Ordering::Relaxed) {
+                if spins < 64 {
+                    spins += 1;
+                    std::hint::spin_loop();
+                } else {
+                    std::thread::yield_now();
+                }
+            }
+            if self.locked.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+                return;
+            }
+        }
+    }
+}
+
+struct SpinGuard<'a, T> {
+    lock: &'a SpinLock<T>,
+}
+
+impl<T> Deref for SpinGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: this guard holds the lock.
+        unsafe { &*self.lock.value.get() }
+    }
+}
+
+impl<T> DerefMut for SpinGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: this guard holds the lock.
+        unsafe { &mut *self.lock.value.get() }
+    }
+}
+
+impl<T> Drop for SpinGuard<'_, T> {
+    fn drop(&mut self) {
+        self.lock.locked.store(false, Ordering::Release);
+    }
+}
+
 #[repr(C)]
 pub struct Queue {
-    state: Mutex<State>,
-    ready: Condvar,
+    /// `state.frames.next_slot()`, stored after every change of the ring so
+    /// that `prefetch_slot` can read it without the lock. Relaxed: a stale
+    /// or dangling value only makes a useless prefetch, which never faults.
+    next_slot: AtomicPtr<Option<Arc<Frame>>>,
+    state: SpinLock<State>,
 }
 
 impl Queue {
     pub fn new(capacity: usize, overflow: Overflow) -> Queue {
         Queue {
-            state: Mutex::new(State {
-                frames: VecDeque::new(),
+            next_slot: AtomicPtr::new(std::ptr::null_mut()),
+            state: SpinLock::new(State {
+                frames: Ring::default(),
                 capacity: capacity.max(1),
                 overflow,
                 closed: None,
@@ -158,7 +338,6 @@ impl Queue {
                 notifier: None,
                 counts: Counts::default(),
             }),
-            ready: Condvar::new(),
         }
     }
 
@@ -170,16 +349,30 @@ impl Queue {
         crate::index::prefetch(base.cast::<u8>().wrapping_add(64));
     }
 
+    /// Hints the slot the next push writes into cache; call it after
+    /// `prefetch` has had time to bring the queue in.
+    #[inline(always)]
+    pub fn prefetch_slot(&self) {
+        crate::index::prefetch(self.next_slot.load(Ordering::Relaxed));
+    }
+
+    /// Publishes where the next push writes, for `prefetch_slot`.
+    fn note_slot(&self, st: &State) {
+        self.next_slot.store(st.frames.next_slot(), Ordering::Relaxed);
+    }
+
     pub fn push(&self, frame: &Arc<Frame>) -> PushOutcome {
         let mut st = self.state.lock();
         if st.closed.is_some() {
             return PushOutcome::default();
         }
         let mut outcome = PushOutcome { accepted: true, ..PushOutcome::default() };
+        // Dropped after the lock is released: a frame's last reference may free it.
+        let mut evicted = None;
         if st.frames.len() >= st.capacity {
             match st.overflow {
                 Overflow::DropOldest => {
-                    st.frames.pop_front();
+                    evicted = st.frames.pop_front();
                     st.counts.dropped += 1;
                     outcome.dropped += 1;
                 }
@@ -192,16 +385,19 @@ impl Queue {
                     let discarded = st.frames.len() as u64 + 1;
                     st.counts.dropped += discarded;
                     outcome.dropped = discarded;
-                    Self::close_locked(&mut st, CloseReason::SlowConsumer);
+                    let frames = Self::close_locked(&mut st, CloseReason::SlowConsumer);
                     outcome.disconnected = true;
                     drop(st);
-                    self.ready.notify_all();
+                    drop(frames);
+                    self.wake_all();
                     return outcome;
                 }
             }
         }
         let was_empty = st.frames.is_empty();
-        st.frames.push_back(Arc::clone(frame));
+        let capacity = st.capacity;
+        st.frames.push_back(Arc::clone(frame), capacity);
+        self.note_slot(&st);
         st.counts.delivered += 1;
         outcome.delivered = true;
         if was_empty && let Some(fd) = &st.notifier {
@@ -209,10 +405,24 @@ impl Queue {
         }
         // One wakeup per frame, not only on empty → non-empty: with several
         // readers waiting, a burst of frames must wake as many of them.
-        if st.waiters > 0 {
-            self.ready.notify_one();
+        let wake = st.waiters > 0;
+        drop(st);
+        drop(evicted);
+        if wake {
+            // SAFETY: the key is this queue's address, used only by its readers.
+            unsafe { parking_lot_core::unpark_one(self.key(), |_| DEFAULT_UNPARK_TOKEN) };
         }
         outcome
+    }
+
+    /// The parking-lot key of this queue's waiting readers.
+    fn key(&self) -> usize {
+        self as *const Queue as usize
+    }
+
+    fn wake_all(&self) {
+        // SAFETY: as in `push`.
+        unsafe { parking_lot_core::unpark_all(self.key(), DEFAULT_UNPARK_TOKEN) };
     }
 
     /// Takes the oldest frame, waiting up to `timeout` (zero: don't wait).
@@ -265,9 +475,21 @@ impl Queue {
                 return Batch::Empty;
             };
             st.waiters += 1;
-            let timed_out = self.ready.wait_until(&mut st, deadline).timed_out();
+            drop(st);
+            // Sleeps unless a frame arrived or the queue closed since the lock
+            // was released (the rules at the top of this file).
+            let idle = || {
+                let st = self.state.lock();
+                st.frames.is_empty() && st.closed.is_none()
+            };
+            // SAFETY: the key is this queue's address; the callbacks neither
+            // park nor unpark nor panic.
+            let parked = unsafe {
+                parking_lot_core::park(self.key(), idle, || {}, |_, _| {}, DEFAULT_PARK_TOKEN, Some(deadline))
+            };
+            st = self.state.lock();
             st.waiters -= 1;
-            if timed_out && st.frames.is_empty() && st.closed.is_none() {
+            if parked == ParkResult::TimedOut && st.frames.is_empty() && st.closed.is_none() {
                 return Batch::Timeout;
             }
         }
@@ -278,7 +500,7 @@ impl Queue {
     /// in order among replayed frames.
     pub fn take_unread(&self) -> Vec<Arc<Frame>> {
         let mut st = self.state.lock();
-        let frames: Vec<Arc<Frame>> = st.frames.drain(..).collect();
+        let frames = st.frames.drain();
         st.counts.delivered -= frames.len() as u64;
         if let Some(fd) = &st.notifier
             && st.closed.is_none()
@@ -288,15 +510,18 @@ impl Queue {
         frames
     }
 
-    fn close_locked(st: &mut State, reason: CloseReason) {
-        if st.closed.is_none() {
-            st.closed = Some(reason);
-            st.frames = VecDeque::new();
-            // Readable on close, so a poller comes to read the closed status.
-            if let Some(fd) = &st.notifier {
-                fd.signal();
-            }
+    /// Marks the queue closed; returns its frames, for the caller to drop
+    /// once the lock is released.
+    fn close_locked(st: &mut State, reason: CloseReason) -> Ring {
+        if st.closed.is_some() {
+            return Ring::default();
         }
+        st.closed = Some(reason);
+        // Readable on close, so a poller comes to read the closed status.
+        if let Some(fd) = &st.notifier {
+            fd.signal();
+        }
+        std::mem::take(&mut st.frames)
     }
 
     /// Closes the queue: waiting and later reads return `Closed(reason)`.
@@ -305,9 +530,10 @@ impl Queue {
         let mut st = self.state.lock();
         let discarded = if st.closed.is_some() { 0 } else { st.frames.len() as u64 };
         st.counts.dropped += discarded;
-        Self::close_locked(&mut st, reason);
+        let frames = Self::close_locked(&mut st, reason);
         drop(st);
-        self.ready.notify_all();
+        drop(frames);
+        self.wake_all();
         discarded
     }
 
@@ -346,6 +572,10 @@ impl Queue {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::VecDeque;
+
+    use proptest::prelude::*;
+
     use super::*;
     use crate::frame::FrameBody;
 
@@ -460,5 +690,210 @@ mod tests {
         q.close(CloseReason::Closed);
         assert!(readable());
         assert_eq!(q.ready_fd().unwrap(), fd);
+    }
+
+    fn number(f: &Frame) -> u32 {
+        f.payload().unwrap().parse().unwrap()
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Push,
+        /// Up to `max` frames, refusing from the `fits`-th offered on.
+        Pop {
+            max: usize,
+            fits: usize,
+        },
+        TakeUnread,
+        Close,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => Just(Op::Push),
+            3 => (1..6usize, 0..7usize).prop_map(|(max, fits)| Op::Pop { max, fits }),
+            1 => Just(Op::TakeUnread),
+            1 => Just(Op::Close),
+        ]
+    }
+
+    fn policy() -> impl Strategy<Value = Overflow> {
+        prop_oneof![Just(Overflow::DropOldest), Just(Overflow::DropNewest), Just(Overflow::Disconnect)]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// The ring (wrapping, growing, evicting) against a `VecDeque` model
+        /// of the three policies and the counters.
+        #[test]
+        fn queue_matches_a_deque_model(
+            capacity in 1..12usize,
+            overflow in policy(),
+            ops in proptest::collection::vec(op(), 1..120),
+        ) {
+            let q = Queue::new(capacity, overflow);
+            let mut model: VecDeque<u32> = VecDeque::new();
+            let (mut closed, mut delivered, mut dropped, mut read) = (false, 0u64, 0u64, 0u64);
+            let mut next = 0u32;
+            for op in ops {
+                match op {
+                    Op::Push => {
+                        let out = q.push(&frame(next));
+                        if closed {
+                            prop_assert_eq!(out, PushOutcome::default());
+                        } else if model.len() < capacity || overflow == Overflow::DropOldest {
+                            if model.len() == capacity {
+                                model.pop_front();
+                                dropped += 1;
+                            }
+                            model.push_back(next);
+                            delivered += 1;
+                            prop_assert!(out.delivered);
+                        } else if overflow == Overflow::DropNewest {
+                            dropped += 1;
+                            prop_assert_eq!((out.delivered, out.dropped), (false, 1));
+                        } else {
+                            dropped += model.len() as u64 + 1;
+                            prop_assert_eq!(out.dropped, model.len() as u64 + 1);
+                            prop_assert!(out.disconnected);
+                            model.clear();
+                            closed = true;
+                        }
+                        next += 1;
+                    }
+                    Op::Pop { max, fits } => {
+                        let mut offered = 0;
+                        let mut got = Vec::new();
+                        let batch = q.pop_batch(Duration::ZERO, max, |_| { offered += 1; offered <= fits }, |f| got.push(number(&f)));
+                        if closed {
+                            prop_assert!(matches!(batch, Batch::Closed(_)));
+                        } else if model.is_empty() {
+                            prop_assert_eq!(batch, Batch::Empty);
+                        } else {
+                            let want: Vec<u32> = model.drain(..max.min(fits).min(model.len())).collect();
+                            prop_assert_eq!(batch, Batch::Taken(want.len()));
+                            prop_assert_eq!(&got, &want);
+                            read += want.len() as u64;
+                        }
+                    }
+                    Op::TakeUnread => {
+                        let got: Vec<u32> = q.take_unread().iter().map(|f| number(f)).collect();
+                        let want: Vec<u32> = model.drain(..).collect();
+                        delivered -= want.len() as u64;
+                        prop_assert_eq!(got, want);
+                    }
+                    Op::Close => {
+                        let discarded = q.close(CloseReason::Closed);
+                        prop_assert_eq!(discarded, if closed { 0 } else { model.len() as u64 });
+                        dropped += discarded;
+                        model.clear();
+                        closed = true;
+                    }
+                }
+                let s = q.stats();
+                prop_assert_eq!((s.delivered, s.dropped, s.read, s.depth), (delivered, dropped, read, model.len() as u64));
+                prop_assert_eq!(s.matched, s.read + s.depth + s.dropped);
+            }
+        }
+    }
+
+    /// Several producers and one reader that waits: every frame arrives
+    /// exactly once and in its producer's order, and no wakeup is lost (a
+    /// lost one would leave the reader asleep until its timeout).
+    #[test]
+    fn concurrent_producers_and_a_waiting_reader() {
+        const PRODUCERS: u32 = 4;
+        const EACH: u32 = 20_000;
+        for (capacity, overflow) in [(1 << 20, Overflow::DropNewest), (7, Overflow::DropOldest)] {
+            let q = Arc::new(Queue::new(capacity, overflow));
+            let producers: Vec<_> = (0..PRODUCERS)
+                .map(|t| {
+                    let q = Arc::clone(&q);
+                    std::thread::spawn(move || {
+                        for i in 0..EACH {
+                            q.push(&frame(t * EACH + i));
+                            if i % 1000 == 0 {
+                                // Let the reader catch up and wait again.
+                                std::thread::sleep(Duration::from_millis(1));
+                            }
+                        }
+                    })
+                })
+                .collect();
+            let total = u64::from(PRODUCERS * EACH);
+            let mut last = [None::<u32>; PRODUCERS as usize];
+            let mut got = 0u64;
+            loop {
+                // Every push counts in `matched`; while some are still to come,
+                // each of them queues a frame and must wake this reader.
+                let s = q.stats();
+                if s.matched == total && s.depth == 0 {
+                    break;
+                }
+                let mut taken = Vec::new();
+                let (wait, start) = (Duration::from_secs(5), Instant::now());
+                let batch = q.pop_batch(wait, 5, |_| true, |f| taken.push(number(&f)));
+                // A reader woken by its timeout rather than by a push missed a wakeup.
+                assert!(
+                    matches!(batch, Batch::Taken(n) if n > 0) && start.elapsed() < wait,
+                    "lost wakeup: {batch:?} after {:?} with {} of {total} frames pushed",
+                    start.elapsed(),
+                    s.matched
+                );
+                for n in taken {
+                    let (t, i) = ((n / EACH) as usize, n % EACH);
+                    assert!(last[t].is_none_or(|l| l < i), "producer {t}: {i} after {:?}", last[t]);
+                    last[t] = Some(i);
+                    got += 1;
+                }
+            }
+            for p in producers {
+                p.join().unwrap();
+            }
+            let s = q.stats();
+            assert_eq!(s.matched, u64::from(PRODUCERS * EACH));
+            assert_eq!((s.read, s.depth), (got, 0));
+            if overflow == Overflow::DropNewest {
+                assert_eq!((got, s.dropped), (u64::from(PRODUCERS * EACH), 0), "nothing may drop below capacity");
+            }
+            assert_eq!(s.matched, s.read + s.dropped);
+        }
+    }
+
+    /// Producers racing a `close`: every frame is counted once, as read,
+    /// dropped or refused after the close, and waiting readers all wake.
+    #[test]
+    fn close_during_concurrent_pushes_wakes_every_reader() {
+        let q = Arc::new(Queue::new(64, Overflow::DropOldest));
+        let readers: Vec<_> = (0..3)
+            .map(|_| {
+                let q = Arc::clone(&q);
+                std::thread::spawn(move || {
+                    loop {
+                        match q.pop(Duration::from_secs(10)) {
+                            Next::Frame(_) => {}
+                            Next::Closed(reason) => return reason,
+                            other => panic!("reader: {other:?}"),
+                        }
+                    }
+                })
+            })
+            .collect();
+        let producers: Vec<_> = (0..3)
+            .map(|t| {
+                let q = Arc::clone(&q);
+                std::thread::spawn(move || (0..5000).filter(|&i| q.push(&frame(t * 5000 + i)).accepted).count() as u64)
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(5));
+        q.close(CloseReason::Closed);
+        let accepted: u64 = producers.into_iter().map(|p| p.join().unwrap()).sum();
+        for r in readers {
+            assert_eq!(r.join().unwrap(), "closed");
+        }
+        let s = q.stats();
+        assert_eq!(s.matched, accepted);
+        assert_eq!((s.depth, s.matched), (0, s.read + s.dropped));
     }
 }

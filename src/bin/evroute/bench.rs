@@ -16,17 +16,20 @@ use std::time::{Duration, Instant};
 
 use std::sync::Arc;
 
-use evroute::baseline::{BaselineStream, Connection, FLOOR_SLOTS, Floor, MastodonRouter, RedisServer, redis_fanout};
+use evroute::baseline::{
+    BaselineStream, Connection, FLOOR_SLOTS, Floor, MastodonRouter, RedisServer, redis_fanout, thread_cpu_time,
+};
 use evroute::{Engine, EngineConfig, Next, Subscriber};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
 const USAGE: &str = "\
-usage: evroute bench [--scale N[,N...]] [--events N] [--json] [--no-redis]
-  --scale     subscriber counts to run (default 10000,100000; up to 1000000)
-  --events    events published per scale (default 2000)
-  --json      print the results as JSON instead of a table
-  --no-redis  skip baseline (b) even when redis-server is installed";
+usage: evroute bench [--scale N[,N...]] [--events N] [--json] [--no-redis] [--one-stream]
+  --scale       subscriber counts to run (default 10000,100000; up to 1000000)
+  --events      events published per scale (default 2000)
+  --json        print the results as JSON instead of a table
+  --no-redis    skip baseline (b) even when redis-server is installed
+  --one-stream  run only the one-stream publish against the floor";
 
 /// Status payloads from the Mastodon documentation (corpus/mastodon).
 const STATUSES: [&str; 9] = [
@@ -61,10 +64,12 @@ struct Options {
     events: usize,
     json: bool,
     redis: bool,
+    one_stream_only: bool,
 }
 
 fn parse_args(args: &[String]) -> Result<Options, String> {
-    let mut o = Options { scales: vec![10_000, 100_000], events: 2000, json: false, redis: true };
+    let mut o =
+        Options { scales: vec![10_000, 100_000], events: 2000, json: false, redis: true, one_stream_only: false };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         let mut value = |name: &str| it.next().cloned().ok_or_else(|| format!("{name} needs a value"));
@@ -86,6 +91,7 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
             }
             "--json" => o.json = true,
             "--no-redis" => o.redis = false,
+            "--one-stream" => o.one_stream_only = true,
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -412,8 +418,11 @@ fn run_evroute(w: &Workload, events: usize, pb: &ProgressBar) -> Result<Timing, 
 
 /// Every subscriber on `public`, one public status per publish, against the
 /// floor at the same count. The two alternate in chunks of FLOOR_SLOTS
-/// events (a full ring or queue is drained between chunks, untimed).
-fn run_one_stream(w: &Workload, n: usize, pb: &ProgressBar) -> Result<Value, String> {
+/// events (a full ring or queue is drained between chunks, untimed) and are
+/// timed in thread CPU time, so both see the same machine load and neither
+/// counts time other processes ran. Reports the ratio of the totals and the
+/// median, lowest and highest ratio of single chunks.
+fn run_one_stream(event: &[u8], n: usize, pb: &ProgressBar) -> Result<Value, String> {
     let config = EngineConfig { queue_capacity: FLOOR_SLOTS, ..EngineConfig::default() };
     let engine = Engine::new(config);
     phase(pb, "one stream: subscribing", 1);
@@ -425,24 +434,25 @@ fn run_one_stream(w: &Workload, n: usize, pb: &ProgressBar) -> Result<Value, Str
         .collect::<evroute::Result<_>>()
         .map_err(|e| e.to_string())?;
     let mut floor = Floor::new(n);
-    let item = Arc::new(w.public_event.clone());
+    let item = Arc::new(event.to_vec());
     let chunks = (ONE_STREAM_DELIVERIES / n / FLOOR_SLOTS).clamp(2, 64);
     phase(pb, "one stream: publish vs floor", chunks);
     let (mut ours, mut theirs, mut drain) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
     let (mut deliveries, mut drained) = (0u64, 0u64);
+    let mut ratios = Vec::with_capacity(chunks);
     for chunk in 0..=chunks {
         // Chunk 0 warms up both (faults in queue buffers and rings).
-        let start = Instant::now();
+        let start = thread_cpu_time();
         let mut delivered = 0;
         for _ in 0..FLOOR_SLOTS {
-            let stats = engine.publish(&w.public_event).map_err(|e| e.to_string())?;
+            let stats = engine.publish(event).map_err(|e| e.to_string())?;
             delivered += stats.delivered;
         }
-        let publish = start.elapsed();
+        let publish = thread_cpu_time() - start;
         if delivered != (n * FLOOR_SLOTS) as u64 {
             return Err(format!("one stream: {delivered} deliveries, expected {}", n * FLOOR_SLOTS));
         }
-        let start = Instant::now();
+        let start = thread_cpu_time();
         let mut taken = 0;
         for s in &subs {
             while let Next::Frame(f) = s.next(Duration::ZERO) {
@@ -450,12 +460,12 @@ fn run_one_stream(w: &Workload, n: usize, pb: &ProgressBar) -> Result<Value, Str
                 taken += 1;
             }
         }
-        let took = start.elapsed();
-        let start = Instant::now();
+        let took = thread_cpu_time() - start;
+        let start = thread_cpu_time();
         for _ in 0..FLOOR_SLOTS {
             floor.publish(&item);
         }
-        let floor_time = start.elapsed();
+        let floor_time = thread_cpu_time() - start;
         floor.drain();
         if chunk > 0 {
             ours += publish;
@@ -463,17 +473,25 @@ fn run_one_stream(w: &Workload, n: usize, pb: &ProgressBar) -> Result<Value, Str
             drain += took;
             deliveries += delivered;
             drained += taken;
+            ratios.push(publish.as_secs_f64() / floor_time.as_secs_f64());
         }
         pb.inc(1);
     }
+    ratios.sort_by(f64::total_cmp);
     let per = |d: Duration, k: u64| d.as_nanos() as f64 / k.max(1) as f64;
     let (publish_ns, floor_ns) = (per(ours, deliveries), per(theirs, deliveries));
     Ok(json!({
         "subscribers": n,
         "events": chunks * FLOOR_SLOTS,
+        "clock": "thread CPU time",
         "publish_ns_per_delivery": publish_ns,
         "floor_ns_per_delivery": floor_ns,
         "ratio_floor": publish_ns / floor_ns,
+        "ratio_floor_chunks": {
+            "median": ratios[ratios.len() / 2],
+            "min": ratios[0],
+            "max": ratios[ratios.len() - 1],
+        },
         "drain_ns_per_frame": per(drain, drained),
     }))
 }
@@ -548,6 +566,9 @@ fn machine() -> Value {
 }
 
 fn bench(opts: &Options) -> Result<(), String> {
+    if opts.one_stream_only {
+        return bench_one_stream(opts);
+    }
     let redis = if opts.redis {
         match RedisServer::start() {
             Ok(Some(s)) => Some(s),
@@ -569,7 +590,7 @@ fn bench(opts: &Options) -> Result<(), String> {
         phase(&pb, "building workload", 1);
         let w = workload(n, opts.events);
         let ours = run_evroute(&w, opts.events, &pb)?;
-        let one_stream = run_one_stream(&w, n, &pb)?;
+        let one_stream = run_one_stream(&w.public_event, n, &pb)?;
         let filters = crate::bench_filters::run(n, &pb)?;
         let theirs = run_mastodon(&w, opts.events, &pb)?;
         let redis_row = match &redis {
@@ -607,6 +628,42 @@ fn bench(opts: &Options) -> Result<(), String> {
         print_table(&report);
     }
     Ok(())
+}
+
+fn bench_one_stream(opts: &Options) -> Result<(), String> {
+    let mut rows = Vec::new();
+    for &n in &opts.scales {
+        let pb = bar(opts, format!("{n}"));
+        let w = workload(n, DRAIN_EVERY);
+        rows.push(run_one_stream(&w.public_event, n, &pb)?);
+        pb.finish_and_clear();
+    }
+    if opts.json {
+        let report = json!({ "machine": machine(), "one_stream": rows });
+        println!("{}", serde_json::to_string_pretty(&report).expect("serializable"));
+    } else {
+        for one in &rows {
+            println!("{:>9} {}", one["subscribers"], one_stream_line(one));
+        }
+    }
+    Ok(())
+}
+
+/// The one-stream result in one line of text.
+fn one_stream_line(one: &Value) -> String {
+    let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+    let chunks = &one["ratio_floor_chunks"];
+    format!(
+        "one stream: publish {:.1} ns/delivery, floor {:.1} ns/delivery, publish/floor {:.2} (chunks: median {:.2}, {:.2}-{:.2}), drain {:.1} ns/frame ({})",
+        f(one, "publish_ns_per_delivery"),
+        f(one, "floor_ns_per_delivery"),
+        f(one, "ratio_floor"),
+        f(chunks, "median"),
+        f(chunks, "min"),
+        f(chunks, "max"),
+        f(one, "drain_ns_per_frame"),
+        one["clock"].as_str().unwrap_or("?"),
+    )
 }
 
 fn print_table(report: &Value) {
@@ -675,15 +732,7 @@ fn print_table(report: &Value) {
             );
         }
         println!("{:>9} e2e (publish+drain) deliveries/s ratio vs (a): {:.1}x", "", f(row, "ratio_mastodon_e2e"));
-        let one = &row["one_stream"];
-        println!(
-            "{:>9} one stream: publish {:.1} ns/delivery, floor {:.1} ns/delivery, publish/floor {:.2}, drain {:.1} ns/frame",
-            "",
-            f(one, "publish_ns_per_delivery"),
-            f(one, "floor_ns_per_delivery"),
-            f(one, "ratio_floor"),
-            f(one, "drain_ns_per_frame"),
-        );
+        println!("{:>9} {}", "", one_stream_line(&row["one_stream"]));
         let kf = &row["keyword_filters"];
         println!(
             "{:>9} keyword filters (10% of subscribers, {} distinct lists, {} match): publish {:.0} us vs {:.0} us plain, ratio {:.2}; evaluation {:.1} us/event, text {:.1} us/event",
