@@ -39,6 +39,7 @@ type loadgen struct {
 	namespace  string
 	serverPID  int
 	settle     time.Duration
+	window     int
 	connectPar int
 
 	sent     []int64 // publish time (ns) of event i
@@ -62,6 +63,7 @@ func runLoadgen(args []string) error {
 	fs.StringVar(&g.namespace, "namespace", "", "REDIS_NAMESPACE of the server")
 	fs.IntVar(&g.serverPID, "server-pid", 0, "server process for CPU seconds and RSS from /proc (0: not measured)")
 	fs.DurationVar(&g.settle, "settle", 3*time.Second, "wait for stragglers after the last event")
+	fs.IntVar(&g.window, "window", 0, "publish only while at most this many deliveries are outstanding (0: no limit); keeps Redis from cutting off a server that ingests slower than it publishes (pubsub client-output-buffer-limit)")
 	fs.IntVar(&g.connectPar, "connect-parallel", 64, "connections opened at once")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -291,6 +293,21 @@ func message(tpl [][]byte, n int) []byte {
 	return append(strconv.AppendInt(out, time.Now().UnixMilli(), 10), '}')
 }
 
+// waitWindow holds publishing until at most g.window of the deliveries
+// published so far are outstanding, or nothing arrived for g.settle.
+func (g *loadgen) waitWindow(published int64) {
+	if g.window <= 0 {
+		return
+	}
+	last, since := g.received.Load(), time.Now()
+	for published-g.received.Load() > int64(g.window) && time.Since(since) < g.settle {
+		time.Sleep(100 * time.Microsecond)
+		if r := g.received.Load(); r != last {
+			last, since = r, time.Now()
+		}
+	}
+}
+
 func (g *loadgen) run() error {
 	ropts, err := redis.ParseURL(g.redisURL)
 	if err != nil {
@@ -355,6 +372,7 @@ func (g *loadgen) run() error {
 	tpl := messageTemplate()
 	pubStart := time.Now()
 	for n := 0; n < g.events; {
+		g.waitWindow(int64(n * perEvent))
 		pipe := rdb.Pipeline()
 		end := min(n+batch, g.events)
 		if interval > 0 {
