@@ -1,0 +1,75 @@
+package streaming
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	evroute "github.com/evroute/evroute/bindings/go"
+)
+
+// A batch written by the wire reaches a real WebSocket client as one text
+// message per frame, for every header length class (7-bit, 16-bit and
+// 64-bit lengths), while the module's ping and close share the connection.
+func TestWireWritesABatchAsMessages(t *testing.T) {
+	sizes := []int{0, 1, 125, 126, 127, 65535, 65536, 70000}
+	var frames [][]byte
+	batch := &evroute.Batch{}
+	for i, n := range sizes {
+		f := bytes.Repeat([]byte{byte('a' + i)}, n)
+		frames = append(frames, f)
+		batch.Buf = append(batch.Buf, f...)
+		batch.Ends = append(batch.Ends, len(batch.Buf))
+	}
+	wrote := make(chan error, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hw := &hijackWire{ResponseWriter: w, timeout: 5 * time.Second}
+		ws, err := websocket.Accept(hw, r, nil)
+		if err != nil {
+			wrote <- err
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		go func() { _, _, _ = ws.Read(ctx) }() // answers the client's close
+		err = hw.wire.ws(&outBatch{Batch: batch})
+		if err == nil {
+			err = hw.wire.text([]byte(`{"error":"x"}`))
+		}
+		if err == nil {
+			err = ws.Ping(ctx) // the module's control frames on the same wire
+		}
+		wrote <- err
+		_ = ws.Close(websocket.StatusGoingAway, "")
+	}))
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.CloseNow()
+	ws.SetReadLimit(1 << 20)
+	for i, want := range append(frames, []byte(`{"error":"x"}`)) {
+		typ, got, err := ws.Read(ctx)
+		if err != nil {
+			t.Fatalf("message %d: %v", i, err)
+		}
+		if typ != websocket.MessageText || !bytes.Equal(got, want) {
+			t.Fatalf("message %d: type %v, %d bytes, want %d", i, typ, len(got), len(want))
+		}
+	}
+	_, _, err = ws.Read(ctx) // answers the ping, then sees the close
+	if status := websocket.CloseStatus(err); status != websocket.StatusGoingAway {
+		t.Fatalf("close: %v", err)
+	}
+	if err := <-wrote; err != nil {
+		t.Fatalf("server: %v", err)
+	}
+}
