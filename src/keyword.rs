@@ -29,7 +29,7 @@ use simd_json::BorrowedValue as Value;
 use simd_json::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::json::{escape_into, id_text, quote, type_name};
+use crate::json::{id_text, quote, type_name};
 
 /// One keyword of a filter.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -261,6 +261,27 @@ pub fn fold(s: &str) -> String {
     s.chars().map(fold_char).collect()
 }
 
+/// `text` folded with [`fold_char`], and the byte offset in `text` of each
+/// folded byte (plus the end) when folding changed byte lengths.
+fn fold_mapped(text: &str) -> (String, Option<Vec<u32>>) {
+    let mut folded = String::with_capacity(text.len());
+    let mut offsets: Option<Vec<u32>> = None;
+    for (i, c) in text.char_indices() {
+        let f = fold_char(c);
+        if f.len_utf8() != c.len_utf8() && offsets.is_none() {
+            offsets = Some((0..folded.len() as u32).collect());
+        }
+        if let Some(map) = &mut offsets {
+            map.extend(std::iter::repeat_n(i as u32, f.len_utf8()));
+        }
+        folded.push(f);
+    }
+    if let Some(map) = &mut offsets {
+        map.push(text.len() as u32);
+    }
+    (folded, offsets)
+}
+
 fn is_word(c: Option<char>) -> bool {
     c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
 }
@@ -293,8 +314,6 @@ pub struct FilterSet {
     keys: Vec<Key>,
     /// Per filter, the end of its keys in `keys`.
     ends: Vec<u32>,
-    /// Room for a result naming every filter, less the matched texts.
-    json_len: usize,
     /// The newest pattern this set uses (see [`Pattern::born`]).
     born: u64,
     /// A small number unique among live sets, for per-event bitsets.
@@ -404,8 +423,7 @@ impl Registry {
         }
         let list = Arc::new(list);
         let registry = Arc::downgrade(&self.inner);
-        let json_len = list.0.iter().map(|f| f.filter_json.len() + 64).sum();
-        let set = Arc::new(FilterSet { list: Arc::clone(&list), keys, ends, json_len, born, slot, seq, registry });
+        let set = Arc::new(FilterSet { list: Arc::clone(&list), keys, ends, born, slot, seq, registry });
         tables.sets.insert(list, Arc::downgrade(&set));
         set
     }
@@ -488,6 +506,30 @@ impl Tables {
     }
 }
 
+/// A number per interned set, for one event: what `Annotations` keeps per
+/// set without hashing. Indexed by slot and checked against the set's
+/// sequence number, so a set freed during the event and another one given
+/// its slot are not confused.
+#[derive(Default)]
+pub struct PerSet {
+    /// By slot: (set sequence number, value); sequence 0 is empty.
+    entries: Vec<(u64, u32)>,
+}
+
+impl PerSet {
+    pub fn get(&self, set: &FilterSet) -> Option<u32> {
+        self.entries.get(set.slot as usize).filter(|(seq, _)| *seq == set.seq).map(|&(_, v)| v)
+    }
+
+    pub fn insert(&mut self, set: &FilterSet, value: u32) {
+        let slot = set.slot as usize;
+        if slot >= self.entries.len() {
+            self.entries.resize((slot + 1).next_power_of_two(), (0, 0));
+        }
+        self.entries[slot] = (set.seq, value);
+    }
+}
+
 /// Where a pattern first occurs in the text: anywhere, and where the
 /// whole-word rule holds.
 #[derive(Clone, Copy, Default)]
@@ -505,10 +547,13 @@ pub struct EventMatches {
     /// when folding changed byte lengths).
     folded: String,
     offsets: Option<Vec<u32>>,
-    occurrences: AHashMap<u32, Occurrence>,
-    /// Bit per pattern id: set when `occurrences` has it. Most keys of most
-    /// sets do not occur; this answers for them without hashing.
+    /// The occurrences of the patterns that occur, in pattern id order.
+    occurrences: Vec<Occurrence>,
+    /// Bit per pattern id: set when the pattern occurs. Most keys of most
+    /// sets do not; this answers for them, and `rank` (bits set in the
+    /// words before each word) finds the others' entry without hashing.
     touched: Vec<u64>,
+    rank: Vec<u32>,
     /// Patterns newer than the matcher, searched one by one.
     searched: AHashMap<u32, Occurrence>,
     /// Bit per set slot: the sets that own a pattern that occurs, as of
@@ -516,35 +561,25 @@ pub struct EventMatches {
     /// match, which is answered without looking at its keys.
     candidates: Option<(Vec<u64>, u64)>,
     now_ms: i64,
+    /// The last result, lent out by `evaluate`.
+    out: String,
 }
 
 impl EventMatches {
     fn new(matcher: Arc<Matcher>, text: String, now_ms: i64) -> EventMatches {
-        let mut folded = String::with_capacity(text.len());
-        let mut offsets: Option<Vec<u32>> = None;
-        for (i, c) in text.char_indices() {
-            let f = fold_char(c);
-            if f.len_utf8() != c.len_utf8() && offsets.is_none() {
-                offsets = Some((0..folded.len() as u32).collect());
-            }
-            if let Some(map) = &mut offsets {
-                map.extend(std::iter::repeat_n(i as u32, f.len_utf8()));
-            }
-            folded.push(f);
-        }
-        if let Some(map) = &mut offsets {
-            map.push(text.len() as u32);
-        }
+        let (folded, offsets) = if text.is_ascii() { (text.to_ascii_uppercase(), None) } else { fold_mapped(&text) };
         let mut m = EventMatches {
             matcher,
             text,
             folded,
             offsets,
-            occurrences: AHashMap::new(),
+            occurrences: Vec::new(),
             touched: Vec::new(),
+            rank: Vec::new(),
             searched: AHashMap::new(),
             candidates: None,
             now_ms,
+            out: String::new(),
         };
         m.scan();
         m
@@ -560,7 +595,7 @@ impl EventMatches {
         let before = self.text[..start as usize].chars().next_back();
         let after = self.text[end as usize..].chars().next();
         let whole = !(starts_word && is_word(before) || ends_word && is_word(after));
-        // Matches arrive by increasing end; keep the smallest start.
+        // Keep the smallest start (one pattern has one length).
         if occ.first.is_none_or(|(s, _)| start < s) {
             occ.first = Some((start, end));
         }
@@ -576,17 +611,60 @@ impl EventMatches {
             return;
         }
         let Some(automaton) = &self.matcher.automaton else { return };
-        let mut occurrences = std::mem::take(&mut self.occurrences);
-        for m in automaton.find_overlapping_iter(&self.folded) {
-            let (id, starts_word, ends_word) = self.matcher.patterns[m.pattern().as_usize()];
-            self.record(occurrences.entry(id).or_default(), m.start(), m.end(), starts_word, ends_word);
-            let word = id as usize / 64;
-            if word >= self.touched.len() {
-                self.touched.resize(word + 1, 0);
+        let mut hits: Vec<(u32, usize, usize)> =
+            automaton.find_overlapping_iter(&self.folded).map(|m| (m.pattern().as_u32(), m.start(), m.end())).collect();
+        hits.sort_unstable_by_key(|h| h.0);
+        let mut occurrences = Vec::new();
+        let mut last = None;
+        for (index, start, end) in hits {
+            let (id, starts_word, ends_word) = self.matcher.patterns[index as usize];
+            if last != Some(index) {
+                last = Some(index);
+                occurrences.push(Occurrence::default());
+                let word = id as usize / 64;
+                if word >= self.touched.len() {
+                    self.touched.resize(word + 1, 0);
+                }
+                self.touched[word] |= 1 << (id % 64);
             }
-            self.touched[word] |= 1 << (id % 64);
+            let occ = occurrences.last_mut().expect("pushed above");
+            self.record(occ, start, end, starts_word, ends_word);
         }
+        // Automaton order is pattern id order (`Tables::build`).
         self.occurrences = occurrences;
+        let mut total = 0;
+        self.rank = self
+            .touched
+            .iter()
+            .map(|w| {
+                total += w.count_ones();
+                total - w.count_ones()
+            })
+            .collect();
+    }
+
+    /// Pattern ids that occur, in order.
+    fn occurring(&self) -> impl Iterator<Item = u32> + '_ {
+        self.touched.iter().enumerate().flat_map(|(i, &w)| {
+            let mut w = w;
+            std::iter::from_fn(move || {
+                (w != 0).then(|| {
+                    let bit = w.trailing_zeros();
+                    w &= w - 1;
+                    i as u32 * 64 + bit
+                })
+            })
+        })
+    }
+
+    /// Where the key's pattern occurs; `None` when it does not.
+    fn occurrence(&self, key: &Key) -> Option<&Occurrence> {
+        if key.born > self.matcher.generation {
+            return self.searched.get(&key.pattern);
+        }
+        let (word, bit) = (key.pattern as usize / 64, 1u64 << (key.pattern % 64));
+        let w = *self.touched.get(word)?;
+        (w & bit != 0).then(|| &self.occurrences[(self.rank[word] + (w & (bit - 1)).count_ones()) as usize])
     }
 
     /// Occurrences of a pattern the matcher may not contain (added since it
@@ -608,7 +686,7 @@ impl EventMatches {
 
     fn find_candidates(&mut self, tables: &Tables) {
         let mut bits = Vec::new();
-        for &id in self.occurrences.keys() {
+        for id in self.occurring() {
             for &slot in tables.patterns.get(id as usize).map_or(&[][..], |p| &p.owners) {
                 let word = slot as usize / 64;
                 if word >= bits.len() {
@@ -621,21 +699,28 @@ impl EventMatches {
     }
 
     /// The `filtered` array (JSON text) for one set; `None` for `[]`.
-    pub fn evaluate(&mut self, set: &FilterSet) -> Option<String> {
-        let generation = self.matcher.generation;
+    /// Inlined: most sets are answered by their candidate bit.
+    #[inline]
+    pub fn evaluate(&mut self, set: &FilterSet) -> Option<&str> {
         if let Some((bits, seq)) = &self.candidates
             && set.seq <= *seq
-            && set.born <= generation
+            && set.born <= self.matcher.generation
             && bits.get(set.slot as usize / 64).is_none_or(|w| w & 1 << (set.slot % 64) == 0)
         {
             return None;
         }
+        self.evaluate_keys(set)
+    }
+
+    #[inline(never)]
+    fn evaluate_keys(&mut self, set: &FilterSet) -> Option<&str> {
+        let generation = self.matcher.generation;
         if set.born > generation {
             for key in set.keys.iter().filter(|k| k.born > generation) {
                 self.search(set, key.pattern);
             }
         }
-        let mut out: Option<Vec<u8>> = None;
+        self.out.clear();
         let mut start_of = 0;
         for (filter, &end_of) in set.list.0.iter().zip(&set.ends) {
             let keys = &set.keys[start_of..end_of as usize];
@@ -645,15 +730,7 @@ impl EventMatches {
             }
             let mut best: Option<(u32, u32)> = None;
             for key in keys {
-                let occ = if key.born > generation {
-                    self.searched.get(&key.pattern)
-                } else if self.touched.get(key.pattern as usize / 64).is_some_and(|w| w & 1 << (key.pattern % 64) != 0)
-                {
-                    self.occurrences.get(&key.pattern)
-                } else {
-                    None
-                };
-                let Some(occ) = occ else { continue };
+                let Some(occ) = self.occurrence(key) else { continue };
                 let found = if key.whole_word { occ.first_whole } else { occ.first };
                 if let Some((start, end)) = found
                     && best.is_none_or(|(s, _)| start < s)
@@ -663,27 +740,25 @@ impl EventMatches {
             }
             if let Some((start, end)) = best {
                 let matched = &self.text[start as usize..end as usize];
-                let out = match &mut out {
-                    Some(out) => {
-                        out.push(b',');
-                        out
-                    }
-                    None => out.insert(Vec::with_capacity(set.json_len + matched.len() + 2)),
-                };
-                if out.is_empty() {
-                    out.push(b'[');
+                let out = &mut self.out;
+                out.push_str(if out.is_empty() { "[{\"filter\":" } else { ",{\"filter\":" });
+                out.push_str(&filter.filter_json);
+                out.push_str(",\"keyword_matches\":[");
+                if matched.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+                    out.push_str(&quote(matched));
+                } else {
+                    out.push('"');
+                    out.push_str(matched);
+                    out.push('"');
                 }
-                out.extend_from_slice(b"{\"filter\":");
-                out.extend_from_slice(filter.filter_json.as_bytes());
-                out.extend_from_slice(b",\"keyword_matches\":[\"");
-                escape_into(out, matched);
-                out.extend_from_slice(b"\"],\"status_matches\":null}");
+                out.push_str("],\"status_matches\":null}");
             }
         }
-        out.map(|mut out| {
-            out.push(b']');
-            String::from_utf8(out).expect("JSON built from UTF-8 pieces")
-        })
+        if self.out.is_empty() {
+            return None;
+        }
+        self.out.push(']');
+        Some(&self.out)
     }
 }
 
@@ -712,7 +787,8 @@ mod tests {
     fn first_match(keywords: &[(&str, bool)], text: &str) -> Option<String> {
         let registry = Registry::default();
         let set = registry.intern(list(&format!("[{}]", filter(keywords))).unwrap());
-        let out = registry.event(text.into(), 0).evaluate(&set)?;
+        let mut event = registry.event(text.into(), 0);
+        let out = event.evaluate(&set)?;
         let marker = "\"keyword_matches\":[";
         let i = out.find(marker)? + marker.len();
         let j = out[i..].find("],\"status_matches\"")?;
@@ -776,7 +852,8 @@ mod tests {
         assert!(Arc::ptr_eq(&a, &b));
         assert_eq!(registry.distinct_sets(), 1);
         let now = parse_timestamp("2026-06-01T00:00:00Z").unwrap();
-        let out = registry.event("Spice and Dune".into(), now).evaluate(&a).unwrap();
+        let mut event = registry.event("Spice and Dune".into(), now);
+        let out = event.evaluate(&a).unwrap();
         assert_eq!(
             out,
             r#"[{"filter":{"id":"5","title":"A","context":["home","public"],"expires_at":null,"filter_action":"hide"},"keyword_matches":["Dune"],"status_matches":null},{"filter":{"id":"7","title":"B","context":[],"expires_at":"2029-12-31T23:00:00.500Z","filter_action":"warn"},"keyword_matches":["Spice"],"status_matches":null}]"#
@@ -825,6 +902,46 @@ mod tests {
         let slot = miss.slot;
         drop(miss);
         assert_eq!(registry.intern(one("gamma")).slot, slot);
+    }
+
+    #[test]
+    fn many_patterns_are_found_across_bitset_words() {
+        let registry = Registry::default();
+        let sets: Vec<_> = (0..300)
+            .map(|i| registry.intern(list(&format!("[{}]", filter(&[(&format!("w{i}x"), i % 2 == 0)]))).unwrap()))
+            .collect();
+        let occurring = [0, 63, 64, 65, 127, 128, 200, 299];
+        let text: Vec<String> = occurring.iter().map(|i| format!("W{i}X")).collect();
+        // w4x is whole-word only, w7x not.
+        let mut event = registry.event(format!("{} w4xy aw7xb", text.join(" ")), 0);
+        for (i, set) in sets.iter().enumerate() {
+            let want = match i {
+                7 => Some("\"keyword_matches\":[\"w7x\"]".to_string()),
+                _ => occurring.contains(&i).then(|| format!("\"keyword_matches\":[\"W{i}X\"]")),
+            };
+            assert_eq!(
+                event.evaluate(set).map(|r| r.contains(want.as_deref().unwrap_or("\0"))),
+                want.map(|_| true),
+                "{i}"
+            );
+        }
+    }
+
+    #[test]
+    fn per_set_values_do_not_pass_to_a_set_reusing_the_slot() {
+        let registry = Registry::default();
+        let one = |k: &str| list(&format!("[{}]", filter(&[(k, false)]))).unwrap();
+        let (a, b) = (registry.intern(one("alpha")), registry.intern(one("beta")));
+        let mut memo = PerSet::default();
+        memo.insert(&a, 7);
+        assert_eq!((memo.get(&a), memo.get(&b)), (Some(7), None));
+        let slot = a.slot;
+        drop(a);
+        let c = registry.intern(one("gamma"));
+        assert_eq!(c.slot, slot);
+        assert_eq!(memo.get(&c), None);
+        memo.insert(&c, 3);
+        assert_eq!(memo.get(&c), Some(3));
     }
 
     #[test]
