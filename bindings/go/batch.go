@@ -1,7 +1,6 @@
 package evroute
 
 /*
-#include <poll.h>
 #include "evroute.h"
 */
 import "C"
@@ -201,10 +200,7 @@ func (w *Waiter) Wait(deadline time.Time) error {
 	// Go's poller is edge-triggered; the fd is level-triggered. Asking the
 	// fd itself each time keeps frames left from an earlier, partial drain
 	// from being missed.
-	err := w.raw.Read(func(fd uintptr) bool {
-		p := C.struct_pollfd{fd: C.int(fd), events: C.POLLIN}
-		return C.poll(&p, 1, 0) == 1
-	})
+	err := w.raw.Read(readable)
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		return ErrWaitTimeout
 	}

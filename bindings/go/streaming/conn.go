@@ -345,7 +345,8 @@ func (h *Handler) pump(c *conn, w *wire, ws bool, interval time.Duration, tick f
 	}
 }
 
-// flush writes every waiting frame, a batch per write; false when the
+// flush writes the waiting frames, a batch per write, until a batch leaves
+// room (the queue is then most likely empty); false when the
 // connection must end.
 func (h *Handler) flush(c *conn, w *wire, ws bool, sent prometheus.Counter) bool {
 	o := h.getBatch()
@@ -373,6 +374,11 @@ func (h *Handler) flush(c *conn, w *wire, ws bool, sent prometheus.Counter) bool
 		}
 		sent.Add(float64(n))
 		h.metrics.batchBytes.Observe(float64(len(o.Buf)))
+		if n < cap(o.Ends) && len(o.Buf) <= cap(o.Buf)/2 {
+			// Room was left: the queue was most likely emptied. Asking again
+			// would cost a cgo call; the wait sees any frame left or new.
+			return true
+		}
 	}
 	return false
 }
