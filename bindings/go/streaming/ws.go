@@ -175,7 +175,13 @@ func (hw *hijackWire) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, err
 	}
 	hw.wire = &wire{Conn: nc, timeout: hw.timeout}
-	return hw.wire, bufio.NewReadWriter(brw.Reader, bufio.NewWriterSize(hw.wire, 256)), nil
+	// Client messages are small: a small reader in place of net/http's 4 kB
+	// one, unless that one already holds bytes the client sent.
+	br := brw.Reader
+	if br.Buffered() == 0 {
+		br = bufio.NewReaderSize(hw.wire, 512)
+	}
+	return hw.wire, bufio.NewReadWriter(br, bufio.NewWriterSize(hw.wire, 256)), nil
 }
 
 // serveWebSocket authenticates before the upgrade (a refusal is a raw HTTP
@@ -185,7 +191,14 @@ func (h *Handler) serveWebSocket(w http.ResponseWriter, r *http.Request, reqID s
 		refuseUpgrade(w, reqID, &httpError{http.StatusServiceUnavailable, "Server is shutting down"})
 		return
 	}
-	defer h.wg.Done()
+	// finish releases what the connection holds; once it is upgraded, the
+	// connection's own goroutine runs it.
+	finish := h.wg.Done
+	defer func() {
+		if finish != nil {
+			finish()
+		}
+	}()
 	id, err := h.authenticate(r)
 	if err != nil {
 		refuseUpgrade(w, reqID, err)
@@ -197,7 +210,8 @@ func (h *Handler) serveWebSocket(w http.ResponseWriter, r *http.Request, reqID s
 		refuseUpgrade(w, reqID, errUnexpected)
 		return
 	}
-	defer h.accounts.release(acct)
+	done := finish
+	finish = func() { h.accounts.release(acct); done() }
 	opts := &websocket.AcceptOptions{InsecureSkipVerify: true, CompressionMode: websocket.CompressionDisabled}
 	if token, fromProtocol := tokenFrom(r); fromProtocol {
 		opts.Subprotocols = []string{token}
@@ -213,22 +227,35 @@ func (h *Handler) serveWebSocket(w http.ResponseWriter, r *http.Request, reqID s
 		_ = ws.Close(websocket.StatusInternalError, "")
 		return
 	}
-	defer c.close()
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	s := &wsSession{h: h, c: c, ws: ws, wire: hw.wire, ctx: ctx}
 	// The initial subscription, and a resume, before the writer starts: a
 	// gap event comes before the replayed frames.
 	if q := r.URL.Query(); q.Get("stream") != "" {
 		s.subscribe(streamRequest{Stream: q.Get("stream"), Tag: q.Get("tag"), List: q.Get("list")}, q.Get("last_event_id"))
 	}
-	go s.readLoop()
+	// The connection goes on in a goroutine of its own, so that net/http's
+	// goroutine, buffers and request state are released.
+	end := finish
+	finish = nil
+	go func() {
+		defer end()
+		defer c.close()
+		defer cancel()
+		s.serve()
+	}()
+}
 
+// serve runs the reader and the writer until the connection ends, then
+// closes it with the code its end calls for.
+func (s *wsSession) serve() {
+	h, c, ws := s.h, s.c, s.ws
+	go s.readLoop()
 	// A ping gets until the next one to be answered; a client that did not
 	// answer is closed.
 	ping := func() bool {
 		go func() {
-			pctx, pcancel := context.WithTimeout(ctx, h.opts.PingInterval)
+			pctx, pcancel := context.WithTimeout(s.ctx, h.opts.PingInterval)
 			defer pcancel()
 			if ws.Ping(pctx) != nil {
 				c.stop(stopTimeout)
@@ -236,7 +263,7 @@ func (h *Handler) serveWebSocket(w http.ResponseWriter, r *http.Request, reqID s
 		}()
 		return true
 	}
-	h.pump(c, hw.wire, true, h.opts.PingInterval, ping)
+	h.pump(c, s.wire, true, h.opts.PingInterval, ping)
 	switch c.reason.Load() {
 	case stopShutdown:
 		_ = ws.Close(websocket.StatusGoingAway, "")
