@@ -19,7 +19,7 @@ use crate::filter::ViewerFilters;
 use crate::frame::{ExtendedFrames, Frame, FrameBody, FrameCache};
 use crate::history::{self, History};
 use crate::index::{Index, Indexed};
-use crate::keyword::{self, EventMatches, FilterSet, PerSet, Registry};
+use crate::keyword::{self, EventMatches, FilterSet, PerSet, Registry, SetKey};
 use crate::queue::{Batch, CloseReason, Next, Queue, QueueStats};
 use crate::recent::{RecentStatuses, Routing};
 use crate::subscription::{EventFilter, Keys, Origin, SubscriptionSpec};
@@ -94,11 +94,12 @@ pub(crate) struct SubscriberCore {
 
 /// A viewer's filters with its keyword filters interned in the engine.
 /// `repr(C)` keeps `keywords` and the `filters` tag in the first cache line:
-/// a keyword-only viewer costs a publish one miss, not two.
+/// a keyword-only viewer costs a publish one miss, not two (the set's key
+/// is here so that the set itself is loaded once per event, not per viewer).
 #[repr(C)]
 struct ViewerState {
     /// `Some` for a filter-annotated viewer (§11).
-    keywords: Option<Arc<FilterSet>>,
+    keywords: Option<(SetKey, Arc<FilterSet>)>,
     /// `None` when only keyword filters are set: nothing to check.
     filters: Option<ViewerFilters>,
 }
@@ -384,8 +385,8 @@ impl Annotations {
 
     /// The frames (index in `frames`) for a viewer with keyword filters
     /// `set`, or `None` for the plain frames.
-    fn result(&mut self, set: &Arc<FilterSet>, plain: &FrameCache) -> Option<usize> {
-        if let Some(i) = self.by_set.get(set) {
+    fn result(&mut self, (key, set): &(SetKey, Arc<FilterSet>), plain: &FrameCache) -> Option<usize> {
+        if let Some(i) = self.by_set.get(*key) {
             return Some(i as usize);
         }
         let frames = &mut self.frames;
@@ -403,7 +404,7 @@ impl Annotations {
                 }
             },
         };
-        self.by_set.insert(set, i as u32);
+        self.by_set.insert(*key, i as u32);
         Some(i)
     }
 
@@ -411,7 +412,7 @@ impl Annotations {
     /// variant when `with_id`), or `None` for the plain frame.
     fn frame(
         &mut self,
-        set: &Arc<FilterSet>,
+        set: &(SetKey, Arc<FilterSet>),
         plain: &mut FrameCache,
         stream: &Arc<str>,
         with_id: bool,
@@ -549,7 +550,10 @@ impl EngineInner {
         if filters.is_empty() {
             return None;
         }
-        let keywords = filters.keyword_filters.take().map(|list| self.keywords.intern(list));
+        let keywords = filters.keyword_filters.take().map(|list| {
+            let set = self.keywords.intern(list);
+            (set.key(), set)
+        });
         let filters = (!filters.is_empty()).then_some(filters);
         Some(Box::new(ViewerState { filters, keywords }))
     }
