@@ -1,6 +1,8 @@
 //! Frames (SPEC §4): encoded once per (event, stream array) and shared by
 //! every subscriber that receives them.
 
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicUsize, Ordering, fence};
 use std::sync::{Arc, OnceLock};
 
 use smallvec::SmallVec;
@@ -189,6 +191,158 @@ impl Frame {
     }
 }
 
+/// A counted reference to a frame, as `Arc<Frame>` is, with one more
+/// operation: a fan-out takes references in bulk, one atomic add for many
+/// deliveries ([`Credits`]), where cloning an `Arc` per queue costs one
+/// atomic read-modify-write per delivery.
+///
+/// The count follows `Arc`'s rules: a clone adds with `Relaxed` (the new
+/// reference comes from a live one, so the frame cannot go away meanwhile);
+/// a drop subtracts with `Release`, and the drop that takes the count to
+/// zero does an `Acquire` fence before freeing, so every use of the frame
+/// through other references happens before it is freed.
+pub struct FrameRef {
+    shared: NonNull<Shared>,
+}
+
+/// The allocation behind a [`FrameRef`]. `repr(C)`: the C ABI hands out
+/// pointers to `frame` and finds the start again (`FrameRef::from_raw`).
+#[repr(C)]
+struct Shared {
+    refs: AtomicUsize,
+    frame: Frame,
+}
+
+/// Above this many references, stop (as `Arc` does) rather than risk the
+/// count wrapping around.
+const MAX_REFS: usize = isize::MAX as usize;
+
+// SAFETY: a FrameRef hands out only `&Frame`, and `Frame` is `Send + Sync`;
+// the count is atomic.
+unsafe impl Send for FrameRef {}
+// SAFETY: as above.
+unsafe impl Sync for FrameRef {}
+
+impl FrameRef {
+    pub fn new(frame: Frame) -> FrameRef {
+        let shared = Box::new(Shared { refs: AtomicUsize::new(1), frame });
+        FrameRef { shared: NonNull::from(Box::leak(shared)) }
+    }
+
+    fn shared(&self) -> &Shared {
+        // SAFETY: this reference keeps the allocation alive.
+        unsafe { self.shared.as_ref() }
+    }
+
+    /// Adds `n` references; `Relaxed` as for a clone.
+    fn add_refs(&self, n: usize) {
+        if self.shared().refs.fetch_add(n, Ordering::Relaxed) > MAX_REFS - n {
+            std::process::abort();
+        }
+    }
+
+    /// Whether both point to the same frame.
+    pub fn ptr_eq(a: &FrameRef, b: &FrameRef) -> bool {
+        a.shared == b.shared
+    }
+
+    /// Gives up this reference as a pointer to the frame (for the C ABI).
+    pub(crate) fn into_raw(self) -> *const Frame {
+        let frame = &self.shared().frame as *const Frame;
+        std::mem::forget(self);
+        frame
+    }
+
+    /// Takes back a reference that `into_raw` gave up.
+    ///
+    /// # Safety
+    /// `frame` came from `into_raw` and is taken back once.
+    pub(crate) unsafe fn from_raw(frame: *const Frame) -> FrameRef {
+        let offset = std::mem::offset_of!(Shared, frame);
+        // SAFETY: `frame` is the `frame` field of a live `Shared` (contract).
+        let shared = unsafe { frame.byte_sub(offset) }.cast::<Shared>().cast_mut();
+        // SAFETY: derived from a non-null pointer into an allocation.
+        FrameRef { shared: unsafe { NonNull::new_unchecked(shared) } }
+    }
+}
+
+impl Clone for FrameRef {
+    fn clone(&self) -> FrameRef {
+        self.add_refs(1);
+        FrameRef { shared: self.shared }
+    }
+}
+
+impl Drop for FrameRef {
+    fn drop(&mut self) {
+        if self.shared().refs.fetch_sub(1, Ordering::Release) != 1 {
+            return;
+        }
+        fence(Ordering::Acquire);
+        // SAFETY: that was the last reference; the allocation came from a Box.
+        drop(unsafe { Box::from_raw(self.shared.as_ptr()) });
+    }
+}
+
+impl std::ops::Deref for FrameRef {
+    type Target = Frame;
+    fn deref(&self) -> &Frame {
+        &self.shared().frame
+    }
+}
+
+impl std::fmt::Debug for FrameRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        (**self).fmt(f)
+    }
+}
+
+/// References to one frame taken ahead of a fan-out: each [`Credits::take`]
+/// hands one out without an atomic operation, refilling with one atomic add
+/// (of a doubling amount) when none are left; those left over are given
+/// back with one atomic subtraction on drop. A publish to N queues costs
+/// O(log N) atomic operations on the frame's count instead of N.
+///
+/// Sound because `frame` itself holds a reference for as long as credits
+/// exist: taken credits are real references (the count includes them), and
+/// giving back the rest never takes the count below that one.
+pub struct Credits {
+    frame: FrameRef,
+    left: usize,
+    next_refill: usize,
+}
+
+impl Credits {
+    pub fn new(frame: FrameRef) -> Credits {
+        Credits { frame, left: 0, next_refill: 16 }
+    }
+
+    pub fn frame(&self) -> &FrameRef {
+        &self.frame
+    }
+
+    /// One more reference to the frame.
+    #[inline]
+    pub fn take(&mut self) -> FrameRef {
+        if self.left == 0 {
+            self.frame.add_refs(self.next_refill);
+            self.left = self.next_refill;
+            self.next_refill = (self.next_refill * 2).min(1 << 16);
+        }
+        self.left -= 1;
+        FrameRef { shared: self.frame.shared }
+    }
+}
+
+impl Drop for Credits {
+    fn drop(&mut self) {
+        if self.left > 0 {
+            // Never the last reference: `self.frame` still holds one.
+            self.frame.shared().refs.fetch_sub(self.left, Ordering::Release);
+        }
+    }
+}
+
 /// Frames of one publish, one per distinct (stream array, id variant).
 /// Streams are interned by the engine, so pointer equality almost always
 /// decides. A variant is encoded only when some subscriber receives it.
@@ -198,7 +352,7 @@ pub struct FrameCache {
 }
 
 /// A frame with its stream and whether it is the `event_ids` variant.
-type CachedFrame = (Arc<str>, bool, Arc<Frame>);
+type CachedFrame = (Arc<str>, bool, Credits);
 
 impl FrameCache {
     pub fn new(body: Arc<FrameBody>) -> FrameCache {
@@ -212,7 +366,18 @@ impl FrameCache {
 
     /// The frame for `stream`; `with_id` asks for the `event_ids` variant
     /// (the same as the plain one when the event has no id).
-    pub fn get(&mut self, stream: &Arc<str>, with_id: bool) -> &Arc<Frame> {
+    pub fn get(&mut self, stream: &Arc<str>, with_id: bool) -> &FrameRef {
+        self.credits(stream, with_id).frame()
+    }
+
+    /// A reference to the frame `get` returns, for a delivery: no atomic
+    /// operation most of the time (see [`Credits`]).
+    #[inline]
+    pub fn take(&mut self, stream: &Arc<str>, with_id: bool) -> FrameRef {
+        self.credits(stream, with_id).take()
+    }
+
+    fn credits(&mut self, stream: &Arc<str>, with_id: bool) -> &mut Credits {
         self.get_or_make(stream, with_id, |body, with_id| Frame::encode(body, stream, with_id))
     }
 
@@ -223,7 +388,7 @@ impl FrameCache {
         stream: &Arc<str>,
         with_id: bool,
         make: impl FnOnce(&Arc<FrameBody>, bool) -> Frame,
-    ) -> &Arc<Frame> {
+    ) -> &mut Credits {
         let with_id = with_id && self.body.id.is_some();
         let pos = self
             .frames
@@ -233,18 +398,18 @@ impl FrameCache {
         let pos = match pos {
             Some(p) => p,
             None => {
-                let frame = Arc::new(make(&self.body, with_id));
-                self.frames.push((Arc::clone(stream), with_id, frame));
+                let frame = FrameRef::new(make(&self.body, with_id));
+                self.frames.push((Arc::clone(stream), with_id, Credits::new(frame)));
                 self.frames.len() - 1
             }
         };
-        &self.frames[pos].2
+        &mut self.frames[pos].2
     }
 
     /// Heap bytes of the body and of every frame encoded so far.
     pub fn heap_bytes(&self) -> usize {
         let with_id = self.frames.iter().any(|(_, w, _)| *w);
-        self.body.heap_bytes(with_id) + self.frames.iter().map(|(_, _, f)| f.ws.len()).sum::<usize>()
+        self.body.heap_bytes(with_id) + self.frames.iter().map(|(_, _, f)| f.frame().ws.len()).sum::<usize>()
     }
 }
 
@@ -299,7 +464,16 @@ impl ExtendedFrames {
     /// The frame for `stream` (see [`FrameCache::get`]), spliced from the
     /// frame `plain` has for it; `plain` is the cache of the body this was
     /// made from.
-    pub fn get(&mut self, plain: &mut FrameCache, stream: &Arc<str>, with_id: bool) -> &Arc<Frame> {
+    pub fn get(&mut self, plain: &mut FrameCache, stream: &Arc<str>, with_id: bool) -> &FrameRef {
+        self.credits(plain, stream, with_id).frame()
+    }
+
+    /// A reference to the frame `get` returns, for a delivery (see [`Credits`]).
+    pub fn take(&mut self, plain: &mut FrameCache, stream: &Arc<str>, with_id: bool) -> FrameRef {
+        self.credits(plain, stream, with_id).take()
+    }
+
+    fn credits(&mut self, plain: &mut FrameCache, stream: &Arc<str>, with_id: bool) -> &mut Credits {
         let tail = &self.escaped_tail;
         self.cache.get_or_make(stream, with_id, |body, with_id| {
             let ws = &plain.get(stream, with_id).ws;
@@ -354,12 +528,12 @@ mod tests {
         let mut cache = FrameCache::new(FrameBody::new("update", Some("{}")));
         let a: Arc<str> = Arc::from(r#"["public"]"#);
         let b: Arc<str> = Arc::from(r#"["public"]"#);
-        let first = Arc::clone(cache.get(&a, false));
-        assert!(Arc::ptr_eq(&first, cache.get(&b, false)));
+        let first = FrameRef::clone(cache.get(&a, false));
+        assert!(FrameRef::ptr_eq(&first, cache.get(&b, false)));
         // Without an id, the event_ids variant is the plain frame.
-        assert!(Arc::ptr_eq(&first, cache.get(&b, true)));
-        let other = Arc::clone(cache.get(&Arc::from(r#"["public:local"]"#), false));
-        assert!(!Arc::ptr_eq(&first, &other));
+        assert!(FrameRef::ptr_eq(&first, cache.get(&b, true)));
+        let other = FrameRef::clone(cache.get(&Arc::from(r#"["public:local"]"#), false));
+        assert!(!FrameRef::ptr_eq(&first, &other));
         assert!(std::ptr::eq(first.sse(), other.sse()));
     }
 
@@ -398,14 +572,14 @@ mod tests {
         let body = with_id("update", Some("{}"));
         let mut cache = FrameCache::new(Arc::clone(&body));
         let s: Arc<str> = Arc::from(r#"["public"]"#);
-        let plain = Arc::clone(cache.get(&s, false));
+        let plain = FrameRef::clone(cache.get(&s, false));
         assert!(body.sse_with_id.get().is_none());
-        let ided = Arc::clone(cache.get(&s, true));
-        assert!(!Arc::ptr_eq(&plain, &ided));
-        assert!(Arc::ptr_eq(&ided, cache.get(&s, true)));
+        let ided = FrameRef::clone(cache.get(&s, true));
+        assert!(!FrameRef::ptr_eq(&plain, &ided));
+        assert!(FrameRef::ptr_eq(&ided, cache.get(&s, true)));
         assert!(body.sse_with_id.get().is_none(), "SSE id bytes wait for the first sse() call");
         let first = ided.sse().as_ptr();
-        let other = Arc::clone(cache.get(&Arc::from(r#"["public:local"]"#), true));
+        let other = FrameRef::clone(cache.get(&Arc::from(r#"["public:local"]"#), true));
         assert_eq!(other.sse().as_ptr(), first, "one SSE id encoding per event");
     }
 
@@ -432,9 +606,9 @@ mod tests {
                 for stream in &streams {
                     for with_id in [false, true] {
                         let want = Frame::encode(&full, stream, with_id && full.id.is_some());
-                        let got = Arc::clone(ext.get(&mut plain_cache, stream, with_id));
+                        let got = FrameRef::clone(ext.get(&mut plain_cache, stream, with_id));
                         assert_eq!((got.sse(), got.ws()), (want.sse(), want.ws()), "{payload:?} {stream} {with_id}");
-                        assert!(Arc::ptr_eq(&got, ext.get(&mut plain_cache, stream, with_id)));
+                        assert!(FrameRef::ptr_eq(&got, ext.get(&mut plain_cache, stream, with_id)));
                     }
                 }
             }
@@ -445,5 +619,42 @@ mod tests {
         for payload in [None, Some("\"x\""), Some("[1]"), Some("{\"a\":1"), Some("}")] {
             assert!(ExtendedFrames::new(&FrameBody::new("update", payload), "filtered", "[]").is_none(), "{payload:?}");
         }
+    }
+
+    /// A frame is freed exactly when its last reference goes, however the
+    /// references were made: clones, credits taken in bulk on several
+    /// threads (with credits left over), and the C ABI's raw pointers. The
+    /// body's `Arc` count tells whether the frame still exists.
+    #[test]
+    fn frame_refs_and_credits_free_the_frame_once_with_the_last_reference() {
+        let body = FrameBody::new("update", Some("{}"));
+        let stream: Arc<str> = Arc::from(r#"["public"]"#);
+        let alive = |b: &Arc<FrameBody>| Arc::strong_count(b) == 2;
+        let mut credits = Credits::new(FrameRef::new(Frame::new(&body, &stream)));
+        // Enough to refill several times (16, 32, 64, ...), leaving some over.
+        let refs: Vec<FrameRef> = (0..1000).map(|_| credits.take()).collect();
+        assert!(refs.iter().all(|r| FrameRef::ptr_eq(r, credits.frame())));
+        let raw = credits.frame().clone().into_raw();
+        drop(credits);
+        assert!(alive(&body), "references taken from credits outlive them");
+        let threads: Vec<_> = refs
+            .chunks(250)
+            .map(|chunk| {
+                let chunk = chunk.to_vec();
+                std::thread::spawn(move || {
+                    let mut more = Credits::new(chunk[0].clone());
+                    let extra: Vec<FrameRef> = (0..100).map(|_| more.take()).collect();
+                    drop((chunk, more, extra));
+                })
+            })
+            .collect();
+        drop(refs);
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        assert!(alive(&body), "the raw pointer still holds a reference");
+        // SAFETY: `raw` came from `into_raw` and is taken back once.
+        let back = unsafe { FrameRef::from_raw(raw) };
+        assert_eq!(back.payload(), Some("{}"));
+        drop(back);
+        assert_eq!(Arc::strong_count(&body), 1, "the frame was freed with its last reference");
     }
 }

@@ -227,7 +227,9 @@ impl<T: Indexed> Index<T> {
             let entries = &st.entries;
             for (i, (entry, _)) in entries.iter().enumerate() {
                 if let Some((ahead, _)) = entries.get(i + PREFETCH_ENTRY) {
+                    // An entry's first 48 bytes, wherever a line boundary falls.
                     prefetch(Arc::as_ptr(ahead));
+                    prefetch(Arc::as_ptr(ahead).cast::<u8>().wrapping_add(48));
                 }
                 if let Some((ahead, _)) = entries.get(i + PREFETCH_TARGET) {
                     ahead.prefetch_targets();

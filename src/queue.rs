@@ -34,14 +34,13 @@
 use std::cell::UnsafeCell;
 use std::ops::{Deref, DerefMut};
 use std::os::fd::RawFd;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot_core::{DEFAULT_PARK_TOKEN, DEFAULT_UNPARK_TOKEN, ParkResult};
 
 use crate::error::Result;
-use crate::frame::Frame;
+use crate::frame::{Frame, FrameRef};
 use crate::readiness::ReadyFd;
 
 /// What a full queue does with one more frame.
@@ -106,7 +105,7 @@ pub struct PushOutcome {
 /// What a read from a subscriber produced.
 #[derive(Debug)]
 pub enum Next {
-    Frame(Arc<Frame>),
+    Frame(FrameRef),
     /// Nothing queued (zero timeout).
     Empty,
     /// Nothing arrived in time.
@@ -159,7 +158,7 @@ struct Counts {
 /// of the next push is known (`next_slot`), so a fan-out can prefetch it.
 #[derive(Default)]
 struct Ring {
-    slots: Box<[Option<Arc<Frame>>]>,
+    slots: Box<[Option<FrameRef>]>,
     /// Slot of the oldest frame.
     head: usize,
     len: usize,
@@ -178,12 +177,12 @@ impl Ring {
         (self.head + i) & (self.slots.len() - 1)
     }
 
-    fn front(&self) -> Option<&Arc<Frame>> {
+    fn front(&self) -> Option<&FrameRef> {
         if self.len == 0 { None } else { self.slots[self.head].as_ref() }
     }
 
     /// Appends a frame; the caller keeps `len() < capacity`.
-    fn push_back(&mut self, frame: Arc<Frame>, capacity: usize) {
+    fn push_back(&mut self, frame: FrameRef, capacity: usize) {
         if self.len == self.slots.len() {
             self.grow(capacity);
         }
@@ -192,7 +191,7 @@ impl Ring {
         self.len += 1;
     }
 
-    fn pop_front(&mut self) -> Option<Arc<Frame>> {
+    fn pop_front(&mut self) -> Option<FrameRef> {
         if self.len == 0 {
             return None;
         }
@@ -205,7 +204,7 @@ impl Ring {
     fn grow(&mut self, capacity: usize) {
         let most = capacity.checked_next_power_of_two().unwrap_or(1 << (usize::BITS - 1));
         let size = (self.slots.len() * 2).clamp(4, most.max(4));
-        let mut slots: Box<[Option<Arc<Frame>>]> = (0..size).map(|_| None).collect();
+        let mut slots: Box<[Option<FrameRef>]> = (0..size).map(|_| None).collect();
         for (i, slot) in slots.iter_mut().enumerate().take(self.len) {
             let from = self.index(i);
             *slot = self.slots[from].take();
@@ -215,7 +214,7 @@ impl Ring {
     }
 
     /// Takes every frame out, oldest first; the slots stay allocated.
-    fn drain(&mut self) -> Vec<Arc<Frame>> {
+    fn drain(&mut self) -> Vec<FrameRef> {
         let mut out = Vec::with_capacity(self.len);
         out.extend(std::iter::from_fn(|| self.pop_front()));
         out
@@ -223,12 +222,12 @@ impl Ring {
 
     /// Where the next push will write (null before the first push). Only a
     /// hint for prefetching: a push may grow the ring first.
-    fn next_slot(&self) -> *mut Option<Arc<Frame>> {
+    fn next_slot(&self) -> *mut Option<FrameRef> {
         if self.slots.is_empty() {
             return std::ptr::null_mut();
         }
         let i = self.index(self.len);
-        (&self.slots[i] as *const Option<Arc<Frame>>).cast_mut()
+        (&self.slots[i] as *const Option<FrameRef>).cast_mut()
     }
 }
 
@@ -321,7 +320,7 @@ pub struct Queue {
     /// `state.frames.next_slot()`, stored after every change of the ring so
     /// that `prefetch_slot` can read it without the lock. Relaxed: a stale
     /// or dangling value only makes a useless prefetch, which never faults.
-    next_slot: AtomicPtr<Option<Arc<Frame>>>,
+    next_slot: AtomicPtr<Option<FrameRef>>,
     state: SpinLock<State>,
 }
 
@@ -347,6 +346,7 @@ impl Queue {
         let base: *const Queue = self;
         crate::index::prefetch(base);
         crate::index::prefetch(base.cast::<u8>().wrapping_add(64));
+        crate::index::prefetch(base.cast::<u8>().wrapping_add(std::mem::size_of::<Queue>()));
     }
 
     /// Hints the slot the next push writes into cache; call it after
@@ -361,7 +361,9 @@ impl Queue {
         self.next_slot.store(st.frames.next_slot(), Ordering::Relaxed);
     }
 
-    pub fn push(&self, frame: &Arc<Frame>) -> PushOutcome {
+    /// Offers one reference to a frame; refused or evicted references are
+    /// dropped after the lock is released.
+    pub fn push(&self, frame: FrameRef) -> PushOutcome {
         let mut st = self.state.lock();
         if st.closed.is_some() {
             return PushOutcome::default();
@@ -396,7 +398,7 @@ impl Queue {
         }
         let was_empty = st.frames.is_empty();
         let capacity = st.capacity;
-        st.frames.push_back(Arc::clone(frame), capacity);
+        st.frames.push_back(frame, capacity);
         self.note_slot(&st);
         st.counts.delivered += 1;
         outcome.delivered = true;
@@ -445,7 +447,7 @@ impl Queue {
         timeout: Duration,
         max: usize,
         mut fits: impl FnMut(&Frame) -> bool,
-        mut take: impl FnMut(Arc<Frame>),
+        mut take: impl FnMut(FrameRef),
     ) -> Batch {
         let mut st = self.state.lock();
         let deadline = (!timeout.is_zero()).then(|| Instant::now() + timeout);
@@ -498,7 +500,7 @@ impl Queue {
     /// Takes every queued frame out as if it had never been delivered (its
     /// `delivered` count is withdrawn), for a resume that queues them again
     /// in order among replayed frames.
-    pub fn take_unread(&self) -> Vec<Arc<Frame>> {
+    pub fn take_unread(&self) -> Vec<FrameRef> {
         let mut st = self.state.lock();
         let frames = st.frames.drain();
         st.counts.delivered -= frames.len() as u64;
@@ -573,14 +575,15 @@ impl Queue {
 #[cfg(test)]
 mod tests {
     use std::collections::VecDeque;
+    use std::sync::Arc;
 
     use proptest::prelude::*;
 
     use super::*;
     use crate::frame::FrameBody;
 
-    fn frame(n: u32) -> Arc<Frame> {
-        Arc::new(Frame::new(&FrameBody::new("update", Some(&n.to_string())), &Arc::from("[\"public\"]")))
+    fn frame(n: u32) -> FrameRef {
+        FrameRef::new(Frame::new(&FrameBody::new("update", Some(&n.to_string())), &Arc::from("[\"public\"]")))
     }
 
     fn payloads(q: &Queue) -> Vec<String> {
@@ -594,7 +597,7 @@ mod tests {
     #[test]
     fn drop_oldest_keeps_the_newest_frames() {
         let q = Queue::new(2, Overflow::DropOldest);
-        let dropped: u64 = (0..5).map(|n| q.push(&frame(n)).dropped).sum();
+        let dropped: u64 = (0..5).map(|n| q.push(frame(n)).dropped).sum();
         assert_eq!(dropped, 3);
         assert_eq!(payloads(&q), ["3", "4"]);
         let s = q.stats();
@@ -605,7 +608,7 @@ mod tests {
     fn drop_newest_keeps_the_oldest_frames() {
         let q = Queue::new(2, Overflow::DropNewest);
         for n in 0..5 {
-            q.push(&frame(n));
+            q.push(frame(n));
         }
         assert_eq!(payloads(&q), ["0", "1"]);
         let s = q.stats();
@@ -615,12 +618,12 @@ mod tests {
     #[test]
     fn disconnect_closes_the_slow_consumer() {
         let q = Queue::new(2, Overflow::Disconnect);
-        q.push(&frame(0));
-        q.push(&frame(1));
-        assert_eq!(q.push(&frame(2)).dropped, 3);
+        q.push(frame(0));
+        q.push(frame(1));
+        assert_eq!(q.push(frame(2)).dropped, 3);
         assert!(matches!(q.pop(Duration::ZERO), Next::Closed(SLOW_CONSUMER)));
         // A closed queue takes no part in later publishes.
-        assert_eq!(q.push(&frame(3)), PushOutcome::default());
+        assert_eq!(q.push(frame(3)), PushOutcome::default());
         let s = q.stats();
         assert_eq!((s.matched, s.dropped, s.depth), (3, 3, 0));
     }
@@ -630,7 +633,7 @@ mod tests {
         let q = Queue::new(8, Overflow::DropOldest);
         let fd = q.ready_fd().unwrap();
         for n in 0..5 {
-            q.push(&frame(n));
+            q.push(frame(n));
         }
         let mut got = Vec::new();
         assert_eq!(q.pop_batch(Duration::ZERO, 2, |_| true, |f| got.push(f)), Batch::Taken(2));
@@ -666,7 +669,7 @@ mod tests {
         let q2 = Arc::clone(&q);
         let t = std::thread::spawn(move || q2.pop(Duration::from_secs(10)));
         std::thread::sleep(Duration::from_millis(20));
-        q.push(&frame(7));
+        q.push(frame(7));
         assert!(matches!(t.join().unwrap(), Next::Frame(f) if f.payload() == Some("7")));
     }
 
@@ -680,8 +683,8 @@ mod tests {
             unsafe { libc::poll(&mut p, 1, 0) == 1 }
         };
         assert!(!readable());
-        q.push(&frame(1));
-        q.push(&frame(2));
+        q.push(frame(1));
+        q.push(frame(2));
         assert!(readable());
         q.pop(Duration::ZERO);
         assert!(readable());
@@ -739,7 +742,7 @@ mod tests {
             for op in ops {
                 match op {
                     Op::Push => {
-                        let out = q.push(&frame(next));
+                        let out = q.push(frame(next));
                         if closed {
                             prop_assert_eq!(out, PushOutcome::default());
                         } else if model.len() < capacity || overflow == Overflow::DropOldest {
@@ -812,7 +815,7 @@ mod tests {
                     let q = Arc::clone(&q);
                     std::thread::spawn(move || {
                         for i in 0..EACH {
-                            q.push(&frame(t * EACH + i));
+                            q.push(frame(t * EACH + i));
                             if i % 1000 == 0 {
                                 // Let the reader catch up and wait again.
                                 std::thread::sleep(Duration::from_millis(1));
@@ -883,7 +886,7 @@ mod tests {
         let producers: Vec<_> = (0..3)
             .map(|t| {
                 let q = Arc::clone(&q);
-                std::thread::spawn(move || (0..5000).filter(|&i| q.push(&frame(t * 5000 + i)).accepted).count() as u64)
+                std::thread::spawn(move || (0..5000).filter(|&i| q.push(frame(t * 5000 + i)).accepted).count() as u64)
             })
             .collect();
         std::thread::sleep(Duration::from_millis(5));

@@ -71,7 +71,7 @@ fn invalid_corpus_is_rejected_and_the_engine_stays_usable() {
     }
 }
 
-fn one_frame(sub: &Subscriber) -> std::sync::Arc<evroute::Frame> {
+fn one_frame(sub: &Subscriber) -> evroute::FrameRef {
     match sub.next(Duration::ZERO) {
         Next::Frame(f) => f,
         other => panic!("expected a frame, got {other:?}"),

@@ -4,9 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use evroute::{Engine, ErrorKind, Frame, Next, Subscriber};
+use evroute::{Engine, ErrorKind, FrameRef, Next, Subscriber};
 
-fn next(sub: &Subscriber) -> Option<Arc<Frame>> {
+fn next(sub: &Subscriber) -> Option<FrameRef> {
     match sub.next(Duration::ZERO) {
         Next::Frame(f) => Some(f),
         _ => None,
@@ -108,16 +108,16 @@ fn equal_results_share_frames_and_equal_sets_are_interned() {
         .map(|i| subscriber(&engine, if i % 2 == 0 { DUNE } else { other }, &[r#"{"stream":"public"}"#]))
         .collect();
     engine.publish(&update(&status(1, "alice", "dune!"))).unwrap();
-    let frames: Vec<Arc<Frame>> = subs.iter().map(|s| next(s).unwrap()).collect();
+    let frames: Vec<FrameRef> = subs.iter().map(|s| next(s).unwrap()).collect();
     // Two distinct sets, one distinct result: one frame for all.
     for f in &frames {
-        assert!(Arc::ptr_eq(f, &frames[0]));
+        assert!(FrameRef::ptr_eq(f, &frames[0]));
     }
     engine.publish(&update(&status(2, "alice", "spice"))).unwrap();
-    let frames: Vec<Arc<Frame>> = subs.iter().map(|s| next(s).unwrap()).collect();
+    let frames: Vec<FrameRef> = subs.iter().map(|s| next(s).unwrap()).collect();
     assert!(frames[0].payload().unwrap().ends_with(r#""filtered":[]}"#));
     assert!(frames[1].payload().unwrap().contains(r#""keyword_matches":["spice"]"#));
-    assert!(Arc::ptr_eq(&frames[0], &frames[2]) && Arc::ptr_eq(&frames[1], &frames[3]));
+    assert!(FrameRef::ptr_eq(&frames[0], &frames[2]) && FrameRef::ptr_eq(&frames[1], &frames[3]));
 }
 
 #[test]

@@ -6,7 +6,7 @@
 //! - `evr_engine` owns an [`Engine`] (itself a shared reference to the
 //!   routing domain, so subscribers keep it alive);
 //! - `evr_subscriber` owns a [`Subscriber`];
-//! - an `evr_frame` pointer is one `Arc<Frame>` reference (`Arc::into_raw`),
+//! - an `evr_frame` pointer is one [`FrameRef`] reference (`FrameRef::into_raw`),
 //!   so a frame outlives its subscriber and engine, and handing one out
 //!   allocates nothing.
 //!
@@ -21,14 +21,13 @@ mod logging;
 mod redis;
 
 use std::ffi::{CStr, c_char, c_int};
-use std::sync::Arc;
 use std::time::Duration;
 
 use smallvec::SmallVec;
 
 use crate::engine::{Engine, PublishStats, Subscriber};
 use crate::error::{Error, ErrorKind};
-use crate::frame::Frame;
+use crate::frame::{Frame, FrameRef};
 use crate::queue::{Batch, Next, SLOW_CONSUMER};
 
 pub use boundary::evr_status;
@@ -49,13 +48,13 @@ pub struct evr_subscriber {
 /// One immutable delivery, shared with every subscriber that received the
 /// same frame. Free with evr_frame_free() or evr_frames_free().
 pub struct evr_frame {
-    // Never constructed: the pointer is an `Arc<Frame>` (see `frame_into_raw`).
+    // Never constructed: the pointer is a `FrameRef`'s frame (see `frame_into_raw`).
     _opaque: [u8; 0],
 }
 
 /// Gives up one frame reference as an `evr_frame` pointer.
-fn frame_into_raw(frame: Arc<Frame>) -> *mut evr_frame {
-    Arc::into_raw(frame).cast_mut().cast()
+fn frame_into_raw(frame: FrameRef) -> *mut evr_frame {
+    frame.into_raw().cast_mut().cast()
 }
 
 /// Borrows the frame behind a pointer, refusing NULL.
@@ -63,7 +62,7 @@ fn frame_into_raw(frame: Arc<Frame>) -> *mut evr_frame {
 /// # Safety
 /// `frame` is NULL or came from `frame_into_raw` and was not freed.
 unsafe fn frame_ref<'a>(frame: *const evr_frame) -> Result<&'a Frame, boundary::Failure> {
-    // SAFETY: a non-NULL pointer is a live Arc<Frame> by the caller's contract.
+    // SAFETY: a non-NULL pointer is a live FrameRef's frame by the caller's contract.
     unsafe { handle(frame.cast::<Frame>(), "frame") }
 }
 
@@ -73,7 +72,7 @@ unsafe fn frame_ref<'a>(frame: *const evr_frame) -> Result<&'a Frame, boundary::
 /// `frame` came from `frame_into_raw` and is not used again.
 unsafe fn frame_release(frame: *mut evr_frame) {
     // SAFETY: per this function's contract.
-    drop(unsafe { Arc::from_raw(frame.cast_const().cast::<Frame>()) });
+    drop(unsafe { FrameRef::from_raw(frame.cast_const().cast::<Frame>()) });
 }
 
 /// What one publish did.
@@ -629,7 +628,7 @@ pub unsafe extern "C" fn evr_subscriber_read(
         }
         let (mut frames, mut used, mut needed) = (0usize, 0usize, 0usize);
         let mut wait = timeout(timeout_ms);
-        let mut chunk: SmallVec<[Arc<Frame>; READ_CHUNK]> = SmallVec::new();
+        let mut chunk: SmallVec<[FrameRef; READ_CHUNK]> = SmallVec::new();
         loop {
             let room = (max - frames).min(READ_CHUNK);
             let mut planned = used;
