@@ -495,6 +495,12 @@ fn channels_mode_receives_only_local_channels() {
     assert_eq!(payload(&sub_a).as_deref(), Some("1"));
     assert_eq!(payload(&sub_a2).as_deref(), Some("1"));
     assert_eq!(payload(&sub_b).as_deref(), Some("2"));
+    // A node counts a message once its publish has returned, which may be
+    // after the subscriber already read the frame.
+    wait_until(Duration::from_secs(2), "each node to count its one message", || {
+        (node_a.stats().received, node_b.stats().received) == (1, 1)
+    });
+    std::thread::sleep(Duration::from_millis(50));
     assert_eq!((node_a.stats().received, node_b.stats().received), (1, 1), "each node received only its channel");
 
     // A new channel is subscribed, and one whose last listener left is not.
