@@ -882,7 +882,8 @@ enum evr_status evr_set_log_callback(int level, evr_log_fn callback, void *user_
  * "linger_ms":60000}`, every key optional, `subscribe` "pattern" or
  * "channels", every other value a positive integer; `linger_ms` (default:
  * none) keeps a channel subscribed that long after its last listener left
- * (channels mode), so a client resuming within it misses nothing; unknown
+ * (channels mode; not a system channel), so a client resuming within it
+ * misses nothing; unknown
  * keys are EVR_ERR_INVALID_CONFIG.
  *
  * Fails only on bad arguments (a malformed URL is EVR_ERR_INVALID_CONFIG)

@@ -641,9 +641,12 @@ impl Shared {
             set.idle.entry(channel.clone()).or_insert(now);
         }
         set.idle.retain(|channel, _| !active.contains(channel));
-        let linger = self.options.linger;
-        let removed: Vec<String> =
-            set.idle.iter().filter(|(_, since)| now >= **since + linger).map(|(c, _)| c.clone()).collect();
+        let removed: Vec<String> = set
+            .idle
+            .iter()
+            .filter(|(channel, since)| now >= **since + self.linger(channel))
+            .map(|(c, _)| c.clone())
+            .collect();
         let added: Vec<&String> = active.difference(&set.subscribed).collect();
         if !added.is_empty() {
             pubsub.subscribe(&added)?;
@@ -656,12 +659,19 @@ impl Shared {
             set.subscribed.remove(channel);
         }
         set.subscribed.extend(active);
-        set.due = set.idle.values().min().map(|since| *since + linger);
+        set.due = set.idle.iter().map(|(channel, since)| *since + self.linger(channel)).min();
         set.generation = Some((generation, system_generation));
         self.synced.store(generation + 1, Ordering::SeqCst);
         self.system_synced.store(system_generation + 1, Ordering::SeqCst);
         self.counters.subscriptions.store(set.subscribed.len() as u64, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// How long a channel stays subscribed after its last listener left: the
+    /// linger for routed channels (their history keeps receiving for resuming
+    /// clients), none for system channels, which have no history.
+    fn linger(&self, channel: &str) -> Duration {
+        if self.engine.parse_channel(channel.as_bytes()).is_ok() { self.options.linger } else { Duration::ZERO }
     }
 
     fn feed(&self, msg: &redis::Msg) {

@@ -552,7 +552,9 @@ fn system_channels_reach_the_host_without_presence_keys() {
     }
     let mut server = RedisServer::start(free_port());
     let engine = Engine::from_json(br#"{"redis_namespace":"ns"}"#).unwrap();
-    let node = RedisNode::attach_with(&engine, &server.url(), channels_options()).unwrap();
+    // The linger is for routed channels (their history); system channels go at once.
+    let options = RedisNodeOptions { linger: Duration::from_secs(60), ..channels_options() };
+    let node = RedisNode::attach_with(&engine, &server.url(), options).unwrap();
     let user = engine.subscriber_from_json(br#"{"account":7}"#).unwrap();
     user.subscribe(br#"{"stream":"user:notification"}"#).unwrap();
     let (token, system) = ("timeline:access_token:70", "timeline:system:7");

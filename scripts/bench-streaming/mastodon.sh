@@ -14,7 +14,7 @@
 # delivery through a pool of DB_POOL (10) connections and gives up on a query that waited 15 s
 # for one (connectionTimeoutMillis), dropping that delivery: a larger burst measures how much
 # it drops, not how fast it delivers. Needs node and npm. Prints the loadgen reports and the
-# load average before each case; about 8 minutes per round.
+# load average before each case; 2 to 3 minutes per round.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 : "${MASTODON_DIR:?set MASTODON_DIR to a Mastodon checkout (its streaming/ folder is run)}"
