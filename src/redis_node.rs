@@ -710,11 +710,12 @@ impl Shared {
             channel: strip_namespace(namespace, &name).to_owned(),
             payload: msg.get_payload_bytes().to_vec(),
         };
+        // Counted before it is sent, so a host that received it sees it counted.
+        c.system_received.fetch_add(1, Ordering::Relaxed);
         match self.system_tx.try_send(message) {
-            Ok(()) => {
-                c.system_received.fetch_add(1, Ordering::Relaxed);
-            }
+            Ok(()) => {}
             Err(TrySendError::Full(message) | TrySendError::Disconnected(message)) => {
+                c.system_received.fetch_sub(1, Ordering::Relaxed);
                 let n = c.system_dropped.fetch_add(1, Ordering::Relaxed) + 1;
                 if n <= 10 || n.is_multiple_of(1000) {
                     log::warn!(
