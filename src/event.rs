@@ -2,14 +2,14 @@
 //! which channels an event goes to and extracts what viewer filters need; it
 //! never touches subscribers or queues.
 
-use simd_json::prelude::*;
-use simd_json::tape::Value;
+use std::borrow::Cow;
+
 use smallvec::SmallVec;
 
 use crate::channel::{ChannelKey, normalize_tag};
 use crate::error::{Error, ErrorKind, Result};
 use crate::filter::StatusKeys;
-use crate::json::{id_text, repeated_key, repeated_key_error, top_level_span, with_tape};
+use crate::json::{Json, Parser, Scan, repeated_key, repeated_key_error};
 
 /// Everything the engine needs to deliver one event.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -50,20 +50,18 @@ struct StatusFacts {
 
 /// `value`, refused if it is an object with a repeated key. Every object
 /// routing reads goes through here: the frame carries the payload's bytes,
-/// which a client parses taking the last of two equal keys, while the tape
-/// lookup takes the first, so a repeated key would route (and filter) on one
-/// value and deliver another. `place` names the object in the error.
-fn checked<'t, 'i>(value: Value<'t, 'i>, place: &str) -> Result<Value<'t, 'i>> {
-    if let Some(object) = value.as_object()
-        && let Some(key) = repeated_key(object.keys())
-    {
-        return Err(repeated_key_error(key, place));
+/// which a client parses taking the last of two equal keys, while a lookup
+/// takes the first, so a repeated key would route (and filter) on one value
+/// and deliver another. `place` names the object in the error.
+fn checked<'d, J: Json<'d>>(value: J, place: &str) -> Result<J> {
+    if let Some(key) = repeated_key(value.members().map(|(k, _)| k)) {
+        return Err(repeated_key_error(&key, place));
     }
     Ok(value)
 }
 
 /// The member `key` of `object`, checked as above.
-fn checked_get<'t, 'i>(object: Value<'t, 'i>, key: &str, place: &str) -> Result<Option<Value<'t, 'i>>> {
+fn checked_get<'d, J: Json<'d>>(object: J, key: &str, place: &str) -> Result<Option<J>> {
     object.get(key).map(|v| checked(v, place)).transpose()
 }
 
@@ -71,9 +69,9 @@ fn is_status_event(name: &str) -> bool {
     name == "update" || name == "status.update"
 }
 
-fn event_name<'i>(value: Option<Value<'_, 'i>>, key: &str) -> Result<&'i str> {
+fn event_name<'d, J: Json<'d>>(value: Option<J>, key: &str) -> Result<Cow<'d, str>> {
     let value = value.ok_or_else(|| Error::event(format!("missing {key:?}")))?;
-    let name = value.into_string().ok_or_else(|| Error::event(format!("{key:?} must be a string")))?;
+    let name = value.string().ok_or_else(|| Error::event(format!("{key:?} must be a string")))?;
     if name.is_empty() {
         return Err(Error::event(format!("{key:?} must not be empty")));
     }
@@ -85,34 +83,33 @@ fn event_name<'i>(value: Option<Value<'_, 'i>>, key: &str) -> Result<&'i str> {
 
 /// The payload string: a string payload's text, otherwise the payload's
 /// original JSON bytes, passed through.
-fn payload_text(doc: Value<'_, '_>, input: &[u8]) -> Option<Box<str>> {
+fn payload_text<'d, J: Json<'d>>(doc: J, input: &[u8]) -> Option<Box<str>> {
     let value = doc.get("payload")?;
-    if let Some(s) = value.into_string() {
+    if let Some(s) = value.string() {
         return Some(s.into());
     }
-    let span = top_level_span(input, "payload")?;
-    // The input was validated as UTF-8 and the span is on token boundaries.
-    std::str::from_utf8(&input[span]).ok().map(Box::from)
+    // The input was validated as UTF-8 and the bytes are on token boundaries.
+    std::str::from_utf8(&input[doc.raw_member("payload", input)?]).ok().map(Box::from)
 }
 
 /// An optional id: absent and `null` are `None`.
-fn optional_id(value: Option<Value<'_, '_>>, what: &str) -> Result<Option<Box<str>>> {
+fn optional_id<'d, J: Json<'d>>(value: Option<J>, what: &str) -> Result<Option<Box<str>>> {
     match value {
-        Some(v) if !v.is_null() => id_text(&v).map(Some).map_err(|e| Error::event(format!("{what}: {e}"))),
+        Some(v) if !v.is_null() => v.id().map(Some).map_err(|e| Error::event(format!("{what}: {e}"))),
         _ => Ok(None),
     }
 }
 
 /// An optional array of ids (`recipients`, `lists`), deduplicated in
 /// first-seen order.
-fn id_list(value: Option<Value<'_, '_>>, what: &str) -> Result<Vec<Box<str>>> {
+fn id_list<'d, J: Json<'d>>(value: Option<J>, what: &str) -> Result<Vec<Box<str>>> {
     let Some(value) = value.filter(|v| !v.is_null()) else {
         return Ok(Vec::new());
     };
-    let items = value.as_array().ok_or_else(|| Error::event(format!("{what} must be an array of ids")))?;
-    let mut out: Vec<Box<str>> = Vec::with_capacity(items.len());
-    for item in items.iter() {
-        let id = id_text(&item).map_err(|e| Error::event(format!("{what}: {e}")))?;
+    let items = value.items().ok_or_else(|| Error::event(format!("{what} must be an array of ids")))?;
+    let mut out: Vec<Box<str>> = Vec::new();
+    for item in items {
+        let id = item.id().map_err(|e| Error::event(format!("{what}: {e}")))?;
         if !out.contains(&id) {
             out.push(id);
         }
@@ -120,38 +117,44 @@ fn id_list(value: Option<Value<'_, '_>>, what: &str) -> Result<Vec<Box<str>>> {
     Ok(out)
 }
 
-fn non_empty_array(value: Value<'_, '_>) -> bool {
-    value.as_array().is_some_and(|a| !a.is_empty())
+fn non_empty_array<'d, J: Json<'d>>(value: J) -> bool {
+    value.items().is_some_and(|mut a| a.next().is_some())
+}
+
+/// The items of `value` when it is an array, none otherwise.
+fn items_or_none<'d, J: Json<'d>>(value: Option<J>) -> impl Iterator<Item = J> {
+    value.and_then(J::items).into_iter().flatten()
 }
 
 /// One pass over the status object's keys, picking out what routing needs.
-fn status_facts(status: Value<'_, '_>) -> Result<StatusFacts> {
-    let object = checked(status, "payload")?
-        .as_object()
-        .ok_or_else(|| Error::event("a status payload must be a JSON object"))?;
+fn status_facts<'d, J: Json<'d>>(status: J) -> Result<StatusFacts> {
+    let object = checked(status, "payload")?;
+    if !object.is_object() {
+        return Err(Error::event("a status payload must be a JSON object"));
+    }
     let (mut account, mut reblog, mut reply_to, mut id) = (None, None, None, None);
     let (mut public, mut media, mut language) = (false, false, None);
     let mut mentions = SmallVec::new();
     let mut tags: Vec<String> = Vec::new();
-    for (key, value) in object.iter() {
-        match key {
+    for (key, value) in object.members() {
+        match &*key {
             "id" => id = optional_id(Some(value), "status id")?,
-            "account" => account = checked(value, "payload.account")?.as_object().map(|_| value),
-            "visibility" => public = value.into_string() == Some("public"),
+            "account" => account = checked(value, "payload.account")?.is_object().then_some(value),
+            "visibility" => public = value.string().is_some_and(|v| v == "public"),
             "reblog" => reblog = (!value.is_null()).then_some(checked(value, "payload.reblog")?),
             "in_reply_to_account_id" => reply_to = optional_id(Some(value), "in_reply_to_account_id")?,
             "media_attachments" => media = non_empty_array(value),
-            "language" => language = value.into_string().map(Box::from),
+            "language" => language = value.string().map(Box::from),
             "mentions" => {
-                for m in value.as_array().iter().flat_map(|a| a.iter()) {
+                for m in items_or_none(Some(value)) {
                     if let Some(mention) = optional_id(checked(m, "payload.mentions[]")?.get("id"), "mention id")? {
                         mentions.push(mention);
                     }
                 }
             }
             "tags" => {
-                for t in value.as_array().iter().flat_map(|a| a.iter()) {
-                    push_tag(&mut tags, checked(t, "payload.tags[]")?.get("name").and_then(|n| n.into_string()));
+                for t in items_or_none(Some(value)) {
+                    push_tag(&mut tags, checked(t, "payload.tags[]")?.get("name").and_then(J::string).as_deref());
                 }
             }
             _ => {}
@@ -160,7 +163,7 @@ fn status_facts(status: Value<'_, '_>) -> Result<StatusFacts> {
     let account = account.ok_or_else(|| Error::event("status payload has no account"))?;
     let author =
         optional_id(account.get("id"), "status account id")?.ok_or_else(|| Error::event("status account has no id"))?;
-    let acct = account.get("acct").and_then(|a| a.into_string()).unwrap_or("");
+    let acct = account.get("acct").and_then(J::string).unwrap_or_default();
     let domain = acct.split_once('@').map(|(_, d)| d.to_lowercase().into_boxed_str());
     let reblog_author = match reblog {
         Some(r) => optional_id(
@@ -191,12 +194,11 @@ fn push_tag(tags: &mut Vec<String>, raw: Option<&str>) {
 
 /// Status facts of an `update` payload, which may be an object or (as older
 /// Mastodon versions publish it) a string holding the status JSON.
-fn update_facts(doc: Value<'_, '_>) -> Result<StatusFacts> {
+fn update_facts<'d, P: Parser, J: Json<'d>>(doc: J) -> Result<StatusFacts> {
     let payload = doc.get("payload").ok_or_else(|| Error::event("an update event needs a status payload"))?;
-    match payload.into_string() {
-        Some(text) => {
-            with_tape(text.as_bytes(), status_facts).map_err(|e| Error::event(format!("status payload string: {e}")))
-        }
+    match payload.string() {
+        Some(text) => P::parse(text.as_bytes(), |status| status_facts(status))
+            .map_err(|e| Error::event(format!("status payload string: {e}"))),
         None => status_facts(payload),
     }
 }
@@ -224,12 +226,32 @@ fn route_public_status(ev: &mut RoutedEvent, facts: &StatusFacts) {
 
 /// Content mode: works out the channels from the event itself.
 pub fn parse_content(input: &[u8]) -> Result<RoutedEvent> {
-    with_tape(input, |doc| {
-        if checked(doc, "")?.as_object().is_none() {
+    content::<Scan>(input)
+}
+
+/// The parsers the scanner replaced, walking simd-json's tape: the reference
+/// of the differential tests and the `extract_diff` fuzz target.
+#[cfg(feature = "reference")]
+pub mod reference {
+    use super::*;
+    use crate::json::TapeParser;
+
+    pub fn parse_content(input: &[u8]) -> Result<RoutedEvent> {
+        content::<TapeParser>(input)
+    }
+
+    pub fn parse_channel_message(channel: ChannelKey, input: &[u8]) -> Result<RoutedEvent> {
+        channel_message::<TapeParser>(channel, input)
+    }
+}
+
+fn content<P: Parser>(input: &[u8]) -> Result<RoutedEvent> {
+    P::parse(input, |doc| {
+        if !checked(doc, "")?.is_object() {
             return Err(Error::event("an event must be a JSON object"));
         }
         if doc.get("event").is_some() {
-            mastodon_envelope(doc, input)
+            mastodon_envelope::<P, _>(doc, input)
         } else if doc.get("type").is_some() {
             community_event(doc, input)
         } else {
@@ -238,11 +260,11 @@ pub fn parse_content(input: &[u8]) -> Result<RoutedEvent> {
     })
 }
 
-fn mastodon_envelope(doc: Value<'_, '_>, input: &[u8]) -> Result<RoutedEvent> {
+fn mastodon_envelope<'d, P: Parser, J: Json<'d>>(doc: J, input: &[u8]) -> Result<RoutedEvent> {
     let name = event_name(doc.get("event"), "event")?;
     let recipients = id_list(doc.get("recipients"), "recipients")?;
     let lists = id_list(doc.get("lists"), "lists")?;
-    let mut ev = RoutedEvent { name: name.into(), payload: payload_text(doc, input), ..Default::default() };
+    let mut ev = RoutedEvent { name: (*name).into(), payload: payload_text(doc, input), ..Default::default() };
     let home_and_lists = |ev: &mut RoutedEvent| {
         for r in &recipients {
             ev.add(ChannelKey::User(r.clone()));
@@ -251,9 +273,9 @@ fn mastodon_envelope(doc: Value<'_, '_>, input: &[u8]) -> Result<RoutedEvent> {
             ev.add(ChannelKey::List(l.clone()));
         }
     };
-    match name {
+    match &*name {
         "update" | "status.update" => {
-            let facts = update_facts(doc)?;
+            let facts = update_facts::<P, _>(doc)?;
             route_public_status(&mut ev, &facts);
             home_and_lists(&mut ev);
             ev.remember = facts.id;
@@ -281,7 +303,7 @@ fn mastodon_envelope(doc: Value<'_, '_>, input: &[u8]) -> Result<RoutedEvent> {
                 .get("payload")
                 .filter(|p| !p.is_null())
                 .ok_or_else(|| Error::event("a delete event needs the deleted status id as payload"))?;
-            ev.deletes = Some(id_text(&id).map_err(|e| Error::event(format!("delete payload: {e}")))?);
+            ev.deletes = Some(id.id().map_err(|e| Error::event(format!("delete payload: {e}")))?);
             home_and_lists(&mut ev);
         }
         _ => home_and_lists(&mut ev),
@@ -289,13 +311,13 @@ fn mastodon_envelope(doc: Value<'_, '_>, input: &[u8]) -> Result<RoutedEvent> {
     Ok(ev)
 }
 
-fn community_event(doc: Value<'_, '_>, input: &[u8]) -> Result<RoutedEvent> {
+fn community_event<'d, J: Json<'d>>(doc: J, input: &[u8]) -> Result<RoutedEvent> {
     let name = event_name(doc.get("type"), "type")?;
     let data = checked_get(doc, "data", "data")?
-        .filter(|d| d.as_object().is_some())
+        .filter(|d| d.is_object())
         .ok_or_else(|| Error::event(format!("community event {name:?} has no \"data\" object")))?;
     let whole = std::str::from_utf8(input.trim_ascii()).map_err(Error::utf8)?;
-    let mut ev = RoutedEvent { name: name.into(), payload: Some(whole.into()), ..Default::default() };
+    let mut ev = RoutedEvent { name: (*name).into(), payload: Some(whole.into()), ..Default::default() };
     if name.starts_with("notification.") {
         for r in id_list(data.get("recipients"), "data.recipients")? {
             ev.add(ChannelKey::Notifications(r));
@@ -305,7 +327,7 @@ fn community_event(doc: Value<'_, '_>, input: &[u8]) -> Result<RoutedEvent> {
             "created" | "updated" | "deleted" | "restored" => (data, "data.tags[]"),
             _ => (
                 checked_get(data, "status", "data.status")?
-                    .filter(|s| s.as_object().is_some())
+                    .filter(|s| s.is_object())
                     .ok_or_else(|| Error::event(format!("{name} event has no \"data.status\" object")))?,
                 "data.status.tags[]",
             ),
@@ -313,9 +335,9 @@ fn community_event(doc: Value<'_, '_>, input: &[u8]) -> Result<RoutedEvent> {
         ev.local = Some(true);
         let media = status.get("medias").is_some_and(non_empty_array);
         let mut tags = Vec::new();
-        for t in status.get("tags").and_then(|t| t.as_array()).iter().flat_map(|a| a.iter()) {
+        for t in items_or_none(status.get("tags")) {
             let t = checked(t, place)?;
-            push_tag(&mut tags, t.into_string().or_else(|| t.get("name").and_then(|n| n.into_string())));
+            push_tag(&mut tags, t.string().or_else(|| t.get("name").and_then(J::string)).as_deref());
         }
         for tag in &tags {
             ev.add(ChannelKey::Hashtag { tag: tag.as_str().into(), local: false });
@@ -333,14 +355,18 @@ fn community_event(doc: Value<'_, '_>, input: &[u8]) -> Result<RoutedEvent> {
 
 /// Channel mode: a Mastodon Redis message on an already-parsed channel.
 pub fn parse_channel_message(channel: ChannelKey, input: &[u8]) -> Result<RoutedEvent> {
-    with_tape(input, |doc| {
-        if checked(doc, "")?.as_object().is_none() {
+    channel_message::<Scan>(channel, input)
+}
+
+fn channel_message<P: Parser>(channel: ChannelKey, input: &[u8]) -> Result<RoutedEvent> {
+    P::parse(input, |doc| {
+        if !checked(doc, "")?.is_object() {
             return Err(Error::event("a channel message must be a JSON object"));
         }
         let name = event_name(doc.get("event"), "event")?;
-        let mut ev = RoutedEvent { name: name.into(), payload: payload_text(doc, input), ..Default::default() };
-        if is_status_event(name) {
-            let facts = update_facts(doc)?;
+        let mut ev = RoutedEvent { name: (*name).into(), payload: payload_text(doc, input), ..Default::default() };
+        if is_status_event(&name) {
+            let facts = update_facts::<P, _>(doc)?;
             ev.local = Some(facts.local);
             ev.status = Some(facts.keys);
         }
@@ -364,22 +390,25 @@ pub enum EventsLine<'a> {
 /// content-mode event; one with `channel` is a channel record, which needs a
 /// string `channel` and a `message`.
 pub fn parse_events_line(line: &[u8]) -> Result<EventsLine<'_>> {
-    let channel = with_tape(line, |doc| {
-        if checked(doc, "")?.as_object().is_none() || doc.get("event").is_some() || doc.get("type").is_some() {
+    let channel = Scan::parse(line, |doc| {
+        if !checked(doc, "")?.is_object() || doc.get("event").is_some() || doc.get("type").is_some() {
             return Ok(None);
         }
         let Some(channel) = doc.get("channel") else { return Ok(None) };
-        let channel = channel.into_string().ok_or_else(|| Error::channel("\"channel\" must be a string"))?.to_owned();
+        let channel = channel.string().ok_or_else(|| Error::channel("\"channel\" must be a string"))?.into_owned();
         let message = doc.get("message").ok_or_else(|| Error::event("a channel record needs a \"message\""))?;
-        Ok(Some((channel, message.into_string().map(|text| text.as_bytes().to_vec()))))
+        let message = match message.string() {
+            Some(text) => text.into_owned().into_bytes(),
+            // Keys are unique (checked above), so this is the message read.
+            None => {
+                let span = doc.raw_member("message", line).ok_or_else(|| Error::event("unreadable \"message\""))?;
+                line[span].to_vec()
+            }
+        };
+        Ok(Some((channel, message)))
     });
     match channel {
-        Ok(Some((channel, Some(text)))) => Ok(EventsLine::Channel { channel, message: text.into() }),
-        Ok(Some((channel, None))) => {
-            // Keys are unique (checked above), so this is the message read.
-            let span = top_level_span(line, "message").ok_or_else(|| Error::event("unreadable \"message\""))?;
-            Ok(EventsLine::Channel { channel, message: line[span].into() })
-        }
+        Ok(Some((channel, message))) => Ok(EventsLine::Channel { channel, message: message.into() }),
         Ok(None) => Ok(EventsLine::Content(line)),
         Err(e) if matches!(e.kind(), ErrorKind::InvalidJson | ErrorKind::InvalidUtf8) => Ok(EventsLine::Content(line)),
         Err(e) => Err(e),

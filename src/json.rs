@@ -2,6 +2,7 @@
 //! distinct UTF-8 and JSON errors, id normalization, locating the raw bytes of
 //! a top-level value (so payloads pass through untouched), and escaping.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::ops::Range;
 
@@ -11,6 +12,8 @@ use simd_json::tape::{Tape, Value as TapeValue};
 use smallvec::SmallVec;
 
 use crate::error::{Error, Result};
+
+pub(crate) mod scan;
 
 /// Parses `bytes` (copied into `scratch`, which simd-json rewrites in place)
 /// and hands the document to `f`. UTF-8 is checked first so that the error
@@ -82,22 +85,131 @@ pub fn with_tape<R>(bytes: &[u8], f: impl FnOnce(TapeValue<'_, '_>) -> Result<R>
     result
 }
 
+/// What routing reads from a parsed document. The scanner ([`scan`])
+/// implements it for the product; simd-json's tape (feature `reference`) for
+/// the differential tests, so both run the same routing code.
+pub(crate) trait Json<'d>: Copy {
+    /// The member `key` of an object (`None` for other values).
+    fn get(self, key: &str) -> Option<Self>;
+    fn is_object(self) -> bool;
+    fn is_null(self) -> bool;
+    /// An object's members in order, keys decoded (none for other values).
+    fn members(self) -> impl Iterator<Item = (Cow<'d, str>, Self)>;
+    /// An array's items (`None` for other values).
+    fn items(self) -> Option<impl Iterator<Item = Self>>;
+    /// A string's text, decoded.
+    fn string(self) -> Option<Cow<'d, str>>;
+    /// An id: see [`id_text`].
+    fn id(self) -> std::result::Result<Box<str>, String>;
+    /// Where the value of member `key` is in `input`, `self` being the root
+    /// of the document `input`.
+    fn raw_member(self, key: &str, input: &[u8]) -> Option<Range<usize>>;
+}
+
+/// A way to parse a document into [`Json`] values.
+pub(crate) trait Parser {
+    type Value<'d>: Json<'d>;
+    fn parse<R>(bytes: &[u8], f: impl FnOnce(Self::Value<'_>) -> Result<R>) -> Result<R>;
+}
+
+/// The product parser: the validating scanner.
+pub(crate) struct Scan;
+
+impl Parser for Scan {
+    type Value<'d> = scan::Value<'d>;
+    fn parse<R>(bytes: &[u8], f: impl FnOnce(scan::Value<'_>) -> Result<R>) -> Result<R> {
+        scan::with_scan(bytes, f)
+    }
+}
+
+impl<'d> Json<'d> for scan::Value<'d> {
+    fn get(self, key: &str) -> Option<Self> {
+        scan::Value::get(self, key)
+    }
+    fn is_object(self) -> bool {
+        self.kind() == scan::Kind::Object
+    }
+    fn is_null(self) -> bool {
+        self.kind() == scan::Kind::Null
+    }
+    fn members(self) -> impl Iterator<Item = (Cow<'d, str>, Self)> {
+        scan::Value::members(self)
+    }
+    fn items(self) -> Option<impl Iterator<Item = Self>> {
+        scan::Value::items(self)
+    }
+    fn string(self) -> Option<Cow<'d, str>> {
+        self.str()
+    }
+    fn id(self) -> std::result::Result<Box<str>, String> {
+        scan::Value::id(self)
+    }
+    fn raw_member(self, key: &str, _input: &[u8]) -> Option<Range<usize>> {
+        scan::Value::get(self, key).map(scan::Value::range)
+    }
+}
+
+/// The parser the scanner replaced: simd-json's tape, walked.
+#[cfg(feature = "reference")]
+pub(crate) struct TapeParser;
+
+#[cfg(feature = "reference")]
+#[derive(Clone, Copy)]
+pub(crate) struct TapeJson<'d>(TapeValue<'d, 'd>);
+
+#[cfg(feature = "reference")]
+impl Parser for TapeParser {
+    type Value<'d> = TapeJson<'d>;
+    fn parse<R>(bytes: &[u8], f: impl FnOnce(TapeJson<'_>) -> Result<R>) -> Result<R> {
+        with_tape(bytes, |v| f(TapeJson(v)))
+    }
+}
+
+#[cfg(feature = "reference")]
+impl<'d> Json<'d> for TapeJson<'d> {
+    fn get(self, key: &str) -> Option<Self> {
+        self.0.get(key).map(TapeJson)
+    }
+    fn is_object(self) -> bool {
+        self.0.is_object()
+    }
+    fn is_null(self) -> bool {
+        self.0.is_null()
+    }
+    fn members(self) -> impl Iterator<Item = (Cow<'d, str>, Self)> {
+        let object = self.0.as_object();
+        object.into_iter().flat_map(|o| o.iter().map(|(k, v)| (Cow::Borrowed(k), TapeJson(v))).collect::<Vec<_>>())
+    }
+    fn items(self) -> Option<impl Iterator<Item = Self>> {
+        self.0.as_array().map(|a| a.iter().map(TapeJson).collect::<Vec<_>>().into_iter())
+    }
+    fn string(self) -> Option<Cow<'d, str>> {
+        self.0.into_string().map(Cow::Borrowed)
+    }
+    fn id(self) -> std::result::Result<Box<str>, String> {
+        id_text(&self.0)
+    }
+    fn raw_member(self, key: &str, input: &[u8]) -> Option<Range<usize>> {
+        top_level_span(input, key)
+    }
+}
+
 /// The first key that `keys` repeats, if any. Parsers disagree on which of
 /// two equal keys wins (simd-json's lookup takes the first, `JSON.parse` the
 /// last), so evroute refuses objects with a repeated key instead of picking.
 /// Linear: a 256-bit filter on (length, first byte, last byte) sends only
 /// likely repeats to the exact comparison.
-pub fn repeated_key<'k>(keys: impl Iterator<Item = &'k str>) -> Option<&'k str> {
-    let mut seen: SmallVec<[&str; 32]> = SmallVec::new();
+pub fn repeated_key<K: AsRef<str>>(keys: impl Iterator<Item = K>) -> Option<K> {
+    let mut seen: SmallVec<[K; 32]> = SmallVec::new();
     let mut filter = [0u64; 4];
     for key in keys {
-        let b = key.as_bytes();
+        let b = key.as_ref().as_bytes();
         let sig = (b.len() as u32) << 16
             | u32::from(b.first().copied().unwrap_or(0)) << 8
             | u32::from(b.last().copied().unwrap_or(0));
         let h = (sig.wrapping_mul(0x9E37_79B1) >> 24) as usize;
         let (word, bit) = (h / 64, 1u64 << (h % 64));
-        if filter[word] & bit != 0 && seen.contains(&key) {
+        if filter[word] & bit != 0 && seen.iter().any(|k| k.as_ref() == key.as_ref()) {
             return Some(key);
         }
         filter[word] |= bit;

@@ -1,0 +1,651 @@
+//! The validating scanner behind event parsing: one pass over the bytes that
+//! checks the whole document (RFC 8259 grammar, escapes, surrogate pairs,
+//! control characters, numbers in range, nesting up to simd-json's 1024 levels;
+//! UTF-8 is checked before, in bulk) and records only the containers routing
+//! may read, as spans into the input. Strings are never copied or unescaped
+//! here: a value is decoded when routing asks for it, and the bodies of the
+//! strings nobody reads (HTML content, URLs, bios) are skipped sixteen bytes at
+//! a time.
+//!
+//! Which containers are recorded is decided by key as the scan goes: the root,
+//! any object or array under a recorded object whose key routing follows
+//! (`payload`, `account`, `tags`, ...), and the items of a recorded array, down
+//! to depth 4 (`data.status.tags[]` is the deepest place routing reads). The
+//! accessors of [`Value`] see everything else as leaves.
+
+use std::borrow::Cow;
+use std::cell::RefCell;
+
+use crate::error::{Error, Result};
+
+/// simd-json's default depth limit, kept so that the same documents parse.
+const MAX_DEPTH: usize = 1024;
+/// The deepest container routing reads (`data.status.tags[]`).
+const RECORD_DEPTH: usize = 4;
+/// Keys whose object or array values routing reads.
+const FOLLOWED: [&[u8]; 11] = [
+    b"payload",
+    b"data",
+    b"status",
+    b"account",
+    b"reblog",
+    b"mentions",
+    b"tags",
+    b"media_attachments",
+    b"medias",
+    b"recipients",
+    b"lists",
+];
+
+const NONE: u32 = u32::MAX;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Null,
+    Bool,
+    /// An integer literal: no fraction, no exponent.
+    Int,
+    Float,
+    Str,
+    /// A string with at least one backslash escape.
+    EscapedStr,
+    Array,
+    Object,
+}
+
+/// A value's bytes in the input (strings with their quotes) and, for a
+/// recorded container, its node.
+#[derive(Clone, Copy, Debug)]
+struct Span {
+    start: u32,
+    end: u32,
+    kind: Kind,
+    node: u32,
+}
+
+/// A member of a recorded container; array items have an empty key.
+#[derive(Clone, Copy, Debug)]
+struct Member {
+    /// The key's bytes between the quotes.
+    key_start: u32,
+    key_end: u32,
+    key_escaped: bool,
+    value: Span,
+}
+
+/// A recorded container: its members are `members[first..first + len]`.
+#[derive(Clone, Copy, Debug, Default)]
+struct Node {
+    first: u32,
+    len: u32,
+}
+
+/// An open container during the scan.
+#[derive(Clone, Copy)]
+struct Frame {
+    object: bool,
+    recorded: bool,
+    /// Where its members start in the pending stack.
+    base: u32,
+    node: u32,
+    start: u32,
+    /// The key of the member being scanned (objects).
+    key_start: u32,
+    key_end: u32,
+    key_escaped: bool,
+}
+
+/// Buffers reused per thread by [`with_scan`].
+#[derive(Default)]
+struct Scratch {
+    nodes: Vec<Node>,
+    members: Vec<Member>,
+    pending: Vec<Member>,
+    frames: Vec<Frame>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Option<Scratch>> = const { RefCell::new(None) };
+}
+
+/// A scanned document: the input and the recorded containers.
+pub(crate) struct Doc<'a> {
+    input: &'a [u8],
+    nodes: Vec<Node>,
+    members: Vec<Member>,
+    root: Span,
+}
+
+/// Checks `bytes` (UTF-8, then JSON) and hands the scanned document's root to
+/// `f`. Buffers are reused per thread; a nested call gets fresh ones.
+pub(crate) fn with_scan<R>(bytes: &[u8], f: impl FnOnce(Value<'_>) -> Result<R>) -> Result<R> {
+    check_utf8(bytes)?;
+    let mut scratch = SCRATCH.with(|s| s.borrow_mut().take()).unwrap_or_default();
+    let result = scan(bytes, &mut scratch, false).and_then(|doc| {
+        let r = f(Value { doc: &doc, span: doc.root });
+        scratch.nodes = doc.nodes;
+        scratch.members = doc.members;
+        r
+    });
+    // Don't keep huge buffers alive for the thread's lifetime after one large event.
+    if scratch.members.capacity() <= 1 << 14 && scratch.pending.capacity() <= 1 << 14 {
+        SCRATCH.with(|s| *s.borrow_mut() = Some(scratch));
+    }
+    result
+}
+
+/// UTF-8 first, so that the error names the real problem. `simdutf8` is fast
+/// on the common valid case; `std` says where invalid input goes wrong.
+pub(crate) fn check_utf8(bytes: &[u8]) -> Result<()> {
+    if simdutf8::basic::from_utf8(bytes).is_err() {
+        return Err(Error::utf8(std::str::from_utf8(bytes).expect_err("simdutf8 and std disagree")));
+    }
+    Ok(())
+}
+
+/// The first repeated key of any object in `bytes` (UTF-8 and JSON already
+/// checked), as `duplicate key "K"` with the object's path (`a.b[]`), in
+/// document order.
+pub(crate) fn first_repeated_key(bytes: &[u8]) -> Option<String> {
+    let mut scratch = Scratch::default();
+    let doc = scan(bytes, &mut scratch, true).ok()?;
+    let mut path = String::new();
+    doc.repeat_below(doc.root, &mut path)
+}
+
+/// A scan failure: what, and where.
+fn json_error(input: &[u8], at: usize, what: &str) -> Error {
+    let near = (1..=4).find_map(|n| std::str::from_utf8(input.get(at..at + n)?).ok()).and_then(|s| s.chars().next());
+    match near {
+        Some(c) => Error::json(format!("{what} at byte {at} (near {c:?})")),
+        None => Error::json(format!("{what} at byte {at}")),
+    }
+}
+
+fn is_ws(b: u8) -> bool {
+    matches!(b, b' ' | b'\n' | b'\r' | b'\t')
+}
+
+fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while i < b.len() && is_ws(b[i]) {
+        i += 1;
+    }
+    i
+}
+
+fn scan<'a>(input: &'a [u8], scratch: &mut Scratch, record_all: bool) -> Result<Doc<'a>> {
+    if input.len() >= NONE as usize {
+        return Err(Error::json("document too large"));
+    }
+    let mut nodes = std::mem::take(&mut scratch.nodes);
+    let mut members = std::mem::take(&mut scratch.members);
+    nodes.clear();
+    members.clear();
+    let pending = &mut scratch.pending;
+    let frames = &mut scratch.frames;
+    pending.clear();
+    frames.clear();
+    let b = input;
+    let err = |at: usize, what: &str| json_error(input, at, what);
+    let mut i = skip_ws(b, 0);
+    if i == b.len() {
+        return Err(err(i, "no JSON value"));
+    }
+    let root;
+    'value: loop {
+        // A value starts at b[i] (whitespace skipped).
+        let Some(&c) = b.get(i) else { return Err(err(i, "unexpected end of input")) };
+        let mut done = match c {
+            b'{' | b'[' => {
+                if frames.len() >= MAX_DEPTH {
+                    return Err(err(i, "nesting too deep"));
+                }
+                let recorded = match frames.last() {
+                    None => true,
+                    Some(p) => {
+                        record_all
+                            || p.recorded
+                                && frames.len() <= RECORD_DEPTH
+                                && (!p.object || followed(&b[p.key_start as usize..p.key_end as usize], p.key_escaped))
+                    }
+                };
+                let node = if recorded {
+                    nodes.push(Node::default());
+                    (nodes.len() - 1) as u32
+                } else {
+                    NONE
+                };
+                let object = c == b'{';
+                frames.push(Frame {
+                    object,
+                    recorded,
+                    base: pending.len() as u32,
+                    node,
+                    start: i as u32,
+                    key_start: 0,
+                    key_end: 0,
+                    key_escaped: false,
+                });
+                i = skip_ws(b, i + 1);
+                if b.get(i) == Some(if object { &b'}' } else { &b']' }) {
+                    i += 1;
+                    close(frames, pending, &mut nodes, &mut members, i)
+                } else {
+                    if object {
+                        i = key(b, i, frames.last_mut().expect("just pushed"), &err)?;
+                    }
+                    continue 'value;
+                }
+            }
+            b'"' => {
+                let (end, escaped) = string(b, i, &err)?;
+                let kind = if escaped { Kind::EscapedStr } else { Kind::Str };
+                let span = Span { start: i as u32, end: end as u32, kind, node: NONE };
+                i = end;
+                span
+            }
+            b't' | b'f' | b'n' => {
+                let (word, kind): (&[u8], _) = match c {
+                    b't' => (b"true", Kind::Bool),
+                    b'f' => (b"false", Kind::Bool),
+                    _ => (b"null", Kind::Null),
+                };
+                if !b[i..].starts_with(word) {
+                    return Err(err(i, "invalid literal"));
+                }
+                let span = Span { start: i as u32, end: (i + word.len()) as u32, kind, node: NONE };
+                i += word.len();
+                span
+            }
+            b'-' | b'0'..=b'9' => {
+                let (end, kind) = number(b, i, &err)?;
+                let span = Span { start: i as u32, end: end as u32, kind, node: NONE };
+                i = end;
+                span
+            }
+            _ => return Err(err(i, "expected a JSON value")),
+        };
+        // `done` ended at i: attach it to its container, then go on to the
+        // next member or close the container (which ends a value in turn).
+        loop {
+            let Some(top) = frames.last_mut() else {
+                root = done;
+                break 'value;
+            };
+            if top.recorded {
+                let (key_start, key_end, key_escaped) =
+                    if top.object { (top.key_start, top.key_end, top.key_escaped) } else { (0, 0, false) };
+                pending.push(Member { key_start, key_end, key_escaped, value: done });
+            }
+            i = skip_ws(b, i);
+            match (b.get(i), top.object) {
+                (Some(b','), object) => {
+                    i = skip_ws(b, i + 1);
+                    if object {
+                        i = key(b, i, top, &err)?;
+                    }
+                    continue 'value;
+                }
+                (Some(b'}'), true) | (Some(b']'), false) => {
+                    i += 1;
+                    done = close(frames, pending, &mut nodes, &mut members, i);
+                }
+                (None, _) => return Err(err(i, "unexpected end of input")),
+                (Some(_), true) => return Err(err(i, "expected ',' or '}'")),
+                (Some(_), false) => return Err(err(i, "expected ',' or ']'")),
+            }
+        }
+    }
+    let end = skip_ws(b, i);
+    if end != b.len() {
+        return Err(err(end, "unexpected data after the JSON value"));
+    }
+    Ok(Doc { input, nodes, members, root })
+}
+
+/// Pops the innermost container, which ended at `end`; files its members
+/// when it is recorded.
+fn close(frames: &mut Vec<Frame>, pending: &mut Vec<Member>, nodes: &mut [Node], members: &mut Vec<Member>, end: usize) -> Span {
+    let f = frames.pop().expect("an open container");
+    if f.recorded {
+        let base = f.base as usize;
+        nodes[f.node as usize] = Node { first: members.len() as u32, len: (pending.len() - base) as u32 };
+        members.extend(pending.drain(base..));
+    }
+    let kind = if f.object { Kind::Object } else { Kind::Array };
+    Span { start: f.start, end: end as u32, kind, node: f.node }
+}
+
+/// Reads `"key" :` at b[i] into `frame`; returns where the value starts.
+fn key(b: &[u8], i: usize, frame: &mut Frame, err: &impl Fn(usize, &str) -> Error) -> Result<usize> {
+    if b.get(i) != Some(&b'"') {
+        return Err(if i == b.len() {
+            err(i, "unexpected end of input")
+        } else {
+            err(i, "expected an object key (a trailing comma?)")
+        });
+    }
+    let (end, escaped) = string(b, i, err)?;
+    (frame.key_start, frame.key_end, frame.key_escaped) = ((i + 1) as u32, (end - 1) as u32, escaped);
+    let colon = skip_ws(b, end);
+    if b.get(colon) != Some(&b':') {
+        return Err(err(colon, "expected ':' after an object key"));
+    }
+    Ok(skip_ws(b, colon + 1))
+}
+
+/// Whether routing follows `key` (raw bytes between the quotes) into its value.
+fn followed(key: &[u8], escaped: bool) -> bool {
+    if escaped {
+        return decode(key).is_some_and(|k| FOLLOWED.contains(&k.as_bytes()));
+    }
+    FOLLOWED.contains(&key)
+}
+
+/// The string starting at b[i] (`"`): returns the index past its closing
+/// quote and whether it has escapes. Checks escapes, `\u` surrogate pairs
+/// and refuses unescaped control characters.
+fn string(b: &[u8], i: usize, err: &impl Fn(usize, &str) -> Error) -> Result<(usize, bool)> {
+    let mut j = i + 1;
+    let mut escaped = false;
+    loop {
+        j = find_special(b, j);
+        match b.get(j) {
+            None => return Err(err(i, "unterminated string")),
+            Some(b'"') => return Ok((j + 1, escaped)),
+            Some(b'\\') => {
+                escaped = true;
+                j = escape(b, j, err)?;
+            }
+            Some(_) => return Err(err(j, "control character in a string (escape it)")),
+        }
+    }
+}
+
+/// The escape at b[i] (`\\`): returns the index past it.
+fn escape(b: &[u8], i: usize, err: &impl Fn(usize, &str) -> Error) -> Result<usize> {
+    match b.get(i + 1) {
+        Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => Ok(i + 2),
+        Some(b'u') => {
+            let unit = hex4(b, i + 2).ok_or_else(|| err(i, "invalid escape in a string"))?;
+            match unit {
+                0xD800..=0xDBFF => {
+                    let low = (b.get(i + 6..i + 8) == Some(b"\\u")).then(|| hex4(b, i + 8)).flatten();
+                    match low {
+                        Some(0xDC00..=0xDFFF) => Ok(i + 12),
+                        _ => Err(err(i, "unpaired surrogate in a string")),
+                    }
+                }
+                0xDC00..=0xDFFF => Err(err(i, "unpaired surrogate in a string")),
+                _ => Ok(i + 6),
+            }
+        }
+        None => Err(err(i, "unterminated string")),
+        Some(_) => Err(err(i, "invalid escape in a string")),
+    }
+}
+
+fn hex4(b: &[u8], i: usize) -> Option<u32> {
+    let digits = b.get(i..i + 4)?;
+    digits.iter().try_fold(0u32, |n, &d| Some(n << 4 | (d as char).to_digit(16)?))
+}
+
+/// The index of the first `"`, `\\` or control character at or after `i`
+/// (`b.len()` if none).
+fn find_special(b: &[u8], mut i: usize) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: SSE2 is part of the x86-64 baseline; loads are unaligned
+        // and stay within `b` (i + 16 <= b.len()).
+        unsafe {
+            use std::arch::x86_64::*;
+            let quote = _mm_set1_epi8(b'"' as i8);
+            let backslash = _mm_set1_epi8(b'\\' as i8);
+            let control = _mm_set1_epi8(0x1f);
+            while i + 16 <= b.len() {
+                let x = _mm_loadu_si128(b.as_ptr().add(i).cast());
+                let hits = _mm_or_si128(
+                    _mm_or_si128(_mm_cmpeq_epi8(x, quote), _mm_cmpeq_epi8(x, backslash)),
+                    _mm_cmpeq_epi8(_mm_max_epu8(x, control), control),
+                );
+                let mask = _mm_movemask_epi8(hits);
+                if mask != 0 {
+                    return i + mask.trailing_zeros() as usize;
+                }
+                i += 16;
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    while let Some(chunk) = b.get(i..i + 8) {
+        if super::needs_escape(u64::from_le_bytes(chunk.try_into().expect("eight bytes"))) {
+            break;
+        }
+        i += 8;
+    }
+    while i < b.len() && !matches!(b[i], b'"' | b'\\' | 0..=0x1f) {
+        i += 1;
+    }
+    i
+}
+
+/// The number starting at b[i]: RFC 8259 grammar; integers must fit `u64`
+/// (or `i64` when negative) and other numbers be finite, as simd-json wants.
+fn number(b: &[u8], i: usize, err: &impl Fn(usize, &str) -> Error) -> Result<(usize, Kind)> {
+    let digits = |mut j: usize| {
+        while j < b.len() && b[j].is_ascii_digit() {
+            j += 1;
+        }
+        j
+    };
+    let negative = b[i] == b'-';
+    let int_start = i + usize::from(negative);
+    let int_end = match b.get(int_start) {
+        Some(b'0') => int_start + 1,
+        Some(b'1'..=b'9') => digits(int_start + 1),
+        _ => return Err(err(i, "invalid number")),
+    };
+    let mut j = int_end;
+    let mut float = false;
+    if b.get(j) == Some(&b'.') {
+        let end = digits(j + 1);
+        if end == j + 1 {
+            return Err(err(i, "invalid number"));
+        }
+        (j, float) = (end, true);
+    }
+    let mut exponent = false;
+    if matches!(b.get(j), Some(b'e' | b'E')) {
+        let sign = usize::from(matches!(b.get(j + 1), Some(b'+' | b'-')));
+        let end = digits(j + 1 + sign);
+        if end == j + 1 + sign {
+            return Err(err(i, "invalid number"));
+        }
+        (j, float, exponent) = (end, true, true);
+    }
+    let text = std::str::from_utf8(&b[i..j]).expect("ASCII digits");
+    let in_range = if !float {
+        if negative { text.parse::<i64>().is_ok() } else { text.parse::<u64>().is_ok() }
+    } else if !exponent && int_end - int_start <= 300 {
+        true
+    } else {
+        text.parse::<f64>().is_ok_and(f64::is_finite)
+    };
+    if !in_range {
+        return Err(err(i, "number out of range"));
+    }
+    Ok((j, if float { Kind::Float } else { Kind::Int }))
+}
+
+/// Decodes the inside of a string literal (escapes checked by the scan).
+fn decode(raw: &[u8]) -> Option<String> {
+    let mut out = String::with_capacity(raw.len());
+    let text = std::str::from_utf8(raw).ok()?;
+    let mut rest = text;
+    while let Some(at) = rest.find('\\') {
+        out.push_str(&rest[..at]);
+        let esc = rest.as_bytes();
+        let (ch, used) = match esc.get(at + 1)? {
+            b'"' => ('"', 2),
+            b'\\' => ('\\', 2),
+            b'/' => ('/', 2),
+            b'b' => ('\u{8}', 2),
+            b'f' => ('\u{c}', 2),
+            b'n' => ('\n', 2),
+            b'r' => ('\r', 2),
+            b't' => ('\t', 2),
+            b'u' => {
+                let unit = hex4(esc, at + 2)?;
+                if (0xD800..0xDC00).contains(&unit) {
+                    let low = hex4(esc, at + 8)?;
+                    (char::from_u32(0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00))?, 12)
+                } else {
+                    (char::from_u32(unit)?, 6)
+                }
+            }
+            _ => return None,
+        };
+        out.push(ch);
+        rest = &rest[at + used..];
+    }
+    out.push_str(rest);
+    Some(out)
+}
+
+/// A value of a scanned document. Containers that were not recorded have
+/// no members or items to show.
+#[derive(Clone, Copy)]
+pub(crate) struct Value<'d> {
+    doc: &'d Doc<'d>,
+    span: Span,
+}
+
+impl<'d> Value<'d> {
+    pub(crate) fn kind(self) -> Kind {
+        self.span.kind
+    }
+
+    /// Where the value is in the input (a string with its quotes).
+    pub(crate) fn range(self) -> std::ops::Range<usize> {
+        self.span.start as usize..self.span.end as usize
+    }
+
+    /// A string's text, decoded.
+    pub(crate) fn str(self) -> Option<Cow<'d, str>> {
+        let inner = self.span.start as usize + 1..self.span.end as usize - 1;
+        match self.span.kind {
+            Kind::Str => Some(Cow::Borrowed(self.doc.text(inner))),
+            Kind::EscapedStr => decode(&self.doc.input[inner]).map(Cow::Owned),
+            _ => None,
+        }
+    }
+
+    fn recorded(self) -> &'d [Member] {
+        if self.span.node == NONE {
+            debug_assert!(!matches!(self.span.kind, Kind::Object | Kind::Array), "routing read an unrecorded container");
+            return &[];
+        }
+        let node = self.doc.nodes[self.span.node as usize];
+        &self.doc.members[node.first as usize..(node.first + node.len) as usize]
+    }
+
+    /// An object's members in order (none for other values).
+    pub(crate) fn members(self) -> impl Iterator<Item = (Cow<'d, str>, Value<'d>)> {
+        let doc = self.doc;
+        let members = if self.span.kind == Kind::Object { self.recorded() } else { &[] };
+        members.iter().map(move |m| (doc.key(m), Value { doc, span: m.value }))
+    }
+
+    /// An array's items (`None` for other values).
+    pub(crate) fn items(self) -> Option<impl Iterator<Item = Value<'d>>> {
+        let doc = self.doc;
+        (self.span.kind == Kind::Array).then(|| self.recorded().iter().map(move |m| Value { doc, span: m.value }))
+    }
+
+    /// The member `key` of an object (the first, if repeated).
+    pub(crate) fn get(self, key: &str) -> Option<Value<'d>> {
+        if self.span.kind != Kind::Object {
+            return None;
+        }
+        let doc = self.doc;
+        self.recorded()
+            .iter()
+            .find(|m| {
+                let raw = &doc.input[m.key_start as usize..m.key_end as usize];
+                if m.key_escaped { decode(raw).is_some_and(|k| k == key) } else { raw == key.as_bytes() }
+            })
+            .map(|m| Value { doc, span: m.value })
+    }
+
+    /// An id as [`super::id_text`] reads one: a string or an integer.
+    pub(crate) fn id(self) -> std::result::Result<Box<str>, String> {
+        let what = match self.span.kind {
+            Kind::Str | Kind::EscapedStr => {
+                let text = self.str().ok_or("undecodable string")?;
+                return super::check_id(&text).map(Box::from);
+            }
+            Kind::Int => {
+                let text = self.doc.text(self.span.start as usize..self.span.end as usize);
+                // `-0` is the integer 0; other integers are written canonically.
+                return Ok(if text == "-0" { "0".into() } else { text.into() });
+            }
+            Kind::Null => "null",
+            Kind::Bool => "a boolean",
+            Kind::Float => "a number",
+            Kind::Array => "an array",
+            Kind::Object => "an object",
+        };
+        Err(format!("an id must be a string or an integer, got {what}"))
+    }
+}
+
+impl Doc<'_> {
+    /// `input[range]` as text: the input is valid UTF-8 and every range the
+    /// scan records starts and ends next to an ASCII delimiter.
+    fn text(&self, range: std::ops::Range<usize>) -> &str {
+        let bytes = &self.input[range];
+        debug_assert!(std::str::from_utf8(bytes).is_ok());
+        // SAFETY: see above: UTF-8 checked before the scan, boundaries at ASCII bytes.
+        unsafe { std::str::from_utf8_unchecked(bytes) }
+    }
+
+    fn key(&self, m: &Member) -> Cow<'_, str> {
+        let range = m.key_start as usize..m.key_end as usize;
+        if m.key_escaped {
+            Cow::Owned(decode(&self.input[range]).unwrap_or_default())
+        } else {
+            Cow::Borrowed(self.text(range))
+        }
+    }
+
+    /// The first repeated key at or below `span`, with `path` as its place.
+    fn repeat_below(&self, span: Span, path: &mut String) -> Option<String> {
+        let value = Value { doc: self, span };
+        if span.kind == Kind::Object
+            && let Some(key) = super::repeated_key(value.members().map(|(k, _)| k))
+        {
+            return Some(super::repeated_key_error(&key, path).message().to_owned());
+        }
+        let object = span.kind == Kind::Object;
+        for m in value.recorded() {
+            if !matches!(m.value.kind, Kind::Object | Kind::Array) {
+                continue;
+            }
+            let len = path.len();
+            if object {
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(&self.key(m));
+            } else {
+                path.push_str("[]");
+            }
+            let found = self.repeat_below(m.value, path);
+            path.truncate(len);
+            if found.is_some() {
+                return found;
+            }
+        }
+        None
+    }
+}
