@@ -2,6 +2,8 @@
 //! deserializing only the same fields into a typed struct, and against
 //! simd-json only building its tape of the same input (copy + UTF-8 check +
 //! `fill_tape` with reused buffers, extracting nothing): issue 13's baseline.
+//! After criterion's groups, `extract/vs_tape` times extraction and the tape
+//! build in alternating rounds and prints GB/s and their ratio.
 
 mod common;
 
@@ -61,23 +63,23 @@ fn extraction(c: &mut Criterion) {
             }
         })
     });
-    let mut input = Vec::new();
-    let mut buffers = simd_json::Buffers::new(4096);
-    let mut tape = Some(simd_json::tape::Tape::null());
+    let mut tape = evroute::baseline::TapeBuild::default();
     g.bench_function("simd_json_tape", |b| {
         b.iter(|| {
             for s in common::STATUSES {
-                std::str::from_utf8(s.as_bytes()).unwrap();
-                input.clear();
-                input.extend_from_slice(s.as_bytes());
-                let mut t = tape.take().unwrap().reset();
-                simd_json::fill_tape(&mut input, &mut buffers, &mut t).unwrap();
-                std::hint::black_box(t.as_value());
-                tape = Some(t.reset());
+                std::hint::black_box(tape.build(s.as_bytes()));
             }
         })
     });
     g.finish();
+    let inputs: Vec<&[u8]> = common::STATUSES.iter().map(|s| s.as_bytes()).collect();
+    let run = evroute::baseline::extraction_vs_tape(&inputs, 20, 200);
+    println!(
+        "extract/vs_tape: extraction {:.3} GB/s, simd-json tape build {:.3} GB/s, extraction / tape {:.2}x",
+        run.extract_gb_per_s(),
+        run.tape_gb_per_s(),
+        run.ratio()
+    );
 }
 
 criterion_group! {

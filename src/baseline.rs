@@ -10,6 +10,9 @@
 //! - [`Floor`]: not a router but the least a fan-out can cost on this
 //!   machine: bump a reference count and store a pointer into each of N
 //!   separately allocated rings.
+//! - [`TapeBuild`]: simd-json building its tape of an event and extracting
+//!   nothing, the baseline of event extraction; [`extraction_vs_tape`] times
+//!   the two on the same inputs in alternation.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -524,4 +527,95 @@ mod tests {
         assert_eq!((run.subscribers, run.events), (20, 7));
         assert!(run.elapsed > Duration::ZERO);
     }
+}
+
+/// simd-json building its tape of one input as the engine did before the
+/// scanner (UTF-8 check, copy, `fill_tape` with reused buffers), extracting
+/// nothing: what issue 13 compares extraction with.
+pub struct TapeBuild {
+    input: Vec<u8>,
+    buffers: simd_json::Buffers,
+    tape: Option<simd_json::tape::Tape<'static>>,
+}
+
+impl Default for TapeBuild {
+    fn default() -> Self {
+        TapeBuild { input: Vec::new(), buffers: simd_json::Buffers::new(4096), tape: Some(simd_json::tape::Tape::null()) }
+    }
+}
+
+impl TapeBuild {
+    /// Builds the tape of `bytes`; returns its length in nodes.
+    pub fn build(&mut self, bytes: &[u8]) -> usize {
+        std::str::from_utf8(bytes).expect("UTF-8 input");
+        self.input.clear();
+        self.input.extend_from_slice(bytes);
+        let mut tape = self.tape.take().expect("a tape").reset();
+        simd_json::fill_tape(&mut self.input, &mut self.buffers, &mut tape).expect("valid JSON");
+        let nodes = tape.0.len();
+        self.tape = Some(tape.reset());
+        nodes
+    }
+}
+
+/// [`extraction_vs_tape`]'s result: bytes processed by each side, the time
+/// each took, and the median over rounds of tape time ÷ extraction time.
+#[derive(Clone, Copy, Debug)]
+pub struct ExtractionRun {
+    pub bytes: u64,
+    pub extract: Duration,
+    pub tape: Duration,
+    pub median_ratio: f64,
+}
+
+impl ExtractionRun {
+    pub fn extract_gb_per_s(&self) -> f64 {
+        self.bytes as f64 / self.extract.as_secs_f64() / 1e9
+    }
+    pub fn tape_gb_per_s(&self) -> f64 {
+        self.bytes as f64 / self.tape.as_secs_f64() / 1e9
+    }
+    /// Extraction throughput ÷ tape-build throughput (above 1: faster), the
+    /// median of the rounds: a round's two halves run within a millisecond or
+    /// so of each other, so load changes on a shared machine cancel out.
+    pub fn ratio(&self) -> f64 {
+        self.median_ratio
+    }
+}
+
+/// `evroute::event::parse_content` against [`TapeBuild`] on `inputs`, in
+/// `rounds` alternating rounds of `passes` passes over all inputs each, so
+/// that both see the same machine load. Every input must be an event that
+/// parses.
+pub fn extraction_vs_tape(inputs: &[&[u8]], rounds: usize, passes: usize) -> ExtractionRun {
+    let mut tape = TapeBuild::default();
+    let total: usize = inputs.iter().map(|i| i.len()).sum();
+    let mut run = ExtractionRun { bytes: 0, extract: Duration::ZERO, tape: Duration::ZERO, median_ratio: f64::NAN };
+    let mut ratios = Vec::with_capacity(rounds);
+    for round in 0..=rounds {
+        let start = Instant::now();
+        for _ in 0..passes {
+            for input in inputs {
+                std::hint::black_box(crate::event::parse_content(input).expect("a valid event"));
+            }
+        }
+        let extract = start.elapsed();
+        let start = Instant::now();
+        for _ in 0..passes {
+            for input in inputs {
+                std::hint::black_box(tape.build(input));
+            }
+        }
+        let tape_time = start.elapsed();
+        // Round 0 warms up both.
+        if round > 0 {
+            run.extract += extract;
+            run.tape += tape_time;
+            run.bytes += (total * passes) as u64;
+            ratios.push(tape_time.as_secs_f64() / extract.as_secs_f64().max(1e-12));
+        }
+    }
+    ratios.sort_by(f64::total_cmp);
+    run.median_ratio = ratios.get(ratios.len() / 2).copied().unwrap_or(f64::NAN);
+    run
 }

@@ -99,6 +99,10 @@ pub(crate) trait Json<'d>: Copy {
     fn items(self) -> Option<impl Iterator<Item = Self>>;
     /// A string's text, decoded.
     fn string(self) -> Option<Cow<'d, str>>;
+    /// The first key an object repeats.
+    fn repeated_key(self) -> Option<Cow<'d, str>> {
+        repeated_key(self.members().map(|(k, _)| k))
+    }
     /// An id: see [`id_text`].
     fn id(self) -> std::result::Result<Box<str>, String>;
     /// Where the value of member `key` is in `input`, `self` being the root
@@ -140,6 +144,9 @@ impl<'d> Json<'d> for scan::Value<'d> {
     }
     fn string(self) -> Option<Cow<'d, str>> {
         self.str()
+    }
+    fn repeated_key(self) -> Option<Cow<'d, str>> {
+        scan::Value::repeated_key(self)
     }
     fn id(self) -> std::result::Result<Box<str>, String> {
         scan::Value::id(self)

@@ -40,7 +40,9 @@ const FOLLOWED: [&[u8]; 11] = [
 const NONE: u32 = u32::MAX;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
 pub(crate) enum Kind {
+    // In the order of `KINDS`.
     Null,
     Bool,
     /// An integer literal: no fraction, no exponent.
@@ -53,24 +55,57 @@ pub(crate) enum Kind {
     Object,
 }
 
-/// A value's bytes in the input (strings with their quotes) and, for a
-/// recorded container, its node.
+/// A value's bytes in the input (strings with their quotes), its kind and,
+/// for a recorded container, its node. Packed in two words so that the scan
+/// builds it in registers and stores it whole.
 #[derive(Clone, Copy, Debug)]
 struct Span {
-    start: u32,
-    end: u32,
-    kind: Kind,
-    node: u32,
+    /// start | end << 32
+    pos: u64,
+    /// node | kind << 32
+    info: u64,
+}
+
+const KINDS: [Kind; 8] =
+    [Kind::Null, Kind::Bool, Kind::Int, Kind::Float, Kind::Str, Kind::EscapedStr, Kind::Array, Kind::Object];
+
+impl Span {
+    #[inline(always)]
+    fn new(start: usize, end: usize, kind: Kind, node: u32) -> Span {
+        Span { pos: start as u64 | (end as u64) << 32, info: u64::from(node) | (kind as u64) << 32 }
+    }
+    fn start(self) -> u32 {
+        self.pos as u32
+    }
+    fn end(self) -> u32 {
+        (self.pos >> 32) as u32
+    }
+    fn kind(self) -> Kind {
+        KINDS[(self.info >> 32) as usize & 7]
+    }
+    fn node(self) -> u32 {
+        self.info as u32
+    }
 }
 
 /// A member of a recorded container; array items have an empty key.
 #[derive(Clone, Copy, Debug)]
 struct Member {
-    /// The key's bytes between the quotes.
-    key_start: u32,
-    key_end: u32,
-    key_escaped: bool,
     value: Span,
+    /// The key's bytes between the quotes: start | end << 32, and the top bit
+    /// set when the key has an escape.
+    key: u64,
+}
+
+const ESCAPED_KEY: u64 = 1 << 63;
+
+impl Member {
+    fn key_range(self) -> std::ops::Range<usize> {
+        self.key as u32 as usize..(self.key >> 32 & 0x7fff_ffff) as usize
+    }
+    fn key_escaped(self) -> bool {
+        self.key & ESCAPED_KEY != 0
+    }
 }
 
 /// A recorded container: its members are `members[first..first + len]`.
@@ -89,11 +124,13 @@ struct Frame {
     base: u32,
     node: u32,
     start: u32,
-    /// The key of the member being scanned (objects).
-    key_start: u32,
-    key_end: u32,
-    key_escaped: bool,
+    /// The key of the member being scanned (objects), as in [`Member`].
+    key: u64,
+    /// Whether the items of this array are recorded when they are containers.
+    follow_items: bool,
 }
+
+const _: () = assert!(std::mem::size_of::<Member>() == 24);
 
 /// Buffers reused per thread by [`with_scan`].
 #[derive(Default)]
@@ -162,10 +199,12 @@ fn json_error(input: &[u8], at: usize, what: &str) -> Error {
     }
 }
 
+#[inline(always)]
 fn is_ws(b: u8) -> bool {
     matches!(b, b' ' | b'\n' | b'\r' | b'\t')
 }
 
+#[inline(always)]
 fn skip_ws(b: &[u8], mut i: usize) -> usize {
     while i < b.len() && is_ws(b[i]) {
         i += 1;
@@ -174,7 +213,7 @@ fn skip_ws(b: &[u8], mut i: usize) -> usize {
 }
 
 fn scan<'a>(input: &'a [u8], scratch: &mut Scratch, record_all: bool) -> Result<Doc<'a>> {
-    if input.len() >= NONE as usize {
+    if input.len() >= 1 << 31 {
         return Err(Error::json("document too large"));
     }
     let mut nodes = std::mem::take(&mut scratch.nodes);
@@ -206,7 +245,7 @@ fn scan<'a>(input: &'a [u8], scratch: &mut Scratch, record_all: bool) -> Result<
                         record_all
                             || p.recorded
                                 && frames.len() <= RECORD_DEPTH
-                                && (!p.object || followed(&b[p.key_start as usize..p.key_end as usize], p.key_escaped))
+                                && if p.object { followed(b, p.key) } else { p.follow_items }
                     }
                 };
                 let node = if recorded {
@@ -222,9 +261,8 @@ fn scan<'a>(input: &'a [u8], scratch: &mut Scratch, record_all: bool) -> Result<
                     base: pending.len() as u32,
                     node,
                     start: i as u32,
-                    key_start: 0,
-                    key_end: 0,
-                    key_escaped: false,
+                    key: 0,
+                    follow_items: !object && recorded && frames.last().is_some_and(|p| p.object && items_followed(b, p.key)),
                 });
                 i = skip_ws(b, i + 1);
                 if b.get(i) == Some(if object { &b'}' } else { &b']' }) {
@@ -240,7 +278,7 @@ fn scan<'a>(input: &'a [u8], scratch: &mut Scratch, record_all: bool) -> Result<
             b'"' => {
                 let (end, escaped) = string(b, i, &err)?;
                 let kind = if escaped { Kind::EscapedStr } else { Kind::Str };
-                let span = Span { start: i as u32, end: end as u32, kind, node: NONE };
+                let span = Span::new(i, end, kind, NONE);
                 i = end;
                 span
             }
@@ -253,13 +291,13 @@ fn scan<'a>(input: &'a [u8], scratch: &mut Scratch, record_all: bool) -> Result<
                 if !b[i..].starts_with(word) {
                     return Err(err(i, "invalid literal"));
                 }
-                let span = Span { start: i as u32, end: (i + word.len()) as u32, kind, node: NONE };
+                let span = Span::new(i, i + word.len(), kind, NONE);
                 i += word.len();
                 span
             }
             b'-' | b'0'..=b'9' => {
                 let (end, kind) = number(b, i, &err)?;
-                let span = Span { start: i as u32, end: end as u32, kind, node: NONE };
+                let span = Span::new(i, end, kind, NONE);
                 i = end;
                 span
             }
@@ -273,9 +311,7 @@ fn scan<'a>(input: &'a [u8], scratch: &mut Scratch, record_all: bool) -> Result<
                 break 'value;
             };
             if top.recorded {
-                let (key_start, key_end, key_escaped) =
-                    if top.object { (top.key_start, top.key_end, top.key_escaped) } else { (0, 0, false) };
-                pending.push(Member { key_start, key_end, key_escaped, value: done });
+                pending.push(Member { value: done, key: if top.object { top.key } else { 0 } });
             }
             i = skip_ws(b, i);
             match (b.get(i), top.object) {
@@ -313,10 +349,11 @@ fn close(frames: &mut Vec<Frame>, pending: &mut Vec<Member>, nodes: &mut [Node],
         members.extend(pending.drain(base..));
     }
     let kind = if f.object { Kind::Object } else { Kind::Array };
-    Span { start: f.start, end: end as u32, kind, node: f.node }
+    Span::new(f.start as usize, end, kind, f.node)
 }
 
 /// Reads `"key" :` at b[i] into `frame`; returns where the value starts.
+#[inline(always)]
 fn key(b: &[u8], i: usize, frame: &mut Frame, err: &impl Fn(usize, &str) -> Error) -> Result<usize> {
     if b.get(i) != Some(&b'"') {
         return Err(if i == b.len() {
@@ -326,7 +363,7 @@ fn key(b: &[u8], i: usize, frame: &mut Frame, err: &impl Fn(usize, &str) -> Erro
         });
     }
     let (end, escaped) = string(b, i, err)?;
-    (frame.key_start, frame.key_end, frame.key_escaped) = ((i + 1) as u32, (end - 1) as u32, escaped);
+    frame.key = (i + 1) as u64 | ((end - 1) as u64) << 32 | if escaped { ESCAPED_KEY } else { 0 };
     let colon = skip_ws(b, end);
     if b.get(colon) != Some(&b':') {
         return Err(err(colon, "expected ':' after an object key"));
@@ -334,22 +371,38 @@ fn key(b: &[u8], i: usize, frame: &mut Frame, err: &impl Fn(usize, &str) -> Erro
     Ok(skip_ws(b, colon + 1))
 }
 
-/// Whether routing follows `key` (raw bytes between the quotes) into its value.
-fn followed(key: &[u8], escaped: bool) -> bool {
-    if escaped {
-        return decode(key).is_some_and(|k| FOLLOWED.contains(&k.as_bytes()));
+/// Whether routing follows the member `key` (packed as in [`Member`]) into
+/// its value.
+fn followed(b: &[u8], key: u64) -> bool {
+    key_in(b, key, &FOLLOWED)
+}
+
+/// Whether routing reads the items of the array under `key`, beyond their
+/// count (`media_attachments` and `medias` are only checked for emptiness).
+fn items_followed(b: &[u8], key: u64) -> bool {
+    key_in(b, key, &FOLLOWED[..7]) || key_in(b, key, &FOLLOWED[9..])
+}
+
+fn key_in(b: &[u8], key: u64, set: &[&[u8]]) -> bool {
+    let m = Member { value: Span::new(0, 0, Kind::Null, NONE), key };
+    let raw = &b[m.key_range()];
+    if m.key_escaped() {
+        return decode(raw).is_some_and(|k| set.contains(&k.as_bytes()));
     }
-    FOLLOWED.contains(&key)
+    set.contains(&raw)
 }
 
 /// The string starting at b[i] (`"`): returns the index past its closing
 /// quote and whether it has escapes. Checks escapes, `\u` surrogate pairs
 /// and refuses unescaped control characters.
+#[inline(always)]
 fn string(b: &[u8], i: usize, err: &impl Fn(usize, &str) -> Error) -> Result<(usize, bool)> {
-    let mut j = i + 1;
+    let mut j = find_special(b, i + 1);
+    if j < b.len() && b[j] == b'"' {
+        return Ok((j + 1, false));
+    }
     let mut escaped = false;
     loop {
-        j = find_special(b, j);
         match b.get(j) {
             None => return Err(err(i, "unterminated string")),
             Some(b'"') => return Ok((j + 1, escaped)),
@@ -359,6 +412,7 @@ fn string(b: &[u8], i: usize, err: &impl Fn(usize, &str) -> Error) -> Result<(us
             }
             Some(_) => return Err(err(j, "control character in a string (escape it)")),
         }
+        j = find_special(b, j);
     }
 }
 
@@ -392,6 +446,7 @@ fn hex4(b: &[u8], i: usize) -> Option<u32> {
 
 /// The index of the first `"`, `\\` or control character at or after `i`
 /// (`b.len()` if none).
+#[inline(always)]
 fn find_special(b: &[u8], mut i: usize) -> usize {
     #[cfg(target_arch = "x86_64")]
     {
@@ -522,18 +577,18 @@ pub(crate) struct Value<'d> {
 
 impl<'d> Value<'d> {
     pub(crate) fn kind(self) -> Kind {
-        self.span.kind
+        self.span.kind()
     }
 
     /// Where the value is in the input (a string with its quotes).
     pub(crate) fn range(self) -> std::ops::Range<usize> {
-        self.span.start as usize..self.span.end as usize
+        self.span.start() as usize..self.span.end() as usize
     }
 
     /// A string's text, decoded.
     pub(crate) fn str(self) -> Option<Cow<'d, str>> {
-        let inner = self.span.start as usize + 1..self.span.end as usize - 1;
-        match self.span.kind {
+        let inner = self.span.start() as usize + 1..self.span.end() as usize - 1;
+        match self.span.kind() {
             Kind::Str => Some(Cow::Borrowed(self.doc.text(inner))),
             Kind::EscapedStr => decode(&self.doc.input[inner]).map(Cow::Owned),
             _ => None,
@@ -541,51 +596,64 @@ impl<'d> Value<'d> {
     }
 
     fn recorded(self) -> &'d [Member] {
-        if self.span.node == NONE {
-            debug_assert!(!matches!(self.span.kind, Kind::Object | Kind::Array), "routing read an unrecorded container");
+        if self.span.node() == NONE {
+            debug_assert!(!matches!(self.span.kind(), Kind::Object | Kind::Array), "routing read an unrecorded container");
             return &[];
         }
-        let node = self.doc.nodes[self.span.node as usize];
+        let node = self.doc.nodes[self.span.node() as usize];
         &self.doc.members[node.first as usize..(node.first + node.len) as usize]
     }
 
     /// An object's members in order (none for other values).
     pub(crate) fn members(self) -> impl Iterator<Item = (Cow<'d, str>, Value<'d>)> {
         let doc = self.doc;
-        let members = if self.span.kind == Kind::Object { self.recorded() } else { &[] };
+        let members = if self.span.kind() == Kind::Object { self.recorded() } else { &[] };
         members.iter().map(move |m| (doc.key(m), Value { doc, span: m.value }))
     }
 
     /// An array's items (`None` for other values).
     pub(crate) fn items(self) -> Option<impl Iterator<Item = Value<'d>>> {
         let doc = self.doc;
-        (self.span.kind == Kind::Array).then(|| self.recorded().iter().map(move |m| Value { doc, span: m.value }))
+        (self.span.kind() == Kind::Array).then(|| self.recorded().iter().map(move |m| Value { doc, span: m.value }))
+    }
+
+    /// The first key an object repeats. Keys without escapes are compared as
+    /// they are in the input, without decoding.
+    pub(crate) fn repeated_key(self) -> Option<Cow<'d, str>> {
+        if self.span.kind() != Kind::Object {
+            return None;
+        }
+        let members = self.recorded();
+        if members.iter().any(|m| m.key_escaped()) {
+            return super::repeated_key(self.members().map(|(k, _)| k));
+        }
+        super::repeated_key(members.iter().map(|m| self.doc.text(m.key_range()))).map(Cow::Borrowed)
     }
 
     /// The member `key` of an object (the first, if repeated).
     pub(crate) fn get(self, key: &str) -> Option<Value<'d>> {
-        if self.span.kind != Kind::Object {
+        if self.span.kind() != Kind::Object {
             return None;
         }
         let doc = self.doc;
         self.recorded()
             .iter()
             .find(|m| {
-                let raw = &doc.input[m.key_start as usize..m.key_end as usize];
-                if m.key_escaped { decode(raw).is_some_and(|k| k == key) } else { raw == key.as_bytes() }
+                let raw = &doc.input[m.key_range()];
+                if m.key_escaped() { decode(raw).is_some_and(|k| k == key) } else { raw == key.as_bytes() }
             })
             .map(|m| Value { doc, span: m.value })
     }
 
     /// An id as [`super::id_text`] reads one: a string or an integer.
     pub(crate) fn id(self) -> std::result::Result<Box<str>, String> {
-        let what = match self.span.kind {
+        let what = match self.span.kind() {
             Kind::Str | Kind::EscapedStr => {
                 let text = self.str().ok_or("undecodable string")?;
                 return super::check_id(&text).map(Box::from);
             }
             Kind::Int => {
-                let text = self.doc.text(self.span.start as usize..self.span.end as usize);
+                let text = self.doc.text(self.span.start() as usize..self.span.end() as usize);
                 // `-0` is the integer 0; other integers are written canonically.
                 return Ok(if text == "-0" { "0".into() } else { text.into() });
             }
@@ -610,25 +678,24 @@ impl Doc<'_> {
     }
 
     fn key(&self, m: &Member) -> Cow<'_, str> {
-        let range = m.key_start as usize..m.key_end as usize;
-        if m.key_escaped {
-            Cow::Owned(decode(&self.input[range]).unwrap_or_default())
+        if m.key_escaped() {
+            Cow::Owned(decode(&self.input[m.key_range()]).unwrap_or_default())
         } else {
-            Cow::Borrowed(self.text(range))
+            Cow::Borrowed(self.text(m.key_range()))
         }
     }
 
     /// The first repeated key at or below `span`, with `path` as its place.
     fn repeat_below(&self, span: Span, path: &mut String) -> Option<String> {
         let value = Value { doc: self, span };
-        if span.kind == Kind::Object
-            && let Some(key) = super::repeated_key(value.members().map(|(k, _)| k))
+        if span.kind() == Kind::Object
+            && let Some(key) = value.repeated_key()
         {
             return Some(super::repeated_key_error(&key, path).message().to_owned());
         }
-        let object = span.kind == Kind::Object;
+        let object = span.kind() == Kind::Object;
         for m in value.recorded() {
-            if !matches!(m.value.kind, Kind::Object | Kind::Array) {
+            if !matches!(m.value.kind(), Kind::Object | Kind::Array) {
                 continue;
             }
             let len = path.len();

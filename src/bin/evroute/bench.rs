@@ -552,6 +552,19 @@ fn run_redis(server: &RedisServer, w: &Workload, n: usize, pb: &ProgressBar) -> 
     }))
 }
 
+/// Event extraction on the corpus statuses against simd-json's tape build of
+/// the same bytes, alternating (issue 13: ≥ 1 GB/s and ≥ 1.5× the tape).
+fn run_extraction() -> Value {
+    let inputs: Vec<&[u8]> = STATUSES.iter().map(|s| s.as_bytes()).collect();
+    let run = evroute::baseline::extraction_vs_tape(&inputs, 10, 100);
+    json!({
+        "bytes": run.bytes,
+        "extract_gb_per_s": run.extract_gb_per_s(),
+        "tape_gb_per_s": run.tape_gb_per_s(),
+        "ratio_tape": run.ratio(),
+    })
+}
+
 fn machine() -> Value {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -615,8 +628,10 @@ fn bench(opts: &Options) -> Result<(), String> {
             "ratio_redis": redis_row.as_ref().map(|r| ratio(&ours, r, "deliveries_per_sec")),
         }));
     }
+    let extraction = run_extraction();
     let report = json!({
         "machine": machine(),
+        "extraction": extraction,
         "drain_every": DRAIN_EVERY,
         "drain_deliveries": DRAIN_DELIVERIES,
         "scales": rows,
@@ -676,7 +691,14 @@ fn print_table(report: &Value) {
         m["cores"]
     );
     println!(
-        "publish timed alone; queues drained every {DRAIN_EVERY} events or {DRAIN_DELIVERIES} deliveries outside the timer (e2e adds the drain); peak RSS {peak}\n"
+        "publish timed alone; queues drained every {DRAIN_EVERY} events or {DRAIN_DELIVERIES} deliveries outside the timer (e2e adds the drain); peak RSS {peak}"
+    );
+    let x = &report["extraction"];
+    println!(
+        "extraction (corpus statuses): {:.3} GB/s, simd-json tape build {:.3} GB/s, extraction / tape {:.2}x\n",
+        x["extract_gb_per_s"].as_f64().unwrap_or(f64::NAN),
+        x["tape_gb_per_s"].as_f64().unwrap_or(f64::NAN),
+        x["ratio_tape"].as_f64().unwrap_or(f64::NAN),
     );
     println!(
         "{:>9} {:<13} {:>9} {:>12} {:>8} {:>8} {:>9} {:>9} {:>9} {:>8} {:>8}",
