@@ -540,7 +540,11 @@ pub struct TapeBuild {
 
 impl Default for TapeBuild {
     fn default() -> Self {
-        TapeBuild { input: Vec::new(), buffers: simd_json::Buffers::new(4096), tape: Some(simd_json::tape::Tape::null()) }
+        TapeBuild {
+            input: Vec::new(),
+            buffers: simd_json::Buffers::new(4096),
+            tape: Some(simd_json::tape::Tape::null()),
+        }
     }
 }
 

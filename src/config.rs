@@ -7,7 +7,7 @@ use std::time::Duration;
 use simd_json::BorrowedValue as Value;
 use simd_json::prelude::*;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::filter::ViewerFilters;
 use crate::json::{id_text, with_document};
 use crate::queue::Overflow;
@@ -103,7 +103,7 @@ impl EngineConfig {
         if bytes.trim_ascii().is_empty() {
             return Ok(config);
         }
-        with_document(bytes, &mut Vec::new(), |doc| {
+        with_document(bytes, &mut Vec::new(), ErrorKind::InvalidConfig, |doc| {
             for (key, value) in object(doc, "engine config")?.iter() {
                 match key.as_ref() {
                     "queue_capacity" => config.queue_capacity = positive(value, key, false)?,
@@ -154,7 +154,7 @@ impl SubscriberOptions {
         if bytes.trim_ascii().is_empty() {
             return Ok(SubscriberOptions::default());
         }
-        with_document(bytes, &mut Vec::new(), |doc| Self::from_value(doc, &[]))
+        with_document(bytes, &mut Vec::new(), ErrorKind::InvalidConfig, |doc| Self::from_value(doc, &[]))
     }
 
     /// Parses a subscriber object, ignoring the keys in `extra` (the CLI's
@@ -186,7 +186,7 @@ pub fn filters_from_json(bytes: &[u8]) -> Result<ViewerFilters> {
     if bytes.trim_ascii().is_empty() {
         return Ok(ViewerFilters::default());
     }
-    with_document(bytes, &mut Vec::new(), |doc| {
+    with_document(bytes, &mut Vec::new(), ErrorKind::InvalidConfig, |doc| {
         for key in object(doc, "filter update")?.keys() {
             if !FILTER_KEYS.contains(&key.as_ref()) {
                 return Err(Error::config(format!(

@@ -260,11 +260,7 @@ pub mod reference {
         let channel = ChannelKey::Public { local: None, media: false };
         let pairs = [
             ("content", super::parse_content(input), parse_content(input)),
-            (
-                "channel",
-                super::parse_channel_message(channel.clone(), input),
-                parse_channel_message(channel, input),
-            ),
+            ("channel", super::parse_channel_message(channel.clone(), input), parse_channel_message(channel, input)),
         ];
         for (mode, ours, reference) in pairs {
             let same = match (&ours, &reference) {

@@ -116,8 +116,13 @@ pub fn registry(lists: &[String]) -> Result<(Registry, Vec<Arc<FilterSet>>)> {
     let sets = lists
         .iter()
         .map(|json| {
-            crate::json::with_document(json.as_bytes(), &mut Vec::new(), FilterList::from_value)
-                .map(|list| registry.intern(list))
+            crate::json::with_document(
+                json.as_bytes(),
+                &mut Vec::new(),
+                crate::ErrorKind::InvalidConfig,
+                FilterList::from_value,
+            )
+            .map(|list| registry.intern(list))
         })
         .collect::<Result<_>>()?;
     Ok((registry, sets))

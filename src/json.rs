@@ -11,18 +11,28 @@ use simd_json::prelude::*;
 use simd_json::tape::{Tape, Value as TapeValue};
 use smallvec::SmallVec;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 
 pub(crate) mod scan;
 
 /// Parses `bytes` (copied into `scratch`, which simd-json rewrites in place)
 /// and hands the document to `f`. UTF-8 is checked first so that the error
-/// names the real problem.
-pub fn with_document<R>(bytes: &[u8], scratch: &mut Vec<u8>, f: impl FnOnce(&Value<'_>) -> Result<R>) -> Result<R> {
+/// names the real problem. An object with a repeated key anywhere is refused
+/// with an error of kind `repeat` (`duplicate key "K" in a.b[]`): the DOM
+/// would keep one of the two values silently.
+pub fn with_document<R>(
+    bytes: &[u8],
+    scratch: &mut Vec<u8>,
+    repeat: ErrorKind,
+    f: impl FnOnce(&Value<'_>) -> Result<R>,
+) -> Result<R> {
     std::str::from_utf8(bytes).map_err(Error::utf8)?;
     scratch.clear();
     scratch.extend_from_slice(bytes);
     let doc = simd_json::to_borrowed_value(scratch).map_err(|e| Error::json(describe_json_error(&e)))?;
+    if let Some(message) = scan::first_repeated_key(bytes) {
+        return Err(Error::new(repeat, message));
+    }
     f(&doc)
 }
 

@@ -98,7 +98,7 @@ impl RedisNodeOptions {
         if json.trim_ascii().is_empty() {
             return Ok(options);
         }
-        with_document(json, &mut Vec::new(), |doc| {
+        with_document(json, &mut Vec::new(), crate::ErrorKind::InvalidConfig, |doc| {
             let object = doc.as_object().ok_or_else(|| Error::config("redis node options must be a JSON object"))?;
             for (key, value) in object.iter() {
                 let n = || match value.as_u64() {

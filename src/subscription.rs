@@ -104,7 +104,7 @@ impl SubscriptionSpec {
     /// `type` and any other keys a Mastodon client sends are ignored.
     pub fn parse(bytes: &[u8]) -> Result<SubscriptionSpec> {
         let mut scratch = Vec::new();
-        with_document(bytes, &mut scratch, Self::from_value)
+        with_document(bytes, &mut scratch, crate::ErrorKind::InvalidSubscription, Self::from_value)
     }
 
     pub fn from_value(doc: &Value<'_>) -> Result<SubscriptionSpec> {

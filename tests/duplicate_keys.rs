@@ -286,3 +286,65 @@ proptest! {
         }
     }
 }
+
+/// Subscriber, filter update, subscription and engine config JSON: a
+/// repeated key anywhere is refused with its place, in the error kind of the
+/// document; the same JSON without the repeat is accepted. A DOM keeps one of
+/// two equal keys silently, so `{"languages":["en"],"languages":[]}` would
+/// otherwise turn a filter off depending on the parser.
+#[test]
+fn subscriber_subscription_and_config_json_refuse_repeated_keys() {
+    let engine = Engine::new(EngineConfig::default());
+    let sub = engine.subscriber_from_json(b"{}").unwrap();
+    let filters = r#"{"id":"5","title":"t","context":["public"],"filter_action":"warn","keywords":[{"keyword":"dune","whole_word":true}]}"#;
+    type Check<'a> = &'a dyn Fn(&[u8]) -> evroute::Result<()>;
+    let subscriber: Check = &|b| engine.subscriber_from_json(b).map(drop);
+    let update: Check = &|b| sub.update(b);
+    let subscribe: Check = &|b| sub.subscribe(b).map(drop);
+    let config: Check = &|b| Engine::from_json(b).map(drop);
+    let cases: Vec<(Check, ErrorKind, String, String, &str)> = vec![
+        (
+            subscriber,
+            ErrorKind::InvalidConfig,
+            r#"{"account":"1","languages":["en"]}"#.into(),
+            r#"{"account":"1","languages":["en"],"languages":[]}"#.into(),
+            r#"duplicate key "languages""#,
+        ),
+        (
+            subscriber,
+            ErrorKind::InvalidConfig,
+            format!(r#"{{"keyword_filters":[{filters}]}}"#),
+            format!(
+                r#"{{"keyword_filters":[{}]}}"#,
+                filters.replace(r#""whole_word":true"#, r#""whole_word":true,"keyword":"x""#)
+            ),
+            r#"duplicate key "keyword" in keyword_filters[].keywords[]"#,
+        ),
+        (
+            update,
+            ErrorKind::InvalidConfig,
+            r#"{"blocked_accounts":["2"]}"#.into(),
+            r#"{"blocked_accounts":["2"],"blocked_accounts":[]}"#.into(),
+            r#"duplicate key "blocked_accounts""#,
+        ),
+        (
+            subscribe,
+            ErrorKind::InvalidSubscription,
+            r#"{"type":"subscribe","stream":"hashtag","tag":"a"}"#.into(),
+            r#"{"type":"subscribe","stream":"hashtag","tag":"a","t\u0061g":"b"}"#.into(),
+            r#"duplicate key "tag""#,
+        ),
+        (
+            config,
+            ErrorKind::InvalidConfig,
+            r#"{"queue_capacity":8,"history":{"max_events":5}}"#.into(),
+            r#"{"queue_capacity":8,"history":{"max_events":5,"max_events":0}}"#.into(),
+            r#"duplicate key "max_events" in history"#,
+        ),
+    ];
+    for (check, kind, good, repeated, message) in cases {
+        check(good.as_bytes()).unwrap_or_else(|e| panic!("{good}: {e}"));
+        let err = check(repeated.as_bytes()).expect_err(&repeated);
+        assert_eq!((err.kind(), err.message()), (kind, message), "{repeated}");
+    }
+}

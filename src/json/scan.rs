@@ -262,7 +262,9 @@ fn scan<'a>(input: &'a [u8], scratch: &mut Scratch, record_all: bool) -> Result<
                     node,
                     start: i as u32,
                     key: 0,
-                    follow_items: !object && recorded && frames.last().is_some_and(|p| p.object && items_followed(b, p.key)),
+                    follow_items: !object
+                        && recorded
+                        && frames.last().is_some_and(|p| p.object && items_followed(b, p.key)),
                 });
                 i = skip_ws(b, i + 1);
                 if b.get(i) == Some(if object { &b'}' } else { &b']' }) {
@@ -341,7 +343,13 @@ fn scan<'a>(input: &'a [u8], scratch: &mut Scratch, record_all: bool) -> Result<
 
 /// Pops the innermost container, which ended at `end`; files its members
 /// when it is recorded.
-fn close(frames: &mut Vec<Frame>, pending: &mut Vec<Member>, nodes: &mut [Node], members: &mut Vec<Member>, end: usize) -> Span {
+fn close(
+    frames: &mut Vec<Frame>,
+    pending: &mut Vec<Member>,
+    nodes: &mut [Node],
+    members: &mut Vec<Member>,
+    end: usize,
+) -> Span {
     let f = frames.pop().expect("an open container");
     if f.recorded {
         let base = f.base as usize;
@@ -597,7 +605,10 @@ impl<'d> Value<'d> {
 
     fn recorded(self) -> &'d [Member] {
         if self.span.node() == NONE {
-            debug_assert!(!matches!(self.span.kind(), Kind::Object | Kind::Array), "routing read an unrecorded container");
+            debug_assert!(
+                !matches!(self.span.kind(), Kind::Object | Kind::Array),
+                "routing read an unrecorded container"
+            );
             return &[];
         }
         let node = self.doc.nodes[self.span.node() as usize];

@@ -659,6 +659,8 @@ static void test_error_statuses(void) {
     expect_error(subscribe(s, "{\"stream\":\"bogus\"}"), EVR_ERR_INVALID_SUBSCRIPTION, "Unknown stream type");
     expect_error(subscribe(s, "{\"stream\":\"hashtag\"}"), EVR_ERR_INVALID_SUBSCRIPTION, "Missing tag name parameter");
     expect_error(subscribe(s, "{\"stream\":\"list\"}"), EVR_ERR_INVALID_SUBSCRIPTION, "Missing list name parameter");
+    expect_error(subscribe(s, "{\"stream\":\"public\",\"stream\":\"user\"}"), EVR_ERR_INVALID_SUBSCRIPTION,
+                 "duplicate key \"stream\"");
     expect_error(evr_unsubscribe(s, (const uint8_t *)"{\"stream\":\"nope\"}", 17), EVR_ERR_INVALID_SUBSCRIPTION,
                  "Unknown stream type");
 
@@ -682,6 +684,9 @@ static void test_error_statuses(void) {
     expect_error(evr_engine_new((const uint8_t *)"{\"overflow\":\"block\"}", 20, &e), EVR_ERR_INVALID_CONFIG,
                  "overflow");
     expect_error(evr_subscriber_new(e, (const uint8_t *)"{\"acount\":1}", 12, &s), EVR_ERR_INVALID_CONFIG, "acount");
+    const char *twice = "{\"languages\":[\"en\"],\"languages\":[]}";
+    expect_error(evr_subscriber_new(e, (const uint8_t *)twice, strlen(twice), &s), EVR_ERR_INVALID_CONFIG,
+                 "duplicate key \"languages\"");
 
     /* EVR_ERR_IO: no file descriptor left for the readiness eventfd. */
     evr_subscriber *fdless = subscriber_new(e, "", NULL);

@@ -159,7 +159,7 @@ pub(crate) fn load_subscribers(engine: &Engine, path: &str, bad_lines: &mut bool
 /// Creates one subscriber; bad subscriptions are returned as errors while the
 /// subscriber keeps its good ones.
 fn load_subscriber(engine: &Engine, line: &[u8]) -> Result<(Routed, Vec<String>), String> {
-    with_document(line, &mut Vec::new(), |doc| {
+    with_document(line, &mut Vec::new(), evroute::ErrorKind::InvalidConfig, |doc| {
         let options = SubscriberOptions::from_value(doc, &["id", "subscriptions"])?;
         Ok((options, doc.get("subscriptions").map(|s| s.encode())))
     })
