@@ -73,7 +73,7 @@ fn extraction(c: &mut Criterion) {
     });
     g.finish();
     let inputs: Vec<&[u8]> = common::STATUSES.iter().map(|s| s.as_bytes()).collect();
-    let run = evroute::baseline::extraction_vs_tape(&inputs, 20, 200);
+    let run = evroute::baseline::extraction_vs_tape(&inputs, 400, 10);
     println!(
         "extract/vs_tape: extraction {:.3} GB/s, simd-json tape build {:.3} GB/s, extraction / tape {:.2}x",
         run.extract_gb_per_s(),

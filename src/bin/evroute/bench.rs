@@ -556,7 +556,7 @@ fn run_redis(server: &RedisServer, w: &Workload, n: usize, pb: &ProgressBar) -> 
 /// the same bytes, alternating (issue 13: ≥ 1 GB/s and ≥ 1.5× the tape).
 fn run_extraction() -> Value {
     let inputs: Vec<&[u8]> = STATUSES.iter().map(|s| s.as_bytes()).collect();
-    let run = evroute::baseline::extraction_vs_tape(&inputs, 10, 100);
+    let run = evroute::baseline::extraction_vs_tape(&inputs, 200, 10);
     json!({
         "bytes": run.bytes,
         "extract_gb_per_s": run.extract_gb_per_s(),
