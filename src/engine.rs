@@ -4,7 +4,7 @@
 
 use std::os::fd::RawFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use ahash::{AHashMap, AHashSet};
@@ -18,7 +18,7 @@ use crate::event::{self, RoutedEvent};
 use crate::filter::ViewerFilters;
 use crate::frame::{ExtendedFrames, Frame, FrameBody, FrameCache, FrameRef};
 use crate::history::{self, History};
-use crate::index::{Index, Indexed};
+use crate::index::{Index, Indexed, Members};
 use crate::keyword::{self, EventMatches, FilterSet, PerSet, Registry, SetKey};
 use crate::queue::{Batch, CloseReason, Next, Queue, QueueStats};
 use crate::recent::{RecentStatuses, Routing};
@@ -116,10 +116,11 @@ pub(crate) struct Subscription {
     origin: Option<Origin>,
     /// Copied from the subscriber: frames carry their id.
     event_ids: bool,
-    /// Unique per subscription; assigned by the index when it is inserted.
+    /// Unique per subscription; assigned by the index when it is inserted
+    /// (a walk reads it for every entry: it lies within the 48 bytes too).
     seq: AtomicU64,
-    keys: Keys,
-    slots: [AtomicU32; 3],
+    /// Where the index lists it, which also gives its channel keys.
+    members: Members<Subscription>,
 }
 
 impl Subscription {
@@ -142,15 +143,21 @@ impl Subscription {
     }
 }
 
-impl Indexed for Subscription {
-    fn keys(&self) -> &[ChannelKey] {
-        &self.keys
-    }
-    fn slots(&self) -> &[AtomicU32] {
-        &self.slots
+// SAFETY: every `Subscription` is created in an `Arc` (`subscribe_spec`).
+unsafe impl Indexed for Subscription {
+    fn members(&self) -> &Members<Subscription> {
+        &self.members
     }
     fn stamp(&self) -> &AtomicU64 {
         &self.seq
+    }
+    fn retain(&self) {
+        // SAFETY: `self` is in an `Arc`.
+        unsafe { Arc::increment_strong_count(self) }
+    }
+    unsafe fn release(this: *const Subscription) {
+        // SAFETY: a reference taken by `retain`.
+        unsafe { Arc::decrement_strong_count(this) }
     }
     fn prefetch_targets(&self) {
         self.core.queue.prefetch();
@@ -611,7 +618,7 @@ impl Subscriber {
         if let Some(reason) = self.core.queue.closed() {
             return Err(Error::subscription(format!("the subscriber is closed ({reason})")));
         }
-        if subs.iter().any(|s| *s.keys == *keys) {
+        if subs.iter().any(|s| s.members.keys().eq(keys.iter())) {
             return Ok(false);
         }
         let engine = &self.engine;
@@ -623,11 +630,10 @@ impl Subscriber {
             viewer_filtered: spec.stream.viewer_filtered(),
             origin: spec.origin,
             event_ids: self.core.event_ids,
-            keys,
-            slots: Default::default(),
+            members: Members::new(keys.len()),
         });
-        engine.index.insert(&sub).map_err(|e| {
-            Error::subscription(format!("a subscription with channels {:?} cannot be indexed: {e:?}", sub.keys))
+        engine.index.insert(&sub, &keys).map_err(|e| {
+            Error::subscription(format!("a subscription with channels {keys:?} cannot be indexed: {e:?}"))
         })?;
         engine.counters.subscriptions.fetch_add(1, Ordering::Relaxed);
         subs.push(sub);
@@ -640,7 +646,7 @@ impl Subscriber {
         let spec = SubscriptionSpec::parse(json)?;
         let keys = spec.keys(self.core.account.as_deref())?;
         let mut subs = self.core.subscriptions.lock();
-        let Some(pos) = subs.iter().position(|s| *s.keys == *keys) else {
+        let Some(pos) = subs.iter().position(|s| s.members.keys().eq(keys.iter())) else {
             return Ok(false);
         };
         let sub = subs.remove(pos);
@@ -683,7 +689,13 @@ impl Subscriber {
         };
         // Copied out: a publish that disconnects a slow consumer takes this
         // lock while it holds `order`.
-        let subs: SmallVec<[Arc<Subscription>; 1]> = self.core.subscriptions.lock().clone();
+        let subs: SmallVec<[(Arc<Subscription>, Keys); 1]> = self
+            .core
+            .subscriptions
+            .lock()
+            .iter()
+            .map(|s| (Arc::clone(s), s.members.keys().cloned().collect()))
+            .collect();
         let order = history.order.lock();
         let same_epoch = epoch == history.epoch();
         let from = if same_epoch { last } else { 0 };
@@ -691,9 +703,9 @@ impl Subscriber {
         // (seq, subscription position, frame), sorted into delivery order.
         let mut replay: Vec<(u64, usize, FrameRef)> = Vec::new();
         let mut retained = Vec::new();
-        for (pos, sub) in subs.iter().enumerate() {
+        for (pos, (sub, keys)) in subs.iter().enumerate() {
             retained.clear();
-            gap |= !history.collect(&sub.keys, from, &mut retained);
+            gap |= !history.collect(keys, from, &mut retained);
             // One frame per event per subscription, as a live publish gives.
             retained.sort_unstable_by_key(|r| r.seq);
             retained.dedup_by_key(|r| r.seq);
@@ -718,7 +730,7 @@ impl Subscriber {
         let taken = queued.len() as u64;
         for frame in queued {
             let seq = frame.seq().unwrap_or(0);
-            let pos = subs.iter().position(|s| *s.stream == *frame.stream()).unwrap_or(usize::MAX);
+            let pos = subs.iter().position(|(s, _)| *s.stream == *frame.stream()).unwrap_or(usize::MAX);
             let seen = same_epoch && seq <= from;
             if !seen && replay[..from_history].binary_search_by_key(&(seq, pos), |(q, p, _)| (*q, *p)).is_err() {
                 replay.push((seq, pos, frame));

@@ -25,7 +25,8 @@ use serde_json::{Value, json};
 
 const USAGE: &str = "\
 usage: evroute bench [--scale N[,N...]] [--events N] [--json] [--no-redis] [--one-stream]
-  --scale       subscriber counts to run (default 10000,100000; up to 1000000)
+  --scale       subscriber counts to run (default 10000,100000; up to 1000000);
+                none: only the churn and idle-memory measurements
   --events      events published per scale (default 2000)
   --json        print the results as JSON instead of a table
   --no-redis    skip baseline (b) even when redis-server is installed
@@ -58,6 +59,8 @@ const BASELINE_BUDGET: Duration = Duration::from_secs(4);
 /// Redis baseline: connection cap (file descriptors) and deliveries per run.
 const REDIS_MAX_SUBSCRIBERS: usize = 10_000;
 const REDIS_DELIVERIES: usize = 500_000;
+/// Idle-memory probe: subscribers with one subscription each.
+const IDLE_SUBSCRIBERS: usize = 1_000_000;
 
 struct Options {
     scales: Vec<usize>,
@@ -75,7 +78,12 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
         let mut value = |name: &str| it.next().cloned().ok_or_else(|| format!("{name} needs a value"));
         match arg.as_str() {
             "--scale" => {
-                o.scales = value("--scale")?
+                let scales = value("--scale")?;
+                if scales == "none" {
+                    o.scales.clear();
+                    continue;
+                }
+                o.scales = scales
                     .split(',')
                     .map(|s| s.trim().replace('_', "").parse::<usize>().map_err(|_| format!("bad scale {s:?}")))
                     .collect::<Result<_, _>>()?;
@@ -107,6 +115,11 @@ pub fn run(args: &[String]) -> ExitCode {
         && flag == "--rss-probe"
     {
         return rss_probe(n.parse().unwrap_or(0));
+    }
+    if let [flag, n] = args
+        && flag == "--idle-probe"
+    {
+        return crate::bench_churn::idle_probe(n.parse().unwrap_or(0));
     }
     let opts = match parse_args(args) {
         Ok(o) => o,
@@ -254,7 +267,7 @@ fn workload(n: usize, events: usize) -> Workload {
     Workload { subs, events: out, public_event: serde_json::to_vec(&public).expect("serializable") }
 }
 
-fn rss_bytes() -> u64 {
+pub(crate) fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
     let pages: u64 = statm.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     // SAFETY: sysconf has no preconditions.
@@ -629,9 +642,17 @@ fn bench(opts: &Options) -> Result<(), String> {
         }));
     }
     let extraction = run_extraction();
+    let pb = bar(opts, "all".into());
+    let churn = crate::bench_churn::churn(&workload(10, 0).public_event, &pb)?;
+    phase(&pb, "idle memory probe (child process)", 1);
+    let idle = crate::bench_churn::measure_idle(IDLE_SUBSCRIBERS);
+    pb.finish_and_clear();
     let report = json!({
         "machine": machine(),
         "extraction": extraction,
+        "churn": churn,
+        "idle_subscribers": IDLE_SUBSCRIBERS,
+        "idle_bytes_per_subscriber": idle,
         "drain_every": DRAIN_EVERY,
         "drain_deliveries": DRAIN_DELIVERIES,
         "scales": rows,
@@ -768,4 +789,22 @@ fn print_table(report: &Value) {
             f(kf, "text_us_per_event"),
         );
     }
+    let churn = &report["churn"];
+    let pair = |v: &Value| format!("{:.2}-{:.2}", v[0].as_f64().unwrap_or(f64::NAN), v[1].as_f64().unwrap_or(f64::NAN));
+    println!(
+        "\nchurn: publish to {} public subscribers while {:.0} sub/unsub per second run on the same list keeps {:.0}% of quiet throughput (thread CPU, median of {} rounds, range {}; wall {:.0}%, range {}); quiet {:.0} us/publish",
+        churn["subscribers"],
+        churn["achieved_ops_per_sec"].as_f64().unwrap_or(f64::NAN),
+        100.0 * churn["ratio_cpu_median"].as_f64().unwrap_or(f64::NAN),
+        churn["rounds"],
+        pair(&churn["ratio_cpu_min_max"]),
+        100.0 * churn["ratio_wall_median"].as_f64().unwrap_or(f64::NAN),
+        pair(&churn["ratio_wall_min_max"]),
+        churn["quiet_us_per_publish_cpu"].as_f64().unwrap_or(f64::NAN),
+    );
+    println!(
+        "idle memory: {} B per idle subscriber with one subscription ({} subscribers, half public, half on 100k hashtags)",
+        report["idle_bytes_per_subscriber"].as_f64().map_or("?".into(), |b| format!("{b:.0}")),
+        report["idle_subscribers"],
+    );
 }

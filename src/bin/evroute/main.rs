@@ -4,6 +4,7 @@
 #[cfg(feature = "bench")]
 mod bench;
 #[cfg(feature = "bench")]
+mod bench_churn;
 mod bench_filters;
 #[cfg(feature = "redis")]
 mod node;
