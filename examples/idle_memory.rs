@@ -16,7 +16,7 @@ fn main() {
     let public = |i: usize| match mode.as_str() {
         "public" => true,
         "hashtag" => false,
-        "mixed" => i % 2 == 0,
+        "mixed" => i.is_multiple_of(2),
         other => panic!("unknown mode {other:?}: mixed, public or hashtag"),
     };
     let engine = evroute::Engine::default();

@@ -44,7 +44,7 @@
 //! Order within a list is not subscription order: it changes on removal.
 
 use std::borrow::Borrow;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::{Hash, Hasher};
 use std::ptr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
@@ -396,9 +396,7 @@ impl<T: Indexed> Index<T> {
     }
 
     fn shard(&self, key: &ChannelKey) -> &Shard<T> {
-        let mut h = self.hasher.build_hasher();
-        key.hash(&mut h);
-        &self.shards[(h.finish() as usize) % SHARDS]
+        &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS]
     }
 
     fn list_or_create(&self, key: &ChannelKey) -> Arc<ChannelList<T>> {

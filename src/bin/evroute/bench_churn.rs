@@ -138,7 +138,7 @@ fn idle_subscribers(engine: &Engine, n: usize) -> Vec<Subscriber> {
         .map(|i| {
             let s = engine.subscriber(Default::default());
             let tag = format!(r#"{{"stream":"hashtag","tag":"t{}"}}"#, i % 100_000);
-            s.subscribe(if i % 2 == 0 { br#"{"stream":"public"}"# } else { tag.as_bytes() })
+            s.subscribe(if i.is_multiple_of(2) { br#"{"stream":"public"}"# } else { tag.as_bytes() })
                 .expect("valid subscription");
             s
         })
