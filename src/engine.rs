@@ -179,8 +179,9 @@ struct EngineInner {
     history: Option<History>,
 }
 
-/// Interned stream arrays and the map size at which to purge unused ones.
-type StreamInterner = (AHashMap<Box<str>, Arc<str>>, usize);
+/// Interned stream arrays (one allocation each, the set's key) and the set
+/// size at which to purge unused ones.
+type StreamInterner = (AHashSet<Arc<str>>, usize);
 
 /// One routing domain. Cheap to clone; `Send + Sync`.
 #[derive(Clone)]
@@ -203,7 +204,7 @@ impl Engine {
                 config,
                 index: Index::new(),
                 counters: Counters::default(),
-                streams: Mutex::new((AHashMap::new(), 64)),
+                streams: Mutex::new((AHashSet::new(), 64)),
                 keywords: Registry::default(),
             }),
         }
@@ -570,16 +571,16 @@ impl EngineInner {
 
     fn intern_stream(&self, stream: String) -> Arc<str> {
         let mut guard = self.streams.lock();
-        let (map, purge_at) = &mut *guard;
-        if let Some(s) = map.get(stream.as_str()) {
+        let (set, purge_at) = &mut *guard;
+        if let Some(s) = set.get(stream.as_str()) {
             return Arc::clone(s);
         }
-        if map.len() >= *purge_at {
-            map.retain(|_, s| Arc::strong_count(s) > 1);
-            *purge_at = (map.len() * 2).max(64);
+        if set.len() >= *purge_at {
+            set.retain(|s| Arc::strong_count(s) > 1);
+            *purge_at = (set.len() * 2).max(64);
         }
-        let interned: Arc<str> = Arc::from(stream.as_str());
-        map.insert(stream.into_boxed_str(), Arc::clone(&interned));
+        let interned: Arc<str> = Arc::from(stream);
+        set.insert(Arc::clone(&interned));
         interned
     }
 }
