@@ -281,7 +281,7 @@ impl<T: Indexed> ChannelList<T> {
     fn tidy(&self, st: &mut ListState<T>) {
         let Some(churn) = st.churn.as_mut() else { return };
         for _ in 0..2 {
-            let previous = ((st.epoch + 1) & 1) as usize;
+            let previous = (st.epoch.wrapping_add(1) & 1) as usize;
             if self.walkers[previous].load(Ordering::Acquire) != 0 {
                 break;
             }
