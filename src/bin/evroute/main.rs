@@ -5,6 +5,7 @@
 mod bench;
 #[cfg(feature = "bench")]
 mod bench_churn;
+#[cfg(feature = "bench")]
 mod bench_filters;
 #[cfg(feature = "redis")]
 mod node;
