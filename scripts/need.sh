@@ -92,6 +92,11 @@ go_env() {
 # loopback port, with database `mastodon` loaded from tests/mastodon-db (NUSERS
 # seeded users). Installs Debian's postgresql when missing. Sets $pgport and
 # $pgbin; mastodon_pg_stop DIR stops it.
+# free_port: prints a TCP port on 127.0.0.1 that nothing listens on now.
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
 mastodon_pg() {
     local dir=$1 nusers=$2 initdb
     initdb=$(ls -d /usr/lib/postgresql/*/bin/initdb 2>/dev/null | sort -V | tail -1 || true)
@@ -101,7 +106,7 @@ mastodon_pg() {
     fi
     pgbin=$(dirname "$initdb")
     [ "$(id -u)" = 0 ] && chown postgres "$dir"
-    pgport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    pgport=$(free_port)
     as_pg "$pgbin/initdb" -D "$dir/pg" -A trust -U postgres >/dev/null
     as_pg "$pgbin/pg_ctl" -D "$dir/pg" -l "$dir/pg.log" -w \
         -o "-p $pgport -k $dir -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null

@@ -25,23 +25,9 @@ mastodon_deliveries=${MASTODON_DELIVERIES:-10000}
 clients_public=${CLIENTS_PUBLIC:-1000 5000}
 source scripts/need.sh
 need redis-server:redis-server cc:gcc,libc6-dev curl:curl node:nodejs npm:npm
-ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 [ -d "$streaming_dir/node_modules" ] || (cd "$streaming_dir" && npm install --omit=dev --no-audit --no-fund)
 
-cargo build --release --all-features --lib
-go_env
-scratch=$(mktemp -d)
-chmod 755 "$scratch"
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    mastodon_pg_stop "$scratch"
-    rm -rf "$scratch" "$go_scratch"
-}
-trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-mastodon_pg "$scratch" 10000
+source scripts/bench-streaming/setup.sh
 # Mastodon before 4.4 joins `devices` (end-to-end encryption, since removed) in its token
 # query; tests/mastodon-db follows 4.5. An empty table lets such a checkout authenticate.
 if grep -q 'devices.device_id' "$streaming_dir/index.js"; then
@@ -50,7 +36,7 @@ if grep -q 'devices.device_id' "$streaming_dir/index.js"; then
 fi
 dburl="postgres://postgres@127.0.0.1:$pgport/mastodon"
 
-redisport=$(port)
+redisport=$(free_port)
 redis-server --port "$redisport" --bind 127.0.0.1 --save '' --appendonly no >"$scratch/redis.log" 2>&1 &
 pids+=($!)
 (cd bindings/go && go build -o "$scratch/evroute-streaming" ./cmd/evroute-streaming)
@@ -61,7 +47,7 @@ server_pid=
 server_url=
 start_server() {
     local port
-    port=$(port)
+    port=$(free_port)
     if [ "$1" = mastodon ]; then
         NODE_ENV=production DATABASE_URL="$dburl" DB_POOL=10 REDIS_URL="redis://127.0.0.1:$redisport" \
             PORT=$port LOG_LEVEL=warn node "$streaming_dir/index.js" >>"$scratch/mastodon.log" 2>&1 &

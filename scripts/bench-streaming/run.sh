@@ -21,24 +21,10 @@ need redis-server:redis-server cc:gcc,libc6-dev
 events=${EVENTS:-300}
 repeat=${REPEAT:-2}
 cases=${CASES:-public ws latency user home}
-ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
-cargo build --release --all-features --lib   # the features the test parts build with
-go_env
-scratch=$(mktemp -d)
-chmod 755 "$scratch"
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    mastodon_pg_stop "$scratch"
-    rm -rf "$scratch" "$go_scratch"
-}
-trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source scripts/bench-streaming/setup.sh
 
-mastodon_pg "$scratch" 10000
-
-redisport=$(port)
+redisport=$(free_port)
 redis-server --port "$redisport" --bind 127.0.0.1 --save '' --appendonly no >"$scratch/redis.log" 2>&1 &
 pids+=($!)
 (cd bindings/go && go build -o "$scratch/evroute-streaming" ./cmd/evroute-streaming)
@@ -46,7 +32,7 @@ cc -O2 -Wall -Wextra -Werror -o "$scratch/floor" scripts/bench-streaming/floor.c
 sleep 0.5
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) cores"
 
-srvport=$(port)
+srvport=$(free_port)
 srv=0
 # start_server floor | evs [VAR=value...]: a fresh server on $srvport.
 start_server() {
