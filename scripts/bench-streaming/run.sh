@@ -9,13 +9,21 @@
 #   CASES="public ws" REPEAT=3 EVENTS=300 bash scripts/bench-streaming/run.sh
 #
 # Cases: public (1,000 and 5,000 SSE clients), ws (1,000 WebSocket clients),
-# latency (1,000 SSE and WebSocket clients paced at 100 events/s), user (100 and
-# 1,000 clients, history on and off), home (1,000 clients, each event to one).
+# latency (1,000 SSE and WebSocket clients paced at 100 events/s, 5,000 SSE clients
+# at 20/s: 100,000 deliveries/s each), user (100 and 1,000 clients, history on and
+# off), home (1,000 clients, each event to one).
 # user and home publish with a window of 4,096 outstanding deliveries: unthrottled,
 # the load generator outruns the server's ingest and Redis cuts the server's
 # subscription off (client-output-buffer-limit pubsub 32mb), losing messages.
+#
+# BENCH_PRIORITY=1 (root): the sitting runs in a scheduling group of its own
+# (autogroup) at nice -19, so that builds of other users of a shared machine
+# disturb its latencies less.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+if [ "${BENCH_PRIORITY:-}" = 1 ]; then
+    exec env BENCH_PRIORITY=set setsid -w bash -c 'echo -19 >/proc/self/autogroup && exec nice -n -19 bash "$0"' "$0"
+fi
 source scripts/need.sh
 need redis-server:redis-server cc:gcc,libc6-dev
 events=${EVENTS:-300}
@@ -87,7 +95,9 @@ for r in $(seq "$repeat"); do
             for t in sse ws; do
                 [ "$t" = sse ] && run "public, 1000 $t clients, 100 events/s (latency)" floor -- -stream public -clients 1000 -events 500 -rate 100
                 run "public, 1000 $t clients, 100 events/s (latency)" evs -- -stream public -transport "$t" -clients 1000 -events 500 -rate 100
-            done ;;
+            done
+            run "public, 5000 sse clients, 20 events/s (latency)" floor -- -stream public -clients 5000 -events 100 -rate 20
+            run "public, 5000 sse clients, 20 events/s (latency)" evs -- -stream public -clients 5000 -events 100 -rate 20 ;;
         user)
             for n in 100 1000; do
                 for h in 256 0; do

@@ -809,6 +809,39 @@ func TestEndToEnd(t *testing.T) {
 		}
 	})
 
+	t.Run("loadgen", func(t *testing.T) {
+		for _, tc := range []struct {
+			transport, stream string
+			rate              float64
+		}{{"sse", "public", 0}, {"sse", "public", 200}, {"sse", "user", 0}, {"ws", "public", 200}} {
+			var out strings.Builder
+			g := &loadgen{base: base, clients: 8, firstToken: 11, stream: tc.stream, transport: tc.transport,
+				events: 40, rate: tc.rate, redisURL: fmt.Sprintf("redis://127.0.0.1:%d/0", e.redisPort),
+				serverPID: e.server.Process.Pid, settle: 5 * time.Second, connectPar: 4, readers: 2, out: &out}
+			res, err := g.run()
+			if err != nil {
+				t.Fatalf("%+v: %v", tc, err)
+			}
+			lat := res.lat
+			if res.expected != 8*40 || res.received != res.expected || len(lat.arrived) != int(res.received) || len(lat.read) != len(lat.arrived) {
+				t.Fatalf("%+v: expected %d, received %d, %d latencies\n%s", tc, res.expected, res.received, len(lat.arrived), out.String())
+			}
+			// Each frame arrives before it is read, so every order statistic does too.
+			for i := range lat.arrived {
+				if lat.arrived[i] > lat.read[i] || lat.arrived[i] < 0 {
+					t.Fatalf("%+v: arrival %d µs, read %d µs\n%s", tc, lat.arrived[i], lat.read[i], out.String())
+				}
+			}
+			if tc.transport == "sse" && runtime.GOOS == "linux" && g.unstamped.Load() != 0 {
+				t.Fatalf("%d reads without a receive time\n%s", g.unstamped.Load(), out.String())
+			}
+			if !strings.Contains(out.String(), "deliveries 320 of 320 (lost 0)") || !strings.Contains(out.String(), "server: CPU") {
+				t.Fatalf("report:\n%s", out.String())
+			}
+			t.Logf("%+v:\n%s", tc, out.String())
+		}
+	})
+
 	t.Run("kill", func(t *testing.T) {
 		st := e.sse(base, "/api/v1/streaming/public", "benchtok7")
 		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)

@@ -1,19 +1,17 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
-	"net/url"
+	"math"
 	"os"
-	"sort"
+	"runtime"
+	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -41,12 +39,15 @@ type loadgen struct {
 	settle     time.Duration
 	window     int
 	connectPar int
+	readers    int
+	out        io.Writer
 
-	sent     []int64 // publish time (ns) of event i
-	received atomic.Int64
-	clientWG sync.WaitGroup // the clients, which hand over their latencies when they end
-	mu       sync.Mutex
-	lat      []int64 // µs, every delivery
+	sent      []int64 // publish time (UnixNano) of event i
+	received  atomic.Int64
+	unstamped atomic.Int64   // SSE reads without a kernel receive time
+	clientWG  sync.WaitGroup // the readers, which hand over their latencies when they end
+	mu        sync.Mutex
+	lat       latencies // every delivery
 }
 
 func runLoadgen(args []string) error {
@@ -65,6 +66,7 @@ func runLoadgen(args []string) error {
 	fs.DurationVar(&g.settle, "settle", 3*time.Second, "wait for stragglers after the last event")
 	fs.IntVar(&g.window, "window", 0, "publish only while at most this many deliveries are outstanding (0: no limit); keeps Redis from cutting off a server that ingests slower than it publishes (pubsub client-output-buffer-limit)")
 	fs.IntVar(&g.connectPar, "connect-parallel", 64, "connections opened at once")
+	fs.IntVar(&g.readers, "readers", runtime.GOMAXPROCS(0), "SSE: goroutines reading the clients' sockets (Linux: each in epoll_wait on its share)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -76,7 +78,9 @@ func runLoadgen(args []string) error {
 	case g.clients <= 0 || g.events <= 0:
 		return fmt.Errorf("loadgen: -clients and -events must be positive")
 	}
-	return g.run()
+	g.out = os.Stdout
+	_, err := g.run()
+	return err
 }
 
 func (g *loadgen) channel(i int) string {
@@ -135,11 +139,14 @@ func statusID(b []byte) (int, bool) {
 	return n, digits > 0
 }
 
-// latencies are one client's publish-to-receipt times (µs), merged at the end.
-type latencies struct{ us []int64 }
+// latencies are publish-to-receipt times (µs) of one reader's deliveries,
+// merged at the end: arrived is when the bytes reached this host (the
+// kernel's receive time; WebSocket: the read's), read when the load
+// generator read them.
+type latencies struct{ arrived, read []int64 }
 
-func (g *loadgen) record(l *latencies, frame []byte) {
-	now := time.Now().UnixNano()
+// record accounts a frame that came in a read at the given times (UnixNano).
+func (g *loadgen) record(l *latencies, frame []byte, arrived, read int64) {
 	n, ok := statusID(frame)
 	if !ok || n >= len(g.sent) {
 		return
@@ -149,66 +156,15 @@ func (g *loadgen) record(l *latencies, frame []byte) {
 		return
 	}
 	g.received.Add(1)
-	l.us = append(l.us, (now-sent)/1000)
+	l.arrived = append(l.arrived, (arrived-sent)/1000)
+	l.read = append(l.read, (read-sent)/1000)
 }
 
 func (g *loadgen) keep(l *latencies) {
 	g.mu.Lock()
-	g.lat = append(g.lat, l.us...)
+	g.lat.arrived = append(g.lat.arrived, l.arrived...)
+	g.lat.read = append(g.lat.read, l.read...)
 	g.mu.Unlock()
-}
-
-// sseClient reads frames from one raw HTTP connection (no per-frame
-// allocation beyond the line reader's).
-func (g *loadgen) sseClient(ctx context.Context, i int, ready chan<- error) {
-	u, err := url.Parse(g.base)
-	if err != nil {
-		ready <- err
-		return
-	}
-	path := "/api/v1/streaming/public"
-	if g.stream != "public" {
-		path = "/api/v1/streaming/user"
-	}
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", u.Host)
-	if err != nil {
-		ready <- err
-		return
-	}
-	defer conn.Close()
-	context.AfterFunc(ctx, func() { conn.Close() })
-	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer benchtok%d\r\nAccept: text/event-stream\r\n\r\n",
-		path, u.Host, g.firstToken+i)
-	br := bufio.NewReaderSize(conn, 64<<10)
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		ready <- err
-		return
-	}
-	if resp.StatusCode != 200 {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 200))
-		ready <- fmt.Errorf("client %d: %s %s", i, resp.Status, b)
-		return
-	}
-	body := bufio.NewReaderSize(resp.Body, 64<<10)
-	first, err := body.ReadSlice('\n') // ":)" once subscribed
-	if err != nil || !strings.HasPrefix(string(first), ":") {
-		ready <- fmt.Errorf("client %d: first line %q %v", i, first, err)
-		return
-	}
-	ready <- nil
-	var l latencies
-	defer g.keep(&l)
-	for {
-		line, err := body.ReadSlice('\n')
-		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
-			return
-		}
-		if len(line) > 6 && string(line[:6]) == "data: " {
-			g.record(&l, line)
-		}
-	}
 }
 
 // wsClient reads with gorilla/websocket into one reused buffer: cheaper per
@@ -231,8 +187,8 @@ func (g *loadgen) wsClient(ctx context.Context, i int, ready chan<- error) {
 	context.AfterFunc(ctx, func() { ws.Close() })
 	ws.SetReadLimit(1 << 20)
 	ready <- nil
-	var l latencies
-	defer g.keep(&l)
+	rec := &recorder{g: g}
+	defer g.keep(&rec.l)
 	var buf bytes.Buffer
 	for {
 		_, r, err := ws.NextReader()
@@ -243,7 +199,8 @@ func (g *loadgen) wsClient(ctx context.Context, i int, ready chan<- error) {
 		if _, err := buf.ReadFrom(r); err != nil {
 			return
 		}
-		g.record(&l, buf.Bytes())
+		now := time.Now().UnixNano()
+		g.record(&rec.l, buf.Bytes(), now, now)
 	}
 }
 
@@ -308,77 +265,127 @@ func (g *loadgen) waitWindow(published int64) {
 	}
 }
 
-func (g *loadgen) run() error {
-	ropts, err := redis.ParseURL(g.redisURL)
-	if err != nil {
-		return err
-	}
-	rdb := redis.NewClient(ropts)
-	defer rdb.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+// loadResult is what a run measured.
+type loadResult struct {
+	expected, received int64
+	lat                latencies // sorted
+	maxLate            time.Duration
+}
 
-	cpu0, rss0, _ := procStats(g.serverPID)
+// connect opens every client, g.connectPar at a time; SSE streams are then
+// read by g.readSSE, WebSocket ones by a goroutine each.
+func (g *loadgen) connect(ctx context.Context) error {
 	ready := make(chan error, g.clients)
 	sem := make(chan struct{}, g.connectPar)
-	started := time.Now()
+	conns := make([]*sseConn, g.clients)
 	for i := 0; i < g.clients; i++ {
 		sem <- struct{}{}
-		i := i
 		go func() {
+			defer func() { <-sem }()
+			if g.transport == "sse" {
+				c, err := g.dialSSE(ctx, i)
+				conns[i] = c
+				ready <- err
+				return
+			}
 			r := make(chan error, 1)
 			g.clientWG.Add(1)
 			go func() {
 				defer g.clientWG.Done()
-				if g.transport == "ws" {
-					g.wsClient(ctx, i, r)
-				} else {
-					g.sseClient(ctx, i, r)
-				}
+				g.wsClient(ctx, i, r)
 			}()
-			err := <-r
-			<-sem
-			ready <- err
+			ready <- <-r
 		}()
 	}
+	var err error
 	for i := 0; i < g.clients; i++ {
-		if err := <-ready; err != nil {
-			return fmt.Errorf("connect: %w", err)
+		if e := <-ready; e != nil && err == nil {
+			err = fmt.Errorf("connect: %w", e)
 		}
+	}
+	if g.transport != "sse" {
+		return err
+	}
+	if err == nil {
+		err = g.readSSE(ctx, conns)
+	}
+	if err != nil {
+		for _, c := range conns {
+			if c != nil {
+				c.conn.Close()
+			}
+		}
+	}
+	return err
+}
+
+func (g *loadgen) run() (*loadResult, error) {
+	ropts, err := redis.ParseURL(g.redisURL)
+	if err != nil {
+		return nil, err
+	}
+	rdb := redis.NewClient(ropts)
+	defer rdb.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer func() {
+		cancel()
+		g.clientWG.Wait()
+	}()
+
+	g.sent = make([]int64, g.events)
+	cpu0, rss0, _ := procStats(g.serverPID)
+	started := time.Now()
+	if err := g.connect(ctx); err != nil {
+		return nil, err
 	}
 	connectTime := time.Since(started)
 	time.Sleep(500 * time.Millisecond) // presence keys and channel subscriptions settle
 	cpu1, rss1, _ := procStats(g.serverPID)
 
-	g.sent = make([]int64, g.events)
+	// No collection while events flow (a pause would show as latency):
+	// the readers allocate only when their latency lists grow; a memory
+	// limit (1 GiB unless GOMEMLIMIT says otherwise) still bounds the heap.
+	runtime.GC()
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
+	if debug.SetMemoryLimit(-1) == math.MaxInt64 {
+		defer debug.SetMemoryLimit(debug.SetMemoryLimit(1 << 30))
+	}
+
 	perEvent := g.clients // public: every client; user: every client's own channel
 	if g.stream == "home" {
 		perEvent = 1
 	}
-	expected := int64(g.events * perEvent)
+	res := &loadResult{expected: int64(g.events * perEvent)}
 	var interval time.Duration
 	if g.rate > 0 {
 		interval = time.Duration(float64(time.Second) / g.rate)
 	}
-	// Pipelines of 64 events on public (the burst shape of the figures in
-	// BENCHMARKS.md), about a thousand PUBLISH otherwise.
+	// Paced: one PUBLISH every interval, each due at start + n*interval
+	// (a late one is published at once, and the lateness reported).
+	// Unpaced: pipelines of 64 events on public (the burst shape of the
+	// figures in BENCHMARKS.md), about a thousand PUBLISH otherwise.
 	batch := 64
-	switch g.stream {
-	case "user":
+	switch {
+	case interval > 0:
+		batch = 1
+	case g.stream == "user":
 		batch = max(1, 1024/g.clients)
-	case "home":
+	case g.stream == "home":
 		batch = 1024
 	}
 	tpl := messageTemplate()
 	pubStart := time.Now()
 	for n := 0; n < g.events; {
+		if interval > 0 {
+			due := pubStart.Add(time.Duration(n) * interval)
+			if wait := time.Until(due); wait > 0 {
+				time.Sleep(wait)
+			}
+			res.maxLate = max(res.maxLate, time.Since(due))
+		}
 		g.waitWindow(int64(n * perEvent))
 		pipe := rdb.Pipeline()
-		end := min(n+batch, g.events)
-		if interval > 0 {
-			end = n + 1
-		}
-		for ; n < end; n++ {
+		for end := min(n+batch, g.events); n < end; n++ {
 			msg := message(tpl, n)
 			atomic.StoreInt64(&g.sent[n], time.Now().UnixNano())
 			switch g.stream {
@@ -393,47 +400,61 @@ func (g *loadgen) run() error {
 			}
 		}
 		if _, err := pipe.Exec(ctx); err != nil {
-			return fmt.Errorf("publish: %w", err)
-		}
-		if interval > 0 {
-			if wait := time.Until(pubStart.Add(time.Duration(n) * interval)); wait > 0 {
-				time.Sleep(wait)
-			}
+			return nil, fmt.Errorf("publish: %w", err)
 		}
 	}
 	pubTime := time.Since(pubStart)
 	// Wait for the deliveries, or until nothing arrived for a while.
 	last, lastChange := int64(-1), time.Now()
-	for g.received.Load() < expected && time.Since(lastChange) < g.settle {
+	for g.received.Load() < res.expected && time.Since(lastChange) < g.settle {
 		if r := g.received.Load(); r != last {
 			last, lastChange = r, time.Now()
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
 	elapsed := time.Since(pubStart)
-	if g.received.Load() < expected {
+	if g.received.Load() < res.expected {
 		elapsed -= g.settle
 	}
 	cpu2, _, hwm := procStats(g.serverPID)
 	cancel()
 	g.clientWG.Wait()
 
+	res.received = g.received.Load()
 	g.mu.Lock()
-	lat := g.lat
+	res.lat = g.lat
 	g.mu.Unlock()
-	sort.Slice(lat, func(a, b int) bool { return lat[a] < lat[b] })
-	got := g.received.Load()
-	fmt.Printf("loadgen: %s %s, %d clients (connected in %.1fs), %d events (published in %.2fs)\n",
+	slices.Sort(res.lat.arrived)
+	slices.Sort(res.lat.read)
+	got := res.received
+	fmt.Fprintf(g.out, "loadgen: %s %s, %d clients (connected in %.1fs), %d events (published in %.2fs",
 		g.stream, g.transport, g.clients, connectTime.Seconds(), g.events, pubTime.Seconds())
-	fmt.Printf("deliveries %d of %d (lost %d) in %.2fs: %.0f deliveries/s\n",
-		got, expected, expected-got, elapsed.Seconds(), float64(got)/elapsed.Seconds())
-	if len(lat) > 0 {
-		fmt.Printf("latency publish->receipt ms: p50 %.2f p99 %.2f max %.2f\n",
-			percentile(lat, 0.5), percentile(lat, 0.99), float64(lat[len(lat)-1])/1000)
+	if interval > 0 {
+		fmt.Fprintf(g.out, ", one every %v, at most %.2f ms late", interval, float64(res.maxLate)/1e6)
+	}
+	fmt.Fprintf(g.out, ")\ndeliveries %d of %d (lost %d) in %.2fs: %.0f deliveries/s\n",
+		got, res.expected, res.expected-got, elapsed.Seconds(), float64(got)/elapsed.Seconds())
+	if len(res.lat.read) > 0 {
+		if g.transport == "sse" {
+			fmt.Fprintf(g.out, "latency publish->arrival ms (kernel receive time%s): %s\n",
+				unstampedNote(g.unstamped.Load()), latencyLine(res.lat.arrived))
+		}
+		fmt.Fprintf(g.out, "latency publish->read by the load generator ms: %s\n", latencyLine(res.lat.read))
 	}
 	if g.serverPID > 0 {
-		fmt.Printf("server: CPU %.2fs for the events (%.1f µs/delivery), %.2fs to connect; RSS %d kB idle before, %d kB with the clients (%.1f kB/connection), peak %d kB\n",
+		fmt.Fprintf(g.out, "server: CPU %.2fs for the events (%.1f µs/delivery), %.2fs to connect; RSS %d kB idle before, %d kB with the clients (%.1f kB/connection), peak %d kB\n",
 			cpu2-cpu1, (cpu2-cpu1)*1e6/float64(max(got, 1)), cpu1-cpu0, rss0, rss1, float64(rss1-rss0)/float64(g.clients), hwm)
 	}
-	return nil
+	return res, nil
+}
+
+func latencyLine(sorted []int64) string {
+	return fmt.Sprintf("p50 %.2f p99 %.2f max %.2f", percentile(sorted, 0.5), percentile(sorted, 0.99), float64(sorted[len(sorted)-1])/1000)
+}
+
+func unstampedNote(n int64) string {
+	if n == 0 {
+		return ""
+	}
+	return fmt.Sprintf("; %d reads had none and count their read time", n)
 }

@@ -1,0 +1,191 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"syscall"
+	"time"
+	"unsafe"
+)
+
+// readSSE reads the clients' streams with g.readers goroutines, each with
+// an epoll set of its share of the sockets, rather than one goroutine per
+// client: on a machine shared with the server under test, a wakeup, a read
+// and a failed read per client and frame would take CPU from the server
+// and delay the reads. An epoll set is itself in Go's poller, so a reader
+// with nothing to read parks without holding a thread or a P (a goroutine
+// blocked in epoll_wait would keep its P until sysmon takes it back, which
+// delayed the publisher's timer by up to 10 ms). Each read is one recvmsg
+// that also gets the kernel's receive time of the last segment it read
+// (SO_TIMESTAMPNS): when the bytes reached this host, whatever the reader's
+// scheduling.
+func (g *loadgen) readSSE(ctx context.Context, conns []*sseConn) error {
+	n := max(1, min(g.readers, len(conns)))
+	readers := make([]*epollReader, n)
+	for r := range readers {
+		epfd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
+		if err != nil {
+			return fmt.Errorf("epoll_create1: %w", err)
+		}
+		if err := syscall.SetNonblock(epfd, true); err != nil {
+			syscall.Close(epfd)
+			return fmt.Errorf("epoll fd: %w", err)
+		}
+		// Non-blocking, so os.NewFile puts it in Go's poller.
+		f := os.NewFile(uintptr(epfd), "loadgen-epoll")
+		rc, err := f.SyscallConn()
+		if err != nil {
+			f.Close()
+			return fmt.Errorf("epoll fd: %w", err)
+		}
+		readers[r] = &epollReader{epfd: epfd, file: f, raw: rc, rec: recorder{g: g}}
+	}
+	for i, c := range conns {
+		rd := readers[i%n]
+		fd, err := takeFd(c)
+		if err != nil {
+			return err
+		}
+		ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP, Fd: int32(len(rd.conns))}
+		rd.conns = append(rd.conns, epollConn{fd: fd, p: c.p})
+		if err := syscall.EpollCtl(rd.epfd, syscall.EPOLL_CTL_ADD, fd, &ev); err != nil {
+			return fmt.Errorf("epoll_ctl: %w", err)
+		}
+	}
+	for _, rd := range readers {
+		g.clientWG.Add(1)
+		go func() {
+			defer g.clientWG.Done()
+			rd.run(ctx)
+		}()
+	}
+	return nil
+}
+
+// takeFd moves the client's socket out of Go's poller: a duplicate with
+// receive timestamps on (it shares the original's O_NONBLOCK), then the
+// original is closed.
+func takeFd(c *sseConn) (int, error) {
+	sc, ok := c.conn.(syscall.Conn)
+	if !ok {
+		return -1, fmt.Errorf("not a socket: %T", c.conn)
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd := -1
+	if cerr := rc.Control(func(s uintptr) {
+		syscall.ForkLock.RLock()
+		fd, err = syscall.Dup(int(s))
+		if err == nil {
+			syscall.CloseOnExec(fd)
+		}
+		syscall.ForkLock.RUnlock()
+	}); cerr != nil {
+		return -1, cerr
+	}
+	if err != nil {
+		return -1, fmt.Errorf("dup: %w", err)
+	}
+	c.conn.Close()
+	if err := syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_TIMESTAMPNS, 1); err != nil {
+		syscall.Close(fd)
+		return -1, fmt.Errorf("SO_TIMESTAMPNS: %w", err)
+	}
+	return fd, nil
+}
+
+type epollConn struct {
+	fd int // -1 once closed
+	p  sseParser
+}
+
+type epollReader struct {
+	epfd  int
+	file  *os.File // epfd in Go's poller
+	raw   syscall.RawConn
+	conns []epollConn // by the index in their epoll event
+	rec   recorder
+}
+
+func (rd *epollReader) run(ctx context.Context) {
+	defer rd.rec.g.keep(&rd.rec.l)
+	defer func() {
+		for i := range rd.conns {
+			rd.drop(i)
+		}
+		rd.file.Close()
+	}()
+	events := make([]syscall.EpollEvent, 256)
+	buf := make([]byte, 256<<10)
+	oob := make([]uint64, 16) // aligned for the control messages
+	iov := syscall.Iovec{Base: &buf[0]}
+	iov.SetLen(len(buf))
+	msg := syscall.Msghdr{Iov: &iov, Iovlen: 1, Control: (*byte)(unsafe.Pointer(&oob[0]))}
+	context.AfterFunc(ctx, func() { _ = rd.file.SetReadDeadline(time.Unix(1, 0)) })
+	for ctx.Err() == nil {
+		n := 0
+		err := rd.raw.Read(func(fd uintptr) bool {
+			var err error
+			n, err = syscall.EpollWait(int(fd), events, 0)
+			return n > 0 || (err != nil && err != syscall.EINTR)
+		})
+		if err != nil {
+			return // ctx is done
+		}
+		for _, ev := range events[:max(n, 0)] {
+			i := int(ev.Fd)
+			c := &rd.conns[i]
+			msg.SetControllen(len(oob) * 8)
+			msg.Flags = 0
+			// Level-triggered: a read that leaves bytes behind is reported
+			// again by the next epoll_wait.
+			r, _, errno := syscall.RawSyscall(syscall.SYS_RECVMSG, uintptr(c.fd), uintptr(unsafe.Pointer(&msg)), 0)
+			now := time.Now().UnixNano()
+			if errno == syscall.EAGAIN || errno == syscall.EINTR {
+				continue
+			}
+			if errno != 0 || r == 0 {
+				rd.drop(i) // the server closed the stream
+				continue
+			}
+			rd.rec.read = now
+			rd.rec.arrived = rxTime(unsafe.Slice((*byte)(unsafe.Pointer(&oob[0])), msg.Controllen), now, rd.rec.g)
+			if err := c.p.feed(buf[:r], &rd.rec); err != nil {
+				rd.drop(i)
+			}
+		}
+	}
+}
+
+func (rd *epollReader) drop(i int) {
+	if c := &rd.conns[i]; c.fd >= 0 {
+		_ = syscall.EpollCtl(rd.epfd, syscall.EPOLL_CTL_DEL, c.fd, nil)
+		syscall.Close(c.fd)
+		c.fd = -1
+	}
+}
+
+// rxTime is the SCM_TIMESTAMPNS of a recvmsg's control messages (UnixNano),
+// or def, counted in g.unstamped, when there is none.
+func rxTime(oob []byte, def int64, g *loadgen) int64 {
+	for len(oob) >= syscall.SizeofCmsghdr {
+		h := (*syscall.Cmsghdr)(unsafe.Pointer(&oob[0]))
+		l := int(h.Len)
+		if l < syscall.SizeofCmsghdr || l > len(oob) {
+			break
+		}
+		if h.Level == syscall.SOL_SOCKET && h.Type == syscall.SCM_TIMESTAMPNS && l >= syscall.CmsgLen(int(unsafe.Sizeof(syscall.Timespec{}))) {
+			return (*syscall.Timespec)(unsafe.Pointer(&oob[syscall.CmsgLen(0)])).Nano()
+		}
+		next := syscall.CmsgSpace(l - syscall.CmsgLen(0))
+		if next >= len(oob) {
+			break
+		}
+		oob = oob[next:]
+	}
+	g.unstamped.Add(1)
+	return def
+}

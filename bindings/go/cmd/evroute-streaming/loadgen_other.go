@@ -1,0 +1,38 @@
+//go:build !linux
+
+package main
+
+import (
+	"context"
+	"time"
+)
+
+// readSSE reads each client's stream in a goroutine of its own (Go's
+// poller); without Linux's receive timestamps, arrival is the time of the
+// read.
+func (g *loadgen) readSSE(ctx context.Context, conns []*sseConn) error {
+	for _, c := range conns {
+		g.clientWG.Add(1)
+		go func() {
+			defer g.clientWG.Done()
+			defer c.conn.Close()
+			context.AfterFunc(ctx, func() { c.conn.Close() })
+			rec := &recorder{g: g}
+			defer g.keep(&rec.l)
+			buf := make([]byte, 64<<10)
+			for {
+				n, err := c.conn.Read(buf)
+				rec.read = time.Now().UnixNano()
+				rec.arrived = rec.read
+				g.unstamped.Add(1)
+				if n > 0 && c.p.feed(buf[:n], rec) != nil {
+					return
+				}
+				if err != nil {
+					return
+				}
+			}
+		}()
+	}
+	return nil
+}
