@@ -168,7 +168,8 @@ type wire struct {
 	net.Conn                     // nil: not hijacked, resp writes (HTTP/2)
 	resp     http.ResponseWriter // the fallback
 	timeout  time.Duration
-	chunked  bool // SSE over HTTP/1.1: every write is one chunk
+	chunked  bool   // SSE over HTTP/1.1: every write is one chunk
+	unwatch  func() // SSE: stops the close watch (nil: none)
 	mu       sync.Mutex
 	deadline time.Time // the write deadline in force
 }
@@ -238,16 +239,19 @@ func (h *Handler) sseWire(w http.ResponseWriter, r *http.Request, gone func()) *
 		head.WriteString("Connection: close\r\n\r\n")
 	}
 	_ = wr.writev(net.Buffers{head.Bytes()}) // a failure shows at the next write
-	// An SSE client sends nothing more; a read ends when it goes away.
-	go func() {
-		var b [64]byte
-		for {
-			if _, err := nc.Read(b[:]); err != nil {
-				gone()
-				return
+	// An SSE client sends nothing more. Its going away is noticed by the
+	// process's close watch, or else by a read that ends.
+	if wr.unwatch = closes.watch(nc, gone); wr.unwatch == nil {
+		go func() {
+			var b [64]byte
+			for {
+				if _, err := nc.Read(b[:]); err != nil {
+					gone()
+					return
+				}
 			}
-		}
-	}()
+		}()
+	}
 	return wr
 }
 
@@ -256,6 +260,9 @@ func (h *Handler) sseWire(w http.ResponseWriter, r *http.Request, gone func()) *
 func (w *wire) close(reason int32) {
 	if w.Conn == nil {
 		return
+	}
+	if w.unwatch != nil {
+		w.unwatch()
 	}
 	if w.chunked && (reason == stopKill || reason == stopShutdown) {
 		_, _ = w.Write([]byte("0\r\n\r\n"))

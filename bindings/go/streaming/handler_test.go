@@ -124,7 +124,7 @@ func (f *fixture) sse(t *testing.T, path, token string) (*bufio.Reader, func()) 
 	t.Helper()
 	req, _ := http.NewRequest("GET", f.srv.URL+path, nil)
 	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := f.srv.Client().Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -386,5 +386,41 @@ func TestShutdownClosesWebSocketsWith1001(t *testing.T) {
 	}
 	if code := websocket.CloseStatus(<-errc); code != websocket.StatusGoingAway {
 		t.Fatalf("close code %d", code)
+	}
+}
+
+// A client that goes away ends its stream at once, not at the next
+// heartbeat: its system channels, subscriber and presence keys are
+// released. Over TLS the hijacked connection is not a socket the close
+// watch can take, and a read notices instead.
+func TestSSEClientGoneEndsStream(t *testing.T) {
+	for _, tlsOn := range []bool{false, true} {
+		f := newFixture(t)
+		f.h.opts.Heartbeat = time.Hour
+		if tlsOn {
+			f.srv.Close()
+			f.srv = httptest.NewTLSServer(f.h)
+		}
+		_, done := f.sse(t, "/api/v1/streaming/public", "alice")
+		// Listened system channels and tracked connections.
+		held := func() (int, int) {
+			f.bus.mu.Lock()
+			listened := f.bus.listen["timeline:system:10"]
+			f.bus.mu.Unlock()
+			f.h.mu.Lock()
+			defer f.h.mu.Unlock()
+			return listened, len(f.h.conns)
+		}
+		if l, c := held(); l != 1 || c != 1 {
+			t.Fatalf("tls %v: system channel listened %d times, %d connections", tlsOn, l, c)
+		}
+		done()
+		deadline := time.Now().Add(2 * time.Second)
+		for l, c := held(); l != 0 || c != 0; l, c = held() {
+			if time.Now().After(deadline) {
+				t.Fatalf("tls %v: the stream outlived its client (%d listened, %d connections)", tlsOn, l, c)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
 	}
 }
