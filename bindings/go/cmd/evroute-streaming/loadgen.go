@@ -142,8 +142,10 @@ func statusID(b []byte) (int, bool) {
 // latencies are publish-to-receipt times (µs) of one reader's deliveries,
 // merged at the end: arrived is when the bytes reached this host (the
 // kernel's receive time; WebSocket: the read's), read when the load
-// generator read them.
-type latencies struct{ arrived, read []int64 }
+// generator read them; first and last are each event's earliest and latest
+// arrival (0: none), which tell the path to the first client from the
+// spread of a fan-out.
+type latencies struct{ arrived, read, first, last []int64 }
 
 // record accounts a frame that came in a read at the given times (UnixNano).
 func (g *loadgen) record(l *latencies, frame []byte, arrived, read int64) {
@@ -156,14 +158,31 @@ func (g *loadgen) record(l *latencies, frame []byte, arrived, read int64) {
 		return
 	}
 	g.received.Add(1)
-	l.arrived = append(l.arrived, (arrived-sent)/1000)
+	us := max((arrived-sent)/1000, 1)
+	l.arrived = append(l.arrived, us)
 	l.read = append(l.read, (read-sent)/1000)
+	if l.first == nil {
+		l.first, l.last = make([]int64, len(g.sent)), make([]int64, len(g.sent))
+	}
+	if l.first[n] == 0 || us < l.first[n] {
+		l.first[n] = us
+	}
+	l.last[n] = max(l.last[n], us)
 }
 
 func (g *loadgen) keep(l *latencies) {
 	g.mu.Lock()
 	g.lat.arrived = append(g.lat.arrived, l.arrived...)
 	g.lat.read = append(g.lat.read, l.read...)
+	if g.lat.first == nil {
+		g.lat.first, g.lat.last = make([]int64, len(g.sent)), make([]int64, len(g.sent))
+	}
+	for n, us := range l.first {
+		if us != 0 && (g.lat.first[n] == 0 || us < g.lat.first[n]) {
+			g.lat.first[n] = us
+		}
+		g.lat.last[n] = max(g.lat.last[n], l.last[n])
+	}
 	g.mu.Unlock()
 }
 
@@ -426,6 +445,10 @@ func (g *loadgen) run() (*loadResult, error) {
 	g.mu.Unlock()
 	slices.Sort(res.lat.arrived)
 	slices.Sort(res.lat.read)
+	res.lat.first = slices.DeleteFunc(res.lat.first, func(us int64) bool { return us == 0 })
+	res.lat.last = slices.DeleteFunc(res.lat.last, func(us int64) bool { return us == 0 })
+	slices.Sort(res.lat.first)
+	slices.Sort(res.lat.last)
 	got := res.received
 	fmt.Fprintf(g.out, "loadgen: %s %s, %d clients (connected in %.1fs), %d events (published in %.2fs",
 		g.stream, g.transport, g.clients, connectTime.Seconds(), g.events, pubTime.Seconds())
@@ -440,6 +463,8 @@ func (g *loadgen) run() (*loadResult, error) {
 				unstampedNote(g.unstamped.Load()), latencyLine(res.lat.arrived))
 		}
 		fmt.Fprintf(g.out, "latency publish->read by the load generator ms: %s\n", latencyLine(res.lat.read))
+		fmt.Fprintf(g.out, "per event, publish->first arrival ms: %s; ->last arrival: %s\n",
+			latencyLine(res.lat.first), latencyLine(res.lat.last))
 	}
 	if g.serverPID > 0 {
 		fmt.Fprintf(g.out, "server: CPU %.2fs for the events (%.1f µs/delivery), %.2fs to connect; RSS %d kB idle before, %d kB with the clients (%.1f kB/connection), peak %d kB\n",
