@@ -157,6 +157,11 @@ type Waiter struct {
 	// that a loop waiting again with the same deadline does not reset
 	// Go's timer every time.
 	deadline atomic.Int64
+	// check is what Wait asks through raw.Read (made once: a closure per
+	// Wait would be an allocation); asked is set by its first call in a
+	// Wait.
+	check func(fd uintptr) bool
+	asked bool
 }
 
 // NewWaiter registers the subscriber's readiness fd with Go's poller.
@@ -177,7 +182,20 @@ func (s *Subscriber) NewWaiter() (*Waiter, error) {
 		file.Close()
 		return nil, fmt.Errorf("evroute: readiness fd: %w", err)
 	}
-	return &Waiter{file: file, raw: raw}, nil
+	w := &Waiter{file: file, raw: raw}
+	// Go's poller is edge-triggered; the fd is level-triggered. Asking the
+	// fd itself before parking keeps frames left from an earlier, partial
+	// drain from being missed. Once parked, a wakeup is a signal that came
+	// after that question (raw.Read forgets older ones first), so it is
+	// not asked again: a ppoll less per wakeup.
+	w.check = func(fd uintptr) bool {
+		if w.asked {
+			return true
+		}
+		w.asked = true
+		return readable(fd)
+	}
+	return w, nil
 }
 
 // ErrWaitTimeout is returned by Wait when the deadline passed first (or
@@ -186,7 +204,9 @@ var ErrWaitTimeout = errors.New("evroute: wait timed out")
 
 // Wait returns nil as soon as frames wait or the subscriber is closed
 // (at once if they already do), ErrWaitTimeout when the deadline passes
-// first (a zero deadline waits without limit) or Wake is called.
+// first (a zero deadline waits without limit) or Wake is called. One
+// goroutine at a time may Wait (any may Wake); if another drains the
+// subscriber meanwhile, Wait may return nil with nothing left.
 func (w *Waiter) Wait(deadline time.Time) error {
 	// Noted before it is set and forgotten after Wake sets its own, so the
 	// note never names a deadline other than the one in force.
@@ -197,10 +217,8 @@ func (w *Waiter) Wait(deadline time.Time) error {
 			return err
 		}
 	}
-	// Go's poller is edge-triggered; the fd is level-triggered. Asking the
-	// fd itself each time keeps frames left from an earlier, partial drain
-	// from being missed.
-	err := w.raw.Read(readable)
+	w.asked = false
+	err := w.raw.Read(w.check)
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		return ErrWaitTimeout
 	}
