@@ -176,19 +176,21 @@ type wire struct {
 
 // Write is the WebSocket module's path (control frames).
 func (w *wire) Write(p []byte) (int, error) {
-	if err := w.writev(net.Buffers{p}); err != nil {
+	bufs := net.Buffers{p}
+	if err := w.writev(&bufs); err != nil {
 		return 0, err
 	}
 	return len(p), nil
 }
 
-func (w *wire) writev(bufs net.Buffers) error {
+// writev writes *bufs, consuming it (net.Buffers.WriteTo).
+func (w *wire) writev(bufs *net.Buffers) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.Conn == nil {
 		rc := http.NewResponseController(w.resp)
 		_ = rc.SetWriteDeadline(time.Now().Add(w.timeout))
-		for _, b := range bufs {
+		for _, b := range *bufs {
 			if _, err := w.resp.Write(b); err != nil {
 				return err
 			}
@@ -214,10 +216,12 @@ func (w *wire) sse(b []byte, o *outBatch) error {
 		o = &outBatch{}
 	}
 	if !w.chunked {
-		return w.writev(append(o.iov[:0], b))
+		o.iov = append(o.iov[:0], b)
+		return o.send(w)
 	}
 	o.hdr = append(strconv.AppendInt(o.hdr[:0], int64(len(b)), 16), '\r', '\n')
-	return w.writev(append(o.iov[:0], o.hdr, b, crlf))
+	o.iov = append(o.iov[:0], o.hdr, b, crlf)
+	return o.send(w)
 }
 
 // sseWire takes over an SSE response: it writes the head itself (chunked
@@ -238,7 +242,7 @@ func (h *Handler) sseWire(w http.ResponseWriter, r *http.Request, gone func()) *
 	} else {
 		head.WriteString("Connection: close\r\n\r\n")
 	}
-	_ = wr.writev(net.Buffers{head.Bytes()}) // a failure shows at the next write
+	_, _ = wr.Write(head.Bytes()) // a failure shows at the next write
 	// An SSE client sends nothing more. Its going away is noticed by the
 	// process's close watch, or else by a read that ends.
 	if wr.unwatch = closes.watch(nc, gone); wr.unwatch == nil {
@@ -303,12 +307,13 @@ func (w *wire) ws(o *outBatch) error {
 		at += size
 	}
 	o.iov = iov
-	return w.writev(iov)
+	return o.send(w)
 }
 
 // text writes one text message (errors and the gap event on a WebSocket).
 func (w *wire) text(p []byte) error {
-	return w.writev(net.Buffers{appendWSHeader(nil, len(p)), p})
+	bufs := net.Buffers{appendWSHeader(nil, len(p)), p}
+	return w.writev(&bufs)
 }
 
 // outBatch is a drain buffer and the scratch space to write it, shared
@@ -318,6 +323,16 @@ type outBatch struct {
 	*evroute.Batch
 	hdr []byte      // chunk or frame headers
 	iov net.Buffers // what one writev sends
+}
+
+// send writes o.iov in one writev without allocating (a net.Buffers that
+// is not already on the heap escapes to it in WriteTo, once per write);
+// o.iov keeps its array, which WriteTo's consuming would cut short.
+func (o *outBatch) send(w *wire) error {
+	full := o.iov
+	err := w.writev(&o.iov)
+	o.iov = full[:0]
+	return err
 }
 
 func (h *Handler) getBatch() *outBatch {
