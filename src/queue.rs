@@ -16,7 +16,8 @@
 //!
 //! A fan-out touches thousands of queues in a row and would miss cache on
 //! each queue's slot; `Queue::prefetch_slot` hints it in ahead of the push,
-//! from an address the queue publishes outside its lock (`next_slot`).
+//! from the slot pointer and position the queue keeps in atomics, which a
+//! prefetch may read outside the lock.
 //!
 //! The rules that make waiting safe (no lost wakeup):
 //! - A reader that finds the ring empty counts itself in `waiters` under the
@@ -34,7 +35,7 @@
 use std::cell::UnsafeCell;
 use std::ops::{Deref, DerefMut};
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot_core::{DEFAULT_PARK_TOKEN, DEFAULT_UNPARK_TOKEN, ParkResult};
@@ -152,123 +153,222 @@ struct Counts {
     read: u64,
 }
 
-/// Waiting frames, oldest first, in a power-of-two number of slots
-/// (none until the first push; doubled when full, up to the queue's
-/// capacity rounded up to a power of two). Unlike a `VecDeque`, the address
-/// of the next push is known (`next_slot`), so a fan-out can prefetch it.
-#[derive(Default)]
-struct Ring {
-    slots: Box<[Option<FrameRef>]>,
-    /// Slot of the oldest frame.
-    head: usize,
-    len: usize,
-}
+/// The most frames a queue holds: larger capacities (`evroute route`'s
+/// unbounded queues) are treated as this, so ring positions fit in a `u32`.
+const MAX_CAPACITY: usize = 1 << 31;
 
-impl Ring {
-    fn len(&self) -> usize {
-        self.len
-    }
-
-    fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    fn index(&self, i: usize) -> usize {
-        (self.head + i) & (self.slots.len() - 1)
-    }
-
-    fn front(&self) -> Option<&FrameRef> {
-        if self.len == 0 { None } else { self.slots[self.head].as_ref() }
-    }
-
-    /// Appends a frame; the caller keeps `len() < capacity`.
-    fn push_back(&mut self, frame: FrameRef, capacity: usize) {
-        if self.len == self.slots.len() {
-            self.grow(capacity);
-        }
-        let i = self.index(self.len);
-        self.slots[i] = Some(frame);
-        self.len += 1;
-    }
-
-    fn pop_front(&mut self) -> Option<FrameRef> {
-        if self.len == 0 {
-            return None;
-        }
-        let frame = self.slots[self.head].take();
-        self.head = self.index(1);
-        self.len -= 1;
-        frame
-    }
-
-    fn grow(&mut self, capacity: usize) {
-        let most = capacity.checked_next_power_of_two().unwrap_or(1 << (usize::BITS - 1));
-        let size = (self.slots.len() * 2).clamp(4, most.max(4));
-        let mut slots: Box<[Option<FrameRef>]> = (0..size).map(|_| None).collect();
-        for (i, slot) in slots.iter_mut().enumerate().take(self.len) {
-            let from = self.index(i);
-            *slot = self.slots[from].take();
-        }
-        self.slots = slots;
-        self.head = 0;
-    }
-
-    /// Takes every frame out, oldest first; the slots stay allocated.
-    fn drain(&mut self) -> Vec<FrameRef> {
-        let mut out = Vec::with_capacity(self.len);
-        out.extend(std::iter::from_fn(|| self.pop_front()));
-        out
-    }
-
-    /// Where the next push will write (null before the first push). Only a
-    /// hint for prefetching: a push may grow the ring first.
-    fn next_slot(&self) -> *mut Option<FrameRef> {
-        if self.slots.is_empty() {
-            return std::ptr::null_mut();
-        }
-        let i = self.index(self.len);
-        (&self.slots[i] as *const Option<FrameRef>).cast_mut()
-    }
-}
-
-// Field order is fixed (repr(C)) so that what a push touches (lock, ring,
-// capacity, policy, closed flag) shares the first cache line of the queue.
-#[repr(C)]
+/// What only the holder of the queue's lock touches.
 struct State {
-    frames: Ring,
-    capacity: usize,
-    overflow: Overflow,
-    closed: Option<CloseReason>,
+    /// Position of the oldest frame; `tail - head` frames wait (both count
+    /// pushes and pops modulo 2^32, the slot is the position modulo the
+    /// slot count).
+    head: u32,
+    capacity: u32,
     waiters: u32,
+    closed: Option<CloseReason>,
     notifier: Option<ReadyFd>,
     counts: Counts,
 }
 
-/// A lock held for a handful of instructions (a push, a batch of pops).
+/// A subscriber's queue: 64 bytes while idle (no slots until the first
+/// push), so it adds no cache line to a fan-out and little to an idle
+/// subscriber (issue 13's budget of 300 bytes per subscriber).
+///
+/// Waiting frames, oldest first, live in a power-of-two number of slots
+/// (none until the first push; doubled when full, up to the capacity rounded
+/// up to a power of two). Unlike a `VecDeque`, where the next push writes is
+/// known from three fields the lock holder keeps in atomics (`slots`,
+/// `tail`, `shift`), so a fan-out can prefetch it without the lock. Slots
+/// outside the waiting frames hold `None`.
+///
+/// The lock is held for a handful of instructions (a push, a batch of pops).
 /// Acquire is one compare-exchange, release one plain store. A thread that
 /// finds it held spins briefly, then yields: the holder was preempted.
-/// `repr(C)`: the flag comes first, in the cache line of the state's start.
 #[repr(C)]
-struct SpinLock<T> {
+pub struct Queue {
+    /// The slots, `1 << shift` of them; null before the first push.
+    /// Written only under the lock; read relaxed by `prefetch_slot` too.
+    slots: AtomicPtr<Option<FrameRef>>,
+    /// Position where the next push writes; as `slots`.
+    tail: AtomicU32,
     locked: AtomicBool,
-    value: UnsafeCell<T>,
+    /// log2 of the slot count; as `slots`.
+    shift: AtomicU8,
+    overflow: Overflow,
+    state: UnsafeCell<State>,
 }
 
-// SAFETY: the value is reached only through a guard, and at most one guard
-// exists at a time (acquire on lock, release on unlock).
-unsafe impl<T: Send> Sync for SpinLock<T> {}
+// The layout budget: the queue is 64 bytes of the subscriber's core.
+const _: () = assert!(std::mem::size_of::<Queue>() == 64);
 
-impl<T> SpinLock<T> {
-    fn new(value: T) -> SpinLock<T> {
-        SpinLock { locked: AtomicBool::new(false), value: UnsafeCell::new(value) }
+// SAFETY: `state` and the slots are reached only under the lock (acquire on
+// lock, release on unlock); the frames are `Send + Sync`.
+unsafe impl Sync for Queue {}
+// SAFETY: as above; the queue owns its slots.
+unsafe impl Send for Queue {}
+
+/// The queue's lock, held; gives the state and the ring.
+struct Locked<'a> {
+    q: &'a Queue,
+}
+
+impl Deref for Locked<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        // SAFETY: this guard holds the lock.
+        unsafe { &*self.q.state.get() }
+    }
+}
+
+impl DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        // SAFETY: this guard holds the lock.
+        unsafe { &mut *self.q.state.get() }
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        self.q.locked.store(false, Ordering::Release);
+    }
+}
+
+/// Slots taken out of a queue, with the frames they hold (`None` elsewhere);
+/// dropped after the lock is released.
+type Slots = Option<Box<[Option<FrameRef>]>>;
+
+impl Locked<'_> {
+    fn len(&self) -> usize {
+        self.q.tail.load(Ordering::Relaxed).wrapping_sub(self.head) as usize
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn slots(&self) -> &[Option<FrameRef>] {
+        let p = self.q.slots.load(Ordering::Relaxed);
+        if p.is_null() {
+            return &[];
+        }
+        // SAFETY: a non-null `slots` is an allocation of `1 << shift` slots
+        // owned by the queue, reached only under the lock this guard holds.
+        unsafe { std::slice::from_raw_parts(p, 1 << self.q.shift.load(Ordering::Relaxed)) }
+    }
+
+    fn slots_mut(&mut self) -> &mut [Option<FrameRef>] {
+        let p = self.q.slots.load(Ordering::Relaxed);
+        if p.is_null() {
+            return &mut [];
+        }
+        // SAFETY: as in `slots`; `&mut self` makes this the only reference.
+        unsafe { std::slice::from_raw_parts_mut(p, 1 << self.q.shift.load(Ordering::Relaxed)) }
+    }
+
+    fn front(&self) -> Option<&FrameRef> {
+        if self.is_empty() {
+            return None;
+        }
+        let slots = self.slots();
+        slots[self.head as usize & (slots.len() - 1)].as_ref()
+    }
+
+    /// Appends a frame; the caller keeps `len() < capacity`.
+    fn push_back(&mut self, frame: FrameRef) {
+        if self.len() == self.slots().len() {
+            self.grow();
+        }
+        let tail = self.q.tail.load(Ordering::Relaxed);
+        let slots = self.slots_mut();
+        let mask = slots.len() - 1;
+        slots[tail as usize & mask] = Some(frame);
+        self.q.tail.store(tail.wrapping_add(1), Ordering::Relaxed);
+    }
+
+    fn pop_front(&mut self) -> Option<FrameRef> {
+        if self.is_empty() {
+            return None;
+        }
+        let head = self.head;
+        let slots = self.slots_mut();
+        let mask = slots.len() - 1;
+        let frame = slots[head as usize & mask].take();
+        self.head = head.wrapping_add(1);
+        frame
+    }
+
+    /// Doubles the slots (at least 4, at most the capacity rounded up to a
+    /// power of two), the waiting frames first.
+    fn grow(&mut self) {
+        let len = self.len();
+        let most = (self.capacity as usize).next_power_of_two().max(4);
+        let size = (self.slots().len() * 2).clamp(4, most);
+        let mut grown: Box<[Option<FrameRef>]> = (0..size).map(|_| None).collect();
+        let head = self.head as usize;
+        if let Some(mut old) = self.take_slots() {
+            let mask = old.len() - 1;
+            for (i, slot) in grown.iter_mut().enumerate().take(len) {
+                *slot = old[(head + i) & mask].take();
+            }
+        }
+        self.q.shift.store(size.trailing_zeros() as u8, Ordering::Relaxed);
+        self.q.slots.store(Box::into_raw(grown).cast(), Ordering::Relaxed);
+        self.q.tail.store(len as u32, Ordering::Relaxed);
+    }
+
+    /// Takes the slots out (the frames with them), leaving none.
+    fn take_slots(&mut self) -> Slots {
+        let p = self.q.slots.swap(std::ptr::null_mut(), Ordering::Relaxed);
+        self.head = 0;
+        self.q.tail.store(0, Ordering::Relaxed);
+        if p.is_null() {
+            return None;
+        }
+        let len = 1 << self.q.shift.load(Ordering::Relaxed);
+        // SAFETY: the allocation `grow` made with this many slots, no
+        // longer reachable from the queue.
+        Some(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(p, len)) })
+    }
+
+    /// Takes every frame out, oldest first; the slots stay allocated.
+    fn drain(&mut self) -> Vec<FrameRef> {
+        let mut out = Vec::with_capacity(self.len());
+        out.extend(std::iter::from_fn(|| self.pop_front()));
+        out
+    }
+}
+
+impl Drop for Queue {
+    fn drop(&mut self) {
+        drop(self.lock().take_slots());
+    }
+}
+
+impl Queue {
+    pub fn new(capacity: usize, overflow: Overflow) -> Queue {
+        Queue {
+            slots: AtomicPtr::new(std::ptr::null_mut()),
+            tail: AtomicU32::new(0),
+            locked: AtomicBool::new(false),
+            shift: AtomicU8::new(0),
+            overflow,
+            state: UnsafeCell::new(State {
+                head: 0,
+                capacity: capacity.clamp(1, MAX_CAPACITY) as u32,
+                waiters: 0,
+                closed: None,
+                notifier: None,
+                counts: Counts::default(),
+            }),
+        }
     }
 
     #[inline]
-    fn lock(&self) -> SpinGuard<'_, T> {
+    fn lock(&self) -> Locked<'_> {
         if self.locked.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
             self.lock_contended();
         }
-        SpinGuard { lock: self }
+        Locked { q: self }
     }
 
     #[cold]
@@ -288,93 +388,42 @@ impl<T> SpinLock<T> {
             }
         }
     }
-}
 
-struct SpinGuard<'a, T> {
-    lock: &'a SpinLock<T>,
-}
-
-impl<T> Deref for SpinGuard<'_, T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        // SAFETY: this guard holds the lock.
-        unsafe { &*self.lock.value.get() }
-    }
-}
-
-impl<T> DerefMut for SpinGuard<'_, T> {
-    fn deref_mut(&mut self) -> &mut T {
-        // SAFETY: this guard holds the lock.
-        unsafe { &mut *self.lock.value.get() }
-    }
-}
-
-impl<T> Drop for SpinGuard<'_, T> {
-    fn drop(&mut self) {
-        self.lock.locked.store(false, Ordering::Release);
-    }
-}
-
-#[repr(C)]
-pub struct Queue {
-    /// `state.frames.next_slot()`, stored after every change of the ring so
-    /// that `prefetch_slot` can read it without the lock. Relaxed: a stale
-    /// or dangling value only makes a useless prefetch, which never faults.
-    next_slot: AtomicPtr<Option<FrameRef>>,
-    state: SpinLock<State>,
-}
-
-impl Queue {
-    pub fn new(capacity: usize, overflow: Overflow) -> Queue {
-        Queue {
-            next_slot: AtomicPtr::new(std::ptr::null_mut()),
-            state: SpinLock::new(State {
-                frames: Ring::default(),
-                capacity: capacity.max(1),
-                overflow,
-                closed: None,
-                waiters: 0,
-                notifier: None,
-                counts: Counts::default(),
-            }),
-        }
-    }
-
-    /// Hints the queue's hot cache lines in ahead of a push.
+    /// Hints the queue (and the line after it, where the subscriber's
+    /// flags are) in ahead of a push.
     #[inline(always)]
     pub fn prefetch(&self) {
         let base: *const Queue = self;
         crate::index::prefetch(base);
-        crate::index::prefetch(base.cast::<u8>().wrapping_add(64));
         crate::index::prefetch(base.cast::<u8>().wrapping_add(std::mem::size_of::<Queue>()));
     }
 
     /// Hints the slot the next push writes into cache; call it after
-    /// `prefetch` has had time to bring the queue in.
+    /// `prefetch` has had time to bring the queue in. Relaxed reads outside
+    /// the lock: a stale or torn combination only makes a useless prefetch,
+    /// which never faults.
     #[inline(always)]
     pub fn prefetch_slot(&self) {
-        crate::index::prefetch(self.next_slot.load(Ordering::Relaxed));
-    }
-
-    /// Publishes where the next push writes, for `prefetch_slot`.
-    fn note_slot(&self, st: &State) {
-        self.next_slot.store(st.frames.next_slot(), Ordering::Relaxed);
+        let slots = self.slots.load(Ordering::Relaxed);
+        let mask = (1u32 << (self.shift.load(Ordering::Relaxed) & 31)).wrapping_sub(1);
+        let i = self.tail.load(Ordering::Relaxed) & mask;
+        crate::index::prefetch(slots.wrapping_add(i as usize));
     }
 
     /// Offers one reference to a frame; refused or evicted references are
     /// dropped after the lock is released.
     pub fn push(&self, frame: FrameRef) -> PushOutcome {
-        let mut st = self.state.lock();
+        let mut st = self.lock();
         if st.closed.is_some() {
             return PushOutcome::default();
         }
         let mut outcome = PushOutcome { accepted: true, ..PushOutcome::default() };
         // Dropped after the lock is released: a frame's last reference may free it.
         let mut evicted = None;
-        if st.frames.len() >= st.capacity {
-            match st.overflow {
+        if st.len() >= st.capacity as usize {
+            match self.overflow {
                 Overflow::DropOldest => {
-                    evicted = st.frames.pop_front();
+                    evicted = st.pop_front();
                     st.counts.dropped += 1;
                     outcome.dropped += 1;
                 }
@@ -384,7 +433,7 @@ impl Queue {
                     return outcome;
                 }
                 Overflow::Disconnect => {
-                    let discarded = st.frames.len() as u64 + 1;
+                    let discarded = st.len() as u64 + 1;
                     st.counts.dropped += discarded;
                     outcome.dropped = discarded;
                     let frames = Self::close_locked(&mut st, CloseReason::SlowConsumer);
@@ -396,10 +445,8 @@ impl Queue {
                 }
             }
         }
-        let was_empty = st.frames.is_empty();
-        let capacity = st.capacity;
-        st.frames.push_back(frame, capacity);
-        self.note_slot(&st);
+        let was_empty = st.is_empty();
+        st.push_back(frame);
         st.counts.delivered += 1;
         outcome.delivered = true;
         if was_empty && let Some(fd) = &st.notifier {
@@ -449,24 +496,24 @@ impl Queue {
         mut fits: impl FnMut(&Frame) -> bool,
         mut take: impl FnMut(FrameRef),
     ) -> Batch {
-        let mut st = self.state.lock();
+        let mut st = self.lock();
         let deadline = (!timeout.is_zero()).then(|| Instant::now() + timeout);
         loop {
             if let Some(reason) = st.closed {
                 return Batch::Closed(reason.as_str());
             }
-            if !st.frames.is_empty() {
+            if !st.is_empty() {
                 let mut n = 0;
                 while n < max {
-                    match st.frames.front() {
+                    match st.front() {
                         Some(f) if fits(f) => {}
                         _ => break,
                     }
-                    take(st.frames.pop_front().expect("front checked"));
+                    take(st.pop_front().expect("front checked"));
                     n += 1;
                 }
                 st.counts.read += n as u64;
-                if st.frames.is_empty()
+                if st.is_empty()
                     && let Some(fd) = &st.notifier
                 {
                     fd.clear();
@@ -481,17 +528,17 @@ impl Queue {
             // Sleeps unless a frame arrived or the queue closed since the lock
             // was released (the rules at the top of this file).
             let idle = || {
-                let st = self.state.lock();
-                st.frames.is_empty() && st.closed.is_none()
+                let st = self.lock();
+                st.is_empty() && st.closed.is_none()
             };
             // SAFETY: the key is this queue's address; the callbacks neither
             // park nor unpark nor panic.
             let parked = unsafe {
                 parking_lot_core::park(self.key(), idle, || {}, |_, _| {}, DEFAULT_PARK_TOKEN, Some(deadline))
             };
-            st = self.state.lock();
+            st = self.lock();
             st.waiters -= 1;
-            if parked == ParkResult::TimedOut && st.frames.is_empty() && st.closed.is_none() {
+            if parked == ParkResult::TimedOut && st.is_empty() && st.closed.is_none() {
                 return Batch::Timeout;
             }
         }
@@ -501,8 +548,8 @@ impl Queue {
     /// `delivered` count is withdrawn), for a resume that queues them again
     /// in order among replayed frames.
     pub fn take_unread(&self) -> Vec<FrameRef> {
-        let mut st = self.state.lock();
-        let frames = st.frames.drain();
+        let mut st = self.lock();
+        let frames = st.drain();
         st.counts.delivered -= frames.len() as u64;
         if let Some(fd) = &st.notifier
             && st.closed.is_none()
@@ -512,25 +559,25 @@ impl Queue {
         frames
     }
 
-    /// Marks the queue closed; returns its frames, for the caller to drop
+    /// Marks the queue closed; returns its slots, for the caller to drop
     /// once the lock is released.
-    fn close_locked(st: &mut State, reason: CloseReason) -> Ring {
+    fn close_locked(st: &mut Locked<'_>, reason: CloseReason) -> Slots {
         if st.closed.is_some() {
-            return Ring::default();
+            return None;
         }
         st.closed = Some(reason);
         // Readable on close, so a poller comes to read the closed status.
         if let Some(fd) = &st.notifier {
             fd.signal();
         }
-        std::mem::take(&mut st.frames)
+        st.take_slots()
     }
 
     /// Closes the queue: waiting and later reads return `Closed(reason)`.
     /// Returns how many queued frames were discarded (counted as dropped).
     pub fn close(&self, reason: CloseReason) -> u64 {
-        let mut st = self.state.lock();
-        let discarded = if st.closed.is_some() { 0 } else { st.frames.len() as u64 };
+        let mut st = self.lock();
+        let discarded = if st.closed.is_some() { 0 } else { st.len() as u64 };
         st.counts.dropped += discarded;
         let frames = Self::close_locked(&mut st, reason);
         drop(st);
@@ -540,8 +587,8 @@ impl Queue {
     }
 
     pub fn stats(&self) -> QueueStats {
-        let st = self.state.lock();
-        let depth = st.frames.len() as u64;
+        let st = self.lock();
+        let depth = st.len() as u64;
         let c = st.counts;
         QueueStats {
             matched: c.read + depth + c.dropped,
@@ -553,17 +600,17 @@ impl Queue {
     }
 
     pub fn closed(&self) -> Option<&'static str> {
-        self.state.lock().closed.map(CloseReason::as_str)
+        self.lock().closed.map(CloseReason::as_str)
     }
 
     /// A file descriptor that polls readable while frames are waiting or the
     /// queue is closed. Created on first call; owned by the queue. Hosts poll
     /// it and must not read from it.
     pub fn ready_fd(&self) -> Result<RawFd> {
-        let mut st = self.state.lock();
+        let mut st = self.lock();
         if st.notifier.is_none() {
             let fd = ReadyFd::new()?;
-            if !st.frames.is_empty() || st.closed.is_some() {
+            if !st.is_empty() || st.closed.is_some() {
                 fd.signal();
             }
             st.notifier = Some(fd);
@@ -693,6 +740,36 @@ mod tests {
         q.close(CloseReason::Closed);
         assert!(readable());
         assert_eq!(q.ready_fd().unwrap(), fd);
+    }
+
+    /// Ring positions count modulo 2^32: a queue whose positions wrap
+    /// around keeps its frames in order, evicting the oldest when full.
+    #[test]
+    fn positions_wrap_around() {
+        let q = Queue::new(8, Overflow::DropOldest);
+        // Grow the ring to its full 8 slots, empty it, then move its
+        // positions to just before the wrap (any equal pair is consistent
+        // for an empty ring).
+        (0..8).for_each(|n| drop(q.push(frame(n))));
+        assert_eq!(payloads(&q).len(), 8);
+        q.lock().head = u32::MAX - 2;
+        q.tail.store(u32::MAX - 2, Ordering::Relaxed);
+        let mut want = VecDeque::new();
+        for n in 0..30 {
+            q.push(frame(n));
+            want.push_back(n.to_string());
+            if want.len() > 8 {
+                want.pop_front();
+            }
+            if n % 7 == 6 {
+                let Next::Frame(f) = q.pop(Duration::ZERO) else { panic!("a frame waits") };
+                assert_eq!(Some(f.payload().unwrap().to_string()), want.pop_front());
+            }
+        }
+        assert_eq!(payloads(&q), Vec::from(want));
+        assert_eq!(q.lock().slots().len(), 8, "the ring never grew past the capacity");
+        let s = q.stats();
+        assert_eq!((s.matched, s.read + s.depth + s.dropped), (38, 38));
     }
 
     fn number(f: &Frame) -> u32 {
