@@ -22,6 +22,7 @@ use crate::index::{Index, Indexed, Members};
 use crate::keyword::{self, EventMatches, FilterSet, PerSet, Registry, SetKey};
 use crate::queue::{Batch, CloseReason, Next, Queue, QueueStats};
 use crate::recent::{RecentStatuses, Routing};
+use crate::small_list::SmallList;
 use crate::subscription::{EventFilter, Keys, Origin, SubscriptionSpec};
 
 /// What one publish did.
@@ -76,21 +77,34 @@ struct Counters {
 
 /// The part of a subscriber that subscriptions in the index point to.
 /// The queue comes first so that prefetching the core fetches the queue.
+///
+/// Layout budget (issue 13: at most 300 bytes per idle subscriber with one
+/// subscription): 120 bytes, so that with the `Arc` counts (16) and glibc's
+/// chunk header (8) it takes a 144-byte chunk. The queue 64 (with the flags
+/// in its padding), the subscription list 24, the filters 16, the account
+/// 16. One more byte past 120 costs 16 per subscriber.
 #[repr(C)]
 pub(crate) struct SubscriberCore {
-    queue: Queue,
-    /// Right after the queue: a publish reads it with the queue's lines.
-    has_filters: AtomicBool,
-    /// Next to `has_filters`, in its padding.
-    event_ids: bool,
+    queue: Queue<CoreFlags>,
     /// Owned here (not by the handle) so that a subscriber disconnected as a
     /// slow consumer can be taken out of the index after the publish. The
     /// `Arc` cycle core → subscription → core is broken by `unsubscribe_all`.
-    subscriptions: Mutex<SmallVec<[Arc<Subscription>; 1]>>,
+    subscriptions: Mutex<SmallList<Arc<Subscription>>>,
     /// Boxed: most subscribers have no filters, and the sets are large.
     /// Replaced as a whole, so a publish sees the old state or the new one.
     filters: RwLock<Option<Box<ViewerState>>>,
     account: Option<Box<str>>,
+}
+
+const _: () = assert!(std::mem::size_of::<SubscriberCore>() == 120);
+// A 96-byte glibc chunk (with the `Arc` counts and the chunk header).
+const _: () = assert!(std::mem::size_of::<Subscription>() == 72);
+
+/// A subscriber's flags, kept in its queue's padding: a publish reads them
+/// with the queue's line.
+struct CoreFlags {
+    has_filters: AtomicBool,
+    event_ids: bool,
 }
 
 /// A viewer's filters with its keyword filters interned in the engine.
@@ -132,7 +146,8 @@ impl Subscription {
     /// Reads the viewer state once, for both the filters and the
     /// annotation: a concurrent update is seen whole or not at all.
     fn viewer_state(&self) -> Option<parking_lot::RwLockReadGuard<'_, Option<Box<ViewerState>>>> {
-        (self.viewer_filtered && self.core.has_filters.load(Ordering::Relaxed)).then(|| self.core.filters.read())
+        (self.viewer_filtered && self.core.queue.extra.has_filters.load(Ordering::Relaxed))
+            .then(|| self.core.filters.read())
     }
 
     /// The event, origin and viewer filters of this subscription.
@@ -230,12 +245,11 @@ impl Engine {
                 queue: Queue::new(
                     options.queue_capacity.unwrap_or(inner.config.queue_capacity),
                     options.overflow.unwrap_or(inner.config.overflow),
+                    CoreFlags { has_filters: AtomicBool::new(has_filters), event_ids: options.event_ids },
                 ),
                 filters: RwLock::new(state),
-                has_filters: AtomicBool::new(has_filters),
                 account: options.account.map(Into::into),
-                event_ids: options.event_ids,
-                subscriptions: Mutex::new(SmallVec::new()),
+                subscriptions: Mutex::new(SmallList::default()),
             }),
         }
     }
@@ -540,7 +554,7 @@ impl EngineInner {
     }
 
     fn unsubscribe_all(&self, core: &SubscriberCore) {
-        let subs = std::mem::take(&mut *core.subscriptions.lock());
+        let subs = core.subscriptions.lock().take_all();
         for sub in &subs {
             self.index.remove(sub);
         }
@@ -630,7 +644,7 @@ impl Subscriber {
             events: spec.events.clone().map(Box::new),
             viewer_filtered: spec.stream.viewer_filtered(),
             origin: spec.origin,
-            event_ids: self.core.event_ids,
+            event_ids: self.core.queue.extra.event_ids,
             members: Members::new(keys.len()),
         });
         engine.index.insert(&sub, &keys).map_err(|e| {
@@ -782,7 +796,7 @@ impl Subscriber {
         let state = self.engine.viewer_state(filters);
         let some = state.is_some();
         let old = std::mem::replace(&mut *self.core.filters.write(), state);
-        self.core.has_filters.store(some, Ordering::Relaxed);
+        self.core.queue.extra.has_filters.store(some, Ordering::Relaxed);
         // Dropped outside the lock: the last viewer of a filter set
         // unregisters it from the engine.
         drop(old);

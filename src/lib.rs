@@ -32,6 +32,7 @@ mod readiness;
 pub(crate) mod recent;
 #[cfg(feature = "redis")]
 pub mod redis_node;
+pub(crate) mod small_list;
 pub mod subscription;
 pub mod text;
 

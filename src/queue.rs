@@ -165,6 +165,7 @@ struct State {
     head: u32,
     capacity: u32,
     waiters: u32,
+    overflow: Overflow,
     closed: Option<CloseReason>,
     notifier: Option<ReadyFd>,
     counts: Counts,
@@ -184,8 +185,11 @@ struct State {
 /// The lock is held for a handful of instructions (a push, a batch of pops).
 /// Acquire is one compare-exchange, release one plain store. A thread that
 /// finds it held spins briefly, then yields: the holder was preempted.
+///
+/// `extra` is the owner's (a subscriber keeps its flags there): two bytes
+/// fit in what would be padding, so they cost the owner no word of its own.
 #[repr(C)]
-pub struct Queue {
+pub struct Queue<X = ()> {
     /// The slots, `1 << shift` of them; null before the first push.
     /// Written only under the lock; read relaxed by `prefetch_slot` too.
     slots: AtomicPtr<Option<FrameRef>>,
@@ -194,7 +198,7 @@ pub struct Queue {
     locked: AtomicBool,
     /// log2 of the slot count; as `slots`.
     shift: AtomicU8,
-    overflow: Overflow,
+    pub extra: X,
     state: UnsafeCell<State>,
 }
 
@@ -203,16 +207,16 @@ const _: () = assert!(std::mem::size_of::<Queue>() == 64);
 
 // SAFETY: `state` and the slots are reached only under the lock (acquire on
 // lock, release on unlock); the frames are `Send + Sync`.
-unsafe impl Sync for Queue {}
+unsafe impl<X: Sync> Sync for Queue<X> {}
 // SAFETY: as above; the queue owns its slots.
-unsafe impl Send for Queue {}
+unsafe impl<X: Send> Send for Queue<X> {}
 
 /// The queue's lock, held; gives the state and the ring.
-struct Locked<'a> {
-    q: &'a Queue,
+struct Locked<'a, X> {
+    q: &'a Queue<X>,
 }
 
-impl Deref for Locked<'_> {
+impl<X> Deref for Locked<'_, X> {
     type Target = State;
     fn deref(&self) -> &State {
         // SAFETY: this guard holds the lock.
@@ -220,14 +224,14 @@ impl Deref for Locked<'_> {
     }
 }
 
-impl DerefMut for Locked<'_> {
+impl<X> DerefMut for Locked<'_, X> {
     fn deref_mut(&mut self) -> &mut State {
         // SAFETY: this guard holds the lock.
         unsafe { &mut *self.q.state.get() }
     }
 }
 
-impl Drop for Locked<'_> {
+impl<X> Drop for Locked<'_, X> {
     fn drop(&mut self) {
         self.q.locked.store(false, Ordering::Release);
     }
@@ -237,7 +241,7 @@ impl Drop for Locked<'_> {
 /// dropped after the lock is released.
 type Slots = Option<Box<[Option<FrameRef>]>>;
 
-impl Locked<'_> {
+impl<X> Locked<'_, X> {
     fn len(&self) -> usize {
         self.q.tail.load(Ordering::Relaxed).wrapping_sub(self.head) as usize
     }
@@ -338,24 +342,25 @@ impl Locked<'_> {
     }
 }
 
-impl Drop for Queue {
+impl<X> Drop for Queue<X> {
     fn drop(&mut self) {
         drop(self.lock().take_slots());
     }
 }
 
-impl Queue {
-    pub fn new(capacity: usize, overflow: Overflow) -> Queue {
+impl<X> Queue<X> {
+    pub fn new(capacity: usize, overflow: Overflow, extra: X) -> Queue<X> {
         Queue {
             slots: AtomicPtr::new(std::ptr::null_mut()),
             tail: AtomicU32::new(0),
             locked: AtomicBool::new(false),
             shift: AtomicU8::new(0),
-            overflow,
+            extra,
             state: UnsafeCell::new(State {
                 head: 0,
                 capacity: capacity.clamp(1, MAX_CAPACITY) as u32,
                 waiters: 0,
+                overflow,
                 closed: None,
                 notifier: None,
                 counts: Counts::default(),
@@ -364,7 +369,7 @@ impl Queue {
     }
 
     #[inline]
-    fn lock(&self) -> Locked<'_> {
+    fn lock(&self) -> Locked<'_, X> {
         if self.locked.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
             self.lock_contended();
         }
@@ -393,9 +398,9 @@ impl Queue {
     /// flags are) in ahead of a push.
     #[inline(always)]
     pub fn prefetch(&self) {
-        let base: *const Queue = self;
+        let base: *const Queue<X> = self;
         crate::index::prefetch(base);
-        crate::index::prefetch(base.cast::<u8>().wrapping_add(std::mem::size_of::<Queue>()));
+        crate::index::prefetch(base.cast::<u8>().wrapping_add(std::mem::size_of::<Queue<X>>()));
     }
 
     /// Hints the slot the next push writes into cache; call it after
@@ -421,7 +426,7 @@ impl Queue {
         // Dropped after the lock is released: a frame's last reference may free it.
         let mut evicted = None;
         if st.len() >= st.capacity as usize {
-            match self.overflow {
+            match st.overflow {
                 Overflow::DropOldest => {
                     evicted = st.pop_front();
                     st.counts.dropped += 1;
@@ -466,7 +471,7 @@ impl Queue {
 
     /// The parking-lot key of this queue's waiting readers.
     fn key(&self) -> usize {
-        self as *const Queue as usize
+        self as *const Queue<X> as usize
     }
 
     fn wake_all(&self) {
@@ -561,7 +566,7 @@ impl Queue {
 
     /// Marks the queue closed; returns its slots, for the caller to drop
     /// once the lock is released.
-    fn close_locked(st: &mut Locked<'_>, reason: CloseReason) -> Slots {
+    fn close_locked(st: &mut Locked<'_, X>, reason: CloseReason) -> Slots {
         if st.closed.is_some() {
             return None;
         }
@@ -643,7 +648,7 @@ mod tests {
 
     #[test]
     fn drop_oldest_keeps_the_newest_frames() {
-        let q = Queue::new(2, Overflow::DropOldest);
+        let q = Queue::new(2, Overflow::DropOldest, ());
         let dropped: u64 = (0..5).map(|n| q.push(frame(n)).dropped).sum();
         assert_eq!(dropped, 3);
         assert_eq!(payloads(&q), ["3", "4"]);
@@ -653,7 +658,7 @@ mod tests {
 
     #[test]
     fn drop_newest_keeps_the_oldest_frames() {
-        let q = Queue::new(2, Overflow::DropNewest);
+        let q = Queue::new(2, Overflow::DropNewest, ());
         for n in 0..5 {
             q.push(frame(n));
         }
@@ -664,7 +669,7 @@ mod tests {
 
     #[test]
     fn disconnect_closes_the_slow_consumer() {
-        let q = Queue::new(2, Overflow::Disconnect);
+        let q = Queue::new(2, Overflow::Disconnect, ());
         q.push(frame(0));
         q.push(frame(1));
         assert_eq!(q.push(frame(2)).dropped, 3);
@@ -677,7 +682,7 @@ mod tests {
 
     #[test]
     fn pop_batch_takes_in_order_up_to_max_while_frames_fit() {
-        let q = Queue::new(8, Overflow::DropOldest);
+        let q = Queue::new(8, Overflow::DropOldest, ());
         let fd = q.ready_fd().unwrap();
         for n in 0..5 {
             q.push(frame(n));
@@ -710,7 +715,7 @@ mod tests {
 
     #[test]
     fn waiting_times_out_or_wakes_on_push() {
-        let q = Arc::new(Queue::new(4, Overflow::DropOldest));
+        let q = Arc::new(Queue::new(4, Overflow::DropOldest, ()));
         assert!(matches!(q.pop(Duration::ZERO), Next::Empty));
         assert!(matches!(q.pop(Duration::from_millis(5)), Next::Timeout));
         let q2 = Arc::clone(&q);
@@ -722,7 +727,7 @@ mod tests {
 
     #[test]
     fn ready_fd_is_readable_exactly_while_frames_wait() {
-        let q = Queue::new(4, Overflow::DropOldest);
+        let q = Queue::new(4, Overflow::DropOldest, ());
         let fd = q.ready_fd().unwrap();
         let readable = || {
             let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
@@ -746,11 +751,13 @@ mod tests {
     /// around keeps its frames in order, evicting the oldest when full.
     #[test]
     fn positions_wrap_around() {
-        let q = Queue::new(8, Overflow::DropOldest);
+        let q = Queue::new(8, Overflow::DropOldest, ());
         // Grow the ring to its full 8 slots, empty it, then move its
         // positions to just before the wrap (any equal pair is consistent
         // for an empty ring).
-        (0..8).for_each(|n| drop(q.push(frame(n))));
+        for n in 0..8 {
+            q.push(frame(n));
+        }
         assert_eq!(payloads(&q).len(), 8);
         q.lock().head = u32::MAX - 2;
         q.tail.store(u32::MAX - 2, Ordering::Relaxed);
@@ -812,7 +819,7 @@ mod tests {
             overflow in policy(),
             ops in proptest::collection::vec(op(), 1..120),
         ) {
-            let q = Queue::new(capacity, overflow);
+            let q = Queue::new(capacity, overflow, ());
             let mut model: VecDeque<u32> = VecDeque::new();
             let (mut closed, mut delivered, mut dropped, mut read) = (false, 0u64, 0u64, 0u64);
             let mut next = 0u32;
@@ -886,7 +893,7 @@ mod tests {
         const PRODUCERS: u32 = 4;
         const EACH: u32 = 20_000;
         for (capacity, overflow) in [(1 << 20, Overflow::DropNewest), (7, Overflow::DropOldest)] {
-            let q = Arc::new(Queue::new(capacity, overflow));
+            let q = Arc::new(Queue::new(capacity, overflow, ()));
             let producers: Vec<_> = (0..PRODUCERS)
                 .map(|t| {
                     let q = Arc::clone(&q);
@@ -945,7 +952,7 @@ mod tests {
     /// dropped or refused after the close, and waiting readers all wake.
     #[test]
     fn close_during_concurrent_pushes_wakes_every_reader() {
-        let q = Arc::new(Queue::new(64, Overflow::DropOldest));
+        let q = Arc::new(Queue::new(64, Overflow::DropOldest, ()));
         let readers: Vec<_> = (0..3)
             .map(|_| {
                 let q = Arc::clone(&q);
