@@ -40,7 +40,7 @@ pub use channel::{ChannelKey, Stream, normalize_tag};
 pub use config::{EngineConfig, HistoryConfig, SubscriberOptions};
 pub use engine::{Engine, EngineStats, PublishStats, Resumed, Subscriber};
 pub use error::{Error, ErrorKind, Result};
-pub use filter::ViewerFilters;
+pub use filter::{IdKey, IdSet, ViewerFilters};
 pub use frame::{Frame, FrameRef};
 pub use queue::{Batch, Next, Overflow, QueueStats};
 pub use subscription::SubscriptionSpec;
