@@ -174,6 +174,14 @@ type wire struct {
 	deadline time.Time // the write deadline in force
 }
 
+// SetWriteDeadline does nothing: the wire gives each write its own
+// deadline, which the WebSocket module's (a second for a pong, none at
+// all) must neither shorten nor clear.
+func (w *wire) SetWriteDeadline(time.Time) error { return nil }
+
+// SetDeadline sets the read deadline only, for the same reason.
+func (w *wire) SetDeadline(t time.Time) error { return w.SetReadDeadline(t) }
+
 // Write is the WebSocket module's path (control frames).
 func (w *wire) Write(p []byte) (int, error) {
 	bufs := net.Buffers{p}

@@ -13,6 +13,7 @@
 package streaming
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/json"
@@ -20,6 +21,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -143,24 +145,32 @@ func New(opts Options) (*Handler, error) {
 }
 
 func (h *Handler) subscriberJSON(account string, filters []byte) []byte {
-	// The account's filters object with the connection's own keys added.
-	var opts map[string]any
-	_ = json.Unmarshal(filters, &opts)
-	if opts == nil {
-		opts = map[string]any{}
-	}
-	opts["account"] = account
+	// The connection's own keys, then the members of the account's filters
+	// object (engineJSON's, which has none of these keys): spliced, not
+	// decoded and encoded again, since the object holds every blocked and
+	// muted id.
+	raw := append(make([]byte, 0, len(filters)+96), `{"account":`...)
+	raw = appendJSONString(raw, account)
 	if h.opts.QueueCapacity > 0 {
-		opts["queue_capacity"] = h.opts.QueueCapacity
+		raw = strconv.AppendInt(append(raw, `,"queue_capacity":`...), int64(h.opts.QueueCapacity), 10)
 	}
 	if h.opts.Overflow != "" {
-		opts["overflow"] = h.opts.Overflow
+		raw = appendJSONString(append(raw, `,"overflow":`...), h.opts.Overflow)
 	}
 	if h.opts.EventIDs {
-		opts["event_ids"] = true
+		raw = append(raw, `,"event_ids":true`...)
 	}
-	raw, _ := json.Marshal(opts)
-	return raw
+	if obj := bytes.TrimSpace(filters); len(obj) >= 2 && obj[0] == '{' && obj[len(obj)-1] == '}' {
+		if members := bytes.TrimSpace(obj[1 : len(obj)-1]); len(members) > 0 {
+			raw = append(append(raw, ','), members...)
+		}
+	}
+	return append(raw, '}')
+}
+
+func appendJSONString(b []byte, s string) []byte {
+	q, _ := json.Marshal(s)
+	return append(b, q...)
 }
 
 func (h *Handler) track(c *conn) {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -421,6 +422,93 @@ func TestSSEClientGoneEndsStream(t *testing.T) {
 				t.Fatalf("tls %v: the stream outlived its client (%d listened, %d connections)", tlsOn, l, c)
 			}
 			time.Sleep(10 * time.Millisecond)
+		}
+	}
+}
+
+// Every ping interval the server pings; a client that answers stays, one
+// that does not is closed after the next interval.
+func TestWebSocketPingClosesSilentClients(t *testing.T) {
+	f := newFixture(t)
+	f.h.opts.PingInterval = 100 * time.Millisecond
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	base := "ws" + strings.TrimPrefix(f.srv.URL, "http") + "/api/v1/streaming/?stream=public&access_token=alice"
+
+	// A silent client: the handshake by hand, then nothing but reading
+	// raw bytes (a pong is never sent).
+	raw, err := net.Dial("tcp", strings.TrimPrefix(f.srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	_, _ = io.WriteString(raw, "GET /api/v1/streaming/?stream=public&access_token=alice HTTP/1.1\r\nHost: x\r\n"+
+		"Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+	silent := make(chan []byte, 1)
+	go func() {
+		_ = raw.SetReadDeadline(time.Now().Add(5 * time.Second))
+		b, _ := io.ReadAll(raw) // until the server closes
+		silent <- b
+	}()
+
+	// A client that answers pings (coder/websocket does while it reads).
+	ws, _, err := websocket.Dial(ctx, base, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.CloseNow()
+	got := make(chan string, 1)
+	go func() {
+		_, b, err := ws.Read(ctx)
+		if err != nil {
+			got <- err.Error()
+			return
+		}
+		got <- string(b)
+	}()
+
+	start := time.Now()
+	b := <-silent
+	if elapsed := time.Since(start); elapsed > 2*time.Second {
+		t.Fatalf("silent client closed after %v", elapsed)
+	}
+	resp, frames, _ := strings.Cut(string(b), "\r\n\r\n")
+	if !strings.HasPrefix(resp, "HTTP/1.1 101 ") || !strings.HasPrefix(frames, "\x89\x00") {
+		t.Fatalf("silent client got %q, want the upgrade then a ping", b)
+	}
+	time.Sleep(300 * time.Millisecond) // three more intervals
+	if _, err := f.eng.PublishChannel("timeline:public", status("1", "5")); err != nil {
+		t.Fatal(err)
+	}
+	if msg := <-got; !strings.Contains(msg, `"event":"update"`) {
+		t.Fatalf("answering client: %s", msg)
+	}
+}
+
+// The subscriber object is the account's filters with the connection's
+// keys added, whatever the filters' spacing.
+func TestSubscriberJSON(t *testing.T) {
+	viewer, _ := (&Viewer{BlockedAccounts: []string{"1", "2"}, Languages: []string{"en"}}).engineJSON()
+	for _, opts := range []Options{{}, {QueueCapacity: 9, Overflow: `drop"newest`, EventIDs: true}} {
+		h := &Handler{opts: opts}
+		for _, filters := range [][]byte{nil, []byte(`{}`), []byte(" { } "), viewer} {
+			var got, want map[string]any
+			if err := json.Unmarshal(h.subscriberJSON(`a"1`, filters), &got); err != nil {
+				t.Fatalf("%s: %v", filters, err)
+			}
+			_ = json.Unmarshal(filters, &want)
+			if want == nil {
+				want = map[string]any{}
+			}
+			want["account"] = `a"1`
+			if opts.QueueCapacity > 0 {
+				want["queue_capacity"] = float64(opts.QueueCapacity)
+				want["overflow"] = opts.Overflow
+				want["event_ids"] = true
+			}
+			if g, w := fmt.Sprint(got), fmt.Sprint(want); g != w {
+				t.Errorf("filters %s, options %+v:\n got %s\nwant %s", filters, opts, g, w)
+			}
 		}
 	}
 }

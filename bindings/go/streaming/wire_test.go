@@ -13,6 +13,7 @@ import (
 
 	"github.com/coder/websocket"
 	evroute "github.com/evroute/evroute/bindings/go"
+	gorilla "github.com/gorilla/websocket"
 )
 
 // A batch written by the wire reaches a real WebSocket client as one text
@@ -31,23 +32,31 @@ func TestWireWritesABatchAsMessages(t *testing.T) {
 	wrote := make(chan error, 1)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hw := &hijackWire{ResponseWriter: w, timeout: 5 * time.Second}
-		ws, err := websocket.Accept(hw, r, nil)
+		ws, err := wsUpgrader.Upgrade(hw, r, nil)
 		if err != nil {
 			wrote <- err
 			return
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		go func() { _, _, _ = ws.Read(ctx) }() // answers the client's close
+		defer hw.wire.Close()
+		read := make(chan struct{})
+		go func() { // answers the client's pong and close
+			defer close(read)
+			for {
+				if _, _, err := ws.ReadMessage(); err != nil {
+					return
+				}
+			}
+		}()
 		err = hw.wire.ws(&outBatch{Batch: batch})
 		if err == nil {
 			err = hw.wire.text([]byte(`{"error":"x"}`))
 		}
-		if err == nil {
-			err = ws.Ping(ctx) // the module's control frames on the same wire
+		if err == nil { // the module's control frames on the same wire
+			err = ws.WriteControl(gorilla.PingMessage, nil, time.Now().Add(5*time.Second))
 		}
 		wrote <- err
-		_ = ws.Close(websocket.StatusGoingAway, "")
+		_ = ws.WriteControl(gorilla.CloseMessage, gorilla.FormatCloseMessage(gorilla.CloseGoingAway, ""), time.Now().Add(5*time.Second))
+		<-read
 	}))
 	defer srv.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -9,9 +9,11 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
-	"github.com/coder/websocket"
+	"github.com/gorilla/websocket"
 )
 
 // refuseUpgrade answers a refused WebSocket upgrade the way Mastodon writes
@@ -76,11 +78,15 @@ func param(raw json.RawMessage) string {
 }
 
 type wsSession struct {
-	h    *Handler
-	c    *conn
-	ws   *websocket.Conn // handshake, reads, ping, pong and close
-	wire *wire           // every text message
-	ctx  context.Context
+	h        *Handler
+	c        *conn
+	ws       *websocket.Conn // handshake, reads, control frames
+	wire     *wire           // every text message
+	ctx      context.Context
+	pinged   bool        // a ping is waiting for its pong (the pump's)
+	pong     atomic.Bool // a pong came since the last ping
+	closing  atomic.Bool // a close frame was sent: the reader waits for the reply
+	readDone chan struct{}
 }
 
 func (s *wsSession) sendError(err error, withStatus bool) {
@@ -132,16 +138,20 @@ func (s *wsSession) unsubscribe(req streamRequest) {
 
 // readLoop handles the client's messages until the connection ends.
 func (s *wsSession) readLoop() {
+	defer close(s.readDone)
 	for {
-		typ, data, err := s.ws.Read(s.ctx)
+		typ, data, err := s.ws.ReadMessage()
 		if err != nil {
 			s.c.stop(stopGone)
 			return
 		}
-		if typ == websocket.MessageBinary {
-			_ = s.ws.Close(websocket.StatusUnsupportedData, "The mastodon streaming server does not support binary messages")
+		if s.closing.Load() {
+			continue // until the client's close frame
+		}
+		if typ == websocket.BinaryMessage {
+			s.close(websocket.CloseUnsupportedData, "The mastodon streaming server does not support binary messages")
 			s.c.stop(stopGone)
-			return
+			continue
 		}
 		var msg clientMessage
 		if json.Unmarshal(data, &msg) != nil {
@@ -157,12 +167,29 @@ func (s *wsSession) readLoop() {
 	}
 }
 
+// close sends a close frame; the reader then waits for the client's.
+func (s *wsSession) close(code int, reason string) {
+	if s.closing.CompareAndSwap(false, true) {
+		_ = s.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(s.h.opts.WriteTimeout))
+	}
+}
+
+// ping is the pump's tick: a ping gets until the next one to be answered;
+// a client that did not answer is closed.
+func (s *wsSession) ping() bool {
+	if s.pinged && !s.pong.Load() {
+		s.c.stop(stopTimeout)
+		return true
+	}
+	s.pinged = true
+	s.pong.Store(false)
+	return s.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(s.h.opts.WriteTimeout)) == nil
+}
+
 // hijackWire hands the WebSocket module a wire instead of the raw
-// connection, so that the pump can write batches of messages on it while the
-// module keeps the handshake, reads, ping, pong and close. The module's
-// writer is big enough for any control frame (at most 2+12+125 bytes), so
-// each frame it writes reaches the wire in one Write; it writes no data
-// messages (the wire does).
+// connection, so that the pump can write batches of messages on it while
+// the module keeps the handshake, reads and control frames (each written
+// in one Write).
 type hijackWire struct {
 	http.ResponseWriter
 	timeout time.Duration
@@ -175,14 +202,23 @@ func (hw *hijackWire) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, err
 	}
 	hw.wire = &wire{Conn: nc, timeout: hw.timeout}
-	// Client messages are small: a small reader in place of net/http's 4 kB
-	// one, unless that one already holds bytes the client sent.
-	br := brw.Reader
-	if br.Buffered() == 0 {
-		br = bufio.NewReaderSize(hw.wire, 512)
-	}
-	return hw.wire, bufio.NewReadWriter(br, bufio.NewWriterSize(hw.wire, 256)), nil
+	return hw.wire, brw, nil
 }
+
+// wsUpgrader keeps no buffer per idle connection: client messages are
+// read through 512 bytes (they are small; control frames fit), and the
+// write buffer pool is never drawn from (the wire writes every message).
+var wsUpgrader = websocket.Upgrader{
+	ReadBufferSize:  512,
+	WriteBufferPool: &sync.Pool{},
+	CheckOrigin:     func(*http.Request) bool { return true }, // as Mastodon: tokens, not cookies
+}
+
+// wsReadLimit is the largest client message (close 1009 beyond).
+const wsReadLimit = 32 << 10
+
+// closeWait bounds the wait for the client's close frame.
+const closeWait = 5 * time.Second
 
 // serveWebSocket authenticates before the upgrade (a refusal is a raw HTTP
 // response), then runs the reader and the writer of one WebSocket.
@@ -212,23 +248,29 @@ func (h *Handler) serveWebSocket(w http.ResponseWriter, r *http.Request, reqID s
 	}
 	done := finish
 	finish = func() { h.accounts.release(acct); done() }
-	opts := &websocket.AcceptOptions{InsecureSkipVerify: true, CompressionMode: websocket.CompressionDisabled}
+	up := wsUpgrader
 	if token, fromProtocol := tokenFrom(r); fromProtocol {
-		opts.Subprotocols = []string{token}
+		up.Subprotocols = []string{token}
 	}
 	hw := &hijackWire{ResponseWriter: w, timeout: h.opts.WriteTimeout}
-	ws, err := websocket.Accept(hw, r, opts)
+	ws, err := up.Upgrade(hw, r, w.Header())
 	if err != nil {
-		return // Accept answered the client
+		if hw.wire != nil {
+			_ = hw.wire.Close()
+		}
+		return // Upgrade answered the client
 	}
+	ws.SetReadLimit(wsReadLimit)
 	c, err := h.open(id, acct, "websocket")
 	if err != nil {
 		h.log.Error("subscriber failed", "err", err)
-		_ = ws.Close(websocket.StatusInternalError, "")
+		_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseInternalServerErr, ""), time.Now().Add(time.Second))
+		_ = hw.wire.Close()
 		return
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &wsSession{h: h, c: c, ws: ws, wire: hw.wire, ctx: ctx}
+	s := &wsSession{h: h, c: c, ws: ws, wire: hw.wire, ctx: ctx, readDone: make(chan struct{})}
+	ws.SetPongHandler(func(string) error { s.pong.Store(true); return nil })
 	// The initial subscription, and a resume, before the writer starts: a
 	// gap event comes before the replayed frames.
 	if q := r.URL.Query(); q.Get("stream") != "" {
@@ -249,27 +291,22 @@ func (h *Handler) serveWebSocket(w http.ResponseWriter, r *http.Request, reqID s
 // serve runs the reader and the writer until the connection ends, then
 // closes it with the code its end calls for.
 func (s *wsSession) serve() {
-	h, c, ws := s.h, s.c, s.ws
+	h, c := s.h, s.c
 	go s.readLoop()
-	// A ping gets until the next one to be answered; a client that did not
-	// answer is closed.
-	ping := func() bool {
-		go func() {
-			pctx, pcancel := context.WithTimeout(s.ctx, h.opts.PingInterval)
-			defer pcancel()
-			if ws.Ping(pctx) != nil {
-				c.stop(stopTimeout)
-			}
-		}()
-		return true
-	}
-	h.pump(c, s.wire, true, h.opts.PingInterval, ping)
+	h.pump(c, s.wire, true, h.opts.PingInterval, s.ping)
 	switch c.reason.Load() {
 	case stopShutdown:
-		_ = ws.Close(websocket.StatusGoingAway, "")
+		s.close(websocket.CloseGoingAway, "")
 	case stopKill:
-		_ = ws.Close(websocket.StatusNormalClosure, "")
-	default:
-		_ = ws.CloseNow()
+		s.close(websocket.CloseNormalClosure, "")
 	}
+	// After a close frame the client gets a while to answer; otherwise
+	// (it went away or stayed silent) the connection ends now.
+	wait := time.Now()
+	if s.closing.Load() {
+		wait = wait.Add(closeWait)
+	}
+	_ = s.wire.SetReadDeadline(wait)
+	<-s.readDone
+	_ = s.wire.Close()
 }
