@@ -4,11 +4,11 @@
 
 use std::os::fd::RawFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use ahash::{AHashMap, AHashSet};
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 use smallvec::SmallVec;
 
 use crate::channel::{ChannelKey, strip_namespace, with_namespace};
@@ -24,6 +24,7 @@ use crate::queue::{Batch, CloseReason, Next, Queue, QueueStats};
 use crate::recent::{RecentStatuses, Routing};
 use crate::small_list::SmallList;
 use crate::subscription::{EventFilter, Keys, Origin, SubscriptionSpec};
+use crate::viewer::{Peek, Viewer, ViewerState};
 
 /// What one publish did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -81,18 +82,20 @@ struct Counters {
 /// Layout budget (issue 13: at most 300 bytes per idle subscriber with one
 /// subscription): 120 bytes, so that with the `Arc` counts (16) and glibc's
 /// chunk header (8) it takes a 144-byte chunk. The queue 64 (with the flags
-/// in its padding), the subscription list 24, the filters 16, the account
-/// 16. One more byte past 120 costs 16 per subscriber.
+/// in its padding), the viewer state's tag and pointer 16, the subscription
+/// list 24, the account 16. One more byte past 120 costs 16 per subscriber.
 #[repr(C)]
 pub(crate) struct SubscriberCore {
     queue: Queue<CoreFlags>,
+    /// Right after the queue, so its tag (bytes 64..72) is in the second
+    /// line `Queue::prefetch` brings in, whatever the core's 16-byte
+    /// alignment. Read without a lock; written under `subscriptions`' lock
+    /// (src/viewer.rs has the rule).
+    viewer: Viewer,
     /// Owned here (not by the handle) so that a subscriber disconnected as a
     /// slow consumer can be taken out of the index after the publish. The
     /// `Arc` cycle core → subscription → core is broken by `unsubscribe_all`.
     subscriptions: Mutex<SmallList<Arc<Subscription>>>,
-    /// Boxed: most subscribers have no filters, and the sets are large.
-    /// Replaced as a whole, so a publish sees the old state or the new one.
-    filters: RwLock<Option<Box<ViewerState>>>,
     account: Option<Box<str>>,
 }
 
@@ -100,23 +103,9 @@ const _: () = assert!(std::mem::size_of::<SubscriberCore>() == 120);
 // A 96-byte glibc chunk (with the `Arc` counts and the chunk header).
 const _: () = assert!(std::mem::size_of::<Subscription>() == 72);
 
-/// A subscriber's flags, kept in its queue's padding: a publish reads them
-/// with the queue's line.
+/// A subscriber's flags, kept in its queue's padding.
 struct CoreFlags {
-    has_filters: AtomicBool,
     event_ids: bool,
-}
-
-/// A viewer's filters with its keyword filters interned in the engine.
-/// `repr(C)` keeps `keywords` and the `filters` tag in the first cache line:
-/// a keyword-only viewer costs a publish one miss, not two (the set's key
-/// is here so that the set itself is loaded once per event, not per viewer).
-#[repr(C)]
-struct ViewerState {
-    /// `Some` for a filter-annotated viewer (§11).
-    keywords: Option<(SetKey, Arc<FilterSet>)>,
-    /// `None` when only keyword filters are set: nothing to check.
-    filters: Option<ViewerFilters>,
 }
 
 /// One subscription as stored in the index. `repr(C)`, what a delivery
@@ -143,11 +132,17 @@ impl Subscription {
         self.seq.load(Ordering::Relaxed)
     }
 
-    /// Reads the viewer state once, for both the filters and the
+    /// What the viewer state's tag says, as this subscription reads it
+    /// (streams that are not viewer-filtered ignore the state).
+    #[inline]
+    fn peek(&self) -> Peek {
+        if self.viewer_filtered { self.core.viewer.peek() } else { Peek::Nothing }
+    }
+
+    /// Loads the viewer state once, for both the filters and the
     /// annotation: a concurrent update is seen whole or not at all.
-    fn viewer_state(&self) -> Option<parking_lot::RwLockReadGuard<'_, Option<Box<ViewerState>>>> {
-        (self.viewer_filtered && self.core.queue.extra.has_filters.load(Ordering::Relaxed))
-            .then(|| self.core.filters.read())
+    fn viewer_state(&self) -> Option<arc_swap::Guard<Option<Arc<ViewerState>>>> {
+        (self.peek() != Peek::Nothing).then(|| self.core.viewer.load())
     }
 
     /// The event, origin and viewer filters of this subscription.
@@ -238,16 +233,15 @@ impl Engine {
         let inner = &self.inner;
         inner.counters.subscribers.fetch_add(1, Ordering::Relaxed);
         let state = inner.viewer_state(options.filters);
-        let has_filters = state.is_some();
         Subscriber {
             engine: Arc::clone(inner),
             core: Arc::new(SubscriberCore {
                 queue: Queue::new(
                     options.queue_capacity.unwrap_or(inner.config.queue_capacity),
                     options.overflow.unwrap_or(inner.config.overflow),
-                    CoreFlags { has_filters: AtomicBool::new(has_filters), event_ids: options.event_ids },
+                    CoreFlags { event_ids: options.event_ids },
                 ),
-                filters: RwLock::new(state),
+                viewer: Viewer::new(state),
                 account: options.account.map(Into::into),
                 subscriptions: Mutex::new(SmallList::default()),
             }),
@@ -284,7 +278,7 @@ impl Engine {
         let mut matched = 0;
         for key in &ev.channels {
             self.inner.index.for_each(key, |sub| {
-                matched += sub.accepts(&ev, sub.viewer_state().as_deref().and_then(|s| s.as_deref())) as u64
+                matched += sub.accepts(&ev, sub.viewer_state().as_deref().and_then(Option::as_deref)) as u64
             });
         }
         Ok(matched)
@@ -407,6 +401,16 @@ impl Annotations {
         Annotations { matches, by_set: PerSet::default(), by_result: AHashMap::new(), empty: None, frames: Vec::new() }
     }
 
+    /// What `result` gave for the set with `key` if this event knows it
+    /// already (`Some(None)`: the plain frames).
+    #[inline]
+    fn known(&self, key: SetKey) -> Option<Option<usize>> {
+        match self.matches {
+            None => Some(None),
+            Some(_) => self.by_set.get(key).map(|i| Some(i as usize)),
+        }
+    }
+
     /// The frames (index in `frames`) for a viewer with keyword filters
     /// `set`, or `None` for the plain frames.
     fn result(&mut self, (key, set): &(SetKey, Arc<FilterSet>), plain: &FrameCache) -> Option<usize> {
@@ -454,8 +458,17 @@ impl Annotations {
 
 impl Delivery<'_> {
     fn offer(&mut self, sub: &Subscription) {
-        let guard = sub.viewer_state();
-        let state = guard.as_deref().and_then(|s| s.as_deref());
+        // Decided from the viewer's tag alone when it says enough (no state,
+        // or keyword filters alone whose result this event knows), which
+        // leaves the state unloaded; else from the state (src/viewer.rs).
+        let known = match sub.peek() {
+            Peek::Nothing => Some(None),
+            Peek::Keywords(_) if self.ev.status.is_none() => Some(None),
+            Peek::Keywords(key) => self.annotations.as_ref().and_then(|a| a.known(key)),
+            Peek::State => None,
+        };
+        let guard = known.is_none().then(|| sub.core.viewer.load());
+        let state = guard.as_deref().and_then(Option::as_deref);
         if !sub.accepts(self.ev, state) {
             if let Some(excluded) = &mut self.excluded {
                 excluded.push(sub.seq());
@@ -467,13 +480,14 @@ impl Delivery<'_> {
         {
             return;
         }
-        let annotated = match state.and_then(|s| s.keywords.as_ref()) {
-            Some(set) if self.ev.status.is_some() => {
+        let annotated = match (known, state.and_then(|s| s.keywords.as_ref())) {
+            (Some(known), _) => known,
+            (None, Some(set)) if self.ev.status.is_some() => {
                 let plain = &self.frames;
                 let payload = plain.body().payload();
                 self.annotations.get_or_insert_with(|| Annotations::new(self.engine, payload)).result(set, plain)
             }
-            _ => None,
+            (None, _) => None,
         };
         // Taken from the publish's credits: no atomic operation per delivery.
         let frame = match (annotated, &mut self.annotations) {
@@ -571,7 +585,7 @@ impl EngineInner {
     }
 
     /// The stored form of a viewer's filters; `None` when there are none.
-    fn viewer_state(&self, mut filters: ViewerFilters) -> Option<Box<ViewerState>> {
+    fn viewer_state(&self, mut filters: ViewerFilters) -> Option<Arc<ViewerState>> {
         if filters.is_empty() {
             return None;
         }
@@ -580,7 +594,7 @@ impl EngineInner {
             (set.key(), set)
         });
         let filters = (!filters.is_empty()).then_some(filters);
-        Some(Box::new(ViewerState { filters, keywords }))
+        Some(Arc::new(ViewerState { filters, keywords }))
     }
 
     fn intern_stream(&self, stream: String) -> Arc<str> {
@@ -725,7 +739,7 @@ impl Subscriber {
             retained.sort_unstable_by_key(|r| r.seq);
             retained.dedup_by_key(|r| r.seq);
             let guard = sub.viewer_state();
-            let state = guard.as_deref().and_then(|s| s.as_deref());
+            let state = guard.as_deref().and_then(Option::as_deref);
             let keywords = state.and_then(|s| s.keywords.as_ref());
             for r in retained.iter().filter(|r| sub.accepts(&r.event, state)) {
                 let frame = history.with_frames(r, |plain| {
@@ -794,9 +808,11 @@ impl Subscriber {
     /// old state or the new one, never a mix.
     pub fn set_filters(&self, filters: ViewerFilters) {
         let state = self.engine.viewer_state(filters);
-        let some = state.is_some();
-        let old = std::mem::replace(&mut *self.core.filters.write(), state);
-        self.core.queue.extra.has_filters.store(some, Ordering::Relaxed);
+        // Writers one at a time (src/viewer.rs): under the subscriptions lock.
+        let old = {
+            let _writers = self.core.subscriptions.lock();
+            self.core.viewer.set(state)
+        };
         // Dropped outside the lock: the last viewer of a filter set
         // unregisters it from the engine.
         drop(old);

@@ -522,6 +522,30 @@ impl FilterSet {
     }
 }
 
+/// Bits of a packed [`SetKey`]: its slot, then its creation number.
+const PACKED_SLOT_BITS: u32 = 22;
+const PACKED_SEQ_BITS: u32 = 40;
+
+impl SetKey {
+    /// The key in the low 62 bits of a word, so that a viewer's tag can
+    /// hold it (src/viewer.rs); `None` when the slot or creation number is
+    /// too large for that (beyond 4M live sets, or 10^12 created): such
+    /// keys are not packed rather than truncated, so packed keys never
+    /// collide.
+    pub fn pack(self) -> Option<u64> {
+        (self.slot < 1 << PACKED_SLOT_BITS && self.seq < 1 << PACKED_SEQ_BITS)
+            .then(|| self.seq << PACKED_SLOT_BITS | u64::from(self.slot))
+    }
+
+    /// The key [`SetKey::pack`] packed (higher bits are ignored).
+    pub fn unpack(packed: u64) -> SetKey {
+        SetKey {
+            slot: (packed & ((1 << PACKED_SLOT_BITS) - 1)) as u32,
+            seq: packed >> PACKED_SLOT_BITS & ((1 << PACKED_SEQ_BITS) - 1),
+        }
+    }
+}
+
 /// A number per interned set, for one event: what `Annotations` keeps per
 /// set without hashing. Indexed by slot and checked against the creation
 /// number, so a set freed during the event and another one given its slot
@@ -941,6 +965,19 @@ mod tests {
                 "{i}"
             );
         }
+    }
+
+    #[test]
+    fn set_keys_pack_exactly_or_not_at_all() {
+        for (slot, seq) in [(0, 1), (5, 77), ((1 << 22) - 1, (1 << 40) - 1)] {
+            let key = SetKey { slot, seq };
+            let packed = key.pack().expect("within the packed range");
+            assert!(packed < 1 << 62);
+            assert_eq!(SetKey::unpack(packed), key);
+            assert_eq!(SetKey::unpack(packed | 3 << 62), key);
+        }
+        assert_eq!(SetKey { slot: 1 << 22, seq: 1 }.pack(), None);
+        assert_eq!(SetKey { slot: 0, seq: 1 << 40 }.pack(), None);
     }
 
     #[test]

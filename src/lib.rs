@@ -35,6 +35,7 @@ pub mod redis_node;
 pub(crate) mod small_list;
 pub mod subscription;
 pub mod text;
+pub(crate) mod viewer;
 
 pub use channel::{ChannelKey, Stream, normalize_tag};
 pub use config::{EngineConfig, HistoryConfig, SubscriberOptions};

@@ -202,6 +202,54 @@ fn concurrent_updates_are_seen_whole() {
     });
 }
 
+#[test]
+fn concurrent_updates_between_keyword_sets_keep_each_sets_result() {
+    // Publishes decide most keyword-only viewers from the set key in the
+    // subscriber's tag, without loading its state (src/viewer.rs). A viewer
+    // switching between sets 1 and 2 (and a state that also hides author 1)
+    // must get the result of one of its states, and viewers that keep one
+    // set must never get the other's result.
+    let engine = Engine::default();
+    let filter = |id: &str| format!(r#"[{{"id":"{id}","title":"t{id}","keywords":[{{"keyword":"x"}}]}}]"#);
+    let states = [
+        format!(r#"{{"keyword_filters":{}}}"#, filter("1")),
+        format!(r#"{{"keyword_filters":{}}}"#, filter("2")),
+        format!(r#"{{"blocked_by_accounts":[1],"keyword_filters":{}}}"#, filter("1")),
+    ];
+    let stable: Vec<(Subscriber, &str)> = (0..6)
+        .map(|i| {
+            let id = ["1", "2"][i % 2];
+            (subscriber(&engine, &states[i % 2], &[r#"{"stream":"public"}"#]), id)
+        })
+        .collect();
+    let toggled = subscriber(&engine, &states[0], &[r#"{"stream":"public"}"#]);
+    let has = |p: &str, id: &str| p.contains(&format!(r#""filter":{{"id":"{id}""#));
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            for n in 0.. {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                toggled.update(states[n % 3].as_bytes()).unwrap();
+            }
+        });
+        for i in 0..2000 {
+            let author = if i % 2 == 0 { "alice" } else { "bob@remote.example" };
+            engine.publish(&update(&status(i, author, "x"))).unwrap();
+            for (viewer, id) in &stable {
+                let payload = next(viewer).unwrap().payload().unwrap().to_owned();
+                assert!(has(&payload, id) && !has(&payload, ["2", "1"][(*id == "2") as usize]), "{payload}");
+            }
+            while let Some(f) = next(&toggled) {
+                let payload = f.payload().unwrap();
+                assert!(has(payload, "1") != has(payload, "2"), "not annotated by exactly one set: {payload}");
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+}
+
 mod common;
 
 /// The searchable text of every corpus status and of hand-written HTML

@@ -24,13 +24,14 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
 const USAGE: &str = "\
-usage: evroute bench [--scale N[,N...]] [--events N] [--json] [--no-redis] [--one-stream]
+usage: evroute bench [--scale N[,N...]] [--events N] [--json] [--no-redis] [--one-stream] [--keyword-filters]
   --scale       subscriber counts to run (default 10000,100000; up to 1000000);
                 none: only the churn and idle-memory measurements
   --events      events published per scale (default 2000)
   --json        print the results as JSON instead of a table
   --no-redis    skip baseline (b) even when redis-server is installed
-  --one-stream  run only the one-stream publish against the floor";
+  --one-stream  run only the one-stream publish against the floor
+  --keyword-filters  run only the keyword-filter publish against the same without filters";
 
 /// Status payloads from the Mastodon documentation (corpus/mastodon).
 const STATUSES: [&str; 9] = [
@@ -68,11 +69,18 @@ struct Options {
     json: bool,
     redis: bool,
     one_stream_only: bool,
+    keyword_only: bool,
 }
 
 fn parse_args(args: &[String]) -> Result<Options, String> {
-    let mut o =
-        Options { scales: vec![10_000, 100_000], events: 2000, json: false, redis: true, one_stream_only: false };
+    let mut o = Options {
+        scales: vec![10_000, 100_000],
+        events: 2000,
+        json: false,
+        redis: true,
+        one_stream_only: false,
+        keyword_only: false,
+    };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         let mut value = |name: &str| it.next().cloned().ok_or_else(|| format!("{name} needs a value"));
@@ -100,6 +108,7 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
             "--json" => o.json = true,
             "--no-redis" => o.redis = false,
             "--one-stream" => o.one_stream_only = true,
+            "--keyword-filters" => o.keyword_only = true,
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -593,7 +602,15 @@ fn machine() -> Value {
 
 fn bench(opts: &Options) -> Result<(), String> {
     if opts.one_stream_only {
-        return bench_one_stream(opts);
+        return bench_only(
+            opts,
+            "one_stream",
+            |n, pb| run_one_stream(&workload(n, DRAIN_EVERY).public_event, n, pb),
+            one_stream_line,
+        );
+    }
+    if opts.keyword_only {
+        return bench_only(opts, "keyword_filters", crate::bench_filters::run, keyword_line);
     }
     let redis = if opts.redis {
         match RedisServer::start() {
@@ -666,23 +683,43 @@ fn bench(opts: &Options) -> Result<(), String> {
     Ok(())
 }
 
-fn bench_one_stream(opts: &Options) -> Result<(), String> {
+/// Runs one measurement alone at every scale.
+fn bench_only(
+    opts: &Options,
+    name: &str,
+    run: impl Fn(usize, &ProgressBar) -> Result<Value, String>,
+    line: impl Fn(&Value) -> String,
+) -> Result<(), String> {
     let mut rows = Vec::new();
     for &n in &opts.scales {
         let pb = bar(opts, format!("{n}"));
-        let w = workload(n, DRAIN_EVERY);
-        rows.push(run_one_stream(&w.public_event, n, &pb)?);
+        rows.push(run(n, &pb)?);
         pb.finish_and_clear();
     }
     if opts.json {
-        let report = json!({ "machine": machine(), "one_stream": rows });
+        let report = json!({ "machine": machine(), name: rows });
         println!("{}", serde_json::to_string_pretty(&report).expect("serializable"));
     } else {
-        for one in &rows {
-            println!("{:>9} {}", one["subscribers"], one_stream_line(one));
+        for row in &rows {
+            println!("{:>9} {}", row["subscribers"], line(row));
         }
     }
     Ok(())
+}
+
+/// The keyword-filter result in one line of text.
+fn keyword_line(kf: &Value) -> String {
+    let f = |k: &str| kf[k].as_f64().unwrap_or(f64::NAN);
+    format!(
+        "keyword filters (10% of subscribers, {} distinct lists, {} match): publish {:.0} us vs {:.0} us plain, ratio {:.2}; evaluation {:.1} us/event, text {:.1} us/event",
+        kf["distinct_lists"],
+        kf["matching_lists"],
+        f("filtered_us_per_publish"),
+        f("plain_us_per_publish"),
+        f("ratio"),
+        f("evaluate_us_per_event"),
+        f("text_us_per_event"),
+    )
 }
 
 /// The one-stream result in one line of text.
@@ -776,18 +813,7 @@ fn print_table(report: &Value) {
         }
         println!("{:>9} e2e (publish+drain) deliveries/s ratio vs (a): {:.1}x", "", f(row, "ratio_mastodon_e2e"));
         println!("{:>9} {}", "", one_stream_line(&row["one_stream"]));
-        let kf = &row["keyword_filters"];
-        println!(
-            "{:>9} keyword filters (10% of subscribers, {} distinct lists, {} match): publish {:.0} us vs {:.0} us plain, ratio {:.2}; evaluation {:.1} us/event, text {:.1} us/event",
-            "",
-            kf["distinct_lists"],
-            kf["matching_lists"],
-            f(kf, "filtered_us_per_publish"),
-            f(kf, "plain_us_per_publish"),
-            f(kf, "ratio"),
-            f(kf, "evaluate_us_per_event"),
-            f(kf, "text_us_per_event"),
-        );
+        println!("{:>9} {}", "", keyword_line(&row["keyword_filters"]));
     }
     let churn = &report["churn"];
     let pair = |v: &Value| format!("{:.2}-{:.2}", v[0].as_f64().unwrap_or(f64::NAN), v[1].as_f64().unwrap_or(f64::NAN));
