@@ -20,10 +20,17 @@ import (
 // that also gets the kernel's receive time of the last segment it read
 // (SO_TIMESTAMPNS): when the bytes reached this host, whatever the reader's
 // scheduling.
-func (g *loadgen) readSSE(ctx context.Context, conns []*sseConn) error {
+func (g *loadgen) readSSE(ctx context.Context, conns []*sseConn) (err error) {
 	n := max(1, min(g.readers, len(conns)))
-	readers := make([]*epollReader, n)
-	for r := range readers {
+	readers := make([]*epollReader, 0, n)
+	defer func() {
+		if err != nil { // what was set up so far
+			for _, rd := range readers {
+				rd.close()
+			}
+		}
+	}()
+	for range n {
 		epfd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
 		if err != nil {
 			return fmt.Errorf("epoll_create1: %w", err)
@@ -39,7 +46,7 @@ func (g *loadgen) readSSE(ctx context.Context, conns []*sseConn) error {
 			f.Close()
 			return fmt.Errorf("epoll fd: %w", err)
 		}
-		readers[r] = &epollReader{epfd: epfd, file: f, raw: rc, rec: recorder{g: g}}
+		readers = append(readers, &epollReader{epfd: epfd, file: f, raw: rc, rec: recorder{g: g}})
 	}
 	for i, c := range conns {
 		rd := readers[i%n]
@@ -112,12 +119,7 @@ type epollReader struct {
 
 func (rd *epollReader) run(ctx context.Context) {
 	defer rd.rec.g.keep(&rd.rec.l)
-	defer func() {
-		for i := range rd.conns {
-			rd.drop(i)
-		}
-		rd.file.Close()
-	}()
+	defer rd.close()
 	events := make([]syscall.EpollEvent, 256)
 	buf := make([]byte, 256<<10)
 	oob := make([]uint64, 16) // aligned for the control messages
@@ -158,6 +160,14 @@ func (rd *epollReader) run(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// close closes the reader's sockets and its epoll set.
+func (rd *epollReader) close() {
+	for i := range rd.conns {
+		rd.drop(i)
+	}
+	rd.file.Close()
 }
 
 func (rd *epollReader) drop(i int) {
