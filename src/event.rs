@@ -238,6 +238,7 @@ pub fn parse_content(input: &[u8]) -> Result<RoutedEvent> {
 pub mod reference {
     use super::*;
     use crate::json::TapeParser;
+    pub use crate::json::scan::scanner_paths_differ;
 
     pub fn parse_content(input: &[u8]) -> Result<RoutedEvent> {
         content::<TapeParser>(input)

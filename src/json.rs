@@ -14,6 +14,8 @@ use smallvec::SmallVec;
 use crate::error::{Error, ErrorKind, Result};
 
 pub(crate) mod scan;
+#[cfg(target_arch = "x86_64")]
+mod simd;
 
 /// Parses `bytes` (copied into `scratch`, which simd-json rewrites in place)
 /// and hands the document to `f`. UTF-8 is checked first so that the error

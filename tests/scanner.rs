@@ -178,3 +178,21 @@ proptest! {
         }
     }
 }
+
+/// The SIMD scanner (when this CPU has AVX2 and PCLMULQDQ) against the
+/// portable one: the same document for every input the portable scanner
+/// accepts, a refusal for every other.
+fn same_paths(input: &[u8]) {
+    match evroute::event::reference::scanner_paths_differ(input) {
+        Ok(None) => {}
+        Ok(Some(d)) => panic!("{}: {d}", String::from_utf8_lossy(input)),
+        Err(why) => eprintln!("SIMD scanner not compared: {why}"),
+    }
+}
+
+#[test]
+fn simd_and_portable_scanners_agree_on_the_corpus() {
+    for (_, bytes) in events() {
+        same_paths(&bytes);
+    }
+}

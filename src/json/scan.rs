@@ -18,6 +18,9 @@ use std::cell::RefCell;
 
 use crate::error::{Error, Result};
 
+#[cfg(target_arch = "x86_64")]
+use super::simd;
+
 /// simd-json's default depth limit, kept so that the same documents parse.
 const MAX_DEPTH: usize = 1024;
 /// The deepest container routing reads (`data.status.tags[]`).
@@ -58,7 +61,7 @@ pub(crate) enum Kind {
 /// A value's bytes in the input (strings with their quotes), its kind and,
 /// for a recorded container, its node. Packed in two words so that the scan
 /// builds it in registers and stores it whole.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Span {
     /// start | end << 32
     pos: u64,
@@ -89,7 +92,7 @@ impl Span {
 }
 
 /// A member of a recorded container; array items have an empty key.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Member {
     value: Span,
     /// The key's bytes between the quotes: start | end << 32, and the top bit
@@ -109,7 +112,7 @@ impl Member {
 }
 
 /// A recorded container: its members are `members[first..first + len]`.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Node {
     first: u32,
     len: u32,
@@ -139,6 +142,8 @@ struct Scratch {
     members: Vec<Member>,
     pending: Vec<Member>,
     frames: Vec<Frame>,
+    /// Token positions of the SIMD scanner.
+    positions: Vec<u32>,
 }
 
 thread_local! {
@@ -165,7 +170,10 @@ pub(crate) fn with_scan<R>(bytes: &[u8], f: impl FnOnce(Value<'_>) -> Result<R>)
         r
     });
     // Don't keep huge buffers alive for the thread's lifetime after one large event.
-    if scratch.members.capacity() <= 1 << 14 && scratch.pending.capacity() <= 1 << 14 {
+    if scratch.members.capacity() <= 1 << 14
+        && scratch.pending.capacity() <= 1 << 14
+        && scratch.positions.capacity() <= 1 << 16
+    {
         SCRATCH.with(|s| *s.borrow_mut() = Some(scratch));
     }
     result
@@ -190,6 +198,38 @@ pub(crate) fn first_repeated_key(bytes: &[u8]) -> Option<String> {
     doc.repeat_below(doc.root, &mut path)
 }
 
+/// Where the SIMD scanner and the portable scanner disagree on `bytes`
+/// (valid UTF-8 or not), recording what events need and recording every
+/// container: the SIMD scanner must give the same document for every input
+/// the portable one accepts, and refuse every other. `Err` when this CPU
+/// cannot run the SIMD scanner.
+#[cfg(feature = "reference")]
+pub fn scanner_paths_differ(bytes: &[u8]) -> std::result::Result<Option<String>, &'static str> {
+    #[cfg(target_arch = "x86_64")]
+    if !simd::available() {
+        return Err("this CPU has no AVX2 or no PCLMULQDQ");
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    return Err("the SIMD scanner is for x86-64");
+    if check_utf8(bytes).is_err() {
+        return Ok(None);
+    }
+    for record_all in [false, true] {
+        let (mut a, mut b) = (Scratch::default(), Scratch::default());
+        let simd = scan_simd(bytes, &mut a, record_all).map(|d| (d.nodes, d.members, d.root));
+        let portable = scan_portable(bytes, &mut b, record_all).map(|d| (d.nodes, d.members, d.root));
+        let same = match (&simd, &portable) {
+            (Some(s), Ok(p)) => s == p,
+            (None, Err(_)) => true,
+            _ => false,
+        };
+        if !same {
+            return Ok(Some(format!("record_all {record_all}: SIMD {simd:?}, portable {portable:?}")));
+        }
+    }
+    Ok(None)
+}
+
 /// A scan failure: what, and where.
 fn json_error(input: &[u8], at: usize, what: &str) -> Error {
     let near = (1..=4).find_map(|n| std::str::from_utf8(input.get(at..at + n)?).ok()).and_then(|s| s.chars().next());
@@ -212,7 +252,177 @@ fn skip_ws(b: &[u8], mut i: usize) -> usize {
     i
 }
 
+/// Scans with the SIMD scanner when the CPU has it, else (and to word the
+/// error when the SIMD scanner refuses the input) with the portable one.
 fn scan<'a>(input: &'a [u8], scratch: &mut Scratch, record_all: bool) -> Result<Doc<'a>> {
+    if let Some(doc) = scan_simd(input, scratch, record_all) {
+        return Ok(doc);
+    }
+    scan_portable(input, scratch, record_all)
+}
+
+/// The SIMD scanner: positions of the tokens from [`simd::index`], then the
+/// grammar walked over them ([`walk`]). `None` when the CPU lacks AVX2 or
+/// PCLMULQDQ, and for every input the portable scanner refuses; for every
+/// other input, the same document as the portable scanner.
+#[cfg(target_arch = "x86_64")]
+fn scan_simd<'a>(input: &'a [u8], scratch: &mut Scratch, record_all: bool) -> Option<Doc<'a>> {
+    if !simd::available() || input.len() >= 1 << 31 {
+        return None;
+    }
+    let mut positions = std::mem::take(&mut scratch.positions);
+    let doc = if simd::index(input, &mut positions) { walk(input, &positions, scratch, record_all) } else { None };
+    scratch.positions = positions;
+    doc
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn scan_simd<'a>(_: &'a [u8], _: &mut Scratch, _: bool) -> Option<Doc<'a>> {
+    None
+}
+
+/// The grammar over the token positions of [`simd::index`]: the portable
+/// scanner's loop, minus whitespace (positions skip it) and string bodies
+/// (only their escapes have positions). Bytes between two positions are
+/// whitespace, string bodies, or the rest of a number or literal, which is
+/// checked to end at whitespace or a structural character.
+#[cfg(target_arch = "x86_64")]
+fn walk<'a>(input: &'a [u8], positions: &[u32], scratch: &mut Scratch, record_all: bool) -> Option<Doc<'a>> {
+    let mut nodes = std::mem::take(&mut scratch.nodes);
+    let mut members = std::mem::take(&mut scratch.members);
+    nodes.clear();
+    members.clear();
+    let pending = &mut scratch.pending;
+    let frames = &mut scratch.frames;
+    pending.clear();
+    frames.clear();
+    let b = input;
+    let mut k = 0;
+    let mut next = || {
+        let p = *positions.get(k)? as usize;
+        k += 1;
+        Some(p)
+    };
+    let mut i = next()?;
+    let root;
+    'value: loop {
+        let c = *b.get(i)?;
+        let mut done = match c {
+            b'{' | b'[' => {
+                if frames.len() >= MAX_DEPTH {
+                    return None;
+                }
+                let object = c == b'{';
+                open(b, i, object, frames, &mut nodes, pending.len(), record_all);
+                let j = next()?;
+                if *b.get(j)? == if object { b'}' } else { b']' } {
+                    close(frames, pending, &mut nodes, &mut members, j + 1)
+                } else {
+                    i = if object { walk_key(b, j, frames.last_mut()?, &mut next)? } else { j };
+                    continue 'value;
+                }
+            }
+            b'"' => {
+                let (end, escaped) = walk_string(b, &mut next)?;
+                Span::new(i, end, if escaped { Kind::EscapedStr } else { Kind::Str }, NONE)
+            }
+            b't' | b'f' | b'n' => {
+                let (word, kind): (&[u8], _) = match c {
+                    b't' => (b"true", Kind::Bool),
+                    b'f' => (b"false", Kind::Bool),
+                    _ => (b"null", Kind::Null),
+                };
+                let end = i + word.len();
+                if !b[i..].starts_with(word) || !ends_token(b, end) {
+                    return None;
+                }
+                Span::new(i, end, kind, NONE)
+            }
+            b'-' | b'0'..=b'9' => {
+                let (end, kind) = number(b, i, &|at, what| json_error(b, at, what)).ok()?;
+                if !ends_token(b, end) {
+                    return None;
+                }
+                Span::new(i, end, kind, NONE)
+            }
+            _ => return None,
+        };
+        loop {
+            let Some(top) = frames.last_mut() else {
+                root = done;
+                break 'value;
+            };
+            if top.recorded {
+                pending.push(Member { value: done, key: if top.object { top.key } else { 0 } });
+            }
+            let j = next()?;
+            match (*b.get(j)?, top.object) {
+                (b',', object) => {
+                    let v = next()?;
+                    i = if object { walk_key(b, v, top, &mut next)? } else { v };
+                    continue 'value;
+                }
+                (b'}', true) | (b']', false) => done = close(frames, pending, &mut nodes, &mut members, j + 1),
+                _ => return None,
+            }
+        }
+    }
+    // Only the end marker may be left.
+    (next()? == b.len()).then_some(Doc { input, nodes, members, root })
+}
+
+/// Whether a number or literal that ends at b[i] ends there: the next
+/// byte, if any, is whitespace or structural (anything else, the portable
+/// scanner refuses).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn ends_token(b: &[u8], i: usize) -> bool {
+    b.get(i).is_none_or(|&c| is_ws(c) || matches!(c, b',' | b':' | b'[' | b']' | b'{' | b'}'))
+}
+
+/// The string whose opening quote was the last position, from the ones that
+/// follow (its escapes, then its closing quote): the index past the closing
+/// quote and whether it has escapes, as [`string`].
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn walk_string(b: &[u8], next: &mut impl FnMut() -> Option<usize>) -> Option<(usize, bool)> {
+    let mut j = next()?;
+    if *b.get(j)? == b'"' {
+        return Some((j + 1, false));
+    }
+    // Escapes: a surrogate pair's second `\u` has a position of its own,
+    // already checked with the first.
+    let mut checked = 0;
+    loop {
+        match *b.get(j)? {
+            b'"' => return (checked <= j).then_some((j + 1, true)),
+            b'\\' if j >= checked => checked = escape(b, j, &|at, what| json_error(b, at, what)).ok()?,
+            b'\\' => {}
+            _ => return None,
+        }
+        j = next()?;
+    }
+}
+
+/// Reads `"key" :` at the position b[i] into `frame`, as [`key`]; returns
+/// where the value starts.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn walk_key(b: &[u8], i: usize, frame: &mut Frame, next: &mut impl FnMut() -> Option<usize>) -> Option<usize> {
+    if *b.get(i)? != b'"' {
+        return None;
+    }
+    let (end, escaped) = walk_string(b, next)?;
+    frame.key = (i + 1) as u64 | ((end - 1) as u64) << 32 | if escaped { ESCAPED_KEY } else { 0 };
+    let colon = next()?;
+    if *b.get(colon)? != b':' {
+        return None;
+    }
+    next()
+}
+
+/// The scanner for every CPU: one pass over the bytes, token by token.
+fn scan_portable<'a>(input: &'a [u8], scratch: &mut Scratch, record_all: bool) -> Result<Doc<'a>> {
     if input.len() >= 1 << 31 {
         return Err(Error::json("document too large"));
     }
@@ -239,33 +449,8 @@ fn scan<'a>(input: &'a [u8], scratch: &mut Scratch, record_all: bool) -> Result<
                 if frames.len() >= MAX_DEPTH {
                     return Err(err(i, "nesting too deep"));
                 }
-                let recorded = match frames.last() {
-                    None => true,
-                    Some(p) => {
-                        record_all
-                            || p.recorded
-                                && frames.len() <= RECORD_DEPTH
-                                && if p.object { followed(b, p.key) } else { p.follow_items }
-                    }
-                };
-                let node = if recorded {
-                    nodes.push(Node::default());
-                    (nodes.len() - 1) as u32
-                } else {
-                    NONE
-                };
                 let object = c == b'{';
-                frames.push(Frame {
-                    object,
-                    recorded,
-                    base: pending.len() as u32,
-                    node,
-                    start: i as u32,
-                    key: 0,
-                    follow_items: !object
-                        && recorded
-                        && frames.last().is_some_and(|p| p.object && items_followed(b, p.key)),
-                });
+                open(b, i, object, frames, &mut nodes, pending.len(), record_all);
                 i = skip_ws(b, i + 1);
                 if b.get(i) == Some(if object { &b'}' } else { &b']' }) {
                     i += 1;
@@ -339,6 +524,44 @@ fn scan<'a>(input: &'a [u8], scratch: &mut Scratch, record_all: bool) -> Result<
         return Err(err(end, "unexpected data after the JSON value"));
     }
     Ok(Doc { input, nodes, members, root })
+}
+
+/// Pushes the container (`{` when `object`, else `[`) that starts at b[i],
+/// recorded or not as the module documentation says.
+#[inline(always)]
+fn open(
+    b: &[u8],
+    i: usize,
+    object: bool,
+    frames: &mut Vec<Frame>,
+    nodes: &mut Vec<Node>,
+    pending: usize,
+    record_all: bool,
+) {
+    let recorded = match frames.last() {
+        None => true,
+        Some(p) => {
+            record_all
+                || p.recorded
+                    && frames.len() <= RECORD_DEPTH
+                    && if p.object { followed(b, p.key) } else { p.follow_items }
+        }
+    };
+    let node = if recorded {
+        nodes.push(Node::default());
+        (nodes.len() - 1) as u32
+    } else {
+        NONE
+    };
+    frames.push(Frame {
+        object,
+        recorded,
+        base: pending as u32,
+        node,
+        start: i as u32,
+        key: 0,
+        follow_items: !object && recorded && frames.last().is_some_and(|p| p.object && items_followed(b, p.key)),
+    });
 }
 
 /// Pops the innermost container, which ended at `end`; files its members

@@ -1,0 +1,249 @@
+//! The first pass of the SIMD scanner (x86-64 with AVX2 and PCLMULQDQ):
+//! simdjson's stage 1. Each 64-byte block is classified with a few vector
+//! compares into bitmasks: backslashes, quotes, structural characters,
+//! whitespace. Escaped characters follow from runs of backslashes (odd runs
+//! escape the next byte), and the carry-less product of the quote mask with
+//! all ones (a prefix XOR) gives the bytes inside strings. The positions the
+//! second pass needs are then written out in order by walking the set bits:
+//!
+//! - `{ } [ ] : ,` outside strings;
+//! - every quote that opens or closes a string;
+//! - the first byte of every other run of non-whitespace outside strings
+//!   (numbers and literals, and any garbage, which the second pass refuses);
+//! - every backslash inside a string that starts an escape, so that escapes
+//!   are checked without reading the rest of the string.
+//!
+//! Unescaped control characters inside strings and an unterminated last
+//! string are refused here. Everything else (grammar, escapes, numbers) is the
+//! second pass's job, which reads the bytes at these positions.
+
+use std::arch::x86_64::*;
+use std::mem::MaybeUninit;
+
+/// Whether this CPU can run [`index`] (every CPU with AVX2 has the other three); checked once per call (std caches
+/// the CPUID result).
+pub(super) fn available() -> bool {
+    is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("pclmulqdq")
+        && is_x86_feature_detected!("popcnt")
+        && is_x86_feature_detected!("bmi1")
+}
+
+/// Carries between blocks.
+#[derive(Default)]
+struct Carry {
+    /// The next block's first byte is escaped (an odd backslash run ended the block).
+    escaped: u64,
+    /// All ones when the block ended inside a string.
+    in_string: u64,
+    /// The block ended with a non-quote, non-structural, non-whitespace byte
+    /// outside strings, so the next block's first byte does not start a run.
+    scalar: u64,
+}
+
+const ODD_BITS: u64 = 0xAAAA_AAAA_AAAA_AAAA;
+
+/// simdjson's escape scanner: for the backslashes of a block, which bytes are
+/// escaped and which backslashes start an escape.
+#[inline(always)]
+fn escapes(backslash: u64, carry: &mut Carry) -> (u64, u64) {
+    if backslash == 0 {
+        let escaped = carry.escaped;
+        carry.escaped = 0;
+        return (escaped, 0);
+    }
+    // A backslash escaped by the previous block starts nothing.
+    let potential = backslash & !carry.escaped;
+    // Subtracting each run's start from a mask of odd bits leaves, per run,
+    // a marker on the byte after it exactly when the run is odd-length.
+    let maybe_escaped = potential << 1;
+    let code = ((maybe_escaped | ODD_BITS).wrapping_sub(potential)) ^ ODD_BITS;
+    let escaped = code ^ (backslash | carry.escaped);
+    let escape = code & backslash;
+    carry.escaped = escape >> 63;
+    (escaped, escape)
+}
+
+/// Writes the positions described in the module documentation into `out`
+/// (cleared first), followed by `bytes.len()` as an end marker. Returns false
+/// when a string holds an unescaped control character or is not terminated.
+pub(super) fn index(bytes: &[u8], out: &mut Vec<u32>) -> bool {
+    assert!(available(), "index needs AVX2 and PCLMULQDQ");
+    assert!(bytes.len() < 1 << 31, "positions are u32");
+    // SAFETY: the CPU has the features the function is compiled for (checked
+    // just above).
+    unsafe { index_avx2(bytes, out) }
+}
+
+#[target_feature(enable = "avx2,pclmulqdq,popcnt,bmi1")]
+fn index_avx2(bytes: &[u8], out: &mut Vec<u32>) -> bool {
+    out.clear();
+    // At most one position per byte, plus one block of slack for the
+    // unconditional writes of `flatten`, plus the end marker.
+    out.reserve(bytes.len() + 64 + 1);
+    let mut carry = Carry::default();
+    let mut n = 0usize;
+    let mut control_in_string = 0u64;
+    let mut chunks = bytes.chunks_exact(64);
+    let mut base = 0u32;
+    for block in chunks.by_ref() {
+        let block: &[u8; 64] = block.try_into().expect("64 bytes");
+        let (bits, control) = classify(block, &mut carry);
+        control_in_string |= control;
+        n = flatten(out.spare_capacity_mut(), n, base, bits);
+        base += 64;
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        // Spaces are neutral: whitespace outside strings, an ordinary byte inside.
+        let mut last = [b' '; 64];
+        last[..rest.len()].copy_from_slice(rest);
+        let (bits, control) = classify(&last, &mut carry);
+        control_in_string |= control;
+        n = flatten(out.spare_capacity_mut(), n, base, bits);
+    }
+    out.spare_capacity_mut()[n].write(bytes.len() as u32);
+    // SAFETY: `flatten` wrote positions into the first `n` slots of the spare
+    // capacity, and the end marker went into slot `n`.
+    unsafe { out.set_len(n + 1) };
+    control_in_string == 0 && carry.in_string == 0
+}
+
+/// The positions of one block as a bitmask, and the control characters in
+/// its strings.
+#[target_feature(enable = "avx2,pclmulqdq,popcnt,bmi1")]
+#[inline]
+fn classify(block: &[u8; 64], carry: &mut Carry) -> (u64, u64) {
+    // SAFETY: the two loads read the 64 bytes of `block`.
+    let (lo, hi) =
+        unsafe { (_mm256_loadu_si256(block.as_ptr().cast()), _mm256_loadu_si256(block.as_ptr().add(32).cast())) };
+    let backslash = eq(lo, hi, b'\\');
+    let quote_bytes = eq(lo, hi, b'"');
+    // simdjson's lookup: a byte's low nibble picks the one whitespace or
+    // structural character it could be; bytes >= 0x80 look up zero.
+    let ws_table = _mm256_setr_epi8(
+        32, 100, 100, 100, 17, 100, 113, 2, 100, 9, 10, 112, 100, 13, 100, 100, 32, 100, 100, 100, 17, 100, 113, 2, 100,
+        9, 10, 112, 100, 13, 100, 100,
+    );
+    let op_table = _mm256_setr_epi8(
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 58, 123, 44, 125, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 58, 123, 44, 125, 0, 0,
+    );
+    let ws = mask(
+        _mm256_cmpeq_epi8(lo, _mm256_shuffle_epi8(ws_table, lo)),
+        _mm256_cmpeq_epi8(hi, _mm256_shuffle_epi8(ws_table, hi)),
+    );
+    // `[` and `]` become `{` and `}` with 0x20 set. 0x0C and 0x1A also land
+    // here (as `,` and `:`): outside strings they become positions the
+    // second pass refuses, inside strings they are control characters.
+    let curly = _mm256_set1_epi8(0x20);
+    let op = mask(
+        _mm256_cmpeq_epi8(_mm256_or_si256(lo, curly), _mm256_shuffle_epi8(op_table, lo)),
+        _mm256_cmpeq_epi8(_mm256_or_si256(hi, curly), _mm256_shuffle_epi8(op_table, hi)),
+    );
+    let top = _mm256_set1_epi8(0x1f);
+    let control =
+        mask(_mm256_cmpeq_epi8(_mm256_max_epu8(lo, top), top), _mm256_cmpeq_epi8(_mm256_max_epu8(hi, top), top));
+
+    let (escaped, escape) = escapes(backslash, carry);
+    let quote = quote_bytes & !escaped;
+    // Prefix XOR: bit i is the XOR of quote bits 0..=i, so opening quotes
+    // and string bodies are set and closing quotes are not.
+    let prefix =
+        _mm_cvtsi128_si64(_mm_clmulepi64_si128(_mm_set_epi64x(0, quote as i64), _mm_set1_epi8(-1), 0)) as u64;
+    let in_string = prefix ^ carry.in_string;
+    carry.in_string = ((in_string as i64) >> 63) as u64;
+
+    let nonquote_scalar = !(op | ws | quote);
+    let follows_scalar = nonquote_scalar << 1 | carry.scalar;
+    carry.scalar = nonquote_scalar >> 63;
+    let scalar_start = nonquote_scalar & !follows_scalar;
+
+    let bits = quote | (op | scalar_start) & !in_string | escape & in_string;
+    (bits, control & in_string)
+}
+
+/// The bytes of the block equal to `c`.
+#[target_feature(enable = "avx2")]
+#[inline]
+fn eq(lo: __m256i, hi: __m256i, c: u8) -> u64 {
+    let c = _mm256_set1_epi8(c as i8);
+    mask(_mm256_cmpeq_epi8(lo, c), _mm256_cmpeq_epi8(hi, c))
+}
+
+#[target_feature(enable = "avx2")]
+#[inline]
+fn mask(lo: __m256i, hi: __m256i) -> u64 {
+    u64::from(_mm256_movemask_epi8(lo) as u32) | u64::from(_mm256_movemask_epi8(hi) as u32) << 32
+}
+
+/// Writes `base` plus the index of every set bit of `bits` at `out[n..]`;
+/// returns the new count. Writes eight at a time without looking at the
+/// count first (one branch per eight positions rather than one per
+/// position), so up to 63 slots past the count hold junk that later writes
+/// overwrite.
+#[target_feature(enable = "popcnt,bmi1")]
+#[inline]
+fn flatten(out: &mut [MaybeUninit<u32>], n: usize, base: u32, mut bits: u64) -> usize {
+    if bits == 0 {
+        return n;
+    }
+    let count = bits.count_ones() as usize;
+    // `index_avx2` reserved one position per byte before this block plus 64.
+    let dst: &mut [MaybeUninit<u32>; 64] = (&mut out[n..n + 64]).try_into().expect("64 slots");
+    let mut at = 0;
+    while at < count {
+        for slot in &mut dst[at..at + 8] {
+            slot.write(base + bits.trailing_zeros());
+            bits &= bits.wrapping_sub(1);
+        }
+        at += 8;
+    }
+    n + count
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Escapes computed byte by byte: a backslash not itself escaped escapes
+    /// the next byte.
+    fn naive(backslashes: &[bool]) -> (Vec<bool>, Vec<bool>) {
+        let mut escaped = vec![false; backslashes.len() + 1];
+        let mut escape = vec![false; backslashes.len()];
+        for i in 0..backslashes.len() {
+            if backslashes[i] && !escaped[i] {
+                escape[i] = true;
+                escaped[i + 1] = true;
+            }
+        }
+        escaped.pop();
+        (escaped, escape)
+    }
+
+    #[test]
+    fn escapes_match_a_byte_by_byte_scan_across_blocks() {
+        // A xorshift sequence of blocks, dense in backslash runs of every
+        // length, including runs that cross block edges.
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        for _ in 0..2000 {
+            let blocks: Vec<u64> = (0..4)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    state | state >> 1 | state.rotate_left(3)
+                })
+                .collect();
+            let bits: Vec<bool> = blocks.iter().flat_map(|b| (0..64).map(move |i| b >> i & 1 == 1)).collect();
+            let (escaped, escape) = naive(&bits);
+            let mut carry = Carry::default();
+            for (k, &b) in blocks.iter().enumerate() {
+                let (got_escaped, got_escape) = escapes(b, &mut carry);
+                for i in 0..64 {
+                    assert_eq!(got_escaped >> i & 1 == 1, escaped[k * 64 + i], "escaped bit {}", k * 64 + i);
+                    assert_eq!(got_escape >> i & 1 == 1, escape[k * 64 + i], "escape bit {}", k * 64 + i);
+                }
+            }
+        }
+    }
+}
