@@ -2,7 +2,9 @@
 //! it replaced (`evroute::event::reference`, the same routing on simd-json's
 //! tape) and against serde_json. Accept/reject, every extracted field and the
 //! error must agree with the reference; accept/reject, the event name and the
-//! payload with serde_json, which reads JSON independently of both.
+//! payload with serde_json, which reads JSON independently of both. The
+//! SIMD scanner and the portable one must give the same document (or both
+//! refuse).
 #![no_main]
 
 use evroute::ErrorKind;
@@ -32,6 +34,10 @@ fn deeper_than_serde(data: &[u8]) -> bool {
 
 fuzz_target!(|data: &[u8]| {
     if let Some(difference) = evroute::event::reference::differences(data) {
+        panic!("{difference}");
+    }
+    // The SIMD scanner (this CPU permitting) against the portable one.
+    if let Ok(Some(difference)) = evroute::event::reference::scanner_paths_differ(data) {
         panic!("{difference}");
     }
     let ours = evroute::event::parse_content(data);

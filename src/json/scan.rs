@@ -142,8 +142,6 @@ struct Scratch {
     members: Vec<Member>,
     pending: Vec<Member>,
     frames: Vec<Frame>,
-    /// Token positions of the SIMD scanner.
-    positions: Vec<u32>,
 }
 
 thread_local! {
@@ -170,10 +168,7 @@ pub(crate) fn with_scan<R>(bytes: &[u8], f: impl FnOnce(Value<'_>) -> Result<R>)
         r
     });
     // Don't keep huge buffers alive for the thread's lifetime after one large event.
-    if scratch.members.capacity() <= 1 << 14
-        && scratch.pending.capacity() <= 1 << 14
-        && scratch.positions.capacity() <= 1 << 16
-    {
+    if scratch.members.capacity() <= 1 << 14 && scratch.pending.capacity() <= 1 << 14 {
         SCRATCH.with(|s| *s.borrow_mut() = Some(scratch));
     }
     result
@@ -206,11 +201,12 @@ pub(crate) fn first_repeated_key(bytes: &[u8]) -> Option<String> {
 #[cfg(feature = "reference")]
 pub fn scanner_paths_differ(bytes: &[u8]) -> std::result::Result<Option<String>, &'static str> {
     #[cfg(target_arch = "x86_64")]
-    if !simd::available() {
-        return Err("this CPU has no AVX2 or no PCLMULQDQ");
-    }
+    let simd = simd::available();
     #[cfg(not(target_arch = "x86_64"))]
-    return Err("the SIMD scanner is for x86-64");
+    let simd = false;
+    if !simd {
+        return Err("the SIMD scanner needs x86-64 with AVX2 and PCLMULQDQ");
+    }
     if check_utf8(bytes).is_err() {
         return Ok(None);
     }
@@ -261,19 +257,13 @@ fn scan<'a>(input: &'a [u8], scratch: &mut Scratch, record_all: bool) -> Result<
     scan_portable(input, scratch, record_all)
 }
 
-/// The SIMD scanner: positions of the tokens from [`simd::index`], then the
-/// grammar walked over them ([`walk`]). `None` when the CPU lacks AVX2 or
-/// PCLMULQDQ, and for every input the portable scanner refuses; for every
-/// other input, the same document as the portable scanner.
+/// The SIMD scanner: the grammar ([`walk`]) over the token positions of
+/// [`simd::Tokens`]. `None` when the CPU lacks AVX2 or PCLMULQDQ, and for
+/// every input the portable scanner refuses; for every other input, the same
+/// document as the portable scanner.
 #[cfg(target_arch = "x86_64")]
 fn scan_simd<'a>(input: &'a [u8], scratch: &mut Scratch, record_all: bool) -> Option<Doc<'a>> {
-    if !simd::available() || input.len() >= 1 << 31 {
-        return None;
-    }
-    let mut positions = std::mem::take(&mut scratch.positions);
-    let doc = if simd::index(input, &mut positions) { walk(input, &positions, scratch, record_all) } else { None };
-    scratch.positions = positions;
-    doc
+    walk(input, &mut simd::Tokens::new(input)?, scratch, record_all)
 }
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -281,13 +271,13 @@ fn scan_simd<'a>(_: &'a [u8], _: &mut Scratch, _: bool) -> Option<Doc<'a>> {
     None
 }
 
-/// The grammar over the token positions of [`simd::index`]: the portable
-/// scanner's loop, minus whitespace (positions skip it) and string bodies
-/// (only their escapes have positions). Bytes between two positions are
-/// whitespace, string bodies, or the rest of a number or literal, which is
-/// checked to end at whitespace or a structural character.
+/// The portable scanner's loop over token positions instead of bytes:
+/// whitespace has no positions and string bodies only their escapes. Bytes
+/// between two positions are whitespace, string bodies, or the rest of a
+/// number or literal, which is checked to end at whitespace or a structural
+/// character.
 #[cfg(target_arch = "x86_64")]
-fn walk<'a>(input: &'a [u8], positions: &[u32], scratch: &mut Scratch, record_all: bool) -> Option<Doc<'a>> {
+fn walk<'a>(input: &'a [u8], t: &mut simd::Tokens<'_>, scratch: &mut Scratch, record_all: bool) -> Option<Doc<'a>> {
     let mut nodes = std::mem::take(&mut scratch.nodes);
     let mut members = std::mem::take(&mut scratch.members);
     nodes.clear();
@@ -297,13 +287,7 @@ fn walk<'a>(input: &'a [u8], positions: &[u32], scratch: &mut Scratch, record_al
     pending.clear();
     frames.clear();
     let b = input;
-    let mut k = 0;
-    let mut next = || {
-        let p = *positions.get(k)? as usize;
-        k += 1;
-        Some(p)
-    };
-    let mut i = next()?;
+    let mut i = t.next();
     let root;
     'value: loop {
         let c = *b.get(i)?;
@@ -314,16 +298,16 @@ fn walk<'a>(input: &'a [u8], positions: &[u32], scratch: &mut Scratch, record_al
                 }
                 let object = c == b'{';
                 open(b, i, object, frames, &mut nodes, pending.len(), record_all);
-                let j = next()?;
+                let j = t.next();
                 if *b.get(j)? == if object { b'}' } else { b']' } {
                     close(frames, pending, &mut nodes, &mut members, j + 1)
                 } else {
-                    i = if object { walk_key(b, j, frames.last_mut()?, &mut next)? } else { j };
+                    i = if object { walk_key(b, j, frames.last_mut()?, t)? } else { j };
                     continue 'value;
                 }
             }
             b'"' => {
-                let (end, escaped) = walk_string(b, &mut next)?;
+                let (end, escaped) = walk_string(b, t)?;
                 Span::new(i, end, if escaped { Kind::EscapedStr } else { Kind::Str }, NONE)
             }
             b't' | b'f' | b'n' => {
@@ -355,11 +339,11 @@ fn walk<'a>(input: &'a [u8], positions: &[u32], scratch: &mut Scratch, record_al
             if top.recorded {
                 pending.push(Member { value: done, key: if top.object { top.key } else { 0 } });
             }
-            let j = next()?;
+            let j = t.next();
             match (*b.get(j)?, top.object) {
                 (b',', object) => {
-                    let v = next()?;
-                    i = if object { walk_key(b, v, top, &mut next)? } else { v };
+                    let v = t.next();
+                    i = if object { walk_key(b, v, top, t)? } else { v };
                     continue 'value;
                 }
                 (b'}', true) | (b']', false) => done = close(frames, pending, &mut nodes, &mut members, j + 1),
@@ -367,8 +351,7 @@ fn walk<'a>(input: &'a [u8], positions: &[u32], scratch: &mut Scratch, record_al
             }
         }
     }
-    // Only the end marker may be left.
-    (next()? == b.len()).then_some(Doc { input, nodes, members, root })
+    (t.next() == b.len() && t.strings_ok()).then_some(Doc { input, nodes, members, root })
 }
 
 /// Whether a number or literal that ends at b[i] ends there: the next
@@ -385,8 +368,8 @@ fn ends_token(b: &[u8], i: usize) -> bool {
 /// quote and whether it has escapes, as [`string`].
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn walk_string(b: &[u8], next: &mut impl FnMut() -> Option<usize>) -> Option<(usize, bool)> {
-    let mut j = next()?;
+fn walk_string(b: &[u8], t: &mut simd::Tokens<'_>) -> Option<(usize, bool)> {
+    let mut j = t.next();
     if *b.get(j)? == b'"' {
         return Some((j + 1, false));
     }
@@ -400,7 +383,7 @@ fn walk_string(b: &[u8], next: &mut impl FnMut() -> Option<usize>) -> Option<(us
             b'\\' => {}
             _ => return None,
         }
-        j = next()?;
+        j = t.next();
     }
 }
 
@@ -408,17 +391,17 @@ fn walk_string(b: &[u8], next: &mut impl FnMut() -> Option<usize>) -> Option<(us
 /// where the value starts.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn walk_key(b: &[u8], i: usize, frame: &mut Frame, next: &mut impl FnMut() -> Option<usize>) -> Option<usize> {
+fn walk_key(b: &[u8], i: usize, frame: &mut Frame, t: &mut simd::Tokens<'_>) -> Option<usize> {
     if *b.get(i)? != b'"' {
         return None;
     }
-    let (end, escaped) = walk_string(b, next)?;
+    let (end, escaped) = walk_string(b, t)?;
     frame.key = (i + 1) as u64 | ((end - 1) as u64) << 32 | if escaped { ESCAPED_KEY } else { 0 };
-    let colon = next()?;
+    let colon = t.next();
     if *b.get(colon)? != b':' {
         return None;
     }
-    next()
+    Some(t.next())
 }
 
 /// The scanner for every CPU: one pass over the bytes, token by token.

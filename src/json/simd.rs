@@ -4,7 +4,8 @@
 //! whitespace. Escaped characters follow from runs of backslashes (odd runs
 //! escape the next byte), and the carry-less product of the quote mask with
 //! all ones (a prefix XOR) gives the bytes inside strings. The positions the
-//! second pass needs are then written out in order by walking the set bits:
+//! second pass needs are then read in order off the set bits of one block
+//! mask at a time:
 //!
 //! - `{ } [ ] : ,` outside strings;
 //! - every quote that opens or closes a string;
@@ -18,10 +19,9 @@
 //! second pass's job, which reads the bytes at these positions.
 
 use std::arch::x86_64::*;
-use std::mem::MaybeUninit;
 
-/// Whether this CPU can run [`index`] (every CPU with AVX2 has the other three); checked once per call (std caches
-/// the CPUID result).
+/// Whether this CPU can run [`Tokens`] (every CPU with AVX2 has the other
+/// three); std caches the answer.
 pub(super) fn available() -> bool {
     is_x86_feature_detected!("avx2")
         && is_x86_feature_detected!("pclmulqdq")
@@ -64,49 +64,72 @@ fn escapes(backslash: u64, carry: &mut Carry) -> (u64, u64) {
     (escaped, escape)
 }
 
-/// Writes the positions described in the module documentation into `out`
-/// (cleared first), followed by `bytes.len()` as an end marker. Returns false
-/// when a string holds an unescaped control character or is not terminated.
-pub(super) fn index(bytes: &[u8], out: &mut Vec<u32>) -> bool {
-    assert!(available(), "index needs AVX2 and PCLMULQDQ");
-    assert!(bytes.len() < 1 << 31, "positions are u32");
-    // SAFETY: the CPU has the features the function is compiled for (checked
-    // just above).
-    unsafe { index_avx2(bytes, out) }
+/// The positions described in the module documentation, in order, computed
+/// one block ahead of the reader (no array of positions is written).
+pub(super) struct Tokens<'a> {
+    bytes: &'a [u8],
+    /// Where the next block to classify starts.
+    next_block: usize,
+    /// The current block's positions not yet read, and where it starts.
+    bits: u64,
+    base: usize,
+    carry: Carry,
+    control_in_string: u64,
 }
 
-#[target_feature(enable = "avx2,pclmulqdq,popcnt,bmi1")]
-fn index_avx2(bytes: &[u8], out: &mut Vec<u32>) -> bool {
-    out.clear();
-    // At most one position per byte, plus one block of slack for the
-    // unconditional writes of `flatten`, plus the end marker.
-    out.reserve(bytes.len() + 64 + 1);
-    let mut carry = Carry::default();
-    let mut n = 0usize;
-    let mut control_in_string = 0u64;
-    let mut chunks = bytes.chunks_exact(64);
-    let mut base = 0u32;
-    for block in chunks.by_ref() {
-        let block: &[u8; 64] = block.try_into().expect("64 bytes");
-        let (bits, control) = classify(block, &mut carry);
-        control_in_string |= control;
-        n = flatten(out.spare_capacity_mut(), n, base, bits);
-        base += 64;
+impl<'a> Tokens<'a> {
+    /// `None` when this CPU lacks the features [`Tokens::next`] is compiled
+    /// for (see [`available`]) or the input is too long for u32 spans.
+    pub(super) fn new(bytes: &'a [u8]) -> Option<Tokens<'a>> {
+        (available() && bytes.len() < 1 << 31).then_some(Tokens {
+            bytes,
+            next_block: 0,
+            bits: 0,
+            base: 0,
+            carry: Carry::default(),
+            control_in_string: 0,
+        })
     }
-    let rest = chunks.remainder();
-    if !rest.is_empty() {
-        // Spaces are neutral: whitespace outside strings, an ordinary byte inside.
-        let mut last = [b' '; 64];
-        last[..rest.len()].copy_from_slice(rest);
-        let (bits, control) = classify(&last, &mut carry);
-        control_in_string |= control;
-        n = flatten(out.spare_capacity_mut(), n, base, bits);
+
+    /// The next position; `bytes.len()` after the last one.
+    #[inline(always)]
+    pub(super) fn next(&mut self) -> usize {
+        while self.bits == 0 {
+            if self.next_block >= self.bytes.len() {
+                return self.bytes.len();
+            }
+            // SAFETY: only `Tokens::new` makes a `Tokens`, after checking
+            // that the CPU has the features `refill` is compiled for.
+            unsafe { self.refill() };
+        }
+        let at = self.base + self.bits.trailing_zeros() as usize;
+        self.bits &= self.bits - 1;
+        at
     }
-    out.spare_capacity_mut()[n].write(bytes.len() as u32);
-    // SAFETY: `flatten` wrote positions into the first `n` slots of the spare
-    // capacity, and the end marker went into slot `n`.
-    unsafe { out.set_len(n + 1) };
-    control_in_string == 0 && carry.in_string == 0
+
+    #[target_feature(enable = "avx2,pclmulqdq,popcnt,bmi1")]
+    fn refill(&mut self) {
+        let at = self.next_block;
+        let (bits, control) = match self.bytes.get(at..at + 64) {
+            Some(block) => classify(block.try_into().expect("64 bytes"), &mut self.carry),
+            None => {
+                // Spaces are neutral: whitespace outside strings, an ordinary byte inside.
+                let mut last = [b' '; 64];
+                last[..self.bytes.len() - at].copy_from_slice(&self.bytes[at..]);
+                classify(&last, &mut self.carry)
+            }
+        };
+        self.control_in_string |= control;
+        self.bits = bits;
+        self.base = at;
+        self.next_block = at + 64;
+    }
+
+    /// After [`Tokens::next`] returned the end: whether no string held an
+    /// unescaped control character and the last string was terminated.
+    pub(super) fn strings_ok(&self) -> bool {
+        self.control_in_string == 0 && self.carry.in_string == 0
+    }
 }
 
 /// The positions of one block as a bitmask, and the control characters in
@@ -122,8 +145,8 @@ fn classify(block: &[u8; 64], carry: &mut Carry) -> (u64, u64) {
     // simdjson's lookup: a byte's low nibble picks the one whitespace or
     // structural character it could be; bytes >= 0x80 look up zero.
     let ws_table = _mm256_setr_epi8(
-        32, 100, 100, 100, 17, 100, 113, 2, 100, 9, 10, 112, 100, 13, 100, 100, 32, 100, 100, 100, 17, 100, 113, 2, 100,
-        9, 10, 112, 100, 13, 100, 100,
+        32, 100, 100, 100, 17, 100, 113, 2, 100, 9, 10, 112, 100, 13, 100, 100, 32, 100, 100, 100, 17, 100, 113, 2,
+        100, 9, 10, 112, 100, 13, 100, 100,
     );
     let op_table = _mm256_setr_epi8(
         0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 58, 123, 44, 125, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 58, 123, 44, 125, 0, 0,
@@ -148,8 +171,7 @@ fn classify(block: &[u8; 64], carry: &mut Carry) -> (u64, u64) {
     let quote = quote_bytes & !escaped;
     // Prefix XOR: bit i is the XOR of quote bits 0..=i, so opening quotes
     // and string bodies are set and closing quotes are not.
-    let prefix =
-        _mm_cvtsi128_si64(_mm_clmulepi64_si128(_mm_set_epi64x(0, quote as i64), _mm_set1_epi8(-1), 0)) as u64;
+    let prefix = _mm_cvtsi128_si64(_mm_clmulepi64_si128(_mm_set_epi64x(0, quote as i64), _mm_set1_epi8(-1), 0)) as u64;
     let in_string = prefix ^ carry.in_string;
     carry.in_string = ((in_string as i64) >> 63) as u64;
 
@@ -174,31 +196,6 @@ fn eq(lo: __m256i, hi: __m256i, c: u8) -> u64 {
 #[inline]
 fn mask(lo: __m256i, hi: __m256i) -> u64 {
     u64::from(_mm256_movemask_epi8(lo) as u32) | u64::from(_mm256_movemask_epi8(hi) as u32) << 32
-}
-
-/// Writes `base` plus the index of every set bit of `bits` at `out[n..]`;
-/// returns the new count. Writes eight at a time without looking at the
-/// count first (one branch per eight positions rather than one per
-/// position), so up to 63 slots past the count hold junk that later writes
-/// overwrite.
-#[target_feature(enable = "popcnt,bmi1")]
-#[inline]
-fn flatten(out: &mut [MaybeUninit<u32>], n: usize, base: u32, mut bits: u64) -> usize {
-    if bits == 0 {
-        return n;
-    }
-    let count = bits.count_ones() as usize;
-    // `index_avx2` reserved one position per byte before this block plus 64.
-    let dst: &mut [MaybeUninit<u32>; 64] = (&mut out[n..n + 64]).try_into().expect("64 slots");
-    let mut at = 0;
-    while at < count {
-        for slot in &mut dst[at..at + 8] {
-            slot.write(base + bits.trailing_zeros());
-            bits &= bits.wrapping_sub(1);
-        }
-        at += 8;
-    }
-    n + count
 }
 
 #[cfg(test)]
