@@ -229,17 +229,15 @@ impl<'d> Json<'d> for TapeJson<'d> {
 /// The first key that `keys` repeats, if any. Parsers disagree on which of
 /// two equal keys wins (simd-json's lookup takes the first, `JSON.parse` the
 /// last), so evroute refuses objects with a repeated key instead of picking.
-/// Linear: a 256-bit filter on (length, first byte, last byte) sends only
-/// likely repeats to the exact comparison.
+/// Linear: a 1024-bit filter on a hash of the length and the first and last
+/// eight bytes sends only likely repeats to the exact comparison (Mastodon's
+/// keys share lengths and ends, as `followers_count` and `following_count`).
 pub fn repeated_key<K: AsRef<str>>(keys: impl Iterator<Item = K>) -> Option<K> {
     let mut seen: SmallVec<[K; 32]> = SmallVec::new();
-    let mut filter = [0u64; 4];
+    let mut filter = [0u64; 16];
     for key in keys {
         let b = key.as_ref().as_bytes();
-        let sig = (b.len() as u32) << 16
-            | u32::from(b.first().copied().unwrap_or(0)) << 8
-            | u32::from(b.last().copied().unwrap_or(0));
-        let h = (sig.wrapping_mul(0x9E37_79B1) >> 24) as usize;
+        let h = (key_hash(b) >> 54) as usize;
         let (word, bit) = (h / 64, 1u64 << (h % 64));
         if filter[word] & bit != 0 && seen.iter().any(|k| k.as_ref() == key.as_ref()) {
             return Some(key);
@@ -248,6 +246,18 @@ pub fn repeated_key<K: AsRef<str>>(keys: impl Iterator<Item = K>) -> Option<K> {
         seen.push(key);
     }
     None
+}
+
+/// A hash of `b`'s length and its first and last (up to) eight bytes; the
+/// top bits are the well-mixed ones.
+fn key_hash(b: &[u8]) -> u64 {
+    let word = |w: &[u8]| u64::from_le_bytes(w.try_into().expect("eight bytes"));
+    let (head, tail) = match b.len() {
+        8.. => (word(&b[..8]), word(&b[b.len() - 8..])),
+        _ => (b.iter().fold(0, |h, &c| h << 8 | u64::from(c)), 0),
+    };
+    let mixed = head ^ tail.rotate_left(31) ^ b.len() as u64;
+    mixed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
 /// The error for a repeated key; `place` says which object, when not the top.
