@@ -738,13 +738,15 @@ fn number(b: &[u8], i: usize, err: &impl Fn(usize, &str) -> Error) -> Result<(us
         }
         (j, float, exponent) = (end, true, true);
     }
-    let text = std::str::from_utf8(&b[i..j]).expect("ASCII digits");
+    let text = || std::str::from_utf8(&b[i..j]).expect("ASCII digits");
     let in_range = if !float {
-        if negative { text.parse::<i64>().is_ok() } else { text.parse::<u64>().is_ok() }
+        // Eighteen digits fit both i64 and u64.
+        int_end - int_start <= 18
+            || if negative { text().parse::<i64>().is_ok() } else { text().parse::<u64>().is_ok() }
     } else if !exponent && int_end - int_start <= 300 {
         true
     } else {
-        text.parse::<f64>().is_ok_and(f64::is_finite)
+        text().parse::<f64>().is_ok_and(f64::is_finite)
     };
     if !in_range {
         return Err(err(i, "number out of range"));
