@@ -18,7 +18,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/gorilla/websocket"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -44,7 +43,7 @@ type loadgen struct {
 
 	sent      []int64 // publish time (UnixNano) of event i
 	received  atomic.Int64
-	unstamped atomic.Int64   // SSE reads without a kernel receive time
+	unstamped atomic.Int64   // reads without a kernel receive time
 	clientWG  sync.WaitGroup // the readers, which hand over their latencies when they end
 	mu        sync.Mutex
 	lat       latencies // every delivery
@@ -141,7 +140,7 @@ func statusID(b []byte) (int, bool) {
 
 // latencies are publish-to-receipt times (µs) of one reader's deliveries,
 // merged at the end: arrived is when the bytes reached this host (the
-// kernel's receive time; WebSocket: the read's), read when the load
+// kernel's receive time, where there is one), read when the load
 // generator read them; first and last are each event's earliest and latest
 // arrival (0: none), which tell the path to the first client from the
 // spread of a fan-out.
@@ -184,43 +183,6 @@ func (g *loadgen) keep(l *latencies) {
 		g.lat.last[n] = max(g.lat.last[n], l.last[n])
 	}
 	g.mu.Unlock()
-}
-
-// wsClient reads with gorilla/websocket into one reused buffer: cheaper per
-// message than coder/websocket's reader (which the server uses), so that the
-// load generator is not the limit.
-func (g *loadgen) wsClient(ctx context.Context, i int, ready chan<- error) {
-	stream := "public"
-	if g.stream != "public" {
-		stream = "user"
-	}
-	u := "ws" + strings.TrimPrefix(g.base, "http") + "/api/v1/streaming/?stream=" + stream
-	d := websocket.Dialer{Subprotocols: []string{"benchtok" + strconv.Itoa(g.firstToken+i)}, ReadBufferSize: 64 << 10}
-	ws, resp, err := d.DialContext(ctx, u, nil)
-	if err != nil {
-		ready <- err
-		return
-	}
-	resp.Body.Close()
-	defer ws.Close()
-	context.AfterFunc(ctx, func() { ws.Close() })
-	ws.SetReadLimit(1 << 20)
-	ready <- nil
-	rec := &recorder{g: g}
-	defer g.keep(&rec.l)
-	var buf bytes.Buffer
-	for {
-		_, r, err := ws.NextReader()
-		if err != nil {
-			return
-		}
-		buf.Reset()
-		if _, err := buf.ReadFrom(r); err != nil {
-			return
-		}
-		now := time.Now().UnixNano()
-		g.record(&rec.l, buf.Bytes(), now, now)
-	}
 }
 
 func percentile(sorted []int64, p float64) float64 {
@@ -291,29 +253,23 @@ type loadResult struct {
 	maxLate            time.Duration
 }
 
-// connect opens every client, g.connectPar at a time; SSE streams are then
-// read by g.readSSE, WebSocket ones by a goroutine each.
+// connect opens every client, g.connectPar at a time, and hands their
+// streams to g.readStreams.
 func (g *loadgen) connect(ctx context.Context) error {
 	ready := make(chan error, g.clients)
 	sem := make(chan struct{}, g.connectPar)
-	conns := make([]*sseConn, g.clients)
+	conns := make([]*streamConn, g.clients)
 	for i := 0; i < g.clients; i++ {
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem }()
+			var err error
 			if g.transport == "sse" {
-				c, err := g.dialSSE(ctx, i)
-				conns[i] = c
-				ready <- err
-				return
+				conns[i], err = g.dialSSE(ctx, i)
+			} else {
+				conns[i], err = g.dialWS(ctx, i)
 			}
-			r := make(chan error, 1)
-			g.clientWG.Add(1)
-			go func() {
-				defer g.clientWG.Done()
-				g.wsClient(ctx, i, r)
-			}()
-			ready <- <-r
+			ready <- err
 		}()
 	}
 	var err error
@@ -322,11 +278,8 @@ func (g *loadgen) connect(ctx context.Context) error {
 			err = fmt.Errorf("connect: %w", e)
 		}
 	}
-	if g.transport != "sse" {
-		return err
-	}
 	if err == nil {
-		err = g.readSSE(ctx, conns)
+		err = g.readStreams(ctx, conns)
 	}
 	if err != nil {
 		for _, c := range conns {
@@ -460,10 +413,8 @@ func (g *loadgen) run() (*loadResult, error) {
 	fmt.Fprintf(g.out, ")\ndeliveries %d of %d (lost %d) in %.2fs: %.0f deliveries/s\n",
 		got, res.expected, res.expected-got, elapsed.Seconds(), float64(got)/elapsed.Seconds())
 	if len(res.lat.read) > 0 {
-		if g.transport == "sse" {
-			fmt.Fprintf(g.out, "latency publish->arrival ms (kernel receive time%s): %s\n",
-				unstampedNote(g.unstamped.Load()), latencyLine(res.lat.arrived))
-		}
+		fmt.Fprintf(g.out, "latency publish->arrival ms (kernel receive time%s): %s\n",
+			unstampedNote(g.unstamped.Load()), latencyLine(res.lat.arrived))
 		fmt.Fprintf(g.out, "latency publish->read by the load generator ms: %s\n", latencyLine(res.lat.read))
 		fmt.Fprintf(g.out, "per event, publish->first arrival ms: %s; ->last arrival: %s\n",
 			latencyLine(res.lat.first), latencyLine(res.lat.last))

@@ -9,7 +9,7 @@ import (
 	"unsafe"
 )
 
-// readSSE reads the clients' streams with g.readers goroutines, each with
+// readStreams reads the clients' streams with g.readers goroutines, each with
 // an epoll set of its share of the sockets, rather than one goroutine per
 // client: on a machine shared with the server under test, a wakeup, a read
 // and a failed read per client and frame would take CPU from the server
@@ -20,7 +20,7 @@ import (
 // that also gets the kernel's receive time of the last segment it read
 // (SO_TIMESTAMPNS): when the bytes reached this host, whatever the reader's
 // scheduling.
-func (g *loadgen) readSSE(ctx context.Context, conns []*sseConn) (err error) {
+func (g *loadgen) readStreams(ctx context.Context, conns []*streamConn) (err error) {
 	n := max(1, min(g.readers, len(conns)))
 	readers := make([]*epollReader, 0, n)
 	defer func() {
@@ -55,6 +55,13 @@ func (g *loadgen) readSSE(ctx context.Context, conns []*sseConn) (err error) {
 			return err
 		}
 		ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP, Fd: int32(len(rd.conns))}
+		if ws, ok := c.p.(*wsParser); ok {
+			ws.reply = func(b []byte) error { return writeAll(fd, b) }
+		}
+		if err := c.p.feed(c.pending, &rd.rec); err != nil {
+			syscall.Close(fd)
+			return err
+		}
 		rd.conns = append(rd.conns, epollConn{fd: fd, p: c.p})
 		if err := syscall.EpollCtl(rd.epfd, syscall.EPOLL_CTL_ADD, fd, &ev); err != nil {
 			return fmt.Errorf("epoll_ctl: %w", err)
@@ -73,7 +80,7 @@ func (g *loadgen) readSSE(ctx context.Context, conns []*sseConn) (err error) {
 // takeFd moves the client's socket out of Go's poller: a duplicate with
 // receive timestamps on (it shares the original's O_NONBLOCK), then the
 // original is closed.
-func takeFd(c *sseConn) (int, error) {
+func takeFd(c *streamConn) (int, error) {
 	sc, ok := c.conn.(syscall.Conn)
 	if !ok {
 		return -1, fmt.Errorf("not a socket: %T", c.conn)
@@ -106,7 +113,7 @@ func takeFd(c *sseConn) (int, error) {
 
 type epollConn struct {
 	fd int // -1 once closed
-	p  sseParser
+	p  parser
 }
 
 type epollReader struct {
@@ -198,4 +205,20 @@ func rxTime(oob []byte, def int64, g *loadgen) int64 {
 	}
 	g.unstamped.Add(1)
 	return def
+}
+
+// writeAll writes a client's few bytes (a pong) to its non-blocking socket;
+// one the socket has no room for ends the client.
+func writeAll(fd int, b []byte) error {
+	for len(b) > 0 {
+		n, err := syscall.Write(fd, b)
+		if err == syscall.EINTR {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		b = b[n:]
+	}
+	return nil
 }

@@ -7,10 +7,10 @@ import (
 	"time"
 )
 
-// readSSE reads each client's stream in a goroutine of its own (Go's
+// readStreams reads each client's stream in a goroutine of its own (Go's
 // poller); without Linux's receive timestamps, arrival is the time of the
 // read.
-func (g *loadgen) readSSE(ctx context.Context, conns []*sseConn) error {
+func (g *loadgen) readStreams(ctx context.Context, conns []*streamConn) error {
 	for _, c := range conns {
 		g.clientWG.Add(1)
 		go func() {
@@ -19,6 +19,12 @@ func (g *loadgen) readSSE(ctx context.Context, conns []*sseConn) error {
 			context.AfterFunc(ctx, func() { c.conn.Close() })
 			rec := &recorder{g: g}
 			defer g.keep(&rec.l)
+			if ws, ok := c.p.(*wsParser); ok {
+				ws.reply = func(b []byte) error { _, err := c.conn.Write(b); return err }
+			}
+			if c.p.feed(c.pending, rec) != nil {
+				return
+			}
 			buf := make([]byte, 64<<10)
 			for {
 				n, err := c.conn.Read(buf)

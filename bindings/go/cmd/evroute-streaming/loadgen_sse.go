@@ -13,16 +13,24 @@ import (
 	"time"
 )
 
-// sseConn is one SSE client past its response head: the connection and
-// the parser of what follows the head.
-type sseConn struct {
-	conn net.Conn
-	p    sseParser
+// streamConn is one client past its handshake: the connection, the
+// parser of its stream (SSE or WebSocket) and what the handshake read
+// beyond its response head.
+type streamConn struct {
+	conn    net.Conn
+	p       parser
+	pending []byte
+}
+
+// parser turns a stream's bytes into what its lineSink takes: SSE lines,
+// or whole WebSocket messages.
+type parser interface {
+	feed(b []byte, out lineSink) error
 }
 
 // dialSSE opens client i's stream and returns once the server has sent its
 // first line (":)" on Mastodon, once subscribed).
-func (g *loadgen) dialSSE(ctx context.Context, i int) (*sseConn, error) {
+func (g *loadgen) dialSSE(ctx context.Context, i int) (*streamConn, error) {
 	u, err := url.Parse(g.base)
 	if err != nil {
 		return nil, err
@@ -36,15 +44,16 @@ func (g *loadgen) dialSSE(ctx context.Context, i int) (*sseConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &sseConn{conn: conn}
-	if err := c.handshake(u.Host, path, g.firstToken+i); err != nil {
+	p := &sseParser{}
+	c := &streamConn{conn: conn, p: p}
+	if err := c.sseHandshake(p, u.Host, path, g.firstToken+i); err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("client %d: %w", i, err)
 	}
 	return c, nil
 }
 
-func (c *sseConn) handshake(host, path string, token int) error {
+func (c *streamConn) sseHandshake(p *sseParser, host, path string, token int) error {
 	_ = c.conn.SetDeadline(time.Now().Add(30 * time.Second))
 	defer c.conn.SetDeadline(time.Time{})
 	fmt.Fprintf(c.conn, "GET %s HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer benchtok%d\r\nAccept: text/event-stream\r\n\r\n",
@@ -58,19 +67,19 @@ func (c *sseConn) handshake(host, path string, token int) error {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 200))
 		return fmt.Errorf("%s %s", resp.Status, b)
 	}
-	c.p.chunked = len(resp.TransferEncoding) > 0 && resp.TransferEncoding[0] == "chunked"
+	p.chunked = len(resp.TransferEncoding) > 0 && resp.TransferEncoding[0] == "chunked"
 	// From here on the parser sees the raw bytes: what the head's reader
 	// took beyond the head first, then the socket's.
 	var first firstLine
 	rest, _ := br.Peek(br.Buffered())
-	if err := c.p.feed(rest, &first); err != nil {
+	if err := p.feed(rest, &first); err != nil {
 		return err
 	}
 	buf := make([]byte, 4096)
 	for !first.seen {
 		n, err := c.conn.Read(buf)
 		if n > 0 {
-			if err := c.p.feed(buf[:n], &first); err != nil {
+			if err := p.feed(buf[:n], &first); err != nil {
 				return err
 			}
 		}
@@ -168,8 +177,8 @@ func (p *sseParser) lines(b []byte, onLine lineSink) {
 	}
 }
 
-// recorder accounts the frames one reader receives: data lines, with the
-// times of the read they came in.
+// recorder accounts the frames one reader receives (SSE data lines, or
+// WebSocket messages), with the times of the read they came in.
 type recorder struct {
 	g             *loadgen
 	l             latencies
@@ -177,7 +186,7 @@ type recorder struct {
 }
 
 func (r *recorder) line(b []byte) {
-	if len(b) > 6 && string(b[:6]) == "data: " {
+	if r.g.transport == "ws" || len(b) > 6 && string(b[:6]) == "data: " {
 		r.g.record(&r.l, b, r.arrived, r.read)
 	}
 }

@@ -2,12 +2,19 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand"
+	"net/http"
+	"net/http/httptest"
 	"net/http/httputil"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
 )
 
 type lineList struct{ lines []string }
@@ -105,5 +112,119 @@ func TestStatusID(t *testing.T) {
 	}
 	if _, ok := statusID([]byte(`data: {"id":"x"}`)); ok {
 		t.Fatal("a frame without an event number")
+	}
+}
+
+// wsMessages is what the parser handed out.
+type wsMessages struct{ got [][]byte }
+
+func (m *wsMessages) line(b []byte) { m.got = append(m.got, append([]byte(nil), b...)) }
+
+// The WebSocket client (handshake and parser) against gorilla/websocket's
+// server: messages of every length class, fragmented by a small write
+// buffer, pings between them (answered: the server counts the pongs), read
+// in reads of random sizes; the model is the list of messages sent.
+func TestWSParserAgainstGorilla(t *testing.T) {
+	r := rand.New(rand.NewSource(2))
+	var want [][]byte
+	for _, n := range []int{0, 1, 125, 126, 127, 1000, 65535, 65536, 70000} {
+		want = append(want, bytes.Repeat([]byte{byte('a' + r.Intn(26))}, n))
+	}
+	for i := 0; i < 200; i++ {
+		want = append(want, bytes.Repeat([]byte{byte('a' + r.Intn(26))}, r.Intn(5000)))
+	}
+	const pings = 20
+	pongs := make(chan string, pings)
+	up := websocket.Upgrader{WriteBufferSize: 700, Subprotocols: []string{"benchtok7"}}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		ws, err := up.Upgrade(w, req, nil)
+		if err != nil {
+			return
+		}
+		defer ws.Close()
+		ws.SetPongHandler(func(s string) error { pongs <- s; return nil })
+		go func() {
+			for {
+				if _, _, err := ws.ReadMessage(); err != nil {
+					return
+				}
+			}
+		}()
+		for i, m := range want {
+			if i%(len(want)/pings) == 0 && i/(len(want)/pings) < pings {
+				_ = ws.WriteControl(websocket.PingMessage, []byte(fmt.Sprint("p", i)), time.Now().Add(time.Second))
+			}
+			w, err := ws.NextWriter(websocket.TextMessage)
+			if err != nil {
+				return
+			}
+			_, _ = w.Write(m)
+			_ = w.Close()
+		}
+		_ = ws.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""))
+		time.Sleep(time.Second) // until the pongs are read
+	}))
+	defer srv.Close()
+	g := &loadgen{base: srv.URL, stream: "public", firstToken: 7}
+	c, err := g.dialWS(context.Background(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.conn.Close()
+	p := c.p.(*wsParser)
+	p.reply = func(b []byte) error { _, err := c.conn.Write(b); return err }
+	var got wsMessages
+	err = p.feed(c.pending, &got)
+	buf := make([]byte, 9000)
+	for err == nil {
+		var n int
+		n, err = c.conn.Read(buf[:1+r.Intn(len(buf)-1)])
+		if n > 0 {
+			if ferr := p.feed(buf[:n], &got); ferr != nil {
+				err = ferr
+			}
+		}
+	}
+	if !errors.Is(err, errStreamEnd) {
+		t.Fatalf("ended with %v after %d messages", err, len(got.got))
+	}
+	if len(got.got) != len(want) {
+		t.Fatalf("%d messages, want %d", len(got.got), len(want))
+	}
+	for i := range want {
+		if !bytes.Equal(got.got[i], want[i]) {
+			t.Fatalf("message %d: %d bytes, want %d", i, len(got.got[i]), len(want[i]))
+		}
+	}
+	for i := 0; i < pings; i++ {
+		select {
+		case <-pongs:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%d pongs of %d", i, pings)
+		}
+	}
+}
+
+func TestWSParserFrames(t *testing.T) {
+	var m wsMessages
+	// A 64-bit length (gorilla's writer above never sends one over its
+	// buffer size), its header split in two reads.
+	big := bytes.Repeat([]byte("x"), 70000)
+	frame := append(binary.BigEndian.AppendUint64([]byte{0x81, 127}, uint64(len(big))), big...)
+	p := &wsParser{}
+	for _, part := range [][]byte{frame[:5], frame[5:]} {
+		if err := p.feed(part, &m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(m.got) != 1 || !bytes.Equal(m.got[0], big) {
+		t.Fatalf("%d messages", len(m.got))
+	}
+	if err := (&wsParser{}).feed([]byte{0x81, 0x81, 1, 2, 3, 4, 'x'}, &m); err == nil || !strings.Contains(err.Error(), "masked") {
+		t.Fatalf("masked: %v", err)
+	}
+	huge := binary.BigEndian.AppendUint64([]byte{0x81, 127}, 1<<40)
+	if err := (&wsParser{}).feed(huge, &m); err == nil || !strings.Contains(err.Error(), "message over") {
+		t.Fatalf("huge: %v", err)
 	}
 }
