@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
 # The streaming-server benchmark of BENCHMARKS.md, in one sitting: evroute-streaming
 # (Postgres with tests/mastodon-db's seed for 10k users, Redis) against the floor
-# (floor.c: SUBSCRIBE + write every message to every connection), both driven by
+# (floor.c: SUBSCRIBE + write every message to the connections it is for), both driven by
 # `evroute-streaming loadgen`. Each run gets a freshly started server, so RSS and
 # CPU are its own; the floor and evroute-streaming alternate, REPEAT times.
 #
 #   bash scripts/bench-streaming/run.sh                       # every case, twice
 #   CASES="public ws" REPEAT=3 EVENTS=300 bash scripts/bench-streaming/run.sh
+#   CASES=user USER_CLIENTS=1000 HISTORIES=0 REPEAT=1 bash scripts/bench-streaming/run.sh
 #
 # Cases: public (1,000 and 5,000 SSE clients), ws (1,000 WebSocket clients),
 # latency (1,000 SSE and WebSocket clients paced at 100 events/s, 5,000 SSE clients
 # at 20/s: 100,000 deliveries/s each), user (100 and 1,000 clients, history on and
-# off), home (1,000 clients, each event to one).
+# off), home (1,000 clients, each event to one); the floor runs every case but ws
+# (user and home: each connection its own channel).
 # user and home publish with a window of 4,096 outstanding deliveries: unthrottled,
 # the load generator outruns the server's ingest and Redis cuts the server's
 # subscription off (client-output-buffer-limit pubsub 32mb), losing messages.
@@ -29,6 +31,8 @@ need redis-server:redis-server cc:gcc,libc6-dev
 events=${EVENTS:-300}
 repeat=${REPEAT:-2}
 cases=${CASES:-public ws latency user home}
+user_clients=${USER_CLIENTS:-100 1000}
+histories=${HISTORIES:-256 0}   # EVROUTE_HISTORY_EVENTS of the user and home cases
 
 source scripts/bench-streaming/setup.sh
 
@@ -42,12 +46,12 @@ echo "load average: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) cores"
 
 srvport=$(free_port)
 srv=0
-# start_server floor | evs [VAR=value...]: a fresh server on $srvport.
+# start_server floor [CHANNEL | PREFIX BASE] | evs [VAR=value...]: a fresh server on $srvport.
 start_server() {
     local kind=$1
     shift
     if [ "$kind" = floor ]; then
-        "$scratch/floor" "$srvport" "$redisport" timeline:public >"$scratch/floor.log" 2>&1 &
+        "$scratch/floor" "$srvport" "$redisport" "${@:-timeline:public}" >"$scratch/floor.log" 2>&1 &
     else
         env DATABASE_URL="postgres://postgres@127.0.0.1:$pgport/mastodon" REDIS_URL="redis://127.0.0.1:$redisport" \
             PORT=$srvport LOG_LEVEL=warn "$@" "$scratch/evroute-streaming" >>"$scratch/evs.log" 2>&1 &
@@ -99,14 +103,18 @@ for r in $(seq "$repeat"); do
             run "public, 5000 sse clients, 20 events/s (latency)" floor -- -stream public -clients 5000 -events 100 -rate 20
             run "public, 5000 sse clients, 20 events/s (latency)" evs -- -stream public -clients 5000 -events 100 -rate 20 ;;
         user)
-            for n in 100 1000; do
-                for h in 256 0; do
+            for n in $user_clients; do
+                run "user, $n SSE clients, each event to every client's timeline:<account>" floor timeline: 1000000 -- \
+                    -stream user -clients "$n" -events $((events * 100 / n)) -window 4096
+                for h in $histories; do
                     run "user, $n SSE clients, each event to every client's timeline:<account>, history $h" evs EVROUTE_HISTORY_EVENTS=$h -- \
                         -stream user -clients "$n" -events $((events * 100 / n)) -window 4096
                 done
             done ;;
         home)
-            for h in 256 0; do
+            run "home feed, 1000 SSE clients, each event to one client's timeline:<account>" floor timeline: 1000000 -- \
+                -stream home -clients 1000 -events 20000 -window 4096
+            for h in $histories; do
                 run "home feed, 1000 SSE clients, each event to one client's timeline:<account>, history $h" evs EVROUTE_HISTORY_EVENTS=$h -- \
                     -stream home -clients 1000 -events 20000 -window 4096
             done ;;
