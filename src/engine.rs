@@ -16,7 +16,7 @@ use crate::config::{EngineConfig, SubscriberOptions, filters_from_json};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{self, RoutedEvent};
 use crate::filter::ViewerFilters;
-use crate::frame::{ExtendedFrames, Frame, FrameBody, FrameCache, FrameRef};
+use crate::frame::{Frame, FrameBody, FrameCache, FrameRef};
 use crate::history::{self, History};
 use crate::index::{Index, Indexed, Members};
 use crate::keyword::{self, EventMatches, FilterSet, PerSet, Registry, SetKey};
@@ -389,7 +389,7 @@ struct Annotations {
     /// once; `empty` is the `[]` result, the most common one.
     by_result: AHashMap<String, usize>,
     empty: Option<usize>,
-    frames: Vec<ExtendedFrames>,
+    frames: Vec<FrameCache>,
 }
 
 impl Annotations {
@@ -441,17 +441,17 @@ impl Annotations {
     fn frame(
         &mut self,
         set: &(SetKey, Arc<FilterSet>),
-        plain: &mut FrameCache,
+        plain: &FrameCache,
         stream: &Arc<str>,
         with_id: bool,
     ) -> Option<FrameRef> {
         let i = self.result(set, plain)?;
-        Some(self.frames[i].get(plain, stream, with_id).clone())
+        Some(self.frames[i].get(stream, with_id).clone())
     }
 
     /// Adds the frames of one result; returns their index.
-    fn encode(frames: &mut Vec<ExtendedFrames>, plain: &FrameCache, filtered: &str) -> Option<usize> {
-        frames.push(ExtendedFrames::new(plain.body(), "filtered", filtered)?);
+    fn encode(frames: &mut Vec<FrameCache>, plain: &FrameCache, filtered: &str) -> Option<usize> {
+        frames.push(FrameCache::extended(plain.body(), "filtered", filtered)?);
         Some(frames.len() - 1)
     }
 }
@@ -491,7 +491,7 @@ impl Delivery<'_> {
         };
         // Taken from the publish's credits: no atomic operation per delivery.
         let frame = match (annotated, &mut self.annotations) {
-            (Some(i), Some(a)) => a.frames[i].take(&mut self.frames, &sub.stream, sub.event_ids),
+            (Some(i), Some(a)) => a.frames[i].take(&sub.stream, sub.event_ids),
             _ => self.frames.take(&sub.stream, sub.event_ids),
         };
         let outcome = sub.core.queue.push(frame);

@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 
 use smallvec::SmallVec;
 
-use crate::json::escape_into;
+use crate::json::{escape_into, escaped_len};
 
 /// The position of a published event (SPEC §12): its engine sequence number
 /// and its `<epoch>:<seq>` text.
@@ -27,6 +27,9 @@ pub struct FrameBody {
     id: Option<EventId>,
     /// `id: <id>\n` + `sse`, built on first use by an `event_ids` frame.
     sse_with_id: OnceLock<Box<[u8]>>,
+    /// The payload's length escaped as a JSON string, for the history's
+    /// count of WebSocket bytes; computed on first use.
+    escaped_payload: OnceLock<usize>,
 }
 
 impl FrameBody {
@@ -65,6 +68,7 @@ impl FrameBody {
             sse: sse.into_boxed_slice(),
             id,
             sse_with_id: OnceLock::new(),
+            escaped_payload: OnceLock::new(),
         })
     }
 
@@ -94,7 +98,7 @@ fn split_lines(text: &str) -> impl Iterator<Item = &str> {
     let mut rest = Some(text);
     std::iter::from_fn(move || {
         let s = rest?;
-        match s.find(['\r', '\n']) {
+        match memchr::memchr2(b'\r', b'\n', s.as_bytes()) {
             None => {
                 rest = None;
                 Some(s)
@@ -113,7 +117,9 @@ fn split_lines(text: &str) -> impl Iterator<Item = &str> {
 pub struct Frame {
     body: Arc<FrameBody>,
     stream: Arc<str>,
-    ws: Box<[u8]>,
+    /// The WebSocket message, encoded by the first reader that asks for it:
+    /// a frame only SSE clients receive never pays for escaping its payload.
+    ws: OnceLock<Box<[u8]>>,
     /// The `event_ids` variant: the id is part of the SSE and WebSocket bytes.
     with_id: bool,
 }
@@ -130,10 +136,19 @@ impl Frame {
     }
 
     fn encode(body: &Arc<FrameBody>, stream: &Arc<str>, with_id: bool) -> Frame {
-        let payload_len = body.payload.as_ref().map_or(0, |p| p.len() + p.len() / 8 + 16);
-        let mut ws = Vec::with_capacity(stream.len() + body.event.len() + payload_len + 32);
+        Frame { body: Arc::clone(body), stream: Arc::clone(stream), ws: OnceLock::new(), with_id }
+    }
+
+    /// The id this frame's encodings carry, if any.
+    fn carried_id(&self) -> Option<&EventId> {
+        self.body.id.as_ref().filter(|_| self.with_id)
+    }
+
+    fn encode_ws(&self) -> Box<[u8]> {
+        let body = &self.body;
+        let mut ws = Vec::with_capacity(self.ws_len());
         ws.extend_from_slice(b"{\"stream\":");
-        ws.extend_from_slice(stream.as_bytes());
+        ws.extend_from_slice(self.stream.as_bytes());
         ws.extend_from_slice(b",\"event\":\"");
         escape_into(&mut ws, &body.event);
         ws.push(b'"');
@@ -142,14 +157,32 @@ impl Frame {
             escape_into(&mut ws, payload);
             ws.push(b'"');
         }
-        if let Some(id) = body.id.as_ref().filter(|_| with_id) {
+        if let Some(id) = self.carried_id() {
             // The id text is `<alphanumeric epoch>:<digits>`: nothing to escape.
             ws.extend_from_slice(b",\"id\":\"");
             ws.extend_from_slice(id.text.as_bytes());
             ws.push(b'"');
         }
         ws.push(b'}');
-        Frame { body: Arc::clone(body), stream: Arc::clone(stream), ws: ws.into_boxed_slice(), with_id }
+        debug_assert_eq!(ws.len(), self.ws_len());
+        ws.into_boxed_slice()
+    }
+
+    /// The length of `ws()`, whether it is encoded yet or not.
+    fn ws_len(&self) -> usize {
+        if let Some(ws) = self.ws.get() {
+            return ws.len();
+        }
+        let body = &self.body;
+        // `{"stream":` `,"event":"` `"` … `}`, then `,"payload":"` `"` and `,"id":"` `"`.
+        let mut len = 10 + self.stream.len() + 10 + escaped_len(&body.event) + 2;
+        if let Some(payload) = &body.payload {
+            len += 13 + *body.escaped_payload.get_or_init(|| escaped_len(payload));
+        }
+        if let Some(id) = self.carried_id() {
+            len += 8 + id.text.len();
+        }
+        len
     }
 
     pub fn event(&self) -> &str {
@@ -177,7 +210,7 @@ impl Frame {
     }
 
     pub fn ws(&self) -> &[u8] {
-        &self.ws
+        self.ws.get_or_init(|| self.encode_ws())
     }
 
     /// The event's `<epoch>:<seq>`; `None` when the engine keeps no history.
@@ -377,18 +410,8 @@ impl FrameCache {
         self.credits(stream, with_id).take()
     }
 
+    /// The cached frame for (`stream`, `with_id`), made the first time.
     fn credits(&mut self, stream: &Arc<str>, with_id: bool) -> &mut Credits {
-        self.get_or_make(stream, with_id, |body, with_id| Frame::encode(body, stream, with_id))
-    }
-
-    /// The cached frame for (`stream`, `with_id`), made by `make` (given the
-    /// body and whether the id variant is meant) the first time.
-    fn get_or_make(
-        &mut self,
-        stream: &Arc<str>,
-        with_id: bool,
-        make: impl FnOnce(&Arc<FrameBody>, bool) -> Frame,
-    ) -> &mut Credits {
         let with_id = with_id && self.body.id.is_some();
         let pos = self
             .frames
@@ -398,7 +421,7 @@ impl FrameCache {
         let pos = match pos {
             Some(p) => p,
             None => {
-                let frame = FrameRef::new(make(&self.body, with_id));
+                let frame = FrameRef::new(Frame::encode(&self.body, stream, with_id));
                 self.frames.push((Arc::clone(stream), with_id, Credits::new(frame)));
                 self.frames.len() - 1
             }
@@ -406,34 +429,25 @@ impl FrameCache {
         &mut self.frames[pos].2
     }
 
-    /// Heap bytes of the body and of every frame encoded so far.
+    /// Heap bytes of the body and of every frame made so far, counting each
+    /// frame's WebSocket bytes as encoded: they are built by the first
+    /// WebSocket reader, on another thread, at any time.
     pub fn heap_bytes(&self) -> usize {
         let with_id = self.frames.iter().any(|(_, w, _)| *w);
-        self.body.heap_bytes(with_id) + self.frames.iter().map(|(_, _, f)| f.frame().ws.len()).sum::<usize>()
+        self.body.heap_bytes(with_id) + self.frames.iter().map(|(_, _, f)| f.frame().ws_len()).sum::<usize>()
     }
 }
 
 /// JSON's white space.
 const JSON_SPACE: [char; 4] = [' ', '\t', '\n', '\r'];
 
-/// The frames of one event whose payload, a JSON object, gains one more last
-/// member (§11's `"filtered":[…]`). Their bytes are spliced from the plain
-/// frames': the payload, SSE and WebSocket bytes up to the object's closing
-/// brace are the plain ones, copied, so only the new member is written (and
-/// escaped) instead of the whole payload again.
-pub struct ExtendedFrames {
-    cache: FrameCache,
-    /// The payload's new end, `,"key":value}`, escaped as inside a JSON
-    /// string: it replaces the plain payload's closing brace (and any white
-    /// space after it) in the WebSocket bytes.
-    escaped_tail: Box<[u8]>,
-}
-
-impl ExtendedFrames {
-    /// The frames of `plain`'s event with `"key":value` as the payload's last
-    /// member. `key` needs no escaping; `value` is compact JSON text without
-    /// line breaks. `None` when the payload is not a JSON object.
-    pub fn new(plain: &FrameBody, key: &str, value: &str) -> Option<ExtendedFrames> {
+impl FrameCache {
+    /// The frames of `plain`'s event with `"key":value` as its payload's last
+    /// member (§11's `"filtered":[…]`). The payload and SSE bytes up to the
+    /// object's closing brace are the plain ones, copied, so only the new
+    /// member is written. `key` needs no escaping; `value` is compact JSON
+    /// text without line breaks. `None` when the payload is not a JSON object.
+    pub fn extended(plain: &FrameBody, key: &str, value: &str) -> Option<FrameCache> {
         debug_assert!(!value.contains(['\r', '\n']) && !key.contains(['"', '\\']));
         let payload = plain.payload.as_deref()?;
         let head = payload.trim_end_matches(JSON_SPACE).strip_suffix('}')?;
@@ -450,41 +464,9 @@ impl ExtendedFrames {
             sse: sse.into_boxed_slice(),
             id: plain.id.clone(),
             sse_with_id: OnceLock::new(),
+            escaped_payload: OnceLock::new(),
         };
-        let mut escaped_tail = Vec::with_capacity(tail.len() + tail.len() / 4);
-        escape_into(&mut escaped_tail, &tail);
-        Some(ExtendedFrames { cache: FrameCache::new(Arc::new(body)), escaped_tail: escaped_tail.into_boxed_slice() })
-    }
-
-    /// What every frame of this event shares.
-    pub fn body(&self) -> &Arc<FrameBody> {
-        self.cache.body()
-    }
-
-    /// The frame for `stream` (see [`FrameCache::get`]), spliced from the
-    /// frame `plain` has for it; `plain` is the cache of the body this was
-    /// made from.
-    pub fn get(&mut self, plain: &mut FrameCache, stream: &Arc<str>, with_id: bool) -> &FrameRef {
-        self.credits(plain, stream, with_id).frame()
-    }
-
-    /// A reference to the frame `get` returns, for a delivery (see [`Credits`]).
-    pub fn take(&mut self, plain: &mut FrameCache, stream: &Arc<str>, with_id: bool) -> FrameRef {
-        self.credits(plain, stream, with_id).take()
-    }
-
-    fn credits(&mut self, plain: &mut FrameCache, stream: &Arc<str>, with_id: bool) -> &mut Credits {
-        let tail = &self.escaped_tail;
-        self.cache.get_or_make(stream, with_id, |body, with_id| {
-            let ws = &plain.get(stream, with_id).ws;
-            // After the payload's closing brace come its escaped trailing
-            // white space, its closing quote, the id member and the frame's
-            // closing brace: no other brace, and the quote is the first one.
-            let brace = ws[..ws.len() - 1].iter().rposition(|&b| b == b'}').expect("the payload is an object");
-            let quote = brace + ws[brace..].iter().position(|&b| b == b'"').expect("the payload is a string");
-            let ws = [&ws[..brace], tail, &ws[quote..]].concat().into_boxed_slice();
-            Frame { body: Arc::clone(body), stream: Arc::clone(stream), ws, with_id }
-        })
+        Some(FrameCache::new(Arc::new(body)))
     }
 }
 
@@ -583,7 +565,7 @@ mod tests {
         assert_eq!(other.sse().as_ptr(), first, "one SSE id encoding per event");
     }
 
-    /// The spliced frames against frames encoded from the annotated payload
+    /// The extended frames against frames encoded from the annotated payload
     /// written out in full.
     #[test]
     fn extended_frames_equal_frames_encoded_in_full() {
@@ -599,25 +581,52 @@ mod tests {
         for (payload, annotated) in cases {
             for id in [None, Some(EventId { seq: 9, text: "k3x9:9".into() })] {
                 let plain = FrameBody::with_id("up}date", Some(payload.into()), id.clone());
-                let mut plain_cache = FrameCache::new(Arc::clone(&plain));
-                let mut ext = ExtendedFrames::new(&plain, "filtered", "[]").unwrap();
+                let mut ext = FrameCache::extended(&plain, "filtered", "[]").unwrap();
                 let full = FrameBody::with_id("up}date", Some(annotated.into()), id);
                 assert_eq!(ext.body().payload(), Some(annotated));
                 for stream in &streams {
                     for with_id in [false, true] {
                         let want = Frame::encode(&full, stream, with_id && full.id.is_some());
-                        let got = FrameRef::clone(ext.get(&mut plain_cache, stream, with_id));
+                        let got = FrameRef::clone(ext.get(stream, with_id));
                         assert_eq!((got.sse(), got.ws()), (want.sse(), want.ws()), "{payload:?} {stream} {with_id}");
-                        assert!(FrameRef::ptr_eq(&got, ext.get(&mut plain_cache, stream, with_id)));
+                        assert!(FrameRef::ptr_eq(&got, ext.get(stream, with_id)));
                     }
                 }
             }
         }
         let quoted =
-            ExtendedFrames::new(&FrameBody::new("update", Some("{}")), "filtered", r#"["a\"\u00e9"]"#).unwrap();
+            FrameCache::extended(&FrameBody::new("update", Some("{}")), "filtered", r#"["a\"\u00e9"]"#).unwrap();
         assert_eq!(quoted.body().payload(), Some(r#"{"filtered":["a\"\u00e9"]}"#));
         for payload in [None, Some("\"x\""), Some("[1]"), Some("{\"a\":1"), Some("}")] {
-            assert!(ExtendedFrames::new(&FrameBody::new("update", payload), "filtered", "[]").is_none(), "{payload:?}");
+            assert!(
+                FrameCache::extended(&FrameBody::new("update", payload), "filtered", "[]").is_none(),
+                "{payload:?}"
+            );
+        }
+    }
+
+    /// WebSocket bytes are encoded on the first `ws()` only, and counted at
+    /// their exact length before that.
+    #[test]
+    fn websocket_bytes_are_encoded_on_demand_and_counted_before() {
+        let long = "x".repeat(100);
+        let payloads = [None, Some("{\"a\":\"\\\"\u{1}\n\t é\"}"), Some(long.as_str())];
+        for payload in payloads {
+            for id in [None, Some(EventId { seq: 9, text: "k3x9:9".into() })] {
+                let body = FrameBody::with_id("up\"date", payload.map(Box::from), id);
+                let mut cache = FrameCache::new(Arc::clone(&body));
+                let streams: [Arc<str>; 2] = [Arc::from(r#"["public"]"#), Arc::from(r#"["hashtag","a\"b"]"#)];
+                let frames: Vec<FrameRef> =
+                    [(0, false), (1, true)].iter().map(|&(s, w)| cache.get(&streams[s], w).clone()).collect();
+                let counted = cache.heap_bytes();
+                for f in &frames {
+                    assert!(f.ws.get().is_none(), "not encoded before the first ws()");
+                    let expected = f.ws_len();
+                    assert_eq!(f.ws().len(), expected);
+                    assert!(std::ptr::eq(f.ws(), f.ws()), "encoded once");
+                }
+                assert_eq!(cache.heap_bytes(), counted, "the count did not change with the encoding");
+            }
         }
     }
 

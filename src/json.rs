@@ -455,6 +455,29 @@ pub fn escape_into(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(&bytes[start..]);
 }
 
+/// The length `escape_into` gives `s`, without writing it.
+pub fn escaped_len(s: &str) -> usize {
+    let bytes = s.as_bytes();
+    let mut len = bytes.len();
+    let mut i = 0;
+    while i < bytes.len() {
+        while let Some(chunk) = bytes.get(i..i + 8) {
+            if needs_escape(u64::from_le_bytes(chunk.try_into().expect("eight bytes"))) {
+                break;
+            }
+            i += 8;
+        }
+        let Some(&b) = bytes.get(i) else { break };
+        len += match b {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 1,
+            0..=0x1f => 5,
+            _ => 0,
+        };
+        i += 1;
+    }
+    len
+}
+
 /// Whether any of the eight bytes of `w` is a control character, `"` or `\\`.
 fn needs_escape(w: u64) -> bool {
     const ONES: u64 = 0x0101_0101_0101_0101;
@@ -525,6 +548,15 @@ mod tests {
                     .collect();
                 assert_eq!(quote(&s), format!("\"{slow}\""), "{special:?} at {at}");
             }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn escaped_len_is_the_length_escape_into_writes(s in "(?s:.{0,40})|[\\x00-\\x20\"\\\\a-z]{0,40}") {
+            let mut out = Vec::new();
+            escape_into(&mut out, &s);
+            proptest::prop_assert_eq!(escaped_len(&s), out.len());
         }
     }
 
