@@ -81,6 +81,13 @@ need_go() {
 # defaults are not).
 go_env() {
     export GOFLAGS="-mod=readonly -tags=evroute_inrepo" GOPROXY=https://proxy.golang.org,direct GOTOOLCHAIN=local CGO_ENABLED=1
+    # Go's build cache does not notice a rebuilt target/release/libevroute.a
+    # (linked through cgo LDFLAGS), so binaries and tests would keep the old
+    # library: a link flag that changes with it makes Go link again. Call
+    # go_env after building the library.
+    if [ -f target/release/libevroute.a ]; then
+        GOFLAGS="$GOFLAGS -ldflags=-X=main.evrouteLib=$(cksum <target/release/libevroute.a | cut -d' ' -f1)"
+    fi
     go_scratch=$(mktemp -d)
     trap 'rm -rf "$go_scratch"' EXIT
     mkdir -p "$(go env GOPATH)" 2>/dev/null && [ -w "$(go env GOPATH)" ] || export GOPATH="$go_scratch/gopath"

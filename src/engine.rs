@@ -2,6 +2,7 @@
 //! → encode each frame once (`frame`) → enqueue (`queue`). Also the public
 //! `Engine` and `Subscriber` handles.
 
+use std::cell::RefCell;
 use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -361,6 +362,32 @@ impl Engine {
     }
 }
 
+thread_local! {
+    /// Subscribers owed a readiness signal by the publishes inside
+    /// [`signal_after`] on this thread; `None` outside it.
+    static OWED: RefCell<Option<Vec<Arc<SubscriberCore>>>> = const { RefCell::new(None) };
+}
+
+/// Runs `f`, whose publishes on this thread leave the readiness fds of the
+/// queues they fill unsignalled until `f` returns; then signals each once.
+/// The Redis node wraps one socket read's messages in it, so a connection
+/// is woken once per read rather than for its first frame of it. Waiting
+/// readers (`Subscriber::next`) are woken at once, as always.
+pub(crate) fn signal_after<T>(f: impl FnOnce() -> T) -> T {
+    /// Signals on drop, so that a panic in `f` still wakes the readers.
+    struct Flush;
+    impl Drop for Flush {
+        fn drop(&mut self) {
+            for core in OWED.with(|owed| owed.borrow_mut().take()).into_iter().flatten() {
+                core.queue.signal();
+            }
+        }
+    }
+    OWED.with(|owed| *owed.borrow_mut() = Some(Vec::new()));
+    let _flush = Flush;
+    f()
+}
+
 /// State of one publish while it walks the index.
 struct Delivery<'a> {
     /// Subscribers this publish closed as slow consumers; they leave the
@@ -376,6 +403,8 @@ struct Delivery<'a> {
     seen: Option<AHashSet<u64>>,
     /// Annotated frames, built when the first filter-annotated viewer comes.
     annotations: Option<Annotations>,
+    /// Inside [`signal_after`]: readiness signals are owed, not sent.
+    owed: Option<Vec<Arc<SubscriberCore>>>,
 }
 
 /// The `filtered` annotations of one status event (§11).
@@ -494,7 +523,16 @@ impl Delivery<'_> {
             (Some(i), Some(a)) => a.frames[i].take(&sub.stream, sub.event_ids),
             _ => self.frames.take(&sub.stream, sub.event_ids),
         };
-        let outcome = sub.core.queue.push(frame);
+        let outcome = match &mut self.owed {
+            Some(owed) => {
+                let outcome = sub.core.queue.push_deferring(frame);
+                if outcome.signal_owed {
+                    owed.push(Arc::clone(&sub.core));
+                }
+                outcome
+            }
+            None => sub.core.queue.push(frame),
+        };
         if !outcome.accepted {
             return;
         }
@@ -526,6 +564,7 @@ impl EngineInner {
             excluded: ev.remember.as_ref().map(|_| Vec::new()),
             seen: earlier.as_ref().map(|_| AHashSet::new()),
             annotations: None,
+            owed: OWED.with(|owed| owed.borrow_mut().take()),
         };
         // A remembered status keeps each channel's walk watermark (recent.rs).
         let mut walked: SmallVec<[(ChannelKey, u64); 8]> = SmallVec::new();
@@ -544,7 +583,10 @@ impl EngineInner {
                 });
             }
         }
-        let Delivery { disconnected, frames, stats, excluded, .. } = d;
+        let Delivery { disconnected, frames, stats, excluded, owed, .. } = d;
+        if owed.is_some() {
+            OWED.with(|slot| *slot.borrow_mut() = owed);
+        }
         for core in disconnected {
             self.unsubscribe_all(&core);
         }

@@ -31,6 +31,8 @@ pub(crate) mod queue;
 mod readiness;
 pub(crate) mod recent;
 #[cfg(feature = "redis")]
+mod redis_ingest;
+#[cfg(feature = "redis")]
 pub mod redis_node;
 pub(crate) mod small_list;
 pub mod subscription;

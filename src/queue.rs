@@ -101,6 +101,9 @@ pub struct PushOutcome {
     pub dropped: u64,
     /// This push closed the queue ("slow consumer").
     pub disconnected: bool,
+    /// `push_deferring` left the readiness signal this push owed to the
+    /// caller's `signal`.
+    pub signal_owed: bool,
 }
 
 /// What a read from a subscriber produced.
@@ -418,6 +421,28 @@ impl<X> Queue<X> {
     /// Offers one reference to a frame; refused or evicted references are
     /// dropped after the lock is released.
     pub fn push(&self, frame: FrameRef) -> PushOutcome {
+        self.push_inner(frame, false)
+    }
+
+    /// Like `push`, except that the readiness fd is not signalled: when a
+    /// signal is owed (`signal_owed`) the caller calls `signal` later, once
+    /// for any number of pushes. Waiting readers are woken as by `push`.
+    pub fn push_deferring(&self, frame: FrameRef) -> PushOutcome {
+        self.push_inner(frame, true)
+    }
+
+    /// Signals the readiness fd if frames wait or the queue is closed (the
+    /// reader may have taken them all since they were pushed).
+    pub fn signal(&self) {
+        let st = self.lock();
+        if (!st.is_empty() || st.closed.is_some())
+            && let Some(fd) = &st.notifier
+        {
+            fd.signal();
+        }
+    }
+
+    fn push_inner(&self, frame: FrameRef, defer: bool) -> PushOutcome {
         let mut st = self.lock();
         if st.closed.is_some() {
             return PushOutcome::default();
@@ -455,7 +480,11 @@ impl<X> Queue<X> {
         st.counts.delivered += 1;
         outcome.delivered = true;
         if was_empty && let Some(fd) = &st.notifier {
-            fd.signal();
+            if defer {
+                outcome.signal_owed = true;
+            } else {
+                fd.signal();
+            }
         }
         // One wakeup per frame, not only on empty → non-empty: with several
         // readers waiting, a burst of frames must wake as many of them.

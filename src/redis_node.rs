@@ -26,6 +26,7 @@
 //! can accept events and every node delivers them.
 
 use std::collections::{HashMap, HashSet};
+use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
@@ -39,6 +40,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::event::{self, EventsLine, RoutedEvent};
 use crate::json::{quote, top_level_span, with_document};
 use crate::recent::{RecentStatuses, Routing};
+use crate::redis_ingest::{Ingest, Reply};
 
 /// How a node receives (SPEC §9).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -494,7 +496,7 @@ impl Backoff {
         Backoff { what, next: options.backoff_min, min: options.backoff_min, max: options.backoff_max, failures: 0 }
     }
 
-    fn failed(&mut self, err: &redis::RedisError) -> Duration {
+    fn failed(&mut self, err: &dyn std::fmt::Display) -> Duration {
         if self.failures.is_multiple_of(10) {
             log::warn!("redis {} connection failed ({err}); retrying with backoff up to {:?}", self.what, self.max);
         }
@@ -526,12 +528,17 @@ impl Shared {
         !matches!(self.stop.recv_timeout(wait), Err(RecvTimeoutError::Disconnected))
     }
 
-    fn connect(&self, backoff: &mut Backoff) -> Option<redis::Connection> {
+    /// Opens a connection with `open`, retrying with backoff; `None` once stopped.
+    fn connect<C, E: std::fmt::Display>(
+        &self,
+        backoff: &mut Backoff,
+        open: impl Fn(&Shared) -> std::result::Result<C, E>,
+    ) -> Option<C> {
         loop {
             if self.stopped() {
                 return None;
             }
-            match self.client.get_connection_with_timeout(self.options.connect_timeout) {
+            match open(self) {
                 Ok(conn) => return Some(conn),
                 Err(e) => {
                     let wait = backoff.failed(&e);
@@ -545,7 +552,8 @@ impl Shared {
 
     fn run_ingest(&self) {
         let mut backoff = Backoff::new("ingest", &self.options);
-        while let Some(mut conn) = self.connect(&mut backoff) {
+        let open = |s: &Shared| Ingest::connect(s.client.get_connection_info(), s.options.connect_timeout);
+        while let Some(mut conn) = self.connect(&mut backoff, open) {
             let result = self.listen(&mut conn, &mut backoff);
             self.subscribed.store(false, Ordering::SeqCst);
             self.synced.store(0, Ordering::SeqCst);
@@ -564,27 +572,25 @@ impl Shared {
     }
 
     /// Subscribes and feeds messages until stopped (`Ok`) or the connection fails.
-    fn listen(&self, conn: &mut redis::Connection, backoff: &mut Backoff) -> redis::RedisResult<()> {
-        let mut pubsub = conn.as_pubsub();
-        pubsub.set_read_timeout(Some(self.options.connect_timeout))?;
+    fn listen(&self, conn: &mut Ingest, backoff: &mut Backoff) -> io::Result<()> {
         let mut channels = ChannelSet::default();
         match self.options.subscribe {
             SubscribeMode::Pattern => {
-                pubsub.psubscribe(&self.pattern)?;
+                conn.send(&[b"PSUBSCRIBE", self.pattern.as_bytes()])?;
+                self.confirm(conn, 1)?;
                 self.synced.store(u64::MAX, Ordering::SeqCst);
                 self.system_synced.store(u64::MAX, Ordering::SeqCst);
                 self.counters.subscriptions.store(1, Ordering::Relaxed);
             }
-            SubscribeMode::Channels => self.sync_channels(&mut pubsub, &mut channels)?,
+            SubscribeMode::Channels => self.sync_channels(conn, &mut channels)?,
         }
         // Short reads so that a stop is noticed; a partial reply stays buffered.
-        pubsub.set_read_timeout(Some(self.options.poll_interval))?;
+        conn.set_read_timeout(self.options.poll_interval)?;
         self.subscribed.store(true, Ordering::SeqCst);
         if backoff.succeeded() {
             self.counters.reconnects.fetch_add(1, Ordering::Relaxed);
             self.resync_presence.store(true, Ordering::SeqCst);
         }
-        let mut retried = 0;
         loop {
             if self.stopped() {
                 return Ok(());
@@ -593,25 +599,48 @@ impl Shared {
                 && (channels.generation != Some(self.generations())
                     || channels.due.is_some_and(|due| Instant::now() >= due))
             {
-                pubsub.set_read_timeout(Some(self.options.connect_timeout))?;
-                self.sync_channels(&mut pubsub, &mut channels)?;
-                pubsub.set_read_timeout(Some(self.options.poll_interval))?;
+                conn.set_read_timeout(self.options.connect_timeout)?;
+                self.sync_channels(conn, &mut channels)?;
+                conn.set_read_timeout(self.options.poll_interval)?;
             }
-            match pubsub.get_message() {
-                Ok(msg) => {
-                    retried = 0;
-                    self.feed(&msg);
-                }
-                Err(e) if e.is_timeout() => retried = 0,
-                // A read interrupted by a signal (EINTR) leaves the connection
-                // usable; dropping it would lose messages while we reconnect.
-                // A few in a row are tolerated, not an endless stream.
-                Err(e) if retried < 3 && matches!(e.retry_method(), redis::RetryMethod::RetryImmediately) => {
-                    retried += 1;
-                }
-                Err(e) => return Err(e),
+            if conn.fill()? {
+                self.feed_read(conn, &mut 0)?;
             }
         }
+    }
+
+    /// Feeds every message read so far to the engine and counts
+    /// subscription confirmations into `confirmed`. Readiness fds are
+    /// signalled once for the whole read, not per message, so that a
+    /// connection woken once writes all its frames of this read.
+    fn feed_read(&self, conn: &mut Ingest, confirmed: &mut usize) -> io::Result<()> {
+        let mut refused = None;
+        crate::engine::signal_after(|| {
+            conn.drain(|reply| match reply {
+                Reply::Message { channel, payload } => self.feed(channel, payload),
+                Reply::Confirmation => *confirmed += 1,
+                Reply::Error(e) => refused = Some(String::from_utf8_lossy(e).into_owned()),
+                Reply::Status(_) | Reply::Other => {}
+            })
+        })?;
+        match refused {
+            Some(e) => Err(io::Error::other(format!("redis refused a subscription command: {e}"))),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits for `n` subscription confirmations (one per channel or pattern
+    /// named in the commands just sent), feeding messages that come first.
+    fn confirm(&self, conn: &mut Ingest, n: usize) -> io::Result<()> {
+        let mut confirmed = 0;
+        self.feed_read(conn, &mut confirmed)?;
+        while confirmed < n {
+            if !conn.fill()? {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "redis did not confirm the subscriptions"));
+            }
+            self.feed_read(conn, &mut confirmed)?;
+        }
+        Ok(())
     }
 
     /// The index and system generations.
@@ -627,7 +656,7 @@ impl Shared {
     /// channel stays subscribed for `linger` after its last listener left, so
     /// that a client reconnecting within it can resume (SPEC §12) from a
     /// history that kept receiving.
-    fn sync_channels(&self, pubsub: &mut redis::PubSub<'_>, set: &mut ChannelSet) -> redis::RedisResult<()> {
+    fn sync_channels(&self, conn: &mut Ingest, set: &mut ChannelSet) -> io::Result<()> {
         // Read the generations first: a change during the pass triggers another.
         let generation = self.engine.channel_generation();
         let mut active: HashSet<String> = self.engine.active_channels().into_iter().collect();
@@ -648,11 +677,12 @@ impl Shared {
             .map(|(c, _)| c.clone())
             .collect();
         let added: Vec<&String> = active.difference(&set.subscribed).collect();
-        if !added.is_empty() {
-            pubsub.subscribe(&added)?;
-        }
-        if !removed.is_empty() {
-            pubsub.unsubscribe(&removed)?;
+        for (command, channels) in [(&b"SUBSCRIBE"[..], added), (b"UNSUBSCRIBE", removed.iter().collect())] {
+            if !channels.is_empty() {
+                let args: Vec<&[u8]> = std::iter::once(command).chain(channels.iter().map(|c| c.as_bytes())).collect();
+                conn.send(&args)?;
+                self.confirm(conn, channels.len())?;
+            }
         }
         for channel in &removed {
             set.idle.remove(channel);
@@ -674,14 +704,13 @@ impl Shared {
         if self.engine.parse_channel(channel.as_bytes()).is_ok() { self.options.linger } else { Duration::ZERO }
     }
 
-    fn feed(&self, msg: &redis::Msg) {
-        let channel: Vec<u8> = msg.get_channel().unwrap_or_default();
+    fn feed(&self, channel: &[u8], payload: &[u8]) {
         let c = &self.counters;
-        if self.engine.parse_channel(&channel).is_err() {
-            self.feed_system(&channel, msg);
+        if self.engine.parse_channel(channel).is_err() {
+            self.feed_system(channel, payload);
             return;
         }
-        match self.engine.publish_channel(&channel, msg.get_payload_bytes()) {
+        match self.engine.publish_channel(channel, payload) {
             Ok(_) => {
                 c.received.fetch_add(1, Ordering::Relaxed);
             }
@@ -689,7 +718,7 @@ impl Shared {
                 let n = c.rejected.fetch_add(1, Ordering::Relaxed) + 1;
                 // Enough to diagnose a bad publisher without flooding the log.
                 if n <= 10 || n.is_multiple_of(1000) {
-                    log::warn!("skipped a bad message on {} ({n} so far): {e}", String::from_utf8_lossy(&channel));
+                    log::warn!("skipped a bad message on {} ({n} so far): {e}", String::from_utf8_lossy(channel));
                 }
             }
         }
@@ -697,7 +726,7 @@ impl Shared {
 
     /// A message on a channel the engine does not route: queued for the host
     /// when it listens to that system channel, else ignored.
-    fn feed_system(&self, channel: &[u8], msg: &redis::Msg) {
+    fn feed_system(&self, channel: &[u8], payload: &[u8]) {
         let c = &self.counters;
         let listened = std::str::from_utf8(channel).is_ok_and(|name| self.system.lock().listeners.contains_key(name));
         if !listened {
@@ -706,10 +735,8 @@ impl Shared {
         }
         let namespace = self.engine.config().redis_namespace.as_deref();
         let name = String::from_utf8_lossy(channel);
-        let message = SystemMessage {
-            channel: strip_namespace(namespace, &name).to_owned(),
-            payload: msg.get_payload_bytes().to_vec(),
-        };
+        let message =
+            SystemMessage { channel: strip_namespace(namespace, &name).to_owned(), payload: payload.to_vec() };
         // Counted before it is sent, so a host that received it sees it counted.
         c.system_received.fetch_add(1, Ordering::Relaxed);
         match self.system_tx.try_send(message) {
@@ -730,7 +757,8 @@ impl Shared {
     fn run_presence(&self) {
         let mut backoff = Backoff::new("presence", &self.options);
         let mut kept: HashSet<String> = HashSet::new();
-        while let Some(mut conn) = self.connect(&mut backoff) {
+        let open = |s: &Shared| s.client.get_connection_with_timeout(s.options.connect_timeout);
+        while let Some(mut conn) = self.connect(&mut backoff, open) {
             if backoff.succeeded() {
                 self.counters.reconnects.fetch_add(1, Ordering::Relaxed);
             }

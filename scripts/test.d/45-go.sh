@@ -10,9 +10,8 @@ need_go
 need cc:gcc,libc6-dev
 go version
 
-go_env
-
 cargo build --release --lib --all-features
+go_env
 cd bindings/go
 
 echo "--- go vet"
