@@ -916,3 +916,40 @@ impl Drop for Subscriber {
         self.engine.counters.subscribers.fetch_sub(1, Ordering::Relaxed);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Inside `signal_after`, publishes fill queues without signalling
+    /// their readiness fds; each fd is signalled once when it returns.
+    #[test]
+    fn signal_after_signals_each_filled_queue_once_at_the_end() {
+        let engine = Engine::new(EngineConfig::default());
+        let subs: Vec<Subscriber> = (0..3)
+            .map(|_| {
+                let sub = engine.subscriber_from_json(b"").unwrap();
+                sub.subscribe(br#"{"stream":"public"}"#).unwrap();
+                sub
+            })
+            .collect();
+        let fds: Vec<RawFd> = subs.iter().map(|s| s.ready_fd().unwrap()).collect();
+        let readable = |fd: RawFd| {
+            let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+            // SAFETY: one valid pollfd, zero timeout.
+            unsafe { libc::poll(&mut p, 1, 0) == 1 }
+        };
+        let publish = |n: u32| {
+            let message = format!(r#"{{"event":"delete","payload":"{n}"}}"#);
+            engine.publish_channel(b"timeline:public", message.as_bytes()).unwrap();
+        };
+        signal_after(|| {
+            (0..5).for_each(publish);
+            assert!(fds.iter().all(|&fd| !readable(fd)), "no signal inside");
+            assert_eq!(subs[0].stats().depth, 5, "the frames are queued");
+        });
+        assert!(fds.iter().all(|&fd| readable(fd)));
+        publish(5);
+        assert_eq!(subs[1].stats().depth, 6);
+    }
+}

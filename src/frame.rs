@@ -22,14 +22,28 @@ pub struct EventId {
 #[derive(Debug)]
 pub struct FrameBody {
     event: Box<str>,
-    payload: Option<Box<str>>,
-    sse: Box<[u8]>,
+    payload: Payload,
+    sse: Box<str>,
     id: Option<EventId>,
     /// `id: <id>\n` + `sse`, built on first use by an `event_ids` frame.
     sse_with_id: OnceLock<Box<[u8]>>,
     /// The payload's length escaped as a JSON string, for the history's
     /// count of WebSocket bytes; computed on first use.
     escaped_payload: OnceLock<usize>,
+}
+
+/// Where a body keeps its payload string.
+#[derive(Debug)]
+enum Payload {
+    None,
+    /// A payload without line breaks is kept once, as the SSE bytes' data
+    /// line: `sse[start..end]`.
+    InSse {
+        start: usize,
+        end: usize,
+    },
+    /// One with line breaks is split over several data lines: kept apart.
+    Own(Box<str>),
 }
 
 impl FrameBody {
@@ -44,28 +58,39 @@ impl FrameBody {
 
     /// Like `with_payload`, for an event that has a position in the history.
     pub fn with_id(event: &str, payload: Option<Box<str>>, id: Option<EventId>) -> Arc<FrameBody> {
-        let payload_ref = payload.as_deref();
-        let mut sse = Vec::with_capacity(event.len() + payload_ref.map_or(9, str::len) + 16);
-        sse.extend_from_slice(b"event: ");
-        sse.extend_from_slice(event.as_bytes());
-        sse.push(b'\n');
-        match payload_ref {
-            None => sse.extend_from_slice(b"data: undefined\n"),
+        let mut sse = String::with_capacity(event.len() + payload.as_ref().map_or(9, |p| p.len()) + 16);
+        sse.push_str("event: ");
+        sse.push_str(event);
+        sse.push('\n');
+        let payload = match payload {
+            None => {
+                sse.push_str("data: undefined\n");
+                Payload::None
+            }
             Some(text) => {
+                let start = sse.len() + "data: ".len();
                 // One data line per line of the payload, so a pretty-printed
                 // payload cannot end the frame early.
-                for line in split_lines(text) {
-                    sse.extend_from_slice(b"data: ");
-                    sse.extend_from_slice(line.as_bytes());
-                    sse.push(b'\n');
+                for line in split_lines(&text) {
+                    sse.push_str("data: ");
+                    sse.push_str(line);
+                    sse.push('\n');
+                }
+                match memchr::memchr2(b'\r', b'\n', text.as_bytes()) {
+                    None => Payload::InSse { start, end: start + text.len() },
+                    Some(_) => Payload::Own(text),
                 }
             }
-        }
-        sse.push(b'\n');
+        };
+        sse.push('\n');
+        Self::assemble(event.into(), payload, sse, id)
+    }
+
+    fn assemble(event: Box<str>, payload: Payload, sse: String, id: Option<EventId>) -> Arc<FrameBody> {
         Arc::new(FrameBody {
-            event: event.into(),
+            event,
             payload,
-            sse: sse.into_boxed_slice(),
+            sse: sse.into_boxed_str(),
             id,
             sse_with_id: OnceLock::new(),
             escaped_payload: OnceLock::new(),
@@ -77,7 +102,11 @@ impl FrameBody {
     fn heap_bytes(&self, with_id: bool) -> usize {
         let id = self.id.as_ref().map_or(0, |id| id.text.len());
         let sse_with_id = if with_id { self.sse.len() + id + 5 } else { 0 };
-        self.event.len() + self.payload.as_ref().map_or(0, |p| p.len()) + self.sse.len() + id + sse_with_id
+        let own_payload = match &self.payload {
+            Payload::Own(text) => text.len(),
+            Payload::None | Payload::InSse { .. } => 0,
+        };
+        self.event.len() + own_payload + self.sse.len() + id + sse_with_id
     }
 
     pub fn event(&self) -> &str {
@@ -85,7 +114,11 @@ impl FrameBody {
     }
 
     pub fn payload(&self) -> Option<&str> {
-        self.payload.as_deref()
+        match &self.payload {
+            Payload::None => None,
+            Payload::InSse { start, end } => Some(&self.sse[*start..*end]),
+            Payload::Own(text) => Some(text),
+        }
     }
 
     pub fn id(&self) -> Option<&EventId> {
@@ -152,7 +185,7 @@ impl Frame {
         ws.extend_from_slice(b",\"event\":\"");
         escape_into(&mut ws, &body.event);
         ws.push(b'"');
-        if let Some(payload) = &body.payload {
+        if let Some(payload) = body.payload() {
             ws.extend_from_slice(b",\"payload\":\"");
             escape_into(&mut ws, payload);
             ws.push(b'"');
@@ -176,7 +209,7 @@ impl Frame {
         let body = &self.body;
         // `{"stream":` `,"event":"` `"` … `}`, then `,"payload":"` `"` and `,"id":"` `"`.
         let mut len = 10 + self.stream.len() + 10 + escaped_len(&body.event) + 2;
-        if let Some(payload) = &body.payload {
+        if let Some(payload) = body.payload() {
             len += 13 + *body.escaped_payload.get_or_init(|| escaped_len(payload));
         }
         if let Some(id) = self.carried_id() {
@@ -191,7 +224,7 @@ impl Frame {
 
     /// The payload string; `None` when the event had no payload.
     pub fn payload(&self) -> Option<&str> {
-        self.body.payload.as_deref()
+        self.body.payload()
     }
 
     /// The stream array as JSON text, e.g. `["public"]`.
@@ -201,11 +234,10 @@ impl Frame {
 
     pub fn sse(&self) -> &[u8] {
         match &self.body.id {
-            Some(id) if self.with_id => self
-                .body
-                .sse_with_id
-                .get_or_init(|| [b"id: ", id.text.as_bytes(), b"\n", &self.body.sse].concat().into_boxed_slice()),
-            _ => &self.body.sse,
+            Some(id) if self.with_id => self.body.sse_with_id.get_or_init(|| {
+                [b"id: ", id.text.as_bytes(), b"\n", self.body.sse.as_bytes()].concat().into_boxed_slice()
+            }),
+            _ => self.body.sse.as_bytes(),
         }
     }
 
@@ -449,24 +481,21 @@ impl FrameCache {
     /// text without line breaks. `None` when the payload is not a JSON object.
     pub fn extended(plain: &FrameBody, key: &str, value: &str) -> Option<FrameCache> {
         debug_assert!(!value.contains(['\r', '\n']) && !key.contains(['"', '\\']));
-        let payload = plain.payload.as_deref()?;
+        let payload = plain.payload()?;
         let head = payload.trim_end_matches(JSON_SPACE).strip_suffix('}')?;
         let empty = head.trim_start_matches(JSON_SPACE).strip_prefix('{')?.trim_matches(JSON_SPACE).is_empty();
         let tail = [if empty { "\"" } else { ",\"" }, key, "\":", value, "}"].concat();
         // Only line ends, `data: ` prefixes and white space follow the
         // payload's closing brace in the SSE bytes; the tail has no line end,
         // so it continues the payload's last data line.
-        let brace = plain.sse.iter().rposition(|&b| b == b'}')?;
-        let sse = [&plain.sse[..brace], tail.as_bytes(), b"\n\n"].concat();
-        let body = FrameBody {
-            event: plain.event.clone(),
-            payload: Some([head, &tail].concat().into()),
-            sse: sse.into_boxed_slice(),
-            id: plain.id.clone(),
-            sse_with_id: OnceLock::new(),
-            escaped_payload: OnceLock::new(),
+        let brace = plain.sse.rfind('}')?;
+        let sse = [&plain.sse[..brace], &tail, "\n\n"].concat();
+        // A one-line payload stays one line: it ends where the tail does.
+        let payload = match plain.payload {
+            Payload::InSse { start, .. } => Payload::InSse { start, end: brace + tail.len() },
+            _ => Payload::Own([head, &tail].concat().into()),
         };
-        Some(FrameCache::new(Arc::new(body)))
+        Some(FrameCache::new(FrameBody::assemble(plain.event.clone(), payload, sse, plain.id.clone())))
     }
 }
 
@@ -503,6 +532,17 @@ mod tests {
     fn multi_line_payloads_become_several_data_lines() {
         let f = frame("update", Some("{\n  \"id\": \"1\"\r\n}"), r#"["public"]"#);
         assert_eq!(f.sse(), b"event: update\ndata: {\ndata:   \"id\": \"1\"\ndata: }\n\n");
+    }
+
+    #[test]
+    fn a_one_line_payload_is_kept_once_in_the_sse_bytes() {
+        let one = FrameBody::new("update", Some(r#"{"id":"1"}"#));
+        assert!(matches!(one.payload, Payload::InSse { .. }));
+        assert_eq!(one.payload(), Some(r#"{"id":"1"}"#));
+        assert_eq!(one.heap_bytes(false), "update".len() + one.sse.len());
+        let two = FrameBody::new("update", Some("{\n}"));
+        assert!(matches!(two.payload, Payload::Own(_)));
+        assert_eq!(two.heap_bytes(false), "update".len() + 3 + two.sse.len());
     }
 
     #[test]

@@ -808,6 +808,32 @@ mod tests {
         assert_eq!((s.matched, s.read + s.depth + s.dropped), (38, 38));
     }
 
+    #[test]
+    fn deferred_pushes_leave_the_signal_to_the_caller() {
+        let q = Queue::new(4, Overflow::DropOldest, ());
+        let fd = q.ready_fd().unwrap();
+        let readable = || {
+            let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+            // SAFETY: one valid pollfd, zero timeout.
+            unsafe { libc::poll(&mut p, 1, 0) == 1 }
+        };
+        q.signal();
+        assert!(!readable(), "nothing waits: no signal");
+        assert!(q.push_deferring(frame(1)).signal_owed);
+        assert!(!q.push_deferring(frame(2)).signal_owed, "owed once, by the push that found the queue empty");
+        assert!(!readable());
+        q.signal();
+        assert!(readable());
+        q.pop_batch(Duration::ZERO, 8, |_| true, drop);
+        assert!(!readable());
+        assert!(q.push_deferring(frame(3)).signal_owed);
+        q.pop(Duration::ZERO);
+        q.signal();
+        assert!(!readable(), "the reader took the frame before the signal: none is sent");
+        assert!(!q.push(frame(4)).signal_owed, "push signals itself");
+        assert!(readable());
+    }
+
     fn number(f: &Frame) -> u32 {
         f.payload().unwrap().parse().unwrap()
     }
