@@ -9,8 +9,11 @@
 # MASTODON_DIR is a Mastodon checkout (only its streaming/ folder is used; `npm install
 # --omit=dev` is run there when node_modules is missing). Nothing of it enters this
 # repository. Options (environment): REPEAT (2), CLIENTS_PUBLIC ("1000 5000"), EVENTS (100:
-# events of a `public` case for evroute-streaming) and MASTODON_DELIVERIES (10000: deliveries
-# of a `public` case for Mastodon). Mastodon runs its block and mute queries for every
+# events of a `public` case for evroute-streaming), MASTODON_DELIVERIES (10000: deliveries
+# of a `public` case for Mastodon), USER_DELIVERIES (60000: deliveries of a `user` or home
+# case) and CASES ("public user home"). The `user` and home cases also run the floor
+# (floor.c, each connection its own channel: what this machine and load generator can do at
+# all) and publish with at most 4,096 deliveries outstanding (-window), for every server. Mastodon runs its block and mute queries for every
 # delivery through a pool of DB_POOL (10) connections and gives up on a query that waited 15 s
 # for one (connectionTimeoutMillis), dropping that delivery: a larger burst measures how much
 # it drops, not how fast it delivers. Needs node and npm. Prints the loadgen reports and the
@@ -23,6 +26,8 @@ repeat=${REPEAT:-2}
 events=${EVENTS:-100}
 mastodon_deliveries=${MASTODON_DELIVERIES:-10000}
 clients_public=${CLIENTS_PUBLIC:-1000 5000}
+user_deliveries=${USER_DELIVERIES:-60000}
+cases=${CASES:-public user home}
 source scripts/need.sh
 need redis-server:redis-server cc:gcc,libc6-dev curl:curl node:nodejs npm:npm
 [ -d "$streaming_dir/node_modules" ] || (cd "$streaming_dir" && npm install --omit=dev --no-audit --no-fund)
@@ -40,6 +45,7 @@ redisport=$(free_port)
 redis-server --port "$redisport" --bind 127.0.0.1 --save '' --appendonly no >"$scratch/redis.log" 2>&1 &
 pids+=($!)
 (cd bindings/go && go build -o "$scratch/evroute-streaming" ./cmd/evroute-streaming)
+cc -O2 -Wall -Wextra -Werror -o "$scratch/floor" scripts/bench-streaming/floor.c
 sleep 0.5
 
 # Each server runs only for its own cases, so neither idles on the CPU beside the other.
@@ -51,6 +57,8 @@ start_server() {
     if [ "$1" = mastodon ]; then
         NODE_ENV=production DATABASE_URL="$dburl" DB_POOL=10 REDIS_URL="redis://127.0.0.1:$redisport" \
             PORT=$port LOG_LEVEL=warn node "$streaming_dir/index.js" >>"$scratch/mastodon.log" 2>&1 &
+    elif [ "$1" = floor ]; then
+        "$scratch/floor" "$port" "$redisport" timeline: 1000000 >>"$scratch/floor.log" 2>&1 &
     else
         DATABASE_URL="$dburl" REDIS_URL="redis://127.0.0.1:$redisport" PORT=$port LOG_LEVEL=warn \
             "$scratch/evroute-streaming" >>"$scratch/evs.log" 2>&1 &
@@ -59,7 +67,11 @@ start_server() {
     pids+=("$server_pid")
     server_url="http://127.0.0.1:$port"
     for _ in $(seq 100); do
-        curl -sf "$server_url/api/v1/streaming/health" >/dev/null && return
+        if [ "$1" = floor ]; then # it answers any request with an endless stream
+            python3 -c "import socket; socket.create_connection(('127.0.0.1',$port)).close()" 2>/dev/null && return
+        else
+            curl -sf "$server_url/api/v1/streaming/health" >/dev/null && return
+        fi
         sleep 0.1
     done
     echo "$1 did not start:"; tail -20 "$scratch/$([ "$1" = mastodon ] && echo mastodon || echo evs).log"; exit 1
@@ -87,20 +99,28 @@ for round in $(seq "$repeat"); do
     echo "##### round $round of $repeat"
     both="evroute-streaming mastodon" # who goes first alternates with the rounds
     [ $((round % 2)) = 1 ] || both="mastodon evroute-streaming"
-    for n in $clients_public; do
-        for server in $both; do
-            e=$events
-            [ "$server" = mastodon ] && e=$(( (mastodon_deliveries + n - 1) / n ))
-            run_one "$server" "public, $n SSE clients, $e events" -stream public -clients "$n" -events "$e"
-        done
-    done
-    for n in 100 1000; do
-        run_case "$both" "user, $n SSE clients, each event to every client's timeline:<account>" \
-            -stream user -clients "$n" -events $((30000 / n))
-    done
-    run_case "$both" "home feed, 1000 SSE clients, each event to one client's timeline:<account>" \
-        -stream home -clients 1000 -events 20000
+    case " $cases " in *" public "*)
+        for n in $clients_public; do
+            for server in $both; do
+                e=$events
+                [ "$server" = mastodon ] && e=$(( (mastodon_deliveries + n - 1) / n ))
+                run_one "$server" "public, $n SSE clients, $e events" -stream public -clients "$n" -events "$e"
+            done
+        done ;;
+    esac
+    case " $cases " in *" user "*)
+        for n in 100 1000; do
+            run_case "floor $both" "user, $n SSE clients, each event to every client's timeline:<account>" \
+                -stream user -clients "$n" -events $((user_deliveries / n)) -window 4096
+        done ;;
+    esac
+    case " $cases " in *" home "*)
+        run_case "floor $both" "home feed, 1000 SSE clients, each event to one client's timeline:<account>" \
+            -stream home -clients 1000 -events "$user_deliveries" -window 4096 ;;
+    esac
     # The latency target is evroute's; Mastodon falls behind at this rate (it would only queue).
-    run_case evroute-streaming "public, 1000 SSE clients, paced at 100 events/s (latency)" \
-        -stream public -clients 1000 -events 300 -rate 100
+    case " $cases " in *" public "*)
+        run_case evroute-streaming "public, 1000 SSE clients, paced at 100 events/s (latency)" \
+            -stream public -clients 1000 -events 300 -rate 100 ;;
+    esac
 done
