@@ -233,5 +233,10 @@ func (w *Waiter) Wake() error {
 	return err
 }
 
+// Control runs f with the duplicate fd that Wait polls, valid only while f
+// runs (an error once the Waiter is closed): to watch it from another
+// poller as well.
+func (w *Waiter) Control(f func(fd uintptr)) error { return w.raw.Control(f) }
+
 // Close takes the fd out of the poller and closes the duplicate.
 func (w *Waiter) Close() error { return w.file.Close() }

@@ -169,7 +169,7 @@ type wire struct {
 	resp     http.ResponseWriter // the fallback
 	timeout  time.Duration
 	chunked  bool   // SSE over HTTP/1.1: every write is one chunk
-	unwatch  func() // SSE: stops the close watch (nil: none)
+	unwatch  func() // SSE: stops watching for the client's close (nil: none)
 	mu       sync.Mutex
 	deadline time.Time // the write deadline in force
 }
@@ -252,8 +252,8 @@ func (h *Handler) sseWire(w http.ResponseWriter, r *http.Request, gone func()) *
 	}
 	_, _ = wr.Write(head.Bytes()) // a failure shows at the next write
 	// An SSE client sends nothing more. Its going away is noticed by the
-	// process's close watch, or else by a read that ends.
-	if wr.unwatch = closes.watch(nc, gone); wr.unwatch == nil {
+	// process's watch set, or else by a read that ends.
+	if wr.unwatch = watchClose(nc, gone); wr.unwatch == nil {
 		go func() {
 			var b [64]byte
 			for {
@@ -350,29 +350,106 @@ func (h *Handler) getBatch() *outBatch {
 	return &outBatch{Batch: evroute.NewBatch(h.opts.BatchBytes, 0)}
 }
 
-// pump is a connection's loop: drain the waiting frames, write them, wait on
-// the readiness fd; tick runs when nothing came for an interval.
-func (h *Handler) pump(c *conn, w *wire, ws bool, interval time.Duration, tick func() bool) {
-	sent := h.metrics.sent.WithLabelValues(c.kind)
-	next := time.Now().Add(interval)
+// idleAfter is how long a connection's writer waits for frames before it
+// parks. A parked connection holds no goroutine: its readiness fd is in
+// the watch set and a timer keeps its next heartbeat or ping, and either
+// starts a goroutine that goes on with the loop. Under load a writer never
+// waits that long, so it keeps its goroutine and pays nothing for this.
+const idleAfter = 100 * time.Millisecond
+
+// pumpLoop is a connection's writer: drain the waiting frames, write them,
+// wait on the readiness fd; tick runs when nothing came for an interval,
+// done once when the loop ends.
+type pumpLoop struct {
+	h        *Handler
+	c        *conn
+	w        *wire
+	ws       bool
+	interval time.Duration
+	tick     func() bool
+	done     func()
+	sent     prometheus.Counter
+	next     time.Time // the next tick
+	key      uint64    // in the watch set; 0: never parks
+	timer    *time.Timer
+	parked   atomic.Bool
+}
+
+// pump runs the connection's writer until it ends or parks; done runs
+// when it ends, on whichever goroutine runs the loop then. A connection
+// that is not hijacked (HTTP/2) keeps its goroutine.
+func (h *Handler) pump(c *conn, w *wire, ws bool, interval time.Duration, tick func() bool, done func()) {
+	p := &pumpLoop{h: h, c: c, w: w, ws: ws, interval: interval, tick: tick, done: done,
+		sent: h.metrics.sent.WithLabelValues(c.kind), next: time.Now().Add(interval)}
+	if w.Conn != nil {
+		// Made before any park, stopped; park sets it.
+		p.timer = time.AfterFunc(time.Hour, func() {
+			if p.parked.CompareAndSwap(true, false) {
+				p.run()
+			}
+		})
+		p.timer.Stop()
+		// Added disarmed (one-shot, no event): park arms it.
+		p.key = watches.add(c.waiter, 0, false, func() {
+			if p.parked.CompareAndSwap(true, false) {
+				go p.run()
+			}
+		})
+	}
+	p.run()
+}
+
+func (p *pumpLoop) run() {
+	c := p.c
 	for c.reason.Load() == stopNone {
-		if !h.flush(c, w, ws, sent) {
-			return
+		if !p.h.flush(c, p.w, p.ws, p.sent) {
+			break
 		}
-		if c.wait(next) {
+		deadline := p.next
+		if p.key != 0 {
+			// Coarse, so that the waiter's deadline changes every 25 ms at
+			// most, not on every wait.
+			if idle := time.Now().Truncate(idleAfter / 4).Add(idleAfter); idle.Before(deadline) {
+				deadline = idle
+			}
+		}
+		if c.wait(deadline) {
 			continue
 		}
 		if c.reason.Load() != stopNone {
+			break
+		}
+		now := time.Now()
+		if !now.Before(p.next) {
+			if !p.tick() {
+				c.stop(stopGone)
+				break
+			}
+			p.next = now.Add(p.interval)
+		}
+		if p.key != 0 && !now.Before(deadline) && p.park() {
 			return
 		}
-		if !time.Now().Before(next) {
-			if !tick() {
-				c.stop(stopGone)
-				return
-			}
-			next = time.Now().Add(interval)
-		}
 	}
+	if p.timer != nil {
+		p.timer.Stop()
+	}
+	watches.remove(c.waiter, p.key)
+	p.done()
+}
+
+// park leaves the loop to the readiness fd and the timer; false when it
+// cannot (the loop then goes on waiting on this goroutine).
+func (p *pumpLoop) park() bool {
+	p.parked.Store(true)
+	p.timer.Reset(time.Until(p.next))
+	// Armed last: a frame already waiting fires at once. From here on a
+	// wakeup may run the loop on another goroutine.
+	if watches.arm(p.c.waiter, p.key, watchReadable) != nil && p.parked.CompareAndSwap(true, false) {
+		p.timer.Stop()
+		return false
+	}
+	return true
 }
 
 // flush writes the waiting frames, a batch per write, until a batch leaves

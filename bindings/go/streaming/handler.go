@@ -377,35 +377,35 @@ func (h *Handler) serveSSE(w http.ResponseWriter, r *http.Request) {
 	if wr.Conn == nil { // not hijacked: net/http's goroutine streams
 		stopOnGone := context.AfterFunc(r.Context(), func() { c.stop(stopGone) })
 		defer stopOnGone()
-		h.streamSSE(c, wr, lastID)
+		ended := make(chan struct{})
+		h.streamSSE(c, wr, lastID, func() { close(ended) })
+		<-ended
 		return
 	}
-	// Hijacked: the stream goes on in a goroutine of its own, so that
-	// net/http's goroutine, buffers and request state are released while
-	// the client stays connected.
+	// Hijacked: the stream goes on in a goroutine of its own (or none while
+	// it idles, see pump), so that net/http's goroutine, buffers and request
+	// state are released while the client stays connected.
 	end := finish
 	finish = nil
-	go func() {
-		defer end()
-		h.streamSSE(c, wr, lastID)
-	}()
+	go h.streamSSE(c, wr, lastID, end)
 }
 
-// streamSSE writes the stream after the head, until it ends.
-func (h *Handler) streamSSE(c *conn, wr *wire, lastID string) {
-	defer func() { wr.close(c.reason.Load()) }()
+// streamSSE writes the stream after the head until it ends, then runs end.
+func (h *Handler) streamSSE(c *conn, wr *wire, lastID string, end func()) {
+	done := func() {
+		wr.close(c.reason.Load())
+		end()
+	}
 	write := func(b []byte) bool { return wr.sse(b, nil) == nil }
 	if h.opts.Synced != nil {
 		h.opts.Synced()
 	}
 	gap := h.resume(c, lastID)
-	if !write([]byte(":)\n")) {
+	if !write([]byte(":)\n")) || gap && !write([]byte("event: evroute.gap\ndata: "+sseData(lastID)+"\n\n")) {
+		done()
 		return
 	}
-	if gap && !write([]byte("event: evroute.gap\ndata: "+sseData(lastID)+"\n\n")) {
-		return
-	}
-	h.pump(c, wr, false, h.opts.Heartbeat, func() bool { return write([]byte(":thump\n\n")) })
+	h.pump(c, wr, false, h.opts.Heartbeat, func() bool { return write([]byte(":thump\n\n")) }, done)
 }
 
 // resume replays what a reconnecting client missed since lastID (SERVER.md

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -509,6 +510,85 @@ func TestSubscriberJSON(t *testing.T) {
 			if g, w := fmt.Sprint(got), fmt.Sprint(want); g != w {
 				t.Errorf("filters %s, options %+v:\n got %s\nwant %s", filters, opts, g, w)
 			}
+		}
+	}
+}
+
+// An idle stream parks: no goroutine of its own (a WebSocket keeps its
+// reader), yet it still delivers events and heartbeats, and ends when its
+// client leaves.
+func TestIdleStreamsHoldNoGoroutine(t *testing.T) {
+	f := newFixture(t)
+	f.h.opts.Heartbeat = 1500 * time.Millisecond // streams park before their first
+	const n = 20
+	addr := strings.TrimPrefix(f.srv.URL, "http://")
+	tracked := func() int {
+		f.h.mu.Lock()
+		defer f.h.mu.Unlock()
+		return len(f.h.conns)
+	}
+	settle := func(want int) int { // goroutines once the streams parked
+		var g int
+		for deadline := time.Now().Add(600 * time.Millisecond); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			if g = runtime.NumGoroutine(); g <= want {
+				break
+			}
+		}
+		return g
+	}
+	before := runtime.NumGoroutine()
+	var clients []*bufio.Reader
+	var conns []net.Conn
+	for i := 0; i < n; i++ {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_, _ = io.WriteString(c, "GET /api/v1/streaming/public?access_token=alice HTTP/1.1\r\nHost: x\r\n\r\n")
+		br := bufio.NewReader(c)
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				t.Fatal(err)
+			}
+			if line == "3\r\n" { // the chunk of ":)\n"
+				break
+			}
+		}
+		clients, conns = append(clients, br), append(conns, c)
+	}
+	if g := settle(before + 2); g > before+2 {
+		t.Fatalf("%d idle streams hold %d goroutines", n, g-before)
+	}
+	readUntil := func(what string) {
+		for i, br := range clients {
+			_ = conns[i].SetReadDeadline(time.Now().Add(3 * time.Second))
+			for {
+				line, err := br.ReadString('\n')
+				if err != nil {
+					t.Fatalf("client %d waiting for %q: %v", i, what, err)
+				}
+				if strings.HasPrefix(line, what) {
+					break
+				}
+			}
+		}
+	}
+	if _, err := f.eng.PublishChannel("timeline:public", status("1", "5")); err != nil {
+		t.Fatal(err)
+	}
+	readUntil("event: update")
+	readUntil(":thump") // the heartbeat of a parked stream
+	if g := settle(before + 2); g > before+2 {
+		t.Fatalf("after an event and a heartbeat, %d streams hold %d goroutines", n, g-before)
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+	for deadline := time.Now().Add(3 * time.Second); tracked() != 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d parked streams outlived their clients", tracked())
 		}
 	}
 }

@@ -221,7 +221,7 @@ const wsReadLimit = 32 << 10
 const closeWait = 5 * time.Second
 
 // serveWebSocket authenticates before the upgrade (a refusal is a raw HTTP
-// response), then runs the reader and the writer of one WebSocket.
+// response), then starts the reader and the writer of one WebSocket.
 func (h *Handler) serveWebSocket(w http.ResponseWriter, r *http.Request, reqID string) {
 	if !h.begin() {
 		refuseUpgrade(w, reqID, &httpError{http.StatusServiceUnavailable, "Server is shutting down"})
@@ -280,20 +280,19 @@ func (h *Handler) serveWebSocket(w http.ResponseWriter, r *http.Request, reqID s
 	// goroutine, buffers and request state are released.
 	end := finish
 	finish = nil
-	go func() {
-		defer end()
-		defer c.close()
-		defer cancel()
-		s.serve()
-	}()
+	go s.readLoop()
+	go h.pump(c, s.wire, true, h.opts.PingInterval, s.ping, func() {
+		s.finish()
+		cancel()
+		c.close()
+		end()
+	})
 }
 
-// serve runs the reader and the writer until the connection ends, then
-// closes it with the code its end calls for.
-func (s *wsSession) serve() {
-	h, c := s.h, s.c
-	go s.readLoop()
-	h.pump(c, s.wire, true, h.opts.PingInterval, s.ping)
+// finish closes the connection, when the writer ended, with the code its
+// end calls for.
+func (s *wsSession) finish() {
+	c := s.c
 	switch c.reason.Load() {
 	case stopShutdown:
 		s.close(websocket.CloseGoingAway, "")

@@ -30,7 +30,7 @@ func TestCloseWatch(t *testing.T) {
 	watch := func(t *testing.T, s net.Conn) (chan struct{}, func()) {
 		t.Helper()
 		gone := make(chan struct{}, 2)
-		unwatch := closes.watch(s, func() { gone <- struct{}{} })
+		unwatch := watchClose(s, func() { gone <- struct{}{} })
 		if unwatch == nil {
 			t.Fatal("a TCP connection is not watched")
 		}
@@ -97,7 +97,7 @@ func TestCloseWatch(t *testing.T) {
 		var clients []*net.TCPConn
 		for i := 0; i < n; i++ {
 			s, c := tcpPair(t)
-			if unwatch := closes.watch(s, func() { gone <- struct{}{} }); unwatch == nil {
+			if unwatch := watchClose(s, func() { gone <- struct{}{} }); unwatch == nil {
 				t.Fatal("not watched")
 			} else {
 				defer unwatch()
