@@ -101,8 +101,6 @@ pub(crate) struct SubscriberCore {
 }
 
 const _: () = assert!(std::mem::size_of::<SubscriberCore>() == 120);
-// A 96-byte glibc chunk (with the `Arc` counts and the chunk header).
-const _: () = assert!(std::mem::size_of::<Subscription>() == 72);
 
 /// A subscriber's flags, kept in its queue's padding.
 struct CoreFlags {
@@ -110,34 +108,59 @@ struct CoreFlags {
 }
 
 /// One subscription as stored in the index. `repr(C)`, what a delivery
-/// reads first: those 35 bytes lie within the 48 the index walk prefetches.
+/// reads first: those 32 bytes lie within the 48 the index walk prefetches.
+///
+/// Layout budget: 56 bytes, so that with the `Arc` counts (16) and glibc's
+/// chunk header (8) it takes an 80-byte chunk; hence a thin stream pointer
+/// and the flags in the stamp's top byte.
 #[repr(C)]
 pub(crate) struct Subscription {
     core: Arc<SubscriberCore>,
-    stream: Arc<str>,
+    stream: StreamArray,
     events: Option<Box<EventFilter>>,
-    viewer_filtered: bool,
-    origin: Option<Origin>,
-    /// Copied from the subscriber: frames carry their id.
-    event_ids: bool,
-    /// Unique per subscription; assigned by the index when it is inserted
-    /// (a walk reads it for every entry: it lies within the 48 bytes too).
-    seq: AtomicU64,
+    /// The flags (`FLAG_*`, fixed at creation) in the top byte, the stamp
+    /// the index assigns on insert in the rest; unique per subscription (a
+    /// walk reads it for every entry).
+    flags_seq: AtomicU64,
     /// Where the index lists it, which also gives its channel keys.
     members: Members<Subscription>,
 }
 
+const _: () = assert!(std::mem::size_of::<Subscription>() == 56);
+
+/// Bits of a stamp: 2^56 subscribes, centuries at millions a second.
+const SEQ_BITS: u32 = 56;
+const SEQ_MASK: u64 = (1 << SEQ_BITS) - 1;
+/// Viewer filters apply (a public or hashtag stream).
+const FLAG_VIEWER_FILTERED: u64 = 1;
+/// Copied from the subscriber: frames carry their id.
+const FLAG_EVENT_IDS: u64 = 2;
+const FLAG_LOCAL: u64 = 4;
+const FLAG_REMOTE: u64 = 8;
+
 impl Subscription {
     fn seq(&self) -> u64 {
         // Written by the index under the list locks this is read under.
-        self.seq.load(Ordering::Relaxed)
+        self.flags_seq.load(Ordering::Relaxed) & SEQ_MASK
+    }
+
+    fn flag(&self, flag: u64) -> bool {
+        self.flags_seq.load(Ordering::Relaxed) >> SEQ_BITS & flag != 0
+    }
+
+    fn event_ids(&self) -> bool {
+        self.flag(FLAG_EVENT_IDS)
+    }
+
+    fn origin(&self) -> Option<Origin> {
+        if self.flag(FLAG_LOCAL) { Some(Origin::Local) } else { self.flag(FLAG_REMOTE).then_some(Origin::Remote) }
     }
 
     /// What the viewer state's tag says, as this subscription reads it
     /// (streams that are not viewer-filtered ignore the state).
     #[inline]
     fn peek(&self) -> Peek {
-        if self.viewer_filtered { self.core.viewer.peek() } else { Peek::Nothing }
+        if self.flag(FLAG_VIEWER_FILTERED) { self.core.viewer.peek() } else { Peek::Nothing }
     }
 
     /// Loads the viewer state once, for both the filters and the
@@ -149,7 +172,7 @@ impl Subscription {
     /// The event, origin and viewer filters of this subscription.
     fn accepts(&self, ev: &RoutedEvent, state: Option<&ViewerState>) -> bool {
         self.events.as_ref().is_none_or(|f| f.allows(&ev.name))
-            && self.origin.is_none_or(|o| ev.local.is_none_or(|local| o.allows(local)))
+            && self.origin().is_none_or(|o| ev.local.is_none_or(|local| o.allows(local)))
             && ev.status.as_ref().is_none_or(|s| state.and_then(|v| v.filters.as_ref()).is_none_or(|f| f.allows(s)))
     }
 }
@@ -159,8 +182,13 @@ unsafe impl Indexed for Subscription {
     fn members(&self) -> &Members<Subscription> {
         &self.members
     }
-    fn stamp(&self) -> &AtomicU64 {
-        &self.seq
+    fn stamp(&self) -> u64 {
+        self.seq()
+    }
+    fn set_stamp(&self, stamp: u64) {
+        debug_assert!(stamp < SEQ_MASK, "stamps ran out");
+        let flags = self.flags_seq.load(Ordering::Relaxed) & !SEQ_MASK;
+        self.flags_seq.store(flags | (stamp & SEQ_MASK), Ordering::Relaxed);
     }
     fn retain(&self) {
         // SAFETY: `self` is in an `Arc`.
@@ -190,9 +218,41 @@ struct EngineInner {
     history: Option<History>,
 }
 
-/// Interned stream arrays (one allocation each, the set's key) and the set
-/// size at which to purge unused ones.
-type StreamInterner = (AHashSet<Arc<str>>, usize);
+/// Interned stream arrays and the set size at which to purge unused ones.
+type StreamInterner = (AHashSet<StreamArray>, usize);
+
+/// An interned stream array, as a thin pointer to the `Arc<str>` frames
+/// are keyed by: a subscription spends one word on it, where the `Arc<str>`
+/// would take two. Hashed and compared as the string, so the interner
+/// finds it by `&str`.
+#[derive(Clone)]
+struct StreamArray(Arc<Arc<str>>);
+
+impl StreamArray {
+    fn json(&self) -> &Arc<str> {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for StreamArray {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq for StreamArray {
+    fn eq(&self, other: &Self) -> bool {
+        *self.0 == *other.0
+    }
+}
+
+impl Eq for StreamArray {}
+
+impl std::hash::Hash for StreamArray {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        str::hash(&self.0, h)
+    }
+}
 
 /// One routing domain. Cheap to clone; `Send + Sync`.
 #[derive(Clone)]
@@ -520,8 +580,8 @@ impl Delivery<'_> {
         };
         // Taken from the publish's credits: no atomic operation per delivery.
         let frame = match (annotated, &mut self.annotations) {
-            (Some(i), Some(a)) => a.frames[i].take(&sub.stream, sub.event_ids),
-            _ => self.frames.take(&sub.stream, sub.event_ids),
+            (Some(i), Some(a)) => a.frames[i].take(sub.stream.json(), sub.event_ids()),
+            _ => self.frames.take(sub.stream.json(), sub.event_ids()),
         };
         let outcome = match &mut self.owed {
             Some(owed) => {
@@ -639,18 +699,18 @@ impl EngineInner {
         Some(Arc::new(ViewerState { filters, keywords }))
     }
 
-    fn intern_stream(&self, stream: String) -> Arc<str> {
+    fn intern_stream(&self, stream: String) -> StreamArray {
         let mut guard = self.streams.lock();
         let (set, purge_at) = &mut *guard;
         if let Some(s) = set.get(stream.as_str()) {
-            return Arc::clone(s);
+            return s.clone();
         }
         if set.len() >= *purge_at {
-            set.retain(|s| Arc::strong_count(s) > 1);
+            set.retain(|s| Arc::strong_count(&s.0) > 1);
             *purge_at = (set.len() * 2).max(64);
         }
-        let interned: Arc<str> = Arc::from(stream);
-        set.insert(Arc::clone(&interned));
+        let interned = StreamArray(Arc::new(Arc::from(stream)));
+        set.insert(interned.clone());
         interned
     }
 }
@@ -693,14 +753,20 @@ impl Subscriber {
             return Ok(false);
         }
         let engine = &self.engine;
+        let flags = [
+            (spec.stream.viewer_filtered(), FLAG_VIEWER_FILTERED),
+            (self.core.queue.extra.event_ids, FLAG_EVENT_IDS),
+            (spec.origin == Some(Origin::Local), FLAG_LOCAL),
+            (spec.origin == Some(Origin::Remote), FLAG_REMOTE),
+        ]
+        .iter()
+        .filter(|(on, _)| *on)
+        .fold(0, |all, (_, flag)| all | flag);
         let sub = Arc::new(Subscription {
-            seq: AtomicU64::new(u64::MAX),
+            flags_seq: AtomicU64::new(flags << SEQ_BITS | SEQ_MASK),
             core: Arc::clone(&self.core),
             stream: engine.intern_stream(spec.stream_json()),
             events: spec.events.clone().map(Box::new),
-            viewer_filtered: spec.stream.viewer_filtered(),
-            origin: spec.origin,
-            event_ids: self.core.queue.extra.event_ids,
             members: Members::new(keys.len()),
         });
         engine.index.insert(&sub, &keys).map_err(|e| {
@@ -788,9 +854,9 @@ impl Subscriber {
                     // Annotated as a live publish would now (§11).
                     let annotated = keywords.filter(|_| r.event.status.is_some()).and_then(|set| {
                         let payload = plain.body().payload();
-                        Annotations::new(&self.engine, payload).frame(set, plain, &sub.stream, sub.event_ids)
+                        Annotations::new(&self.engine, payload).frame(set, plain, sub.stream.json(), sub.event_ids())
                     });
-                    annotated.unwrap_or_else(|| plain.get(&sub.stream, sub.event_ids).clone())
+                    annotated.unwrap_or_else(|| plain.get(sub.stream.json(), sub.event_ids()).clone())
                 });
                 replay.push((r.seq, pos, frame));
             }
@@ -801,7 +867,7 @@ impl Subscriber {
         let taken = queued.len() as u64;
         for frame in queued {
             let seq = frame.seq().unwrap_or(0);
-            let pos = subs.iter().position(|(s, _)| *s.stream == *frame.stream()).unwrap_or(usize::MAX);
+            let pos = subs.iter().position(|(s, _)| **s.stream.json() == *frame.stream()).unwrap_or(usize::MAX);
             let seen = same_epoch && seq <= from;
             if !seen && replay[..from_history].binary_search_by_key(&(seq, pos), |(q, p, _)| (*q, *p)).is_err() {
                 replay.push((seq, pos, frame));
@@ -895,7 +961,7 @@ impl Subscriber {
 
     /// Stream arrays of the current subscriptions, in subscription order.
     pub fn streams(&self) -> Vec<String> {
-        self.core.subscriptions.lock().iter().map(|s| s.stream.to_string()).collect()
+        self.core.subscriptions.lock().iter().map(|s| s.stream.json().to_string()).collect()
     }
 
     /// Why the subscriber was closed, if it was.

@@ -66,8 +66,12 @@ const SHARDS: usize = 64;
 /// from any thread.
 pub unsafe trait Indexed: Sized + Send + Sync {
     fn members(&self) -> &Members<Self>;
-    /// Written once by [`Index::insert`]; see "Stamps" above.
-    fn stamp(&self) -> &AtomicU64;
+    /// What `set_stamp` stored, read relaxed; see "Stamps" above.
+    fn stamp(&self) -> u64;
+    /// Written once by [`Index::insert`], relaxed, under the locks of the
+    /// entry's lists. Stamps count inserts from 0 (an entry may keep fewer
+    /// than 64 bits of it: 2^56 inserts take centuries).
+    fn set_stamp(&self, stamp: u64);
     /// Takes one reference to this entry.
     fn retain(&self);
     /// Gives back one reference taken by `retain`.
@@ -439,7 +443,7 @@ impl<T: Indexed> Index<T> {
                 // A removal emptied one of them meanwhile: look the lists up again.
                 continue;
             }
-            entry.stamp().store(self.next_stamp.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
+            entry.set_stamp(self.next_stamp.fetch_add(1, Ordering::Relaxed));
             for ((st, list), member) in guards.iter_mut().zip(&lists).zip(members.iter()) {
                 entry.retain();
                 let pos = list.push(st, entry);
@@ -526,7 +530,7 @@ impl<T: Indexed> Index<T> {
                     ahead.prefetch_late();
                 }
                 if let Some(e) = entry(i)
-                    && e.stamp().load(Ordering::Relaxed) < watermark
+                    && e.stamp() < watermark
                 {
                     f(e);
                 }
@@ -567,8 +571,11 @@ mod tests {
         fn members(&self) -> &Members<E> {
             &self.members
         }
-        fn stamp(&self) -> &AtomicU64 {
-            &self.stamp
+        fn stamp(&self) -> u64 {
+            self.stamp.load(Ordering::Relaxed)
+        }
+        fn set_stamp(&self, stamp: u64) {
+            self.stamp.store(stamp, Ordering::Relaxed);
         }
         fn retain(&self) {
             // SAFETY: `self` is in an `Arc`.
