@@ -1018,4 +1018,28 @@ mod tests {
         publish(5);
         assert_eq!(subs[1].stats().depth, 6);
     }
+
+    /// The flags share a word with the stamp: each subscription keeps its
+    /// own through stamping, and none leaks into the stamp.
+    #[test]
+    fn flags_and_stamp_share_a_word() {
+        let engine = Engine::default();
+        let options = SubscriberOptions { event_ids: true, account: Some("7".into()), ..Default::default() };
+        let sub = engine.subscriber(options);
+        for json in [
+            r#"{"stream":"hashtag","tag":"a","origin":"remote"}"#,
+            r#"{"stream":"public","origin":"local"}"#,
+            r#"{"stream":"user"}"#,
+        ] {
+            assert!(sub.subscribe(json.as_bytes()).unwrap());
+        }
+        let subs = sub.core.subscriptions.lock();
+        let got: Vec<_> = subs.iter().map(|s| (s.flag(FLAG_VIEWER_FILTERED), s.event_ids(), s.origin())).collect();
+        assert_eq!(got, [(true, true, Some(Origin::Remote)), (true, true, Some(Origin::Local)), (false, true, None)]);
+        let seqs: Vec<_> = subs.iter().map(|s| s.seq()).collect();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "stamps in insert order: {seqs:?}");
+        let first = subs.iter().next().unwrap();
+        first.set_stamp(SEQ_MASK - 1);
+        assert_eq!((first.seq(), first.event_ids(), first.origin()), (SEQ_MASK - 1, true, Some(Origin::Remote)));
+    }
 }
