@@ -229,35 +229,41 @@ impl<'d> Json<'d> for TapeJson<'d> {
 /// The first key that `keys` repeats, if any. Parsers disagree on which of
 /// two equal keys wins (simd-json's lookup takes the first, `JSON.parse` the
 /// last), so evroute refuses objects with a repeated key instead of picking.
-/// Linear: a 1024-bit filter on a hash of the length and the first and last
-/// eight bytes sends only likely repeats to the exact comparison (Mastodon's
-/// keys share lengths and ends, as `followers_count` and `following_count`).
+/// Linear: a [`KeyFilter`] sends only likely repeats to the exact comparison.
 pub fn repeated_key<K: AsRef<str>>(keys: impl Iterator<Item = K>) -> Option<K> {
     let mut seen: SmallVec<[K; 32]> = SmallVec::new();
-    let mut filter = [0u64; 16];
+    let mut filter = KeyFilter::default();
     for key in keys {
-        let b = key.as_ref().as_bytes();
-        let h = (key_hash(b) >> 54) as usize;
-        let (word, bit) = (h / 64, 1u64 << (h % 64));
-        if filter[word] & bit != 0 && seen.iter().any(|k| k.as_ref() == key.as_ref()) {
+        if filter.insert(key.as_ref().as_bytes()) && seen.iter().any(|k| k.as_ref() == key.as_ref()) {
             return Some(key);
         }
-        filter[word] |= bit;
         seen.push(key);
     }
     None
 }
 
-/// A hash of `b`'s length and its first and last (up to) eight bytes; the
-/// top bits are the well-mixed ones.
-fn key_hash(b: &[u8]) -> u64 {
-    let word = |w: &[u8]| u64::from_le_bytes(w.try_into().expect("eight bytes"));
-    let (head, tail) = match b.len() {
-        8.. => (word(&b[..8]), word(&b[b.len() - 8..])),
-        _ => (b.iter().fold(0, |h, &c| h << 8 | u64::from(c)), 0),
-    };
-    let mixed = head ^ tail.rotate_left(31) ^ b.len() as u64;
-    mixed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+/// A 1024-bit filter on a hash of a key's length and its first and last
+/// eight bytes (Mastodon's keys share lengths and ends, as
+/// `followers_count` and `following_count`).
+#[derive(Default)]
+pub(crate) struct KeyFilter([u64; 16]);
+
+impl KeyFilter {
+    /// Adds `key`; returns whether it may have been added before.
+    #[inline]
+    pub(crate) fn insert(&mut self, key: &[u8]) -> bool {
+        let word = |w: &[u8]| u64::from_le_bytes(w.try_into().expect("eight bytes"));
+        let (head, tail) = match key.len() {
+            8.. => (word(&key[..8]), word(&key[key.len() - 8..])),
+            _ => (key.iter().fold(0, |h, &c| h << 8 | u64::from(c)), 0),
+        };
+        // The top bits of the product are the well-mixed ones.
+        let h = ((head ^ tail.rotate_left(31) ^ key.len() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 54) as usize;
+        let (slot, bit) = (&mut self.0[h / 64], 1u64 << (h % 64));
+        let seen = *slot & bit != 0;
+        *slot |= bit;
+        seen
+    }
 }
 
 /// The error for a repeated key; `place` says which object, when not the top.

@@ -8,7 +8,8 @@
 //! Two scanners give the same documents. On x86-64 with AVX2 and PCLMULQDQ
 //! (detected at run time), [`super::simd`] classifies 64-byte blocks into
 //! token positions and [`walk`] checks the grammar over those positions only:
-//! whitespace and string bodies cost nothing per byte, escapes are checked
+//! whitespace and string bodies are passed over by bitmask (no work per byte
+//! or per token beyond the classification), escapes are checked
 //! where they are. Everywhere else, and to word the error whenever the SIMD
 //! scanner refuses an input, the portable scanner goes token by token and
 //! skips string bodies sixteen bytes at a time.
@@ -848,11 +849,20 @@ impl<'d> Value<'d> {
         if self.span.kind() != Kind::Object {
             return None;
         }
+        // `super::repeated_key` over the raw keys, which are already in one
+        // array: nothing to collect.
         let members = self.recorded();
-        if members.iter().any(|m| m.key_escaped()) {
-            return super::repeated_key(self.members().map(|(k, _)| k));
+        let mut filter = super::KeyFilter::default();
+        for (n, m) in members.iter().enumerate() {
+            if m.key_escaped() {
+                return super::repeated_key(self.members().map(|(k, _)| k));
+            }
+            let key = &self.doc.input[m.key_range()];
+            if filter.insert(key) && members[..n].iter().any(|p| self.doc.input[p.key_range()] == *key) {
+                return Some(Cow::Borrowed(self.doc.text(m.key_range())));
+            }
         }
-        super::repeated_key(members.iter().map(|m| self.doc.text(m.key_range()))).map(Cow::Borrowed)
+        None
     }
 
     /// The member `key` of an object (the first, if repeated).
