@@ -241,6 +241,18 @@ impl Frame {
         }
     }
 
+    /// The SSE bytes as consecutive pieces (`id: `, the id, a line end,
+    /// the body; empty but the last without an id), for a reader that
+    /// copies them out: the `event_ids` variant then never needs its own
+    /// contiguous copy (`sse` builds one on first use).
+    pub fn sse_parts(&self) -> [&[u8]; 4] {
+        let body = self.body.sse.as_bytes();
+        match self.carried_id() {
+            Some(id) => [b"id: ", id.text.as_bytes(), b"\n", body],
+            None => [b"", b"", b"", body],
+        }
+    }
+
     pub fn ws(&self) -> &[u8] {
         self.ws.get_or_init(|| self.encode_ws())
     }
@@ -579,6 +591,17 @@ mod tests {
         let none = Frame::with_id(&with_id("filters_changed", None), &Arc::from(r#"["user"]"#));
         assert_eq!(none.sse(), b"id: k3x9:17\nevent: filters_changed\ndata: undefined\n\n");
         assert_eq!(none.ws(), br#"{"stream":["user"],"event":"filters_changed","id":"k3x9:17"}"#);
+    }
+
+    #[test]
+    fn sse_parts_join_to_the_sse_bytes_without_building_them() {
+        let body = with_id("update", Some("{}"));
+        let stream: Arc<str> = Arc::from(r#"["public"]"#);
+        for frame in [Frame::new(&body, &stream), Frame::with_id(&body, &stream)] {
+            let joined = frame.sse_parts().concat();
+            assert!(body.sse_with_id.get().is_none(), "the parts do not build the id variant");
+            assert_eq!(joined, frame.sse());
+        }
     }
 
     #[test]

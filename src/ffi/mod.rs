@@ -577,6 +577,15 @@ impl evr_encoding {
             evr_encoding::EVR_ENCODING_WS => frame.ws(),
         }
     }
+
+    /// The same bytes in pieces, for a copy: SSE with an event id is not
+    /// joined in memory first.
+    fn parts(self, frame: &Frame) -> [&[u8]; 4] {
+        match self {
+            evr_encoding::EVR_ENCODING_SSE => frame.sse_parts(),
+            evr_encoding::EVR_ENCODING_WS => [b"", b"", b"", frame.ws()],
+        }
+    }
 }
 
 /// Frames taken per lock by evr_subscriber_read(); their bytes are copied
@@ -636,7 +645,7 @@ pub unsafe extern "C" fn evr_subscriber_read(
                 wait,
                 room,
                 |f| {
-                    needed = encoding.of(f).len();
+                    needed = encoding.parts(f).iter().map(|p| p.len()).sum();
                     let fits = needed <= cap - planned;
                     planned += if fits { needed } else { 0 };
                     fits
@@ -644,16 +653,17 @@ pub unsafe extern "C" fn evr_subscriber_read(
                 |f| chunk.push(f),
             );
             for frame in chunk.drain(..) {
-                let bytes = encoding.of(&frame);
-                // SAFETY: `used + len <= cap` (checked by `fits`), `buf` has `cap`
-                // writable bytes and `lens` room for `max` values by contract.
-                unsafe {
-                    buf.add(used).copy_from_nonoverlapping(bytes.as_ptr(), bytes.len());
-                    if !lens.is_null() {
-                        lens.add(frames).write(bytes.len());
-                    }
+                let start = used;
+                for bytes in encoding.parts(&frame) {
+                    // SAFETY: the frame's parts fit from `start` (checked by
+                    // `fits`) and `buf` has `cap` writable bytes by contract.
+                    unsafe { buf.add(used).copy_from_nonoverlapping(bytes.as_ptr(), bytes.len()) };
+                    used += bytes.len();
                 }
-                used += bytes.len();
+                if !lens.is_null() {
+                    // SAFETY: `lens` has room for `max` values by contract.
+                    unsafe { lens.add(frames).write(used - start) };
+                }
                 frames += 1;
             }
             match batch {
