@@ -12,7 +12,8 @@
 # Cases: public (1,000 and 5,000 SSE clients), ws (1,000 WebSocket clients),
 # latency (1,000 SSE and WebSocket clients paced at 100 events/s, 5,000 SSE clients
 # at 20/s: 100,000 deliveries/s each), user (100 and 1,000 clients, history on and
-# off), home (1,000 clients, each event to one); the floor runs every case but ws
+# off), home (1,000 clients, each event to one), idle (memory per idle connection: 1,000 and
+# 5,000 SSE and WebSocket clients, one event); the floor runs every case but ws and idle
 # (user and home: each connection its own channel).
 # user and home publish with a window of 4,096 outstanding deliveries: unthrottled,
 # the load generator outruns the server's ingest and Redis cuts the server's
@@ -30,7 +31,7 @@ source scripts/need.sh
 need redis-server:redis-server cc:gcc,libc6-dev
 events=${EVENTS:-300}
 repeat=${REPEAT:-2}
-cases=${CASES:-public ws latency user home}
+cases=${CASES:-public ws latency user home idle}
 user_clients=${USER_CLIENTS:-100 1000}
 histories=${HISTORIES:-256 0}   # EVROUTE_HISTORY_EVENTS of the user and home cases
 
@@ -117,6 +118,14 @@ for r in $(seq "$repeat"); do
             for h in $histories; do
                 run "home feed, 1000 SSE clients, each event to one client's timeline:<account>, history $h" evs EVROUTE_HISTORY_EVENTS=$h -- \
                     -stream home -clients 1000 -events 20000 -window 4096
+            done ;;
+        idle)
+            # The figure is the load generator's "kB/connection": RSS with the clients
+            # connected (0.5 s after the last), before any event, minus before.
+            for t in sse ws; do
+                for n in 1000 5000; do
+                    run "idle memory, $n $t clients" evs -- -stream public -transport "$t" -clients "$n" -events 1
+                done
             done ;;
         *) echo "unknown case $c" >&2; exit 2 ;;
         esac

@@ -351,11 +351,13 @@ func (h *Handler) getBatch() *outBatch {
 }
 
 // idleAfter is how long a connection's writer waits for frames before it
-// parks. A parked connection holds no goroutine: its readiness fd is in
-// the watch set and a timer keeps its next heartbeat or ping, and either
-// starts a goroutine that goes on with the loop. Under load a writer never
-// waits that long, so it keeps its goroutine and pays nothing for this.
-const idleAfter = 100 * time.Millisecond
+// parks (a new connection parks at once). A parked connection holds no
+// goroutine: its readiness fd is in the watch set and a timer keeps its
+// next heartbeat or ping, and either starts a goroutine that goes on with
+// the loop. A stream that gets frames at least every second keeps its
+// goroutine and pays nothing for this; waking a parked one costs a little
+// more than waking a goroutine waiting in the poller (see BENCHMARKS.md).
+const idleAfter = time.Second
 
 // pumpLoop is a connection's writer: drain the waiting frames, write them,
 // wait on the readiness fd; tick runs when nothing came for an interval,
@@ -373,6 +375,8 @@ type pumpLoop struct {
 	key      uint64    // in the watch set; 0: never parks
 	timer    *time.Timer
 	parked   atomic.Bool
+	fresh    bool // not waited yet
+	idle     time.Duration
 }
 
 // pump runs the connection's writer until it ends or parks; done runs
@@ -380,7 +384,7 @@ type pumpLoop struct {
 // that is not hijacked (HTTP/2) keeps its goroutine.
 func (h *Handler) pump(c *conn, w *wire, ws bool, interval time.Duration, tick func() bool, done func()) {
 	p := &pumpLoop{h: h, c: c, w: w, ws: ws, interval: interval, tick: tick, done: done,
-		sent: h.metrics.sent.WithLabelValues(c.kind), next: time.Now().Add(interval)}
+		sent: h.metrics.sent.WithLabelValues(c.kind), next: time.Now().Add(interval), fresh: true, idle: h.idleAfter}
 	if w.Conn != nil {
 		// Made before any park, stopped; park sets it.
 		p.timer = time.AfterFunc(time.Hour, func() {
@@ -405,11 +409,19 @@ func (p *pumpLoop) run() {
 		if !p.h.flush(c, p.w, p.ws, p.sent) {
 			break
 		}
+		if p.fresh {
+			// Nothing came yet: a new connection parks at once, as clients
+			// connect in bursts and most then wait.
+			p.fresh = false
+			if p.key != 0 && p.park() {
+				return
+			}
+		}
 		deadline := p.next
 		if p.key != 0 {
-			// Coarse, so that the waiter's deadline changes every 25 ms at
-			// most, not on every wait.
-			if idle := time.Now().Truncate(idleAfter / 4).Add(idleAfter); idle.Before(deadline) {
+			// Coarse, so that the waiter's deadline changes every quarter
+			// of idleAfter at most, not on every wait.
+			if idle := time.Now().Truncate(p.idle / 4).Add(p.idle); idle.Before(deadline) {
 				deadline = idle
 			}
 		}

@@ -94,6 +94,8 @@ type Handler struct {
 	batches sync.Pool
 	conns   map[*conn]struct{}
 	wg      sync.WaitGroup
+
+	idleAfter time.Duration // see idleAfter; tests shorten it
 }
 
 // New checks the options and starts the refresh loop.
@@ -120,10 +122,11 @@ func New(opts Options) (*Handler, error) {
 		opts.Registerer = prometheus.NewRegistry()
 	}
 	h := &Handler{
-		opts:  opts,
-		log:   opts.Logger,
-		done:  make(chan struct{}),
-		conns: map[*conn]struct{}{},
+		opts:      opts,
+		log:       opts.Logger,
+		done:      make(chan struct{}),
+		conns:     map[*conn]struct{}{},
+		idleAfter: idleAfter,
 	}
 	if h.log == nil {
 		h.log = slog.Default()
@@ -133,7 +136,7 @@ func New(opts Options) (*Handler, error) {
 	}
 	h.metrics = newMetrics(opts.Registerer, opts.Engine, &h.read)
 	h.accounts = accounts{h: h, m: map[string]*account{}}
-	h.system = systemChannels{m: map[string]map[*conn]struct{}{}}
+	h.system = systemChannels{m: map[string][]*conn{}}
 	if opts.Gatherer != nil {
 		h.promh = promhttp.HandlerFor(opts.Gatherer, promhttp.HandlerOpts{})
 	}

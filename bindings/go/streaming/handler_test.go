@@ -514,12 +514,13 @@ func TestSubscriberJSON(t *testing.T) {
 	}
 }
 
-// An idle stream parks: no goroutine of its own (a WebSocket keeps its
-// reader), yet it still delivers events and heartbeats, and ends when its
-// client leaves.
+// An idle stream parks, a new one at once: no goroutine of its own (a
+// WebSocket keeps its reader), yet it still delivers events and
+// heartbeats, and ends when its client leaves.
 func TestIdleStreamsHoldNoGoroutine(t *testing.T) {
 	f := newFixture(t)
-	f.h.opts.Heartbeat = 1500 * time.Millisecond // streams park before their first
+	f.h.opts.Heartbeat = 1500 * time.Millisecond
+	f.h.idleAfter = 300 * time.Millisecond
 	const n = 20
 	addr := strings.TrimPrefix(f.srv.URL, "http://")
 	tracked := func() int {
@@ -579,9 +580,12 @@ func TestIdleStreamsHoldNoGoroutine(t *testing.T) {
 		t.Fatal(err)
 	}
 	readUntil("event: update")
+	if g := settle(before + 2); g > before+2 { // idleAfter later
+		t.Fatalf("after an event, %d streams hold %d goroutines", n, g-before)
+	}
 	readUntil(":thump") // the heartbeat of a parked stream
 	if g := settle(before + 2); g > before+2 {
-		t.Fatalf("after an event and a heartbeat, %d streams hold %d goroutines", n, g-before)
+		t.Fatalf("after a heartbeat, %d streams hold %d goroutines", n, g-before)
 	}
 	for _, c := range conns {
 		c.Close()

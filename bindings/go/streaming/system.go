@@ -3,6 +3,7 @@ package streaming
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -20,7 +21,7 @@ type SystemBus interface {
 
 type systemChannels struct {
 	mu sync.Mutex
-	m  map[string]map[*conn]struct{}
+	m  map[string][]*conn // a token's or an account's connections: a few
 }
 
 func systemChannelsOf(id *Identity) [2]string {
@@ -32,15 +33,10 @@ func (h *Handler) listenSystem(c *conn) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, ch := range systemChannelsOf(c.id) {
-		set := s.m[ch]
-		if set == nil {
-			set = map[*conn]struct{}{}
-			s.m[ch] = set
-			if h.opts.System != nil {
-				h.opts.System.Listen(ch)
-			}
+		if len(s.m[ch]) == 0 && h.opts.System != nil {
+			h.opts.System.Listen(ch)
 		}
-		set[c] = struct{}{}
+		s.m[ch] = append(s.m[ch], c)
 	}
 	h.metrics.channels.WithLabelValues(c.kind, "system").Add(2)
 }
@@ -50,9 +46,14 @@ func (h *Handler) unlistenSystem(c *conn) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, ch := range systemChannelsOf(c.id) {
-		set := s.m[ch]
-		delete(set, c)
-		if len(set) == 0 {
+		conns := s.m[ch]
+		if i := slices.Index(conns, c); i >= 0 {
+			conns[i] = conns[len(conns)-1]
+			conns[len(conns)-1] = nil
+			conns = conns[:len(conns)-1]
+		}
+		s.m[ch] = conns
+		if len(conns) == 0 {
 			delete(s.m, ch)
 			if h.opts.System != nil {
 				h.opts.System.Unlisten(ch)
@@ -76,7 +77,7 @@ func (h *Handler) SystemMessage(channel string, message []byte) {
 	switch msg.Event {
 	case "kill":
 		h.system.mu.Lock()
-		for c := range h.system.m[channel] {
+		for _, c := range h.system.m[channel] {
 			c.stop(stopKill)
 		}
 		h.system.mu.Unlock()
