@@ -563,13 +563,17 @@ impl TapeBuild {
 }
 
 /// [`extraction_vs_tape`]'s result: bytes processed by each side, the CPU time
-/// each took, and the median over rounds of tape time ÷ extraction time.
+/// each took, and medians over rounds of tape time ÷ extraction time.
 #[derive(Clone, Copy, Debug)]
 pub struct ExtractionRun {
     pub bytes: u64,
     pub extract: Duration,
     pub tape: Duration,
+    /// The scan alone (UTF-8 and JSON checked, containers recorded), without
+    /// routing on the scanned document.
+    pub scan: Duration,
     pub median_ratio: f64,
+    pub median_scan_ratio: f64,
 }
 
 impl ExtractionRun {
@@ -580,47 +584,68 @@ impl ExtractionRun {
         self.bytes as f64 / self.tape.as_secs_f64() / 1e9
     }
     /// Extraction throughput ÷ tape-build throughput (above 1: faster), the
-    /// median of the rounds: a round's two halves run within a millisecond or
-    /// so of each other, so load changes on a shared machine cancel out.
+    /// median of the rounds: a round's parts run within a millisecond or so
+    /// of each other, so load changes on a shared machine cancel out.
     pub fn ratio(&self) -> f64 {
         self.median_ratio
+    }
+    /// The same for the scan alone: how much of extraction is the scanner.
+    pub fn scan_ratio(&self) -> f64 {
+        self.median_scan_ratio
     }
 }
 
 /// `evroute::event::parse_content` against [`TapeBuild`] on `inputs`, in
 /// `rounds` alternating rounds of `passes` passes over all inputs each, so
 /// that both see the same machine load, each timed in this thread's CPU time
-/// (time other processes run is not counted). Every input must be an event
-/// that parses.
+/// (time other processes run is not counted). Each round also times the
+/// scan alone. Every input must be an event that parses.
 pub fn extraction_vs_tape(inputs: &[&[u8]], rounds: usize, passes: usize) -> ExtractionRun {
     let mut tape = TapeBuild::default();
     let total: usize = inputs.iter().map(|i| i.len()).sum();
-    let mut run = ExtractionRun { bytes: 0, extract: Duration::ZERO, tape: Duration::ZERO, median_ratio: f64::NAN };
-    let mut ratios = Vec::with_capacity(rounds);
+    let mut run = ExtractionRun {
+        bytes: 0,
+        extract: Duration::ZERO,
+        tape: Duration::ZERO,
+        scan: Duration::ZERO,
+        median_ratio: f64::NAN,
+        median_scan_ratio: f64::NAN,
+    };
+    let timed = |f: &mut dyn FnMut(&[u8])| {
+        let start = thread_cpu_time();
+        for _ in 0..passes {
+            for input in inputs {
+                f(input);
+            }
+        }
+        thread_cpu_time() - start
+    };
+    let (mut ratios, mut scan_ratios) = (Vec::with_capacity(rounds), Vec::with_capacity(rounds));
     for round in 0..=rounds {
-        let start = thread_cpu_time();
-        for _ in 0..passes {
-            for input in inputs {
-                std::hint::black_box(crate::event::parse_content(input).expect("a valid event"));
-            }
-        }
-        let extract = thread_cpu_time() - start;
-        let start = thread_cpu_time();
-        for _ in 0..passes {
-            for input in inputs {
-                std::hint::black_box(tape.build(input));
-            }
-        }
-        let tape_time = thread_cpu_time() - start;
-        // Round 0 warms up both.
+        let extract = timed(&mut |input| {
+            std::hint::black_box(crate::event::parse_content(input).expect("a valid event"));
+        });
+        let tape_time = timed(&mut |input| {
+            std::hint::black_box(tape.build(input));
+        });
+        let scan = timed(&mut |input| {
+            std::hint::black_box(crate::json::scan::with_scan(input, |v| Ok(v.range().len())).expect("valid JSON"));
+        });
+        // Round 0 warms up all three.
         if round > 0 {
             run.extract += extract;
             run.tape += tape_time;
+            run.scan += scan;
             run.bytes += (total * passes) as u64;
             ratios.push(tape_time.as_secs_f64() / extract.as_secs_f64().max(1e-12));
+            scan_ratios.push(tape_time.as_secs_f64() / scan.as_secs_f64().max(1e-12));
         }
     }
-    ratios.sort_by(f64::total_cmp);
-    run.median_ratio = ratios.get(ratios.len() / 2).copied().unwrap_or(f64::NAN);
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    run.median_ratio = median(ratios);
+    run.median_scan_ratio = median(scan_ratios);
     run
 }
