@@ -519,7 +519,7 @@ func TestSubscriberJSON(t *testing.T) {
 // heartbeats, and ends when its client leaves.
 func TestIdleStreamsHoldNoGoroutine(t *testing.T) {
 	f := newFixture(t)
-	f.h.opts.Heartbeat = 1500 * time.Millisecond
+	f.h.opts.Heartbeat = 3 * time.Second // after the idle checks below
 	f.h.idleAfter = 300 * time.Millisecond
 	const n = 20
 	addr := strings.TrimPrefix(f.srv.URL, "http://")
@@ -530,7 +530,7 @@ func TestIdleStreamsHoldNoGoroutine(t *testing.T) {
 	}
 	settle := func(want int) int { // goroutines once the streams parked
 		var g int
-		for deadline := time.Now().Add(600 * time.Millisecond); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		for deadline := time.Now().Add(1500 * time.Millisecond); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 			if g = runtime.NumGoroutine(); g <= want {
 				break
 			}
@@ -564,7 +564,7 @@ func TestIdleStreamsHoldNoGoroutine(t *testing.T) {
 	}
 	readUntil := func(what string) {
 		for i, br := range clients {
-			_ = conns[i].SetReadDeadline(time.Now().Add(3 * time.Second))
+			_ = conns[i].SetReadDeadline(time.Now().Add(5 * time.Second))
 			for {
 				line, err := br.ReadString('\n')
 				if err != nil {
