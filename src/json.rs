@@ -418,45 +418,18 @@ fn skip_value(input: &[u8], i: usize) -> Option<usize> {
 
 /// Appends `s` as the inside of a JSON string literal, escaping exactly what
 /// `JSON.stringify` escapes so that frames match Mastodon's byte for byte.
-/// Runs of eight bytes that need no escape are skipped a word at a time.
 pub fn escape_into(out: &mut Vec<u8>, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let bytes = s.as_bytes();
     out.reserve(bytes.len() + 2);
     let mut start = 0;
-    let mut i = 0;
-    while i < bytes.len() {
-        while let Some(chunk) = bytes.get(i..i + 8) {
-            if needs_escape(u64::from_le_bytes(chunk.try_into().expect("eight bytes"))) {
-                break;
-            }
-            i += 8;
-        }
-        let Some(&b) = bytes.get(i) else { break };
-        let escape: &[u8] = match b {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0x08 => b"\\b",
-            0x0c => b"\\f",
-            0..=0x1f => &[],
-            _ => {
-                i += 1;
-                continue;
-            }
-        };
+    for (i, b) in needing_escape(bytes) {
         out.extend_from_slice(&bytes[start..i]);
-        if escape.is_empty() {
-            out.extend_from_slice(b"\\u00");
-            out.push(HEX[(b >> 4) as usize]);
-            out.push(HEX[(b & 0xf) as usize]);
-        } else {
-            out.extend_from_slice(escape);
+        match short_escape(b) {
+            Some(escape) => out.extend_from_slice(&[b'\\', escape]),
+            None => out.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[(b >> 4) as usize], HEX[(b & 0xf) as usize]]),
         }
-        i += 1;
-        start = i;
+        start = i + 1;
     }
     out.extend_from_slice(&bytes[start..]);
 }
@@ -464,24 +437,43 @@ pub fn escape_into(out: &mut Vec<u8>, s: &str) {
 /// The length `escape_into` gives `s`, without writing it.
 pub fn escaped_len(s: &str) -> usize {
     let bytes = s.as_bytes();
-    let mut len = bytes.len();
-    let mut i = 0;
-    while i < bytes.len() {
-        while let Some(chunk) = bytes.get(i..i + 8) {
-            if needs_escape(u64::from_le_bytes(chunk.try_into().expect("eight bytes"))) {
-                break;
-            }
-            i += 8;
-        }
-        let Some(&b) = bytes.get(i) else { break };
-        len += match b {
-            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 1,
-            0..=0x1f => 5,
-            _ => 0,
-        };
-        i += 1;
+    bytes.len() + needing_escape(bytes).map(|(_, b)| if short_escape(b).is_some() { 1 } else { 5 }).sum::<usize>()
+}
+
+/// The letter after the backslash of a two-byte escape; `None` for a
+/// control character written `\u00XX`.
+fn short_escape(b: u8) -> Option<u8> {
+    match b {
+        b'"' | b'\\' => Some(b),
+        b'\n' => Some(b'n'),
+        b'\r' => Some(b'r'),
+        b'\t' => Some(b't'),
+        0x08 => Some(b'b'),
+        0x0c => Some(b'f'),
+        _ => None,
     }
-    len
+}
+
+/// The positions and values of the bytes that need escaping (control
+/// characters, `"` and `\\`); runs of eight that need none are skipped a
+/// word at a time.
+fn needing_escape(bytes: &[u8]) -> impl Iterator<Item = (usize, u8)> + '_ {
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        loop {
+            while let Some(chunk) = bytes.get(i..i + 8) {
+                if needs_escape(u64::from_le_bytes(chunk.try_into().expect("eight bytes"))) {
+                    break;
+                }
+                i += 8;
+            }
+            let &b = bytes.get(i)?;
+            i += 1;
+            if b < 0x20 || b == b'"' || b == b'\\' {
+                return Some((i - 1, b));
+            }
+        }
+    })
 }
 
 /// Whether any of the eight bytes of `w` is a control character, `"` or `\\`.

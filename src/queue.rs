@@ -754,15 +754,18 @@ mod tests {
         assert!(matches!(t.join().unwrap(), Next::Frame(f) if f.payload() == Some("7")));
     }
 
+    /// Whether `fd` polls readable now.
+    fn readable(fd: RawFd) -> bool {
+        let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd, zero timeout.
+        unsafe { libc::poll(&mut p, 1, 0) == 1 }
+    }
+
     #[test]
     fn ready_fd_is_readable_exactly_while_frames_wait() {
         let q = Queue::new(4, Overflow::DropOldest, ());
         let fd = q.ready_fd().unwrap();
-        let readable = || {
-            let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
-            // SAFETY: one valid pollfd, zero timeout.
-            unsafe { libc::poll(&mut p, 1, 0) == 1 }
-        };
+        let readable = || readable(fd);
         assert!(!readable());
         q.push(frame(1));
         q.push(frame(2));
@@ -812,11 +815,7 @@ mod tests {
     fn deferred_pushes_leave_the_signal_to_the_caller() {
         let q = Queue::new(4, Overflow::DropOldest, ());
         let fd = q.ready_fd().unwrap();
-        let readable = || {
-            let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
-            // SAFETY: one valid pollfd, zero timeout.
-            unsafe { libc::poll(&mut p, 1, 0) == 1 }
-        };
+        let readable = || readable(fd);
         q.signal();
         assert!(!readable(), "nothing waits: no signal");
         assert!(q.push_deferring(frame(1)).signal_owed);
