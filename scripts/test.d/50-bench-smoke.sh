@@ -16,3 +16,14 @@ assert row["evroute"]["deliveries"] > 0 and row["mastodon"]["deliveries"] > 0, r
 assert row["ratio_mastodon"] > 1.0, "evroute slower than the Mastodon-style baseline"
 print("bench smoke ok: %.3g deliveries/s, %.1fx baseline (a)" % (row["evroute"]["deliveries_per_sec"], row["ratio_mastodon"]))
 PY
+# The keyword-filter measurement alone (`--keyword-filters`), as BENCHMARKS.md runs it.
+out=$(./target/release/evroute bench --scale 1000 --keyword-filters --json)
+python3 - "$out" <<'PY'
+import json, sys
+kf = json.loads(sys.argv[1])["keyword_filters"][0]
+assert kf["subscribers"] == 1000 and kf["matching_lists"] > 0, kf
+chunks = kf["ratio_chunks"]
+assert 0 < chunks["min"] <= chunks["median"] <= chunks["max"], kf
+assert kf["evaluate_us_per_event"] > 0 and kf["evaluate_us_median_block"] > 0, kf
+print("keyword filters smoke ok: ratio %.2f, evaluation %.1f us/event" % (kf["ratio"], kf["evaluate_us_median_block"]))
+PY

@@ -712,13 +712,17 @@ fn bench_only(
 fn keyword_line(kf: &Value) -> String {
     let f = |k: &str| kf[k].as_f64().unwrap_or(f64::NAN);
     format!(
-        "keyword filters (10% of subscribers, {} distinct lists, {} match): publish {:.0} us vs {:.0} us plain, ratio {:.2}; evaluation {:.1} us/event, text {:.1} us/event",
+        "keyword filters (10% of subscribers, {} distinct lists, {} match): publish {:.0} us vs {:.0} us plain, ratio {:.2} (chunks: median {:.2}, {:.2}-{:.2}); evaluation {:.1} us/event (median block {:.1}), text {:.1} us/event",
         kf["distinct_lists"],
         kf["matching_lists"],
         f("filtered_us_per_publish"),
         f("plain_us_per_publish"),
         f("ratio"),
+        kf["ratio_chunks"]["median"].as_f64().unwrap_or(f64::NAN),
+        kf["ratio_chunks"]["min"].as_f64().unwrap_or(f64::NAN),
+        kf["ratio_chunks"]["max"].as_f64().unwrap_or(f64::NAN),
         f("evaluate_us_per_event"),
+        f("evaluate_us_median_block"),
         f("text_us_per_event"),
     )
 }

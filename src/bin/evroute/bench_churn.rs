@@ -17,11 +17,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use evroute::baseline::thread_cpu_time as cpu_time;
 use evroute::{Engine, EngineConfig, Next, Subscriber};
 use indicatif::ProgressBar;
 use serde_json::{Value, json};
-
-use crate::bench_filters::cpu_time;
 
 const CHURN_SUBSCRIBERS: usize = 10_000;
 const CHURN_PER_SEC: u64 = 100_000;

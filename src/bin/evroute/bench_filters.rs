@@ -9,6 +9,7 @@
 
 use std::time::Duration;
 
+use evroute::baseline::thread_cpu_time as cpu_time;
 use evroute::filter_bench;
 use evroute::keyword::now_ms;
 use indicatif::ProgressBar;
@@ -19,14 +20,9 @@ const DISTINCT_LISTS: usize = 1000;
 const CHUNK: usize = 16;
 const CHUNKS: usize = 8;
 const EVALUATIONS: usize = 2000;
-
-/// CPU time of the calling thread.
-pub(crate) fn cpu_time() -> Duration {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: `ts` is a valid out-pointer; this clock exists on Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
+/// Evaluations are also timed in blocks of this many, for a median that a
+/// block slowed by another process on the shared cores does not move.
+const EVALUATION_BLOCK: usize = 100;
 
 pub fn run(n: usize, pb: &ProgressBar) -> Result<Value, String> {
     let event = filter_bench::status_event();
@@ -36,7 +32,9 @@ pub fn run(n: usize, pb: &ProgressBar) -> Result<Value, String> {
     let (filtered, filtered_subs) = filter_bench::subscribers(n, Some(&lists)).map_err(|e| e.to_string())?;
     crate::bench::phase(pb, "filters: publish vs plain", CHUNKS);
     let mut times = [Duration::ZERO; 2];
+    let mut ratios = Vec::new();
     for chunk in 0..=CHUNKS {
+        let mut chunk_times = [Duration::ZERO; 2];
         for (slot, (engine, subs)) in [(&plain, &plain_subs), (&filtered, &filtered_subs)].into_iter().enumerate() {
             let start = cpu_time();
             for _ in 0..CHUNK {
@@ -46,13 +44,18 @@ pub fn run(n: usize, pb: &ProgressBar) -> Result<Value, String> {
                 }
             }
             // Chunk 0 warms up (queue buffers, the automaton).
+            chunk_times[slot] = cpu_time() - start;
             if chunk > 0 {
-                times[slot] += cpu_time() - start;
+                times[slot] += chunk_times[slot];
             }
             filter_bench::drain(subs);
         }
+        if chunk > 0 {
+            ratios.push(chunk_times[1].as_secs_f64() / chunk_times[0].as_secs_f64());
+        }
         pb.inc(1);
     }
+    ratios.sort_by(f64::total_cmp);
     let per_event = |d: Duration| d.as_secs_f64() * 1e6 / (CHUNKS * CHUNK) as f64;
 
     crate::bench::phase(pb, "filters: evaluation", 1);
@@ -63,11 +66,17 @@ pub fn run(n: usize, pb: &ProgressBar) -> Result<Value, String> {
     let (registry, sets) = filter_bench::registry(&lists).map_err(|e| e.to_string())?;
     let now = now_ms();
     let matching = filter_bench::evaluate_all(&registry, &sets, &text, now);
-    let start = cpu_time();
-    for _ in 0..EVALUATIONS {
-        std::hint::black_box(filter_bench::evaluate_all(&registry, &sets, &text, now));
+    let mut blocks = Vec::new();
+    for _ in 0..EVALUATIONS / EVALUATION_BLOCK {
+        let start = cpu_time();
+        for _ in 0..EVALUATION_BLOCK {
+            std::hint::black_box(filter_bench::evaluate_all(&registry, &sets, &text, now));
+        }
+        blocks.push(cpu_time() - start);
     }
-    let evaluate = cpu_time() - start;
+    let evaluate: Duration = blocks.iter().sum();
+    blocks.sort();
+    let evaluate_median = blocks[blocks.len() / 2].as_secs_f64() * 1e6 / EVALUATION_BLOCK as f64;
     let start = cpu_time();
     for _ in 0..EVALUATIONS {
         std::hint::black_box(evroute::text::status_text(status));
@@ -82,7 +91,9 @@ pub fn run(n: usize, pb: &ProgressBar) -> Result<Value, String> {
         "plain_us_per_publish": per_event(times[0]),
         "filtered_us_per_publish": per_event(times[1]),
         "ratio": times[1].as_secs_f64() / times[0].as_secs_f64(),
+        "ratio_chunks": { "median": ratios[ratios.len() / 2], "min": ratios[0], "max": ratios[ratios.len() - 1] },
         "evaluate_us_per_event": per(evaluate),
+        "evaluate_us_median_block": evaluate_median,
         "text_us_per_event": per(extract),
     }))
 }
