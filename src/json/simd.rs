@@ -20,13 +20,9 @@
 
 use std::arch::x86_64::*;
 
-/// Whether this CPU can run [`Tokens`] (every CPU with AVX2 has the other
-/// three); std caches the answer.
+/// Whether this CPU can run [`Tokens`]; std caches the answer.
 pub(super) fn available() -> bool {
-    is_x86_feature_detected!("avx2")
-        && is_x86_feature_detected!("pclmulqdq")
-        && is_x86_feature_detected!("popcnt")
-        && is_x86_feature_detected!("bmi1")
+    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("pclmulqdq")
 }
 
 /// Carries between blocks.
@@ -78,8 +74,9 @@ pub(super) struct Tokens<'a> {
 }
 
 impl<'a> Tokens<'a> {
-    /// `None` when this CPU lacks the features [`Tokens::next`] is compiled
-    /// for (see [`available`]) or the input is too long for u32 spans.
+    /// `None` when this CPU lacks the features the block classification is
+    /// compiled for (see [`available`]) or the input is too long for u32
+    /// spans.
     pub(super) fn new(bytes: &'a [u8]) -> Option<Tokens<'a>> {
         (available() && bytes.len() < 1 << 31).then_some(Tokens {
             bytes,
@@ -107,7 +104,7 @@ impl<'a> Tokens<'a> {
         at
     }
 
-    #[target_feature(enable = "avx2,pclmulqdq,popcnt,bmi1")]
+    #[target_feature(enable = "avx2,pclmulqdq")]
     fn refill(&mut self) {
         let at = self.next_block;
         let (bits, control) = match self.bytes.get(at..at + 64) {
@@ -134,7 +131,7 @@ impl<'a> Tokens<'a> {
 
 /// The positions of one block as a bitmask, and the control characters in
 /// its strings.
-#[target_feature(enable = "avx2,pclmulqdq,popcnt,bmi1")]
+#[target_feature(enable = "avx2,pclmulqdq")]
 #[inline]
 fn classify(block: &[u8; 64], carry: &mut Carry) -> (u64, u64) {
     // SAFETY: the two loads read the 64 bytes of `block`.
