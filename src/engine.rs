@@ -433,6 +433,8 @@ thread_local! {
 /// The Redis node wraps one socket read's messages in it, so a connection
 /// is woken once per read rather than for its first frame of it. Waiting
 /// readers (`Subscriber::next`) are woken at once, as always.
+// Only the Redis node defers signals.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub(crate) fn signal_after<T>(f: impl FnOnce() -> T) -> T {
     /// Signals on drop, so that a panic in `f` still wakes the readers.
     struct Flush;

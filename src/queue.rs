@@ -432,7 +432,9 @@ impl<X> Queue<X> {
     }
 
     /// Signals the readiness fd if frames wait or the queue is closed (the
-    /// reader may have taken them all since they were pushed).
+    /// reader may have taken them all since they were pushed). Only the
+    /// Redis node defers signals.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub fn signal(&self) {
         let st = self.lock();
         if (!st.is_empty() || st.closed.is_some())
