@@ -48,6 +48,20 @@ python_venv() {
     "$py" -m pip install --quiet --disable-pip-version-check pytest mypy
     "$py" -m pip wheel --quiet --disable-pip-version-check --no-deps -w "$1/wheel" ./bindings/python
     "$py" -m pip install --quiet --disable-pip-version-check "$1"/wheel/evroute-*.whl
+    python_source_stamp >"$1/source-stamp"
+}
+
+# python_source_stamp: a hash of what the Python package is built from (the
+# engine and the binding, committed or not), so that a part reusing a venv can
+# tell whether it still holds this checkout's package. Empty outside git.
+python_source_stamp() {
+    git rev-parse --git-dir >/dev/null 2>&1 || return 0
+    local paths=(src include build.rs Cargo.toml Cargo.lock bindings/python)
+    {
+        git ls-files -s -- "${paths[@]}"
+        git diff HEAD -- "${paths[@]}"
+        git ls-files -o --exclude-standard -z -- "${paths[@]}" | xargs -0 -r sha256sum
+    } | sha256sum | cut -d' ' -f1
 }
 
 # need_go: a Go toolchain of at least the go.mod version. Debian's golang-go (1.19 on

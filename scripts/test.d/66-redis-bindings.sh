@@ -17,8 +17,11 @@ fi
 
 echo "--- Python: bindings/python/tests/test_redis.py (installed package)"
 venv="$PWD/target/py-venv"
-# 40-python.sh leaves a fresh venv with this checkout's package; build one when run alone.
-if ! "$venv/bin/python" -c 'import evroute, pytest' 2>/dev/null; then
+# 40-python.sh leaves a venv with this checkout's package; build one when run
+# alone, or when the sources changed since (a stale package would be tested).
+stamp=$(python_source_stamp)
+if [ -z "$stamp" ] || [ "$(cat "$venv/source-stamp" 2>/dev/null)" != "$stamp" ] ||
+    ! "$venv/bin/python" -c 'import evroute, pytest' 2>/dev/null; then
     python_venv "$venv"
 fi
 status=0
