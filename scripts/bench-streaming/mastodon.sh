@@ -45,13 +45,6 @@ if grep -q 'devices.device_id' "$streaming_dir/index.js"; then
 fi
 dburl="postgres://postgres@127.0.0.1:$pgport/mastodon"
 
-redisport=$(free_port)
-redis-server --port "$redisport" --bind 127.0.0.1 --save '' --appendonly no >"$scratch/redis.log" 2>&1 &
-pids+=($!)
-(cd bindings/go && go build -o "$scratch/evroute-streaming" ./cmd/evroute-streaming)
-cc -O2 -Wall -Wextra -Werror -o "$scratch/floor" scripts/bench-streaming/floor.c
-sleep 0.5
-
 # Each server runs only for its own cases, so neither idles on the CPU beside the other.
 server_pid=
 server_url=

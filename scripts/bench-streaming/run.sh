@@ -36,13 +36,6 @@ user_clients=${USER_CLIENTS:-100 1000}
 histories=${HISTORIES:-256 0}   # EVROUTE_HISTORY_EVENTS of the user and home cases
 
 source scripts/bench-streaming/setup.sh
-
-redisport=$(free_port)
-redis-server --port "$redisport" --bind 127.0.0.1 --save '' --appendonly no >"$scratch/redis.log" 2>&1 &
-pids+=($!)
-(cd bindings/go && go build -o "$scratch/evroute-streaming" ./cmd/evroute-streaming)
-cc -O2 -Wall -Wextra -Werror -o "$scratch/floor" scripts/bench-streaming/floor.c
-sleep 0.5
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) cores"
 
 srvport=$(free_port)
