@@ -151,6 +151,28 @@ struct Scratch {
     frames: Vec<Frame>,
 }
 
+impl Scratch {
+    /// Empty buffers for one scan: the recorded nodes and members (moved
+    /// into the `Doc`), and the pending members and open frames.
+    fn start(&mut self) -> (Vec<Node>, Vec<Member>, &mut Vec<Member>, &mut Vec<Frame>) {
+        let (mut nodes, mut members) = (std::mem::take(&mut self.nodes), std::mem::take(&mut self.members));
+        nodes.clear();
+        members.clear();
+        self.pending.clear();
+        self.frames.clear();
+        (nodes, members, &mut self.pending, &mut self.frames)
+    }
+}
+
+/// The literal that starts with `c` (`t`, `f` or `n`) and its kind.
+fn literal(c: u8) -> (&'static [u8], Kind) {
+    match c {
+        b't' => (b"true", Kind::Bool),
+        b'f' => (b"false", Kind::Bool),
+        _ => (b"null", Kind::Null),
+    }
+}
+
 thread_local! {
     static SCRATCH: RefCell<Option<Scratch>> = const { RefCell::new(None) };
 }
@@ -285,14 +307,7 @@ fn scan_simd<'a>(_: &'a [u8], _: &mut Scratch, _: bool) -> Option<Doc<'a>> {
 /// character.
 #[cfg(target_arch = "x86_64")]
 fn walk<'a>(input: &'a [u8], t: &mut simd::Tokens<'_>, scratch: &mut Scratch, record_all: bool) -> Option<Doc<'a>> {
-    let mut nodes = std::mem::take(&mut scratch.nodes);
-    let mut members = std::mem::take(&mut scratch.members);
-    nodes.clear();
-    members.clear();
-    let pending = &mut scratch.pending;
-    let frames = &mut scratch.frames;
-    pending.clear();
-    frames.clear();
+    let (mut nodes, mut members, pending, frames) = scratch.start();
     let b = input;
     let mut i = t.next();
     let root;
@@ -318,11 +333,7 @@ fn walk<'a>(input: &'a [u8], t: &mut simd::Tokens<'_>, scratch: &mut Scratch, re
                 Span::new(i, end, if escaped { Kind::EscapedStr } else { Kind::Str }, NONE)
             }
             b't' | b'f' | b'n' => {
-                let (word, kind): (&[u8], _) = match c {
-                    b't' => (b"true", Kind::Bool),
-                    b'f' => (b"false", Kind::Bool),
-                    _ => (b"null", Kind::Null),
-                };
+                let (word, kind) = literal(c);
                 let end = i + word.len();
                 if !b[i..].starts_with(word) || !ends_token(b, end) {
                     return None;
@@ -416,14 +427,7 @@ fn scan_portable<'a>(input: &'a [u8], scratch: &mut Scratch, record_all: bool) -
     if input.len() >= 1 << 31 {
         return Err(Error::json("document too large"));
     }
-    let mut nodes = std::mem::take(&mut scratch.nodes);
-    let mut members = std::mem::take(&mut scratch.members);
-    nodes.clear();
-    members.clear();
-    let pending = &mut scratch.pending;
-    let frames = &mut scratch.frames;
-    pending.clear();
-    frames.clear();
+    let (mut nodes, mut members, pending, frames) = scratch.start();
     let b = input;
     let err = |at: usize, what: &str| json_error(input, at, what);
     let mut i = skip_ws(b, 0);
@@ -460,11 +464,7 @@ fn scan_portable<'a>(input: &'a [u8], scratch: &mut Scratch, record_all: bool) -
                 span
             }
             b't' | b'f' | b'n' => {
-                let (word, kind): (&[u8], _) = match c {
-                    b't' => (b"true", Kind::Bool),
-                    b'f' => (b"false", Kind::Bool),
-                    _ => (b"null", Kind::Null),
-                };
+                let (word, kind) = literal(c);
                 if !b[i..].starts_with(word) {
                     return Err(err(i, "invalid literal"));
                 }
