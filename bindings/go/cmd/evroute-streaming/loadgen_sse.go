@@ -31,22 +31,30 @@ type parser interface {
 // dialSSE opens client i's stream and returns once the server has sent its
 // first line (":)" on Mastodon, once subscribed).
 func (g *loadgen) dialSSE(ctx context.Context, i int) (*streamConn, error) {
-	u, err := url.Parse(g.base)
-	if err != nil {
-		return nil, err
-	}
 	path := "/api/v1/streaming/public"
 	if g.stream != "public" {
 		path = "/api/v1/streaming/user"
+	}
+	p := &sseParser{}
+	return g.dial(ctx, i, p, func(c *streamConn, host string) error {
+		return c.sseHandshake(p, host, path, g.firstToken+i)
+	})
+}
+
+// dial connects client i to the server, read through p once handshake
+// (SSE or WebSocket) has succeeded; the connection is closed if it fails.
+func (g *loadgen) dial(ctx context.Context, i int, p parser, handshake func(c *streamConn, host string) error) (*streamConn, error) {
+	u, err := url.Parse(g.base)
+	if err != nil {
+		return nil, err
 	}
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "tcp", u.Host)
 	if err != nil {
 		return nil, err
 	}
-	p := &sseParser{}
 	c := &streamConn{conn: conn, p: p}
-	if err := c.sseHandshake(p, u.Host, path, g.firstToken+i); err != nil {
+	if err := handshake(c, u.Host); err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("client %d: %w", i, err)
 	}

@@ -10,9 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"net/url"
 	"time"
 )
 
@@ -20,26 +18,14 @@ import (
 // subprotocol) and returns once the server accepted it. Its frames are then
 // read by the same readers as SSE streams, through a wsParser.
 func (g *loadgen) dialWS(ctx context.Context, i int) (*streamConn, error) {
-	u, err := url.Parse(g.base)
-	if err != nil {
-		return nil, err
-	}
 	stream := "public"
 	if g.stream != "public" {
 		stream = "user"
 	}
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", u.Host)
-	if err != nil {
-		return nil, err
-	}
 	p := &wsParser{}
-	c := &streamConn{conn: conn, p: p}
-	if err := c.wsHandshake(u.Host, "/api/v1/streaming/?stream="+stream, fmt.Sprintf("benchtok%d", g.firstToken+i)); err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("client %d: %w", i, err)
-	}
-	return c, nil
+	return g.dial(ctx, i, p, func(c *streamConn, host string) error {
+		return c.wsHandshake(host, "/api/v1/streaming/?stream="+stream, fmt.Sprintf("benchtok%d", g.firstToken+i))
+	})
 }
 
 func (c *streamConn) wsHandshake(host, path, token string) error {
