@@ -32,6 +32,24 @@ mod readiness;
 pub(crate) mod recent;
 #[cfg(feature = "redis")]
 mod redis_ingest;
+/// The Redis node's RESP2 push parser, for `benches/redis_ingest.rs`.
+#[cfg(all(feature = "bench", feature = "redis"))]
+#[doc(hidden)]
+pub mod ingest_bench {
+    /// Parses every complete reply at the start of `buf` as the Redis node
+    /// does: how many `message` pushes, and their payload bytes.
+    pub fn messages(mut buf: &[u8]) -> std::io::Result<(usize, usize)> {
+        let (mut messages, mut bytes) = (0, 0);
+        while let Some((reply, used)) = crate::redis_ingest::parse(buf)? {
+            if let crate::redis_ingest::Reply::Message { payload, .. } = reply {
+                messages += 1;
+                bytes += payload.len();
+            }
+            buf = &buf[used..];
+        }
+        Ok((messages, bytes))
+    }
+}
 #[cfg(feature = "redis")]
 pub mod redis_node;
 pub(crate) mod small_list;
