@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sync"
 	"time"
 
 	evroute "github.com/evroute/evroute/bindings/go"
@@ -48,5 +49,50 @@ func (b *systemBus) run(ctx context.Context, h *streaming.Handler) {
 		if msg != nil {
 			h.SystemMessage(msg.Channel, msg.Payload)
 		}
+	}
+}
+
+// syncWaiter is Options.Synced over the node: every client that subscribed
+// waits for the same round of one goroutine that asks the node, instead of
+// each holding an OS thread in the node's blocking wait (a burst of
+// connecting clients held dozens). A round covers the subscriptions made
+// before it began, so a client that comes during one waits for the next:
+// at most two of the node's poll intervals, or twice the timeout while
+// Redis is down.
+type syncWaiter struct {
+	waitNode func() // the node's wait, which covers what was subscribed before it
+
+	mu    sync.Mutex
+	round chan struct{} // closed when the next round ends; nil: nobody waits
+	busy  bool          // the goroutine runs
+}
+
+func (s *syncWaiter) wait() {
+	s.mu.Lock()
+	if s.round == nil {
+		s.round = make(chan struct{})
+	}
+	ch := s.round
+	if !s.busy {
+		s.busy = true
+		go s.loop()
+	}
+	s.mu.Unlock()
+	<-ch
+}
+
+func (s *syncWaiter) loop() {
+	for {
+		s.mu.Lock()
+		ch := s.round
+		s.round = nil
+		if ch == nil {
+			s.busy = false
+			s.mu.Unlock()
+			return
+		}
+		s.mu.Unlock()
+		s.waitNode()
+		close(ch)
 	}
 }

@@ -31,6 +31,7 @@ type config struct {
 	refresh       time.Duration
 	batchBytes    int
 	logLevel      string
+	debugAddr     string // pprof's endpoints; "": none
 }
 
 // evrouteSettings are listed by --help.
@@ -43,6 +44,7 @@ var evrouteSettings = []struct{ name, def, help string }{
 	{"EVROUTE_FILTER_REFRESH_S", "60", "seconds between batched reloads of every connected account's viewer state"},
 	{"EVROUTE_BATCH_BYTES", "65536", "bytes of frames drained and written per write (at least one frame)"},
 	{"LOG_LEVEL", "info", "debug, info, warn or error (Mastodon's variable)"},
+	{"EVROUTE_DEBUG_ADDR", "none", "host:port serving Go's profiles (/debug/pprof/: heap, goroutine, threadcreate...); keep it on loopback"},
 }
 
 func envInt(name string, def int) (int, error) {
@@ -103,6 +105,7 @@ func loadConfig() (*config, error) {
 		return nil, fmt.Errorf("Invalid EVROUTE_SUBSCRIBE_MODE environment variable: %s (channels or pattern)", c.subscribeMode)
 	}
 	c.logLevel = envOr("LOG_LEVEL", "info")
+	c.debugAddr = os.Getenv("EVROUTE_DEBUG_ADDR")
 	c.bind = strings.TrimSuffix(strings.TrimPrefix(envOr("BIND", "127.0.0.1"), "["), "]")
 	if c.trustedProxies, err = streaming.ParseTrustedProxies(os.Getenv("TRUSTED_PROXY_IP")); err != nil {
 		return nil, err

@@ -15,8 +15,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
+	"runtime"
 	"strconv"
 	"syscall"
 	"time"
@@ -164,12 +166,34 @@ func listener(cfg *config) (net.Listener, string, error) {
 	return l, addr, err
 }
 
+// serveDebug serves Go's profiles on their own listener, off the
+// streaming API's port (they disclose the process's internals).
+func serveDebug(addr string, log *slog.Logger) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	log.Warn("EVROUTE_DEBUG_ADDR: profiles served on " + addr)
+	if err := srv.ListenAndServe(); err != nil {
+		log.Error("EVROUTE_DEBUG_ADDR", "err", err)
+	}
+}
+
 func serve() error {
 	cfg, err := loadConfig()
 	if err != nil {
 		return err
 	}
 	log := newLogger(cfg.logLevel)
+	if cfg.debugAddr != "" {
+		// Every 4 kB allocated sampled (Go's default: 512 kB), so that the
+		// heap profile resolves costs per connection.
+		runtime.MemProfileRate = 4096
+		go serveDebug(cfg.debugAddr, log)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
@@ -214,7 +238,7 @@ func serve() error {
 			ok, _ := node.WaitSubscribed(0)
 			return ok
 		},
-		Synced:     func() { _, _ = node.WaitSynced(time.Second) },
+		Synced:     (&syncWaiter{waitNode: func() { _, _ = node.WaitSynced(time.Second) }}).wait,
 		Registerer: reg, Gatherer: reg, Logger: log, TrustedProxies: cfg.trustedProxies,
 		RefreshInterval: cfg.refresh, BatchBytes: cfg.batchBytes, EventIDs: cfg.historyEvents > 0,
 	})
