@@ -514,9 +514,21 @@ func TestSubscriberJSON(t *testing.T) {
 	}
 }
 
+// settle returns the goroutines once there are at most want, or after 1.5 s
+// (streams park).
+func settle(want int) int {
+	var g int
+	for deadline := time.Now().Add(1500 * time.Millisecond); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if g = runtime.NumGoroutine(); g <= want {
+			break
+		}
+	}
+	return g
+}
+
 // An idle stream parks, a new one at once: no goroutine of its own (a
-// WebSocket keeps its reader), yet it still delivers events and
-// heartbeats, and ends when its client leaves.
+// WebSocket's reader neither, see TestWebSocketReader), yet it still
+// delivers events and heartbeats, and ends when its client leaves.
 func TestIdleStreamsHoldNoGoroutine(t *testing.T) {
 	f := newFixture(t)
 	f.h.opts.Heartbeat = 3 * time.Second // after the idle checks below
@@ -527,15 +539,6 @@ func TestIdleStreamsHoldNoGoroutine(t *testing.T) {
 		f.h.mu.Lock()
 		defer f.h.mu.Unlock()
 		return len(f.h.conns)
-	}
-	settle := func(want int) int { // goroutines once the streams parked
-		var g int
-		for deadline := time.Now().Add(1500 * time.Millisecond); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-			if g = runtime.NumGoroutine(); g <= want {
-				break
-			}
-		}
-		return g
 	}
 	before := runtime.NumGoroutine()
 	var clients []*bufio.Reader

@@ -119,19 +119,24 @@ func (w *watchSet) forget(key uint64) bool {
 // It returns nil when nc cannot be watched (not a socket of this process's
 // own, such as a TLS connection); the caller then reads to find out.
 func watchClose(nc net.Conn, gone func()) (unwatch func()) {
-	sc, ok := nc.(syscall.Conn)
-	if !ok {
-		return nil
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return nil
-	}
-	key := watches.add(rc, syscall.EPOLLRDHUP, true, gone)
+	rc, key := watchConn(nc, syscall.EPOLLRDHUP, true, gone)
 	if key == 0 {
 		return nil
 	}
 	return func() { watches.remove(rc, key) }
+}
+
+// watchConn adds nc's socket to the set; key 0 when it cannot be watched.
+func watchConn(nc net.Conn, events uint32, once bool, fire func()) (syscall.RawConn, uint64) {
+	sc, ok := nc.(syscall.Conn)
+	if !ok {
+		return nil, 0
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil, 0
+	}
+	return rc, watches.add(rc, events, once, fire)
 }
 
 func (w *watchSet) loop() {
@@ -170,3 +175,29 @@ func (w *watchSet) loop() {
 		}
 	}
 }
+
+// readWatch watches a socket for input while its reader is parked: fire
+// runs on the set's goroutine (so it must not block) when the socket is
+// readable or its peer went away, once per arm.
+type readWatch struct {
+	rc  syscall.RawConn
+	key uint64
+}
+
+// watchReads registers nc disarmed; nil when it cannot be watched (not a
+// socket of this process's own), and the caller then reads on a goroutine.
+func watchReads(nc net.Conn, fire func()) *readWatch {
+	rc, key := watchConn(nc, 0, false, fire)
+	if key == 0 {
+		return nil
+	}
+	return &readWatch{rc, key}
+}
+
+// arm lets the next input (or one already waiting) fire.
+func (r *readWatch) arm() error {
+	return watches.arm(r.rc, r.key, syscall.EPOLLIN|syscall.EPOLLRDHUP)
+}
+
+// remove stops watching; call it before closing the socket. Idempotent.
+func (r *readWatch) remove() { watches.remove(r.rc, r.key) }

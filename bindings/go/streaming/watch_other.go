@@ -26,3 +26,13 @@ func (watchSet) arm(controller, uint64, uint32) error { return errors.ErrUnsuppo
 func (watchSet) remove(controller, uint64) {}
 
 func watchClose(net.Conn, func()) func() { return nil }
+
+// readWatch is epoll-based on Linux; elsewhere a WebSocket's reader keeps
+// its goroutine.
+type readWatch struct{}
+
+func watchReads(net.Conn, func()) *readWatch { return nil }
+
+func (*readWatch) arm() error { return errors.ErrUnsupported }
+
+func (*readWatch) remove() {}

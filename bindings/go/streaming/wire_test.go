@@ -13,12 +13,12 @@ import (
 
 	"github.com/coder/websocket"
 	evroute "github.com/evroute/evroute/bindings/go"
-	gorilla "github.com/gorilla/websocket"
+	"github.com/gobwas/ws"
 )
 
 // A batch written by the wire reaches a real WebSocket client as one text
 // message per frame, for every header length class (7-bit, 16-bit and
-// 64-bit lengths), while the module's ping and close share the connection.
+// 64-bit lengths), while the reader's ping and close share the connection.
 func TestWireWritesABatchAsMessages(t *testing.T) {
 	sizes := []int{0, 1, 125, 126, 127, 65535, 65536, 70000}
 	var frames [][]byte
@@ -31,44 +31,40 @@ func TestWireWritesABatchAsMessages(t *testing.T) {
 	}
 	wrote := make(chan error, 1)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		hw := &hijackWire{ResponseWriter: w, timeout: 5 * time.Second}
-		ws, err := wsUpgrader.Upgrade(hw, r, nil)
+		wr, _, err := upgrade(w, r, 5*time.Second)
 		if err != nil {
 			wrote <- err
 			return
 		}
-		defer hw.wire.Close()
+		defer wr.Close()
 		read := make(chan struct{})
-		go func() { // answers the client's pong and close
+		go func() { // takes the client's pong and close
 			defer close(read)
-			for {
-				if _, _, err := ws.ReadMessage(); err != nil {
-					return
-				}
-			}
+			_, _ = io.Copy(io.Discard, wr.Conn)
 		}()
-		err = hw.wire.ws(&outBatch{Batch: batch})
+		s := &wsSession{wire: wr}
+		err = wr.ws(&outBatch{Batch: batch})
 		if err == nil {
-			err = hw.wire.text([]byte(`{"error":"x"}`))
+			err = wr.text([]byte(`{"error":"x"}`))
 		}
-		if err == nil { // the module's control frames on the same wire
-			err = ws.WriteControl(gorilla.PingMessage, nil, time.Now().Add(5*time.Second))
+		if err == nil { // the reader's control frames on the same wire
+			_, err = wr.Write(pingFrame)
 		}
 		wrote <- err
-		_ = ws.WriteControl(gorilla.CloseMessage, gorilla.FormatCloseMessage(gorilla.CloseGoingAway, ""), time.Now().Add(5*time.Second))
+		s.close(ws.StatusGoingAway, "")
 		<-read
 	}))
 	defer srv.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	ws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+	cl, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ws.CloseNow()
-	ws.SetReadLimit(1 << 20)
+	defer cl.CloseNow()
+	cl.SetReadLimit(1 << 20)
 	for i, want := range append(frames, []byte(`{"error":"x"}`)) {
-		typ, got, err := ws.Read(ctx)
+		typ, got, err := cl.Read(ctx)
 		if err != nil {
 			t.Fatalf("message %d: %v", i, err)
 		}
@@ -76,7 +72,7 @@ func TestWireWritesABatchAsMessages(t *testing.T) {
 			t.Fatalf("message %d: type %v, %d bytes, want %d", i, typ, len(got), len(want))
 		}
 	}
-	_, _, err = ws.Read(ctx) // answers the ping, then sees the close
+	_, _, err = cl.Read(ctx) // answers the ping, then sees the close
 	if status := websocket.CloseStatus(err); status != websocket.StatusGoingAway {
 		t.Fatalf("close: %v", err)
 	}

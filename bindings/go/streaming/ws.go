@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strconv"
@@ -13,7 +14,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/gorilla/websocket"
+	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsutil"
 )
 
 // refuseUpgrade answers a refused WebSocket upgrade the way Mastodon writes
@@ -77,16 +79,44 @@ func param(raw json.RawMessage) string {
 	return ""
 }
 
+// wsSession is one WebSocket. Its reader holds no goroutine while the
+// client is silent (most of a connection's life: a client sends its
+// subscriptions, then only pongs): the socket waits in the process's watch
+// set, and input starts a goroutine that reads and handles what came, then
+// parks again once nothing is left buffered. A frame or message that comes
+// in pieces is read on that goroutine until it is whole. Frames are read
+// with gobwas/ws's low-level reader, which exists for this use; the pump
+// writes the server's messages on the wire.
 type wsSession struct {
 	h        *Handler
 	c        *conn
-	ws       *websocket.Conn // handshake, reads, control frames
-	wire     *wire           // every text message
+	wire     *wire // every frame the server sends
 	ctx      context.Context
 	pinged   bool        // a ping is waiting for its pong (the pump's)
 	pong     atomic.Bool // a pong came since the last ping
 	closing  atomic.Bool // a close frame was sent: the reader waits for the reply
 	readDone chan struct{}
+
+	src    wsSource
+	watch  *readWatch  // nil: the reader keeps its goroutine
+	parked atomic.Bool // the reader waits in the watch set
+	ending atomic.Bool // finish runs: the reader no longer parks
+}
+
+// wsSource is what the reader reads: bytes the client sent right after
+// its handshake (taken with it), then the connection.
+type wsSource struct {
+	early []byte
+	conn  net.Conn
+}
+
+func (s *wsSource) Read(p []byte) (int, error) {
+	if len(s.early) > 0 {
+		n := copy(p, s.early)
+		s.early = s.early[n:]
+		return n, nil
+	}
+	return s.conn.Read(p)
 }
 
 func (s *wsSession) sendError(err error, withStatus bool) {
@@ -136,43 +166,175 @@ func (s *wsSession) unsubscribe(req streamRequest) {
 	}
 }
 
-// readLoop handles the client's messages until the connection ends.
-func (s *wsSession) readLoop() {
-	defer close(s.readDone)
+// wsReadBuffer is the reader's buffer, held only while it runs: client
+// messages are small, and a longer one is read through it.
+const wsReadBuffer = 512
+
+var wsReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, wsReadBuffer) }}
+
+// read handles the client's frames until none is left buffered (it parks)
+// or the connection ends.
+func (s *wsSession) read() {
+	br := wsReaders.Get().(*bufio.Reader)
+	br.Reset(&s.src)
+	defer func() {
+		br.Reset(nil)
+		wsReaders.Put(br)
+	}()
 	for {
-		typ, data, err := s.ws.ReadMessage()
-		if err != nil {
+		if err := s.readMessage(br); err != nil {
+			if s.watch != nil {
+				s.watch.remove()
+			}
 			s.c.stop(stopGone)
+			close(s.readDone)
 			return
 		}
-		if s.closing.Load() {
-			continue // until the client's close frame
-		}
-		if typ == websocket.BinaryMessage {
-			s.close(websocket.CloseUnsupportedData, "The mastodon streaming server does not support binary messages")
-			s.c.stop(stopGone)
-			continue
-		}
-		var msg clientMessage
-		if json.Unmarshal(data, &msg) != nil {
-			continue // invalid JSON is ignored, as in Mastodon
-		}
-		req := streamRequest{Stream: param(msg.Stream), Tag: param(msg.Tag), List: param(msg.List)}
-		switch msg.Type {
-		case "subscribe":
-			s.subscribe(req, msg.LastEventID)
-		case "unsubscribe":
-			s.unsubscribe(req)
+		if br.Buffered() == 0 && len(s.src.early) == 0 && s.park() {
+			return
 		}
 	}
 }
 
-// close sends a close frame; the reader then waits for the client's.
-func (s *wsSession) close(code int, reason string) {
-	if s.closing.CompareAndSwap(false, true) {
-		_ = s.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(s.h.opts.WriteTimeout))
+// park leaves the reader to the watch set; false when the caller must go
+// on reading (the socket cannot be watched, or the connection ends).
+func (s *wsSession) park() bool {
+	if s.watch == nil {
+		return false
+	}
+	s.parked.Store(true)
+	// Armed last: input already waiting fires at once.
+	if s.ending.Load() || s.watch.arm() != nil {
+		// Unless a wakeup or finish took the reader over meanwhile.
+		return !s.parked.CompareAndSwap(true, false)
+	}
+	return true
+}
+
+// wake is the watch set's call: input came for a parked reader.
+func (s *wsSession) wake() {
+	if s.parked.CompareAndSwap(true, false) {
+		go s.read()
 	}
 }
+
+// errClientClosed ends the reader at the client's close frame.
+var errClientClosed = errors.New("websocket: closed by the client")
+
+// readMessage reads frames up to and with the client's next message and
+// handles them; an error ends the connection (after a close frame telling
+// the client why, when it broke the protocol or a limit).
+func (s *wsSession) readMessage(br *bufio.Reader) error {
+	rd := wsutil.Reader{Source: br, State: ws.StateServerSide, CheckUTF8: true,
+		MaxFrameSize: wsReadLimit, OnIntermediate: s.control}
+	hdr, err := rd.NextFrame()
+	if err != nil {
+		return s.readFailed(err)
+	}
+	if hdr.OpCode.IsControl() {
+		return s.control(hdr, &rd)
+	}
+	if s.closing.Load() || hdr.OpCode == ws.OpBinary {
+		// Until the client's close frame, messages are not handled.
+		if err := rd.Discard(); err != nil {
+			return s.readFailed(err)
+		}
+		if hdr.OpCode == ws.OpBinary {
+			s.close(ws.StatusUnsupportedData, "The mastodon streaming server does not support binary messages")
+			s.c.stop(stopGone)
+		}
+		return nil
+	}
+	data, err := io.ReadAll(io.LimitReader(&rd, wsReadLimit+1))
+	if err == nil && len(data) > wsReadLimit {
+		err = wsutil.ErrFrameTooLarge
+	}
+	if err != nil {
+		return s.readFailed(err)
+	}
+	var msg clientMessage
+	if json.Unmarshal(data, &msg) != nil {
+		return nil // invalid JSON is ignored, as in Mastodon
+	}
+	req := streamRequest{Stream: param(msg.Stream), Tag: param(msg.Tag), List: param(msg.List)}
+	switch msg.Type {
+	case "subscribe":
+		s.subscribe(req, msg.LastEventID)
+	case "unsubscribe":
+		s.unsubscribe(req)
+	}
+	return nil
+}
+
+// readFailed tells the client which rule it broke, if it did, and returns
+// err.
+func (s *wsSession) readFailed(err error) error {
+	var pe ws.ProtocolError
+	switch {
+	case errors.Is(err, wsutil.ErrFrameTooLarge):
+		s.close(ws.StatusMessageTooBig, "")
+	case errors.Is(err, wsutil.ErrInvalidUTF8):
+		s.close(ws.StatusInvalidFramePayloadData, "")
+	case errors.As(err, &pe):
+		s.close(ws.StatusProtocolError, pe.Error())
+	}
+	return err
+}
+
+// control handles a control frame, alone or between the frames of a
+// message: a ping is answered, a pong noted, a close answered (unless the
+// server sent its own first) and the reader ended.
+func (s *wsSession) control(hdr ws.Header, payload io.Reader) error {
+	var buf [125]byte // a control frame's most (checked by the reader)
+	p := buf[:hdr.Length]
+	if _, err := io.ReadFull(payload, p); err != nil {
+		return err
+	}
+	switch hdr.OpCode {
+	case ws.OpPing:
+		if !s.closing.Load() {
+			return s.writeFrame(ws.NewPongFrame(p))
+		}
+	case ws.OpPong:
+		s.pong.Store(true)
+	case ws.OpClose:
+		code, reason := ws.ParseCloseFrameData(p)
+		if err := ws.CheckCloseFrameData(code, reason); err != nil {
+			s.close(ws.StatusProtocolError, err.Error())
+			return err
+		}
+		if s.closing.CompareAndSwap(false, true) {
+			// The code echoed, as is usual (RFC 6455 §5.5.1).
+			var body []byte
+			if code != 0 {
+				body = ws.NewCloseFrameBody(code, "")
+			}
+			_ = s.writeFrame(ws.NewCloseFrame(body))
+		}
+		return errClientClosed
+	}
+	return nil
+}
+
+// writeFrame writes a control frame in one Write: the pump's writes cannot
+// come between its header and payload.
+func (s *wsSession) writeFrame(f ws.Frame) error {
+	b, err := ws.CompileFrame(f)
+	if err == nil {
+		_, err = s.wire.Write(b)
+	}
+	return err
+}
+
+// close sends a close frame; the reader then waits for the client's.
+func (s *wsSession) close(code ws.StatusCode, reason string) {
+	if s.closing.CompareAndSwap(false, true) {
+		_ = s.writeFrame(ws.NewCloseFrame(ws.NewCloseFrameBody(code, reason)))
+	}
+}
+
+// pingFrame is an empty ping, compiled once.
+var pingFrame = ws.MustCompileFrame(ws.NewPingFrame(nil))
 
 // ping is the pump's tick: a ping gets until the next one to be answered;
 // a client that did not answer is closed.
@@ -183,13 +345,13 @@ func (s *wsSession) ping() bool {
 	}
 	s.pinged = true
 	s.pong.Store(false)
-	return s.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(s.h.opts.WriteTimeout)) == nil
+	_, err := s.wire.Write(pingFrame)
+	return err == nil
 }
 
-// hijackWire hands the WebSocket module a wire instead of the raw
-// connection, so that the pump can write batches of messages on it while
-// the module keeps the handshake, reads and control frames (each written
-// in one Write).
+// hijackWire hands the upgrade a wire instead of the raw connection, so
+// that the pump can write batches of messages on it while the reader
+// writes control frames (each in one Write).
 type hijackWire struct {
 	http.ResponseWriter
 	timeout time.Duration
@@ -205,20 +367,38 @@ func (hw *hijackWire) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	return hw.wire, brw, nil
 }
 
-// wsUpgrader keeps no buffer per idle connection: client messages are
-// read through 512 bytes (they are small; control frames fit), and the
-// write buffer pool is never drawn from (the wire writes every message).
-var wsUpgrader = websocket.Upgrader{
-	ReadBufferSize:  512,
-	WriteBufferPool: &sync.Pool{},
-	CheckOrigin:     func(*http.Request) bool { return true }, // as Mastodon: tokens, not cookies
-}
-
 // wsReadLimit is the largest client message (close 1009 beyond).
 const wsReadLimit = 32 << 10
 
 // closeWait bounds the wait for the client's close frame.
 const closeWait = 5 * time.Second
+
+// upgrade completes the handshake on a hijacked wire, with the token as
+// subprotocol when it came as one (Mastodon's web UI); the response also
+// carries the headers set on w. On an error the client has its answer and
+// the wire is closed.
+func upgrade(w http.ResponseWriter, r *http.Request, timeout time.Duration) (*wire, []byte, error) {
+	up := ws.HTTPUpgrader{Header: w.Header()}
+	if token, fromProtocol := tokenFrom(r); fromProtocol {
+		up.Protocol = func(p string) bool { return p == token }
+	}
+	hw := &hijackWire{ResponseWriter: w, timeout: timeout}
+	_, brw, _, err := up.Upgrade(r, hw)
+	if err != nil {
+		if hw.wire != nil {
+			_ = hw.wire.Close()
+		}
+		return nil, nil, err
+	}
+	// What the client sent right after its handshake is the reader's first
+	// input; the hijacked buffer (net/http's 4 kB) is not kept.
+	var early []byte
+	if n := brw.Reader.Buffered(); n > 0 {
+		b, _ := brw.Reader.Peek(n)
+		early = append(early, b...)
+	}
+	return hw.wire, early, nil
+}
 
 // serveWebSocket authenticates before the upgrade (a refusal is a raw HTTP
 // response), then starts the reader and the writer of one WebSocket.
@@ -248,39 +428,32 @@ func (h *Handler) serveWebSocket(w http.ResponseWriter, r *http.Request, reqID s
 	}
 	done := finish
 	finish = func() { h.accounts.release(acct); done() }
-	up := wsUpgrader
-	if token, fromProtocol := tokenFrom(r); fromProtocol {
-		up.Subprotocols = []string{token}
-	}
-	hw := &hijackWire{ResponseWriter: w, timeout: h.opts.WriteTimeout}
-	ws, err := up.Upgrade(hw, r, w.Header())
+	wr, early, err := upgrade(w, r, h.opts.WriteTimeout)
 	if err != nil {
-		if hw.wire != nil {
-			_ = hw.wire.Close()
-		}
-		return // Upgrade answered the client
+		return // the upgrade answered the client
 	}
-	ws.SetReadLimit(wsReadLimit)
 	c, err := h.open(id, acct, "websocket")
 	if err != nil {
 		h.log.Error("subscriber failed", "err", err)
-		_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseInternalServerErr, ""), time.Now().Add(time.Second))
-		_ = hw.wire.Close()
+		_ = (&wsSession{wire: wr}).writeFrame(ws.NewCloseFrame(ws.NewCloseFrameBody(ws.StatusInternalServerError, "")))
+		_ = wr.Close()
 		return
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &wsSession{h: h, c: c, ws: ws, wire: hw.wire, ctx: ctx, readDone: make(chan struct{})}
-	ws.SetPongHandler(func(string) error { s.pong.Store(true); return nil })
+	s := &wsSession{h: h, c: c, wire: wr, ctx: ctx, readDone: make(chan struct{}),
+		src: wsSource{early: early, conn: wr.Conn}}
 	// The initial subscription, and a resume, before the writer starts: a
 	// gap event comes before the replayed frames.
 	if q := r.URL.Query(); q.Get("stream") != "" {
 		s.subscribe(streamRequest{Stream: q.Get("stream"), Tag: q.Get("tag"), List: q.Get("list")}, q.Get("last_event_id"))
 	}
-	// The connection goes on in a goroutine of its own, so that net/http's
-	// goroutine, buffers and request state are released.
+	// The connection goes on without net/http's goroutine, buffers and
+	// request state: the reader parks until the client sends something.
 	end := finish
 	finish = nil
-	go s.readLoop()
+	if s.watch = watchReads(wr.Conn, s.wake); len(early) > 0 || !s.park() {
+		go s.read()
+	}
 	go h.pump(c, s.wire, true, h.opts.PingInterval, s.ping, func() {
 		s.finish()
 		cancel()
@@ -295,9 +468,9 @@ func (s *wsSession) finish() {
 	c := s.c
 	switch c.reason.Load() {
 	case stopShutdown:
-		s.close(websocket.CloseGoingAway, "")
+		s.close(ws.StatusGoingAway, "")
 	case stopKill:
-		s.close(websocket.CloseNormalClosure, "")
+		s.close(ws.StatusNormalClosure, "")
 	}
 	// After a close frame the client gets a while to answer; otherwise
 	// (it went away or stayed silent) the connection ends now.
@@ -306,6 +479,10 @@ func (s *wsSession) finish() {
 		wait = wait.Add(closeWait)
 	}
 	_ = s.wire.SetReadDeadline(wait)
+	s.ending.Store(true)
+	if s.parked.CompareAndSwap(true, false) {
+		s.read() // until the client's close frame or the deadline
+	}
 	<-s.readDone
 	_ = s.wire.Close()
 }
