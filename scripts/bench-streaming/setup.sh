@@ -17,7 +17,8 @@ trap cleanup EXIT
 mastodon_pg "$scratch" 10000
 redisport=$(free_port)
 redis-server --port "$redisport" --bind 127.0.0.1 --save '' --appendonly no >"$scratch/redis.log" 2>&1 &
-pids+=($!)
+redispid=$!
+pids+=($redispid)
 (cd bindings/go && go build -o "$scratch/evroute-streaming" ./cmd/evroute-streaming)
 cc -O2 -Wall -Wextra -Werror -o "$scratch/floor" scripts/bench-streaming/floor.c
 sleep 0.5

@@ -817,11 +817,25 @@ func TestEndToEnd(t *testing.T) {
 			var out strings.Builder
 			g := &loadgen{base: base, clients: 8, firstToken: 11, stream: tc.stream, transport: tc.transport,
 				events: 40, rate: tc.rate, redisURL: fmt.Sprintf("redis://127.0.0.1:%d/0", e.redisPort),
-				serverPID: e.server.Process.Pid, settle: 5 * time.Second, connectPar: 4, readers: 2, out: &out}
+				serverPID: e.server.Process.Pid, settle: 5 * time.Second, connectPar: 4, readers: 2, out: &out,
+				trace: filepath.Join(t.TempDir(), "trace")}
 			res, err := g.run()
 			if err != nil {
 				t.Fatalf("%+v: %v", tc, err)
 			}
+			if tc.rate > 0 {
+				// Never early: event n goes out n intervals after the start at the soonest.
+				interval := int64(float64(time.Second) / tc.rate)
+				if len(res.late) != 40 {
+					t.Fatalf("%+v: %d lateness figures", tc, len(res.late))
+				}
+				for n, sent := range g.sent {
+					if early := res.start + int64(n)*interval - sent; early > 0 {
+						t.Fatalf("%+v: event %d published %d ns early", tc, n, early)
+					}
+				}
+			}
+			checkTrace(t, g.trace, g.sent)
 			lat := res.lat
 			if res.expected != 8*40 || res.received != res.expected || len(lat.arrived) != int(res.received) || len(lat.read) != len(lat.arrived) {
 				t.Fatalf("%+v: expected %d, received %d, %d latencies\n%s", tc, res.expected, res.received, len(lat.arrived), out.String())
@@ -924,4 +938,24 @@ func TestEndToEnd(t *testing.T) {
 			t.Fatalf("exit: %v", err)
 		}
 	})
+}
+
+// checkTrace checks a loadgen -trace file: a line per event, in order,
+// with its publish time, and a first arrival no later than the last.
+func checkTrace(t *testing.T, path string, sent []int64) {
+	t.Helper()
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSuffix(string(raw), "\n"), "\n")
+	if len(lines) != len(sent) {
+		t.Fatalf("trace: %d lines for %d events", len(lines), len(sent))
+	}
+	for n, line := range lines {
+		var i, at, first, last int64
+		if _, err := fmt.Sscanf(line, "%d %d %d %d", &i, &at, &first, &last); err != nil || i != int64(n) || at != sent[n] || first <= 0 || first > last {
+			t.Fatalf("trace line %d: %q (%v)", n, line, err)
+		}
+	}
 }

@@ -25,21 +25,25 @@ import (
 // WebSocket clients with the seed tokens (benchtok<i>), K events published
 // to Redis as Rails does, and the deliveries, latency and server cost.
 type loadgen struct {
-	base       string
-	clients    int
-	firstToken int
-	stream     string // public, user or home
-	transport  string // sse or ws
-	events     int
-	rate       float64
-	redisURL   string
-	namespace  string
-	serverPID  int
-	settle     time.Duration
-	window     int
-	connectPar int
-	readers    int
-	out        io.Writer
+	base         string
+	clients      int
+	firstToken   int
+	stream       string // public, user or home
+	transport    string // sse or ws
+	events       int
+	rate         float64
+	redisURL     string
+	namespace    string
+	serverPID    int
+	settle       time.Duration
+	window       int
+	connectPar   int
+	readers      int
+	trace        string
+	readerPolicy string
+	readPause    time.Duration
+	procs        int
+	out          io.Writer
 
 	sent      []int64 // publish time (UnixNano) of event i
 	received  atomic.Int64
@@ -66,6 +70,7 @@ func runLoadgen(args []string) error {
 	fs.IntVar(&g.window, "window", 0, "publish only while at most this many deliveries are outstanding (0: no limit); keeps Redis from cutting off a server that ingests slower than it publishes (pubsub client-output-buffer-limit)")
 	fs.IntVar(&g.connectPar, "connect-parallel", 64, "connections opened at once")
 	fs.IntVar(&g.readers, "readers", runtime.GOMAXPROCS(0), "SSE: goroutines reading the clients' sockets (Linux: each in epoll_wait on its share)")
+	fs.StringVar(&g.trace, "trace", "", "write one line per event to this file: its number, publish time (UnixNano), first and last arrival (µs after the publish; 0: none)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -77,6 +82,10 @@ func runLoadgen(args []string) error {
 	case g.clients <= 0 || g.events <= 0:
 		return fmt.Errorf("loadgen: -clients and -events must be positive")
 	}
+	// A P beyond the readers': a paced publisher that wakes finds one free
+	// even while every reader is busy (the readers run until their sockets
+	// are drained, and a goroutine that waits for a P waits up to 10 ms).
+	runtime.GOMAXPROCS(max(runtime.GOMAXPROCS(0), g.readers+1))
 	g.out = os.Stdout
 	_, err := g.run()
 	return err
@@ -250,7 +259,8 @@ func (g *loadgen) waitWindow(published int64) {
 type loadResult struct {
 	expected, received int64
 	lat                latencies // sorted
-	maxLate            time.Duration
+	start              int64     // UnixNano when publishing began
+	late               []int64   // paced: µs each event was published after its due time
 }
 
 // connect opens every client, g.connectPar at a time, and hands their
@@ -333,48 +343,24 @@ func (g *loadgen) run() (*loadResult, error) {
 	if g.rate > 0 {
 		interval = time.Duration(float64(time.Second) / g.rate)
 	}
-	// Paced: one PUBLISH every interval, each due at start + n*interval
-	// (a late one is published at once, and the lateness reported).
-	// Unpaced: pipelines of 64 events on public (the burst shape of the
+	// Paced: one event every interval (publishPaced). Unpaced: pipelines of 64 events on public (the burst shape of the
 	// figures in BENCHMARKS.md), about a thousand PUBLISH otherwise.
 	batch := 64
 	switch {
-	case interval > 0:
-		batch = 1
 	case g.stream == "user":
 		batch = max(1, 1024/g.clients)
 	case g.stream == "home":
 		batch = 1024
 	}
-	tpl := messageTemplate()
 	pubStart := time.Now()
-	for n := 0; n < g.events; {
-		if interval > 0 {
-			due := pubStart.Add(time.Duration(n) * interval)
-			if wait := time.Until(due); wait > 0 {
-				time.Sleep(wait)
-			}
-			res.maxLate = max(res.maxLate, time.Since(due))
-		}
-		g.waitWindow(int64(n * perEvent))
-		pipe := rdb.Pipeline()
-		for end := min(n+batch, g.events); n < end; n++ {
-			msg := message(tpl, n)
-			atomic.StoreInt64(&g.sent[n], time.Now().UnixNano())
-			switch g.stream {
-			case "public":
-				pipe.Publish(ctx, g.channel(0), msg)
-			case "user":
-				for i := 0; i < g.clients; i++ {
-					pipe.Publish(ctx, g.channel(i), msg)
-				}
-			case "home":
-				pipe.Publish(ctx, g.channel(n%g.clients), msg)
-			}
-		}
-		if _, err := pipe.Exec(ctx); err != nil {
-			return nil, fmt.Errorf("publish: %w", err)
-		}
+	res.start = pubStart.UnixNano()
+	if interval > 0 {
+		err = g.publishPaced(ctx, ropts, pubStart, interval, perEvent, res)
+	} else {
+		err = g.publishBatches(ctx, rdb, batch, perEvent)
+	}
+	if err != nil {
+		return nil, err
 	}
 	pubTime := time.Since(pubStart)
 	// Wait for the deliveries, or until nothing arrived for a while.
@@ -398,6 +384,11 @@ func (g *loadgen) run() (*loadResult, error) {
 	g.mu.Lock()
 	res.lat = g.lat
 	g.mu.Unlock()
+	if g.trace != "" {
+		if err := g.writeTrace(res.lat); err != nil {
+			return nil, err
+		}
+	}
 	slices.Sort(res.lat.arrived)
 	slices.Sort(res.lat.read)
 	res.lat.first = slices.DeleteFunc(res.lat.first, func(us int64) bool { return us == 0 })
@@ -408,7 +399,8 @@ func (g *loadgen) run() (*loadResult, error) {
 	fmt.Fprintf(g.out, "loadgen: %s %s, %d clients (connected in %.1fs), %d events (published in %.2fs",
 		g.stream, g.transport, g.clients, connectTime.Seconds(), g.events, pubTime.Seconds())
 	if interval > 0 {
-		fmt.Fprintf(g.out, ", one every %v, at most %.2f ms late", interval, float64(res.maxLate)/1e6)
+		slices.Sort(res.late)
+		fmt.Fprintf(g.out, ", one every %v; late by ms: %s", interval, latencyLine(res.late))
 	}
 	fmt.Fprintf(g.out, ")\ndeliveries %d of %d (lost %d) in %.2fs: %.0f deliveries/s\n",
 		got, res.expected, res.expected-got, elapsed.Seconds(), float64(got)/elapsed.Seconds())
@@ -429,6 +421,76 @@ func (g *loadgen) run() (*loadResult, error) {
 	return res, nil
 }
 
+// eventChannels appends the channels event n goes to.
+func (g *loadgen) eventChannels(dst []string, n int) []string {
+	switch g.stream {
+	case "user":
+		for i := 0; i < g.clients; i++ {
+			dst = append(dst, g.channel(i))
+		}
+		return dst
+	case "home":
+		return append(dst, g.channel(n%g.clients))
+	}
+	return append(dst, g.channel(0))
+}
+
+// publishPaced publishes event n at start + n*interval (a late one at
+// once, its lateness kept in res.late), from an OS thread of its own: Go
+// runs a P's timers only when that P schedules, so readers busy on every P
+// would hold up a goroutine's timer.
+func (g *loadgen) publishPaced(ctx context.Context, opts *redis.Options, start time.Time, interval time.Duration, perEvent int, res *loadResult) error {
+	p, err := dialPaced(ctx, opts)
+	if err != nil {
+		return err
+	}
+	done := make(chan error)
+	go func() {
+		pacingThread()
+		tpl := messageTemplate()
+		var channels []string
+		for n := 0; n < g.events; n++ {
+			due := start.Add(time.Duration(n) * interval)
+			sleepUntil(due)
+			res.late = append(res.late, max(time.Since(due).Microseconds(), 0))
+			g.waitWindow(int64(n * perEvent))
+			channels = g.eventChannels(channels[:0], n)
+			if err := p.publish(channels, message(tpl, n), &g.sent[n]); err != nil {
+				done <- fmt.Errorf("publish: %w", err)
+				return
+			}
+		}
+		done <- nil
+	}()
+	err = <-done
+	if cerr := p.close(int64(g.events*len(g.eventChannels(nil, 0))), g.settle); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// publishBatches publishes the events in pipelines of batch events.
+func (g *loadgen) publishBatches(ctx context.Context, rdb *redis.Client, batch, perEvent int) error {
+	tpl := messageTemplate()
+	var channels []string
+	for n := 0; n < g.events; {
+		g.waitWindow(int64(n * perEvent))
+		pipe := rdb.Pipeline()
+		for end := min(n+batch, g.events); n < end; n++ {
+			msg := message(tpl, n)
+			atomic.StoreInt64(&g.sent[n], time.Now().UnixNano())
+			channels = g.eventChannels(channels[:0], n)
+			for _, ch := range channels {
+				pipe.Publish(ctx, ch, msg)
+			}
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			return fmt.Errorf("publish: %w", err)
+		}
+	}
+	return nil
+}
+
 func latencyLine(sorted []int64) string {
 	return fmt.Sprintf("p50 %.2f p99 %.2f max %.2f", percentile(sorted, 0.5), percentile(sorted, 0.99), float64(sorted[len(sorted)-1])/1000)
 }
@@ -438,4 +500,18 @@ func unstampedNote(n int64) string {
 		return ""
 	}
 	return fmt.Sprintf("; %d reads had none and count their read time", n)
+}
+
+// writeTrace writes the -trace file: per event, its publish time and the
+// first and last arrival, for lining up with a server's own timestamps.
+func (g *loadgen) writeTrace(l latencies) error {
+	var b bytes.Buffer
+	for n, sent := range g.sent {
+		var first, last int64
+		if l.first != nil {
+			first, last = l.first[n], l.last[n]
+		}
+		fmt.Fprintf(&b, "%d %d %d %d\n", n, sent, first, last)
+	}
+	return os.WriteFile(g.trace, b.Bytes(), 0o644)
 }

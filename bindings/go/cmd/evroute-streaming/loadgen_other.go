@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"runtime"
 	"time"
 )
 
@@ -41,4 +42,14 @@ func (g *loadgen) readStreams(ctx context.Context, conns []*streamConn) error {
 		}()
 	}
 	return nil
+}
+
+// pacingThread: the paced publisher keeps its goroutine on one thread.
+func pacingThread() { runtime.LockOSThread() }
+
+// sleepUntil sleeps until t.
+func sleepUntil(t time.Time) {
+	if d := time.Until(t); d > 0 {
+		time.Sleep(d)
+	}
 }
