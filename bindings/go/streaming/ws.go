@@ -90,8 +90,7 @@ func param(raw json.RawMessage) string {
 type wsSession struct {
 	h        *Handler
 	c        *conn
-	wire     *wire // every frame the server sends
-	ctx      context.Context
+	wire     *wire       // every frame the server sends
 	pinged   bool        // a ping is waiting for its pong (the pump's)
 	pong     atomic.Bool // a pong came since the last ping
 	closing  atomic.Bool // a close frame was sent: the reader waits for the reply
@@ -135,7 +134,7 @@ func (s *wsSession) sendError(err error, withStatus bool) {
 // subscribe adds a subscription; with lastID it then resumes the
 // connection (evroute's addition) and tells the client of a gap.
 func (s *wsSession) subscribe(req streamRequest, lastID string) {
-	res, err := s.h.resolve(s.ctx, s.c.id, req)
+	res, err := s.h.resolve(context.Background(), s.c.id, req)
 	if err == nil {
 		err = s.c.subscribe(res)
 	}
@@ -157,7 +156,7 @@ func (s *wsSession) subscribe(req streamRequest, lastID string) {
 }
 
 func (s *wsSession) unsubscribe(req streamRequest) {
-	res, err := s.h.resolve(s.ctx, s.c.id, req)
+	res, err := s.h.resolve(context.Background(), s.c.id, req)
 	if err == nil {
 		err = s.c.unsubscribe(res)
 	}
@@ -439,24 +438,30 @@ func (h *Handler) serveWebSocket(w http.ResponseWriter, r *http.Request, reqID s
 		_ = wr.Close()
 		return
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	s := &wsSession{h: h, c: c, wire: wr, ctx: ctx, readDone: make(chan struct{}),
-		src: wsSource{early: early, conn: wr.Conn}}
-	// The initial subscription, and a resume, before the writer starts: a
-	// gap event comes before the replayed frames.
-	if q := r.URL.Query(); q.Get("stream") != "" {
-		s.subscribe(streamRequest{Stream: q.Get("stream"), Tag: q.Get("tag"), List: q.Get("list")}, q.Get("last_event_id"))
-	}
-	// The connection goes on without net/http's goroutine, buffers and
-	// request state: the reader parks until the client sends something.
+	s := &wsSession{h: h, c: c, wire: wr, readDone: make(chan struct{}), src: wsSource{early: early, conn: wr.Conn}}
+	q := r.URL.Query()
+	first := streamRequest{Stream: q.Get("stream"), Tag: q.Get("tag"), List: q.Get("list")}
+	// The connection goes on in a goroutine of its own, so that net/http's
+	// goroutine (its stack grown by authentication and the viewer state's
+	// load), buffers and request state are released.
 	end := finish
 	finish = nil
-	if s.watch = watchReads(wr.Conn, s.wake); len(early) > 0 || !s.park() {
+	go s.run(first, q.Get("last_event_id"), end)
+}
+
+// run makes the initial subscription (and a resume) before the writer
+// starts, so that a gap event comes before the replayed frames, parks the
+// reader until the client sends something, and runs the writer.
+func (s *wsSession) run(first streamRequest, lastID string, end func()) {
+	if first.Stream != "" {
+		s.subscribe(first, lastID)
+	}
+	if s.watch = watchReads(s.wire.Conn, s.wake); len(s.src.early) > 0 || !s.park() {
 		go s.read()
 	}
-	go h.pump(c, s.wire, true, h.opts.PingInterval, s.ping, func() {
+	c := s.c
+	s.h.pump(c, s.wire, true, s.h.opts.PingInterval, s.ping, func() {
 		s.finish()
-		cancel()
 		c.close()
 		end()
 	})
