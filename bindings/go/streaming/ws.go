@@ -297,8 +297,8 @@ func (s *wsSession) control(hdr ws.Header, payload io.Reader) error {
 	case ws.OpPong:
 		s.pong.Store(true)
 	case ws.OpClose:
-		code, reason := ws.ParseCloseFrameData(p)
-		if err := ws.CheckCloseFrameData(code, reason); err != nil {
+		code, reason := ws.ParseCloseFrameData(p) // code 0: none (an empty close is valid)
+		if err := ws.CheckCloseFrameData(code, reason); err != nil && len(p) > 0 {
 			s.close(ws.StatusProtocolError, err.Error())
 			return err
 		}

@@ -185,6 +185,14 @@ func TestWebSocketReader(t *testing.T) {
 	if _, err := io.ReadAll(clients[1].br); err != nil {
 		t.Fatal(err)
 	}
+	// An empty close (no code) is answered with an empty one.
+	clients[6].send(clientFrame(t, ws.NewCloseFrame(nil), true), 64)
+	if fr := clients[6].read(); fr.Header.OpCode != ws.OpClose || len(fr.Payload) != 0 {
+		t.Fatalf("got %v %q, want an empty close", fr.Header.OpCode, fr.Payload)
+	}
+	// A close with a code no endpoint may send is a protocol error.
+	clients[7].send(clientFrame(t, ws.NewCloseFrame(ws.NewCloseFrameBody(ws.StatusNoStatusRcvd, "")), true), 64)
+	clients[7].expectClose(ws.StatusProtocolError, "", false)
 	clients[2].send(clientFrame(t, ws.NewBinaryFrame([]byte{1, 2}), true), 64)
 	clients[2].expectClose(ws.StatusUnsupportedData, "The mastodon streaming server does not support binary messages", true)
 	clients[3].send(clientFrame(t, ws.NewTextFrame([]byte(`{}`)), false), 64)
