@@ -391,6 +391,14 @@ func (g *loadgen) run() (*loadResult, error) {
 	}
 	slices.Sort(res.lat.arrived)
 	slices.Sort(res.lat.read)
+	// The spread of each event's fan-out: first to last arrival.
+	var spread []int64
+	for n, first := range res.lat.first {
+		if first != 0 {
+			spread = append(spread, res.lat.last[n]-first)
+		}
+	}
+	slices.Sort(spread)
 	res.lat.first = slices.DeleteFunc(res.lat.first, func(us int64) bool { return us == 0 })
 	res.lat.last = slices.DeleteFunc(res.lat.last, func(us int64) bool { return us == 0 })
 	slices.Sort(res.lat.first)
@@ -408,8 +416,8 @@ func (g *loadgen) run() (*loadResult, error) {
 		fmt.Fprintf(g.out, "latency publish->arrival ms (kernel receive time%s): %s\n",
 			unstampedNote(g.unstamped.Load()), latencyLine(res.lat.arrived))
 		fmt.Fprintf(g.out, "latency publish->read by the load generator ms: %s\n", latencyLine(res.lat.read))
-		fmt.Fprintf(g.out, "per event, publish->first arrival ms: %s; ->last arrival: %s\n",
-			latencyLine(res.lat.first), latencyLine(res.lat.last))
+		fmt.Fprintf(g.out, "per event, publish->first arrival ms: %s; ->last arrival: %s; first->last: %s\n",
+			latencyLine(res.lat.first), latencyLine(res.lat.last), latencyLine(spread))
 	}
 	// On a machine it shares with the server, what the load generator
 	// takes is not the server's.
@@ -492,7 +500,7 @@ func (g *loadgen) publishBatches(ctx context.Context, rdb *redis.Client, batch, 
 }
 
 func latencyLine(sorted []int64) string {
-	return fmt.Sprintf("p50 %.2f p99 %.2f max %.2f", percentile(sorted, 0.5), percentile(sorted, 0.99), float64(sorted[len(sorted)-1])/1000)
+	return fmt.Sprintf("p50 %.2f p90 %.2f p99 %.2f max %.2f", percentile(sorted, 0.5), percentile(sorted, 0.9), percentile(sorted, 0.99), float64(sorted[len(sorted)-1])/1000)
 }
 
 func unstampedNote(n int64) string {
