@@ -21,17 +21,12 @@
 #
 # BENCH_PRIORITY=1 (root): the sitting runs in a scheduling group of its own
 # (autogroup) at nice -19, so that builds of other users of a shared machine
-# disturb its latencies less. BENCH_PRIORITY=rt: the same, and the latency
-# case's servers, load generator and redis-server run at SCHED_FIFO 1 (the
-# loadgen's paced publisher one above), so that nothing else on the machine
-# preempts them and, equal in priority, none preempts another mid-fan-out
-# (at 100k deliveries/s they take 1 to 1.6 of the 2 cores; the kernel keeps
-# 5 % of each core for everything else).
+# disturb its latencies less.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-case ${BENCH_PRIORITY:-} in
-1 | rt) exec env BENCH_PRIORITY="set-$BENCH_PRIORITY" setsid -w bash -c 'echo -19 >/proc/self/autogroup && exec nice -n -19 bash "$0"' "$0" ;;
-esac
+if [ "${BENCH_PRIORITY:-}" = 1 ]; then
+    exec env BENCH_PRIORITY=set setsid -w bash -c 'echo -19 >/proc/self/autogroup && exec nice -n -19 bash "$0"' "$0"
+fi
 source scripts/need.sh
 need redis-server:redis-server cc:gcc,libc6-dev
 events=${EVENTS:-300}
@@ -45,15 +40,14 @@ echo "load average: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) cores"
 
 srvport=$(free_port)
 srv=0
-sched=() # the latency case's scheduling policy (BENCH_PRIORITY=rt)
 # start_server floor [CHANNEL | PREFIX BASE] | evs [VAR=value...]: a fresh server on $srvport.
 start_server() {
     local kind=$1
     shift
     if [ "$kind" = floor ]; then
-        "${sched[@]}" "$scratch/floor" "$srvport" "$redisport" "${@:-timeline:public}" >"$scratch/floor.log" 2>&1 &
+        "$scratch/floor" "$srvport" "$redisport" "${@:-timeline:public}" >"$scratch/floor.log" 2>&1 &
     else
-        "${sched[@]}" env DATABASE_URL="postgres://postgres@127.0.0.1:$pgport/mastodon" REDIS_URL="redis://127.0.0.1:$redisport" \
+        env DATABASE_URL="postgres://postgres@127.0.0.1:$pgport/mastodon" REDIS_URL="redis://127.0.0.1:$redisport" \
             PORT=$srvport LOG_LEVEL=warn "$@" "$scratch/evroute-streaming" >>"$scratch/evs.log" 2>&1 &
     fi
     srv=$!
@@ -79,7 +73,7 @@ run() {
     shift
     echo "=== $title: $kind ${envs[*]:-} (load $(cut -d' ' -f1 /proc/loadavg))"
     start_server "$kind" "${envs[@]}"
-    "${sched[@]}" "$scratch/evroute-streaming" loadgen -url "http://127.0.0.1:$srvport" -server-pid "$srv" \
+    "$scratch/evroute-streaming" loadgen -url "http://127.0.0.1:$srvport" -server-pid "$srv" \
         -redis "redis://127.0.0.1:$redisport/0" -settle 10s "$@"
     stop_server
 }
@@ -96,10 +90,6 @@ for r in $(seq "$repeat"); do
             run "public, 1000 WebSocket clients, $events events" evs -- -stream public -transport ws -clients 1000 -events "$events"
             run "public, 1000 SSE clients, $events events" evs -- -stream public -clients 1000 -events "$events" ;;
         latency)
-            if [ "${BENCH_PRIORITY:-}" = set-rt ]; then
-                sched=(chrt -f 1)
-                chrt -f -p 1 "$redispid"
-            fi
             for t in sse ws; do
                 [ "$t" = sse ] && run "public, 1000 $t clients, 100 events/s (latency)" floor -- -stream public -clients 1000 -events 500 -rate 100
                 run "public, 1000 $t clients, 100 events/s (latency)" evs -- -stream public -transport "$t" -clients 1000 -events 500 -rate 100
@@ -107,11 +97,7 @@ for r in $(seq "$repeat"); do
             run "public, 5000 sse clients, 20 events/s (latency)" floor -- -stream public -clients 5000 -events 100 -rate 20
             run "public, 5000 sse clients, 20 events/s (latency)" evs -- -stream public -clients 5000 -events 100 -rate 20
             run "public, 100 sse clients, 1000 events/s (latency)" floor -- -stream public -clients 100 -events 5000 -rate 1000
-            run "public, 100 sse clients, 1000 events/s (latency)" evs -- -stream public -clients 100 -events 5000 -rate 1000
-            if [ ${#sched[@]} -gt 0 ]; then
-                sched=()
-                chrt -o -p 0 "$redispid"
-            fi ;;
+            run "public, 100 sse clients, 1000 events/s (latency)" evs -- -stream public -clients 100 -events 5000 -rate 1000 ;;
         user)
             for n in $user_clients; do
                 run "user, $n SSE clients, each event to every client's timeline:<account>" floor timeline: 1000000 -- \

@@ -226,10 +226,10 @@ func writeAll(fd int, b []byte) error {
 
 // pacingThread readies the calling goroutine for pacing: an OS thread of
 // its own, woken by its timer with 1 µs of slack instead of 50, and
-// real-time (SCHED_FIFO, where permitted: root), one step above the rest of
-// the process if that is real-time already (BENCH_PRIORITY=rt), so that
-// neither a server nor a reader busy on every core delays a publish. The
-// thread ends with the goroutine (it stays locked).
+// real-time (SCHED_FIFO, where permitted: root; one step above the rest of
+// the process if that is real-time already), so that neither a server nor
+// a reader busy on every core delays a publish. It takes a few µs per
+// event. The thread ends with the goroutine (it stays locked).
 func pacingThread() {
 	runtime.LockOSThread()
 	const prSetTimerslack, schedFIFO = 29, 1
