@@ -166,6 +166,13 @@ typedef struct evr_engine evr_engine;
  */
 typedef struct evr_frame evr_frame;
 
+/**
+ * One readiness fd for many subscribers: it polls readable while the set
+ * lists tokens of subscribers with frames waiting (or closed). Free with
+ * evr_ready_set_free().
+ */
+typedef struct evr_ready_set evr_ready_set;
+
 #if defined(EVR_FEATURE_REDIS)
 /**
  * An engine's link to Redis: two background threads that feed Redis
@@ -675,13 +682,20 @@ enum evr_status evr_subscriber_next_iov(const struct evr_subscriber *subscriber,
  * out-parameter is written without EVR_OK). `max == 0` is
  * EVR_ERR_INVALID_CONFIG.
  *
+ * `emptied` may be NULL. On EVR_OK, `*emptied` is 1 when the call took the
+ * last waiting frame and 0 when frames are left (a byte or frame cap was
+ * reached). A host of a ready set (evr_ready_set_new()) drains a token's
+ * subscriber until this is 1 or the status is EVR_EMPTY or EVR_CLOSED; if
+ * it stops earlier it must come back to that subscriber itself, since no
+ * new token is listed while frames are left.
+ *
  * Thread-safety: as evr_subscriber_next(); several readers each get
  * different frames.
  *
  * # Safety
  * `subscriber` is NULL or live; `buf` is NULL or has `cap` writable bytes;
- * `lens` is NULL or has room for `max` values; `n_frames` and `n_bytes`
- * are NULL or writable.
+ * `lens` is NULL or has room for `max` values; `n_frames`, `n_bytes` and
+ * `emptied` are NULL or writable.
  */
 enum evr_status evr_subscriber_read(const struct evr_subscriber *subscriber,
                                     uint32_t timeout_ms,
@@ -691,7 +705,8 @@ enum evr_status evr_subscriber_read(const struct evr_subscriber *subscriber,
                                     size_t *lens,
                                     size_t max,
                                     size_t *n_frames,
-                                    size_t *n_bytes);
+                                    size_t *n_bytes,
+                                    int *emptied);
 
 /**
  * Stores in `*out` a file descriptor that polls readable (POLLIN) while
@@ -700,7 +715,9 @@ enum evr_status evr_subscriber_read(const struct evr_subscriber *subscriber,
  * level-triggered: drain with evr_subscriber_next() until EVR_EMPTY. The
  * fd is owned by the subscriber and lives until evr_subscriber_free():
  * never read, write or close it. Repeated calls give the same fd.
- * EVR_ERR_IO when it cannot be created (for example no fds left).
+ * EVR_ERR_IO when it cannot be created (for example no fds left);
+ * EVR_ERR_INVALID_CONFIG when the subscriber is attached to a ready set
+ * (evr_subscriber_attach_ready_set()), whose fd serves it instead.
  *
  * Thread-safety: may be called from any thread.
  *
@@ -865,6 +882,87 @@ const char *evr_version(void);
  * may be called with `user_data` from any thread until it is replaced.
  */
 enum evr_status evr_set_log_callback(int level, evr_log_fn callback, void *user_data);
+
+/**
+ * Creates a ready set. On EVR_OK `*out` is a new set to free with
+ * evr_ready_set_free(). EVR_ERR_IO when its fd cannot be created.
+ *
+ * A subscriber attached with evr_subscriber_attach_ready_set() has its
+ * token listed when frames arrive in its empty queue, when it is closed,
+ * and at once on attach if frames already wait. The host takes tokens with
+ * evr_ready_set_take() and, for each, drains the subscriber with
+ * evr_subscriber_read() until `*emptied` is 1 or the status is EVR_EMPTY
+ * or EVR_CLOSED. If it stops earlier (a full socket, a byte cap) it must
+ * come back to that subscriber itself: no new token is listed until a
+ * drain empties the queue. A token may come when its queue is already
+ * empty (the drain then says EVR_EMPTY); take never returns the token of
+ * a subscriber freed before the take began.
+ *
+ * Thread-safety: may be called from any thread.
+ *
+ * # Safety
+ * `out` is NULL or writable.
+ */
+enum evr_status evr_ready_set_new(struct evr_ready_set **out);
+
+/**
+ * Stores in `*out` the set's fd: level-triggered, readable (POLLIN) while
+ * tokens are listed. Owned by the set: never read, write or close it.
+ *
+ * Thread-safety: may be called from any thread.
+ *
+ * # Safety
+ * `set` is NULL or live; `out` is NULL or writable.
+ */
+enum evr_status evr_ready_set_fd(const struct evr_ready_set *set, int *out);
+
+/**
+ * Moves up to `max` listed tokens, oldest first, into `tokens` and stores
+ * how many in `*n` (0 when none is listed); the fd stops polling readable
+ * once the list is empty. `max == 0` is EVR_ERR_INVALID_CONFIG.
+ *
+ * Thread-safety: may be called from any thread; concurrent takes get
+ * different tokens.
+ *
+ * # Safety
+ * `set` is NULL or live; `tokens` is NULL or has room for `max` values;
+ * `n` is NULL or writable.
+ */
+enum evr_status evr_ready_set_take(const struct evr_ready_set *set,
+                                   uint64_t *tokens,
+                                   size_t max,
+                                   size_t *n);
+
+/**
+ * Releases the handle's reference to the set; attached subscribers keep
+ * it (and its fd) until they are freed. NULL is a no-op.
+ *
+ * Thread-safety: must not race with another call on the same handle.
+ *
+ * # Safety
+ * `set` is NULL or a live set, not used again.
+ */
+void evr_ready_set_free(struct evr_ready_set *set);
+
+/**
+ * Attaches a subscriber to a ready set under `token`, a value the host
+ * chooses (a connection id, an index) and gets back from
+ * evr_ready_set_take(). The subscriber then has no readiness fd of its
+ * own. EVR_ERR_INVALID_CONFIG, with a message naming the problem, when
+ * the token is already attached to this set, when the subscriber is
+ * already attached to a set, or when its own fd was asked for
+ * (evr_subscriber_fd()); evr_subscriber_fd() on an attached subscriber is
+ * EVR_ERR_INVALID_CONFIG too. Freeing the subscriber detaches it.
+ *
+ * Thread-safety: may be called from any thread, also while frames are
+ * published to the subscriber.
+ *
+ * # Safety
+ * `subscriber` and `set` are NULL or live.
+ */
+enum evr_status evr_subscriber_attach_ready_set(const struct evr_subscriber *subscriber,
+                                                const struct evr_ready_set *set,
+                                                uint64_t token);
 
 #if defined(EVR_FEATURE_REDIS)
 /**

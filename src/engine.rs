@@ -22,6 +22,7 @@ use crate::history::{self, History};
 use crate::index::{Index, Indexed, Members};
 use crate::keyword::{self, EventMatches, FilterSet, PerSet, Registry, SetKey};
 use crate::queue::{Batch, CloseReason, Next, Queue, QueueStats};
+use crate::ready_set::ReadySet;
 use crate::recent::{RecentStatuses, Routing};
 use crate::small_list::SmallList;
 use crate::subscription::{EventFilter, Keys, Origin, SubscriptionSpec};
@@ -953,6 +954,14 @@ impl Subscriber {
         self.core.queue.ready_fd()
     }
 
+    /// Attaches the subscriber to a ready set under `token` instead of a
+    /// readiness fd of its own (src/ready_set.rs has the rules). Refused
+    /// when the token is taken in that set, or when the subscriber already
+    /// has its readiness fd or a set. Freeing the subscriber detaches it.
+    pub fn attach_ready_set(&self, set: &Arc<ReadySet>, token: u64) -> Result<()> {
+        self.core.queue.attach(set, token)
+    }
+
     pub fn stats(&self) -> QueueStats {
         self.core.queue.stats()
     }
@@ -981,6 +990,7 @@ impl Subscriber {
 impl Drop for Subscriber {
     fn drop(&mut self) {
         self.engine.close_subscriber(&self.core);
+        self.core.queue.detach();
         self.engine.counters.subscribers.fetch_sub(1, Ordering::Relaxed);
     }
 }

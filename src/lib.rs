@@ -29,6 +29,7 @@ pub(crate) mod json;
 pub mod keyword;
 pub(crate) mod queue;
 mod readiness;
+pub mod ready_set;
 pub(crate) mod recent;
 #[cfg(feature = "redis")]
 mod redis_ingest;

@@ -6,7 +6,9 @@
 //! so an idle subscriber costs no buffer. Readers wait (with a timeout) in
 //! `parking_lot_core`'s parking lot, keyed by the queue's address, or poll an
 //! optional readiness fd (src/readiness.rs) that is readable exactly while
-//! the queue is non-empty or closed.
+//! the queue is non-empty or closed, or are attached to a ready set
+//! (src/ready_set.rs, which has the rules) that lists the queue's token on
+//! the same transitions.
 //!
 //! Why not a `parking_lot::Mutex`: a fan-out to N subscribers pays the lock
 //! N times, and the mutex's release is an atomic read-modify-write (it must
@@ -31,18 +33,22 @@
 //!   lock decides) and wakes it.
 //! - Nothing holds the spin lock while it takes the bucket lock, except the
 //!   validation inside it, so the two locks never wait on each other.
+//! - A ready set's lock is taken under the spin lock, never the reverse.
 
 use std::cell::UnsafeCell;
 use std::ops::{Deref, DerefMut};
 use std::os::fd::RawFd;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot_core::{DEFAULT_PARK_TOKEN, DEFAULT_UNPARK_TOKEN, ParkResult};
 
 use crate::error::Result;
+use crate::error::{Error, ErrorKind};
 use crate::frame::{Frame, FrameRef};
 use crate::readiness::ReadyFd;
+use crate::ready_set::ReadySet;
 
 /// What a full queue does with one more frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -121,8 +127,12 @@ pub enum Next {
 /// What a batch read produced.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Batch {
-    /// This many frames were taken (0: the oldest did not fit).
-    Taken(usize),
+    /// `n` frames were taken (0: the oldest did not fit); `emptied`: none
+    /// is left (a ready set lists the queue again on its next push).
+    Taken {
+        n: usize,
+        emptied: bool,
+    },
     Empty,
     Timeout,
     Closed(&'static str),
@@ -170,8 +180,37 @@ struct State {
     waiters: u32,
     overflow: Overflow,
     closed: Option<CloseReason>,
-    notifier: Option<ReadyFd>,
+    /// Boxed: the queue has no room for a set and a token.
+    notifier: Option<Box<Notifier>>,
     counts: Counts,
+}
+
+/// Who hears that a queue has frames (or closed).
+enum Notifier {
+    /// The queue's own readiness fd: readable while frames wait or closed.
+    Fd(ReadyFd),
+    /// A ready set, which lists `token` (src/ready_set.rs).
+    Set { set: Arc<ReadySet>, token: u64 },
+}
+
+impl Notifier {
+    /// The queue went from empty to non-empty, or was closed while empty;
+    /// `defer`: leave the fd write to `Queue::signal`.
+    fn notify(&self, defer: bool) {
+        match self {
+            Notifier::Fd(fd) if !defer => fd.signal(),
+            Notifier::Fd(_) => {}
+            Notifier::Set { set, token } => set.list(*token, defer),
+        }
+    }
+
+    /// A reader emptied the queue. A set's token is not listed then: the
+    /// host took it before draining.
+    fn emptied(&self) {
+        if let Notifier::Fd(fd) = self {
+            fd.clear();
+        }
+    }
 }
 
 /// A subscriber's queue: 64 bytes while idle (no slots until the first
@@ -437,10 +476,11 @@ impl<X> Queue<X> {
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub fn signal(&self) {
         let st = self.lock();
-        if (!st.is_empty() || st.closed.is_some())
-            && let Some(fd) = &st.notifier
-        {
-            fd.signal();
+        match st.notifier.as_deref() {
+            Some(Notifier::Fd(fd)) if !st.is_empty() || st.closed.is_some() => fd.signal(),
+            // The token was listed at once; one write per set.
+            Some(Notifier::Set { set, .. }) => set.flush(),
+            _ => {}
         }
     }
 
@@ -481,12 +521,9 @@ impl<X> Queue<X> {
         st.push_back(frame);
         st.counts.delivered += 1;
         outcome.delivered = true;
-        if was_empty && let Some(fd) = &st.notifier {
-            if defer {
-                outcome.signal_owed = true;
-            } else {
-                fd.signal();
-            }
+        if was_empty && let Some(n) = &st.notifier {
+            n.notify(defer);
+            outcome.signal_owed = defer;
         }
         // One wakeup per frame, not only on empty → non-empty: with several
         // readers waiting, a burst of frames must wake as many of them.
@@ -514,7 +551,7 @@ impl<X> Queue<X> {
     pub fn pop(&self, timeout: Duration) -> Next {
         let mut taken = None;
         match self.pop_batch(timeout, 1, |_| true, |f| taken = Some(f)) {
-            Batch::Taken(_) => taken.map_or(Next::Empty, Next::Frame),
+            Batch::Taken { .. } => taken.map_or(Next::Empty, Next::Frame),
             Batch::Empty => Next::Empty,
             Batch::Timeout => Next::Timeout,
             Batch::Closed(reason) => Next::Closed(reason),
@@ -523,7 +560,7 @@ impl<X> Queue<X> {
 
     /// Takes up to `max` of the oldest frames in one lock, oldest first,
     /// while `fits` accepts them, handing each to `take`. Waits up to
-    /// `timeout` for a first frame, as `pop` does. `Taken(0)` means frames
+    /// `timeout` for a first frame, as `pop` does. `Taken { n: 0, .. }` means frames
     /// wait but `fits` refused the oldest (it stays queued).
     pub fn pop_batch(
         &self,
@@ -539,7 +576,7 @@ impl<X> Queue<X> {
                 return Batch::Closed(reason.as_str());
             }
             if !st.is_empty() {
-                let mut n = 0;
+                let mut n = 0usize;
                 while n < max {
                     match st.front() {
                         Some(f) if fits(f) => {}
@@ -549,12 +586,11 @@ impl<X> Queue<X> {
                     n += 1;
                 }
                 st.counts.read += n as u64;
-                if st.is_empty()
-                    && let Some(fd) = &st.notifier
-                {
-                    fd.clear();
+                let emptied = st.is_empty();
+                if emptied && let Some(n) = &st.notifier {
+                    n.emptied();
                 }
-                return Batch::Taken(n);
+                return Batch::Taken { n, emptied };
             }
             let Some(deadline) = deadline else {
                 return Batch::Empty;
@@ -587,10 +623,10 @@ impl<X> Queue<X> {
         let mut st = self.lock();
         let frames = st.drain();
         st.counts.delivered -= frames.len() as u64;
-        if let Some(fd) = &st.notifier
+        if let Some(n) = &st.notifier
             && st.closed.is_none()
         {
-            fd.clear();
+            n.emptied();
         }
         frames
     }
@@ -603,8 +639,12 @@ impl<X> Queue<X> {
         }
         st.closed = Some(reason);
         // Readable on close, so a poller comes to read the closed status.
-        if let Some(fd) = &st.notifier {
-            fd.signal();
+        // A set lists the token only if it is not listed or held already
+        // (the queue was empty).
+        match st.notifier.as_deref() {
+            Some(Notifier::Fd(fd)) => fd.signal(),
+            Some(n @ Notifier::Set { .. }) if st.is_empty() => n.notify(false),
+            _ => {}
         }
         st.take_slots()
     }
@@ -642,16 +682,61 @@ impl<X> Queue<X> {
     /// A file descriptor that polls readable while frames are waiting or the
     /// queue is closed. Created on first call; owned by the queue. Hosts poll
     /// it and must not read from it.
+    /// An error once the queue is attached to a ready set.
     pub fn ready_fd(&self) -> Result<RawFd> {
         let mut st = self.lock();
-        if st.notifier.is_none() {
-            let fd = ReadyFd::new()?;
-            if !st.is_empty() || st.closed.is_some() {
-                fd.signal();
+        match st.notifier.as_deref() {
+            Some(Notifier::Fd(fd)) => Ok(fd.fd()),
+            Some(Notifier::Set { .. }) => Err(Error::new(
+                ErrorKind::InvalidConfig,
+                "the subscriber is attached to a ready set: poll the set's fd, it has no readiness fd of its own",
+            )),
+            None => {
+                let fd = ReadyFd::new()?;
+                if !st.is_empty() || st.closed.is_some() {
+                    fd.signal();
+                }
+                let raw = fd.fd();
+                st.notifier = Some(Box::new(Notifier::Fd(fd)));
+                Ok(raw)
             }
-            st.notifier = Some(fd);
         }
-        Ok(st.notifier.as_ref().map(ReadyFd::fd).unwrap_or(-1))
+    }
+
+    /// Attaches the queue to a ready set under `token` (unique within the
+    /// set), listing it at once if frames wait or the queue is closed. An
+    /// error when the queue already has a readiness fd or a set.
+    pub fn attach(&self, set: &Arc<ReadySet>, token: u64) -> Result<()> {
+        let mut st = self.lock();
+        match st.notifier.as_deref() {
+            Some(Notifier::Fd(_)) => {
+                return Err(Error::new(
+                    ErrorKind::InvalidConfig,
+                    "the subscriber's own readiness fd is in use: it cannot also be attached to a ready set",
+                ));
+            }
+            Some(Notifier::Set { .. }) => {
+                return Err(Error::new(ErrorKind::InvalidConfig, "the subscriber is already attached to a ready set"));
+            }
+            None => {}
+        }
+        set.attach(token)?;
+        let n = Notifier::Set { set: Arc::clone(set), token };
+        if !st.is_empty() || st.closed.is_some() {
+            n.notify(false);
+        }
+        st.notifier = Some(Box::new(n));
+        Ok(())
+    }
+
+    /// Leaves the ready set, if any: the token is unlisted and free again.
+    /// The queue is being freed (it is closed first, so nothing lists it).
+    pub fn detach(&self) {
+        let mut st = self.lock();
+        if let Some(Notifier::Set { set, token }) = st.notifier.as_deref() {
+            set.detach(*token);
+            st.notifier = None;
+        }
     }
 }
 
@@ -719,23 +804,26 @@ mod tests {
             q.push(frame(n));
         }
         let mut got = Vec::new();
-        assert_eq!(q.pop_batch(Duration::ZERO, 2, |_| true, |f| got.push(f)), Batch::Taken(2));
+        assert_eq!(q.pop_batch(Duration::ZERO, 2, |_| true, |f| got.push(f)), Batch::Taken { n: 2, emptied: false });
         // `fits` refuses the third frame offered: it and the rest stay queued.
         let mut offered = 0;
         let fits = |_: &Frame| {
             offered += 1;
             offered < 3
         };
-        assert_eq!(q.pop_batch(Duration::ZERO, 10, fits, |f| got.push(f)), Batch::Taken(2));
+        assert_eq!(q.pop_batch(Duration::ZERO, 10, fits, |f| got.push(f)), Batch::Taken { n: 2, emptied: false });
         let names: Vec<_> = got.iter().map(|f| f.payload().unwrap().to_string()).collect();
         assert_eq!(names, ["0", "1", "2", "3"]);
-        assert_eq!(q.pop_batch(Duration::ZERO, 10, |_| false, |_| unreachable!()), Batch::Taken(0));
+        assert_eq!(
+            q.pop_batch(Duration::ZERO, 10, |_| false, |_| unreachable!()),
+            Batch::Taken { n: 0, emptied: false }
+        );
         let s = q.stats();
         assert_eq!((s.matched, s.read, s.depth), (5, 4, 1));
         let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
         // SAFETY: one valid pollfd, zero timeout.
         assert_eq!(unsafe { libc::poll(&mut p, 1, 0) }, 1, "a frame still waits");
-        assert_eq!(q.pop_batch(Duration::ZERO, 10, |_| true, |_| {}), Batch::Taken(1));
+        assert_eq!(q.pop_batch(Duration::ZERO, 10, |_| true, |_| {}), Batch::Taken { n: 1, emptied: true });
         // SAFETY: as above.
         assert_eq!(unsafe { libc::poll(&mut p, 1, 0) }, 0, "drained: not readable");
         assert_eq!(q.pop_batch(Duration::ZERO, 10, |_| true, |_| {}), Batch::Empty);
@@ -915,7 +1003,7 @@ mod tests {
                             prop_assert_eq!(batch, Batch::Empty);
                         } else {
                             let want: Vec<u32> = model.drain(..max.min(fits).min(model.len())).collect();
-                            prop_assert_eq!(batch, Batch::Taken(want.len()));
+                            prop_assert_eq!(batch, Batch::Taken { n: want.len(), emptied: model.is_empty() });
                             prop_assert_eq!(&got, &want);
                             read += want.len() as u64;
                         }
@@ -979,7 +1067,7 @@ mod tests {
                 let batch = q.pop_batch(wait, 5, |_| true, |f| taken.push(number(&f)));
                 // A reader woken by its timeout rather than by a push missed a wakeup.
                 assert!(
-                    matches!(batch, Batch::Taken(n) if n > 0) && start.elapsed() < wait,
+                    matches!(batch, Batch::Taken { n, .. } if n > 0) && start.elapsed() < wait,
                     "lost wakeup: {batch:?} after {:?} with {} of {total} frames pushed",
                     start.elapsed(),
                     s.matched

@@ -43,7 +43,12 @@ type Batch struct {
 	Buf []byte
 	// Ends[i] is where frame i ends in Buf (frame i starts at Ends[i-1], or 0).
 	Ends []int
-	lens []C.size_t
+	// Emptied is set by Drain: true when the subscriber's queue was left
+	// empty (no frame, or the last one taken), false when frames are left
+	// (the batch filled up). A ReadySet host drains a token's subscriber
+	// until it is true.
+	Emptied bool
+	lens    []C.size_t
 }
 
 // NewBatch makes a batch with room for maxBytes bytes and maxFrames frames
@@ -79,7 +84,7 @@ func (b *Batch) Frame(i int) []byte {
 // of frames (0 when none arrived) or an error matching ErrClosed once the
 // subscriber is closed (Message: "closed" or "slow consumer"). A frame
 // larger than the whole buffer grows b.Buf to fit it, so a call that finds
-// frames always takes at least one.
+// frames always takes at least one. It sets b.Emptied.
 func (s *Subscriber) Drain(b *Batch, enc Encoding, timeout time.Duration) (int, error) {
 	if len(b.lens) == 0 {
 		*b = *NewBatch(cap(b.Buf), DefaultBatchFrames)
@@ -87,13 +92,13 @@ func (s *Subscriber) Drain(b *Batch, enc Encoding, timeout time.Duration) (int, 
 	if cap(b.Buf) == 0 {
 		b.Buf = make([]byte, 0, 64<<10)
 	}
-	b.Buf, b.Ends = b.Buf[:0], b.Ends[:0]
+	b.Buf, b.Ends, b.Emptied = b.Buf[:0], b.Ends[:0], true
 	ms := C.uint32_t(0)
 	if timeout > 0 {
 		ms = C.uint32_t(min((timeout+time.Millisecond-1)/time.Millisecond, maxWait/time.Millisecond))
 	}
 	for {
-		frames, bytes, st, err := s.read(b, enc, ms)
+		frames, bytes, emptied, st, err := s.read(b, enc, ms)
 		switch {
 		case err != nil:
 			return 0, err
@@ -103,7 +108,7 @@ func (s *Subscriber) Drain(b *Batch, enc Encoding, timeout time.Duration) (int, 
 		case st != StatusOK:
 			return 0, nil
 		}
-		b.Buf = b.Buf[:bytes]
+		b.Buf, b.Emptied = b.Buf[:bytes], emptied
 		end := 0
 		for _, n := range b.lens[:frames] {
 			end += int(n)
@@ -115,26 +120,27 @@ func (s *Subscriber) Drain(b *Batch, enc Encoding, timeout time.Duration) (int, 
 
 // read is one evr_subscriber_read call into b's memory (Go memory without
 // Go pointers, so it may be passed to C).
-func (s *Subscriber) read(b *Batch, enc Encoding, ms C.uint32_t) (frames, bytes int, st Status, err error) {
+func (s *Subscriber) read(b *Batch, enc Encoding, ms C.uint32_t) (frames, bytes int, emptied bool, st Status, err error) {
 	ptr, err := s.use()
 	if err != nil {
-		return 0, 0, StatusClosed, err
+		return 0, 0, true, StatusClosed, err
 	}
 	defer s.mu.RUnlock()
 	buf := b.Buf[:cap(b.Buf)]
 	var nFrames, nBytes C.size_t
+	var left C.int
 	st, err = call(func() C.int {
 		return C.int(C.evr_subscriber_read(ptr, ms, uint32(enc), (*C.uint8_t)(unsafe.Pointer(&buf[0])),
-			C.size_t(len(buf)), &b.lens[0], C.size_t(len(b.lens)), &nFrames, &nBytes))
+			C.size_t(len(buf)), &b.lens[0], C.size_t(len(b.lens)), &nFrames, &nBytes, &left))
 	})
 	runtime.KeepAlive(s)
 	switch {
 	case err != nil:
-		return 0, 0, st, err
+		return 0, 0, true, st, err
 	case st == StatusClosed:
-		return 0, 0, st, s.closedError(ptr)
+		return 0, 0, true, st, s.closedError(ptr)
 	}
-	return int(nFrames), int(nBytes), st, nil
+	return int(nFrames), int(nBytes), left != 0, st, nil
 }
 
 // closedError is ErrClosed with the reason the subscriber closed.
@@ -151,6 +157,25 @@ func (s *Subscriber) closedError(ptr *C.evr_subscriber) error {
 // subscriber's readiness fd. Use one per subscriber; Close it before the
 // subscriber.
 type Waiter struct {
+	poller
+}
+
+// NewWaiter registers the subscriber's readiness fd with Go's poller.
+func (s *Subscriber) NewWaiter() (*Waiter, error) {
+	fd, err := s.Fd()
+	if err != nil {
+		return nil, err
+	}
+	w := &Waiter{}
+	if err := w.poller.init(fd); err != nil {
+		return nil, err
+	}
+	return w, nil
+}
+
+// poller waits for a level-triggered readiness fd (a subscriber's or a
+// ready set's) in Go's poller, on a duplicate of it.
+type poller struct {
 	file *os.File
 	raw  syscall.RawConn
 	// deadline is the read deadline set last (UnixNano; 0: unknown), so
@@ -164,15 +189,10 @@ type Waiter struct {
 	asked bool
 }
 
-// NewWaiter registers the subscriber's readiness fd with Go's poller.
-func (s *Subscriber) NewWaiter() (*Waiter, error) {
-	fd, err := s.Fd()
-	if err != nil {
-		return nil, err
-	}
+func (p *poller) init(fd int) error {
 	dup, err := syscall.Dup(fd)
 	if err != nil {
-		return nil, fmt.Errorf("evroute: dup readiness fd: %w", err)
+		return fmt.Errorf("evroute: dup readiness fd: %w", err)
 	}
 	syscall.CloseOnExec(dup)
 	// The fd is non-blocking, so os.NewFile puts it into the poller.
@@ -180,45 +200,46 @@ func (s *Subscriber) NewWaiter() (*Waiter, error) {
 	raw, err := file.SyscallConn()
 	if err != nil {
 		file.Close()
-		return nil, fmt.Errorf("evroute: readiness fd: %w", err)
+		return fmt.Errorf("evroute: readiness fd: %w", err)
 	}
-	w := &Waiter{file: file, raw: raw}
+	p.file, p.raw = file, raw
 	// Go's poller is edge-triggered; the fd is level-triggered. Asking the
 	// fd itself before parking keeps frames left from an earlier, partial
 	// drain from being missed. Once parked, a wakeup is a signal that came
 	// after that question (raw.Read forgets older ones first), so it is
 	// not asked again: a ppoll less per wakeup.
-	w.check = func(fd uintptr) bool {
-		if w.asked {
+	p.check = func(fd uintptr) bool {
+		if p.asked {
 			return true
 		}
-		w.asked = true
+		p.asked = true
 		return readable(fd)
 	}
-	return w, nil
+	return nil
 }
 
 // ErrWaitTimeout is returned by Wait when the deadline passed first (or
 // Wake was called).
 var ErrWaitTimeout = errors.New("evroute: wait timed out")
 
-// Wait returns nil as soon as frames wait or the subscriber is closed
-// (at once if they already do), ErrWaitTimeout when the deadline passes
-// first (a zero deadline waits without limit) or Wake is called. One
-// goroutine at a time may Wait (any may Wake); if another drains the
-// subscriber meanwhile, Wait may return nil with nothing left.
-func (w *Waiter) Wait(deadline time.Time) error {
+// Wait returns nil as soon as the fd is readable (frames wait or the
+// subscriber is closed; for a ReadySet, tokens are listed), at once if it
+// already is, and ErrWaitTimeout when the deadline passes first (a zero
+// deadline waits without limit) or Wake is called. One goroutine at a time
+// may Wait (any may Wake); if another drains meanwhile, Wait may return
+// nil with nothing left.
+func (p *poller) Wait(deadline time.Time) error {
 	// Noted before it is set and forgotten after Wake sets its own, so the
 	// note never names a deadline other than the one in force.
-	if d := deadline.UnixNano(); deadline.IsZero() || w.deadline.Load() != d {
-		w.deadline.Store(d)
-		if err := w.file.SetReadDeadline(deadline); err != nil {
-			w.deadline.Store(0)
+	if d := deadline.UnixNano(); deadline.IsZero() || p.deadline.Load() != d {
+		p.deadline.Store(d)
+		if err := p.file.SetReadDeadline(deadline); err != nil {
+			p.deadline.Store(0)
 			return err
 		}
 	}
-	w.asked = false
-	err := w.raw.Read(w.check)
+	p.asked = false
+	err := p.raw.Read(p.check)
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		return ErrWaitTimeout
 	}
@@ -227,16 +248,15 @@ func (w *Waiter) Wait(deadline time.Time) error {
 
 // Wake makes a Wait in progress return ErrWaitTimeout (a later Wait sets
 // its own deadline, so keep a stop flag and check it after each Wait).
-func (w *Waiter) Wake() error {
-	err := w.file.SetReadDeadline(time.Unix(1, 0))
-	w.deadline.Store(0)
+func (p *poller) Wake() error {
+	err := p.file.SetReadDeadline(time.Unix(1, 0))
+	p.deadline.Store(0)
 	return err
 }
 
 // Control runs f with the duplicate fd that Wait polls, valid only while f
-// runs (an error once the Waiter is closed): to watch it from another
-// poller as well.
-func (w *Waiter) Control(f func(fd uintptr)) error { return w.raw.Control(f) }
+// runs (an error once closed): to watch it from another poller as well.
+func (p *poller) Control(f func(fd uintptr)) error { return p.raw.Control(f) }
 
 // Close takes the fd out of the poller and closes the duplicate.
-func (w *Waiter) Close() error { return w.file.Close() }
+func (p *poller) Close() error { return p.file.Close() }

@@ -122,6 +122,20 @@ func TestDrainWaitsAndReportsClosed(t *testing.T) {
 	}
 }
 
+// waitReturned fails unless a Wait running on another goroutine returns
+// nil (through woke) within 5 s of a publish.
+func waitReturned(t *testing.T, woke <-chan error) {
+	t.Helper()
+	select {
+	case err := <-woke:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Wait did not return after a publish")
+	}
+}
+
 func TestWaiterParksUntilFramesWait(t *testing.T) {
 	e := newEngine(t, Config{})
 	s := newSub(t, e, SubscriberOptions{}, Subscription{Stream: "public"})
@@ -142,14 +156,7 @@ func TestWaiterParksUntilFramesWait(t *testing.T) {
 	default:
 	}
 	publishStatuses(t, e, 2)
-	select {
-	case err := <-woke:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Wait did not return after a publish")
-	}
+	waitReturned(t, woke)
 	// A partial drain leaves frames: the next Wait returns at once, although
 	// no new frame arrived (level-triggered over an edge-triggered poller).
 	b := NewBatch(1<<20, 1)

@@ -48,6 +48,7 @@ typedef struct evr_frame evr_frame;
 typedef struct evr_redis_node evr_redis_node;
 typedef struct evr_redis_publisher evr_redis_publisher;
 typedef struct evr_system_message evr_system_message;
+typedef struct evr_ready_set evr_ready_set;
 
 typedef struct evr_publish_stats { uint64_t matched; uint64_t delivered; uint64_t dropped; } evr_publish_stats;
 typedef struct evr_engine_stats {
@@ -85,8 +86,14 @@ enum evr_status evr_subscriber_next(const struct evr_subscriber *subscriber, uin
                                     struct evr_frame **out);
 enum evr_status evr_subscriber_read(const struct evr_subscriber *subscriber, uint32_t timeout_ms,
                                     enum evr_encoding encoding, uint8_t *buf, size_t cap, size_t *lens, size_t max,
-                                    size_t *n_frames, size_t *n_bytes);
+                                    size_t *n_frames, size_t *n_bytes, int *emptied);
 enum evr_status evr_subscriber_fd(const struct evr_subscriber *subscriber, int *out);
+enum evr_status evr_ready_set_new(struct evr_ready_set **out);
+enum evr_status evr_ready_set_fd(const struct evr_ready_set *set, int *out);
+enum evr_status evr_ready_set_take(const struct evr_ready_set *set, uint64_t *tokens, size_t max, size_t *n);
+void evr_ready_set_free(struct evr_ready_set *set);
+enum evr_status evr_subscriber_attach_ready_set(const struct evr_subscriber *subscriber,
+                                                const struct evr_ready_set *set, uint64_t token);
 enum evr_status evr_engine_get_stats(const struct evr_engine *engine, struct evr_engine_stats *out);
 enum evr_status evr_subscriber_get_stats(const struct evr_subscriber *subscriber,
                                          struct evr_subscriber_stats *out);
@@ -129,7 +136,7 @@ void evr_redis_publisher_free(struct evr_redis_publisher *publisher);
 HELPERS_CDEF = """
 extern "Python" void evrpy_log(void *user_data, evr_log_level level, const char *target, const char *message);
 typedef struct evrpy_handle evrpy_handle;
-enum { EVRPY_ENGINE, EVRPY_SUBSCRIBER, EVRPY_REDIS_NODE, EVRPY_REDIS_PUBLISHER };
+enum { EVRPY_ENGINE, EVRPY_SUBSCRIBER, EVRPY_REDIS_NODE, EVRPY_REDIS_PUBLISHER, EVRPY_READY_SET };
 #define EVRPY_HANDLE_CLOSED ...
 evrpy_handle *evrpy_handle_new(int kind, void *ptr);
 void *evrpy_acquire(evrpy_handle *h);
@@ -150,7 +157,7 @@ HELPERS = r"""
 #include <stdatomic.h>
 #include <stdlib.h>
 
-enum { EVRPY_ENGINE, EVRPY_SUBSCRIBER, EVRPY_REDIS_NODE, EVRPY_REDIS_PUBLISHER };
+enum { EVRPY_ENGINE, EVRPY_SUBSCRIBER, EVRPY_REDIS_NODE, EVRPY_REDIS_PUBLISHER, EVRPY_READY_SET };
 /* What evrpy_status() says after a call on a closed handle (no evr_status uses it). */
 #define EVRPY_HANDLE_CLOSED 100
 #define EVRPY_CLOSED_BIT ((uintptr_t)1)
@@ -168,7 +175,7 @@ typedef struct evrpy_handle {
 
 static _Thread_local int evrpy_last_status;
 /* C objects of each kind owned by handles and not yet freed (evroute._live). */
-static _Atomic uint64_t evrpy_live_count[4];
+static _Atomic uint64_t evrpy_live_count[5];
 
 static void evrpy_free_kind(int kind, void *ptr) {
     switch (kind) {
@@ -176,6 +183,7 @@ static void evrpy_free_kind(int kind, void *ptr) {
     case EVRPY_SUBSCRIBER: evr_subscriber_free(ptr); break;
     case EVRPY_REDIS_NODE: evr_redis_node_free(ptr); break;
     case EVRPY_REDIS_PUBLISHER: evr_redis_publisher_free(ptr); break;
+    case EVRPY_READY_SET: evr_ready_set_free(ptr); break;
     }
 }
 
@@ -245,13 +253,16 @@ static struct evr_frame *evrpy_next(evrpy_handle *h, uint32_t timeout_ms) {
     return evrpy_last_status == EVR_OK ? frame : NULL;
 }
 
-/* evr_subscriber_read on a handle; out[0] = frames, out[1] = bytes. */
+/* evr_subscriber_read on a handle; out[0] = frames, out[1] = bytes,
+   out[2] = 1 when the queue was left empty. */
 static int evrpy_read(evrpy_handle *h, uint32_t timeout_ms, int encoding, uint8_t *buf, size_t cap, size_t *lens,
                       size_t max, size_t *out) {
     void *sub = evrpy_acquire(h);
     if (sub == NULL) return EVRPY_HANDLE_CLOSED;
+    int emptied = 0;
     int status = evr_subscriber_read(sub, timeout_ms, (enum evr_encoding)encoding, buf, cap, lens, max, &out[0],
-                                     &out[1]);
+                                     &out[1], &emptied);
+    out[2] = (size_t)emptied;
     evrpy_release(h);
     return status;
 }

@@ -11,12 +11,14 @@
 //!   allocates nothing.
 //!
 //! The Redis exports (`evr_redis_*`, cargo feature `redis`) live in `redis.rs`,
-//! the log callback (`evr_set_log_callback`) in `logging.rs`.
+//! the log callback (`evr_set_log_callback`) in `logging.rs`, ready sets
+//! (`evr_ready_set_*`) in `ready_set.rs`.
 
 #![allow(non_camel_case_types)]
 
 mod boundary;
 mod logging;
+mod ready_set;
 #[cfg(feature = "redis")]
 mod redis;
 
@@ -607,13 +609,20 @@ const READ_CHUNK: usize = 64;
 /// out-parameter is written without EVR_OK). `max == 0` is
 /// EVR_ERR_INVALID_CONFIG.
 ///
+/// `emptied` may be NULL. On EVR_OK, `*emptied` is 1 when the call took the
+/// last waiting frame and 0 when frames are left (a byte or frame cap was
+/// reached). A host of a ready set (evr_ready_set_new()) drains a token's
+/// subscriber until this is 1 or the status is EVR_EMPTY or EVR_CLOSED; if
+/// it stops earlier it must come back to that subscriber itself, since no
+/// new token is listed while frames are left.
+///
 /// Thread-safety: as evr_subscriber_next(); several readers each get
 /// different frames.
 ///
 /// # Safety
 /// `subscriber` is NULL or live; `buf` is NULL or has `cap` writable bytes;
-/// `lens` is NULL or has room for `max` values; `n_frames` and `n_bytes`
-/// are NULL or writable.
+/// `lens` is NULL or has room for `max` values; `n_frames`, `n_bytes` and
+/// `emptied` are NULL or writable.
 #[allow(clippy::too_many_arguments)]
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn evr_subscriber_read(
@@ -626,6 +635,7 @@ pub unsafe extern "C" fn evr_subscriber_read(
     max: usize,
     n_frames: *mut usize,
     n_bytes: *mut usize,
+    emptied: *mut c_int,
 ) -> evr_status {
     status(|| {
         // SAFETY: per this function's contract.
@@ -636,6 +646,7 @@ pub unsafe extern "C" fn evr_subscriber_read(
             return Err(Error::new(ErrorKind::InvalidConfig, "max is 0: no frame could be taken").into());
         }
         let (mut frames, mut used, mut needed) = (0usize, 0usize, 0usize);
+        let mut left_empty;
         let mut wait = timeout(timeout_ms);
         let mut chunk: SmallVec<[FrameRef; READ_CHUNK]> = SmallVec::new();
         loop {
@@ -652,6 +663,8 @@ pub unsafe extern "C" fn evr_subscriber_read(
                 },
                 |f| chunk.push(f),
             );
+            // Empty or closed after a full chunk: nothing is left either.
+            left_empty = !matches!(batch, Batch::Taken { emptied: false, .. });
             for frame in chunk.drain(..) {
                 let start = used;
                 for bytes in encoding.parts(&frame) {
@@ -668,9 +681,9 @@ pub unsafe extern "C" fn evr_subscriber_read(
             }
             match batch {
                 // A full chunk: more may wait; take them without waiting.
-                Batch::Taken(k) if k == room && frames < max && used < cap => wait = Duration::ZERO,
+                Batch::Taken { n, emptied: false } if n == room && frames < max && used < cap => wait = Duration::ZERO,
                 _ if frames > 0 => break,
-                Batch::Taken(_) => {
+                Batch::Taken { .. } => {
                     // SAFETY: checked non-NULL; writable by contract.
                     unsafe { n_bytes.write(needed) };
                     return Ok(EVR_BUFFER_TOO_SMALL);
@@ -682,6 +695,9 @@ pub unsafe extern "C" fn evr_subscriber_read(
         unsafe {
             n_frames.write(frames);
             n_bytes.write(used);
+            if !emptied.is_null() {
+                emptied.write(c_int::from(left_empty));
+            }
         }
         Ok(EVR_OK)
     })
@@ -722,7 +738,7 @@ unsafe fn next_batch(
             },
         );
         Ok(match batch {
-            Batch::Taken(_) => {
+            Batch::Taken { .. } => {
                 // SAFETY: checked non-NULL; writable by contract.
                 unsafe { n.write(taken) };
                 EVR_OK
@@ -739,7 +755,7 @@ fn timeout(ms: u32) -> Duration {
 /// The status of a read that took no frame.
 fn batch_status(batch: Batch) -> evr_status {
     match batch {
-        Batch::Taken(_) => EVR_OK,
+        Batch::Taken { .. } => EVR_OK,
         Batch::Empty => EVR_EMPTY,
         Batch::Timeout => EVR_TIMEOUT,
         Batch::Closed(_) => EVR_CLOSED,
@@ -752,7 +768,9 @@ fn batch_status(batch: Batch) -> evr_status {
 /// level-triggered: drain with evr_subscriber_next() until EVR_EMPTY. The
 /// fd is owned by the subscriber and lives until evr_subscriber_free():
 /// never read, write or close it. Repeated calls give the same fd.
-/// EVR_ERR_IO when it cannot be created (for example no fds left).
+/// EVR_ERR_IO when it cannot be created (for example no fds left);
+/// EVR_ERR_INVALID_CONFIG when the subscriber is attached to a ready set
+/// (evr_subscriber_attach_ready_set()), whose fd serves it instead.
 ///
 /// Thread-safety: may be called from any thread.
 ///

@@ -1144,7 +1144,7 @@ static void test_batch_reads(void) {
         CHECK(got.p != NULL && buf != NULL);
         size_t frames_read = 0;
         evr_encoding enc = ws ? EVR_ENCODING_WS : EVR_ENCODING_SSE;
-        while ((st = evr_subscriber_read(b, 0, enc, buf, cap, got_lens + frames_read, 3, &n, &bytes)) == EVR_OK) {
+        while ((st = evr_subscriber_read(b, 0, enc, buf, cap, got_lens + frames_read, 3, &n, &bytes, NULL)) == EVR_OK) {
             CHECK(n >= 1 && n <= 3 && bytes <= cap && got.n + bytes <= want.n);
             size_t sum = 0;
             for (size_t i = 0; i < n; i++) {
@@ -1169,7 +1169,7 @@ static void test_batch_reads(void) {
     uint8_t tiny[8];
     n = 77;
     bytes = 0;
-    CHECK_STATUS(evr_subscriber_read(b, 0, EVR_ENCODING_SSE, tiny, sizeof tiny, NULL, 64, &n, &bytes),
+    CHECK_STATUS(evr_subscriber_read(b, 0, EVR_ENCODING_SSE, tiny, sizeof tiny, NULL, 64, &n, &bytes, NULL),
                  EVR_BUFFER_TOO_SMALL);
     CHECK(bytes == want_lens[0] && n == 77);
     CHECK(sub_stats(b).depth == waiting / 2);
@@ -1179,12 +1179,12 @@ static void test_batch_reads(void) {
     CHECK_STATUS(evr_subscriber_next_batch(b, 0, NULL, 4, &n), EVR_ERR_NULL);
     CHECK_STATUS(evr_subscriber_next_batch(b, 0, frames, 4, NULL), EVR_ERR_NULL);
     CHECK_STATUS(evr_subscriber_next_batch(NULL, 0, frames, 4, &n), EVR_ERR_NULL);
-    CHECK_STATUS(evr_subscriber_read(b, 0, EVR_ENCODING_WS, NULL, 0, NULL, 4, &n, &bytes), EVR_ERR_NULL);
-    CHECK_STATUS(evr_subscriber_read(b, 0, EVR_ENCODING_WS, tiny, sizeof tiny, NULL, 0, &n, &bytes),
+    CHECK_STATUS(evr_subscriber_read(b, 0, EVR_ENCODING_WS, NULL, 0, NULL, 4, &n, &bytes, NULL), EVR_ERR_NULL);
+    CHECK_STATUS(evr_subscriber_read(b, 0, EVR_ENCODING_WS, tiny, sizeof tiny, NULL, 0, &n, &bytes, NULL),
                  EVR_ERR_INVALID_CONFIG);
     CHECK_STATUS(evr_subscriber_close(b), EVR_OK);
     CHECK_STATUS(evr_subscriber_next_batch(b, 0, frames, 4, &n), EVR_CLOSED);
-    CHECK_STATUS(evr_subscriber_read(b, 5, EVR_ENCODING_SSE, tiny, sizeof tiny, NULL, 4, &n, &bytes), EVR_CLOSED);
+    CHECK_STATUS(evr_subscriber_read(b, 5, EVR_ENCODING_SSE, tiny, sizeof tiny, NULL, 4, &n, &bytes, NULL), EVR_CLOSED);
     evr_frames_free(NULL, 3);
     evr_subscriber_free(a);
     evr_subscriber_free(b);
@@ -1258,7 +1258,7 @@ static void test_history_and_resume(void) {
     /* A batch read copies the same bytes. */
     char buf[256];
     size_t frames_read = 0;
-    CHECK_STATUS(evr_subscriber_read(ided, 0, EVR_ENCODING_SSE, (uint8_t *)buf, sizeof buf, NULL, 1, &frames_read, &n),
+    CHECK_STATUS(evr_subscriber_read(ided, 0, EVR_ENCODING_SSE, (uint8_t *)buf, sizeof buf, NULL, 1, &frames_read, &n, NULL),
                  EVR_OK);
     text id2 = text_dup(id1.p, id1.n);
     id2.p[id2.n - 1] = '2'; /* "<epoch>:1" -> "<epoch>:2" */
@@ -1331,6 +1331,131 @@ static void test_history_and_resume(void) {
     free(ws.p);
 }
 
+static int ready_set_fd(const evr_ready_set *set) {
+    int fd = -1;
+    CHECK_STATUS(evr_ready_set_fd(set, &fd), EVR_OK);
+    CHECK(fd >= 0);
+    return fd;
+}
+
+/* Reads s's SSE bytes one frame at a time (the buffer holds one) until a
+ * read says the queue was emptied; returns how many frames it took. */
+static size_t drain_one_by_one(evr_subscriber *s) {
+    uint8_t buf[32];
+    size_t frames = 0;
+    for (;;) {
+        size_t n = 0, bytes = 0;
+        int emptied = -1;
+        CHECK_STATUS(evr_subscriber_read(s, 0, EVR_ENCODING_SSE, buf, sizeof buf, NULL, 8, &n, &bytes, &emptied),
+                     EVR_OK);
+        CHECK(n == 1 && (emptied == 0 || emptied == 1));
+        frames++;
+        if (emptied) return frames;
+    }
+}
+
+/* Ready sets: one fd for many subscribers, tokens listed on empty ->
+ * non-empty and on close, the drain's emptied flag, attach errors, and a
+ * subscriber freed while listed never comes out of take. */
+static void test_ready_set(void) {
+    evr_engine *e = engine_new("");
+    evr_subscriber *subs[3];
+    subs[0] = subscriber_new(e, "", "{\"stream\":\"public\"}");
+    evr_ready_set *set = NULL, *other = NULL;
+    CHECK_STATUS(evr_ready_set_new(NULL), EVR_ERR_NULL);
+    CHECK_STATUS(evr_ready_set_new(&set), EVR_OK);
+    CHECK_STATUS(evr_ready_set_new(&other), EVR_OK);
+    int fd = ready_set_fd(set);
+    CHECK(!readable(fd, 0));
+
+    /* Frames that wait before the attach list the token at once. */
+    publish_ids(e, 1, 2);
+    CHECK_STATUS(evr_subscriber_attach_ready_set(subs[0], set, 10), EVR_OK);
+    CHECK(readable(fd, 0));
+    for (int i = 1; i < 3; i++) subs[i] = subscriber_new(e, "", "{\"stream\":\"public\"}");
+    CHECK_STATUS(evr_subscriber_attach_ready_set(subs[1], set, 20), EVR_OK);
+    CHECK_STATUS(evr_subscriber_attach_ready_set(subs[2], set, 30), EVR_OK);
+
+    /* Attach errors name the problem. */
+    CHECK_STATUS(evr_subscriber_attach_ready_set(subs[0], other, 11), EVR_ERR_INVALID_CONFIG);
+    CHECK_CONTAINS(evr_last_error(), "already attached to a ready set");
+    evr_subscriber *lone = subscriber_new(e, "", NULL);
+    CHECK_STATUS(evr_subscriber_attach_ready_set(lone, set, 20), EVR_ERR_INVALID_CONFIG);
+    CHECK_CONTAINS(evr_last_error(), "token 20 is already attached");
+    int own = -1;
+    CHECK_STATUS(evr_subscriber_fd(lone, &own), EVR_OK);
+    CHECK_STATUS(evr_subscriber_attach_ready_set(lone, other, 1), EVR_ERR_INVALID_CONFIG);
+    CHECK_CONTAINS(evr_last_error(), "own readiness fd");
+    own = -7;
+    CHECK_STATUS(evr_subscriber_fd(subs[0], &own), EVR_ERR_INVALID_CONFIG);
+    CHECK(own == -7);
+    CHECK_CONTAINS(evr_last_error(), "attached to a ready set");
+    CHECK_STATUS(evr_subscriber_attach_ready_set(NULL, set, 1), EVR_ERR_NULL);
+    CHECK_STATUS(evr_subscriber_attach_ready_set(lone, NULL, 1), EVR_ERR_NULL);
+    evr_subscriber_free(lone);
+
+    uint64_t tokens[4] = {0};
+    size_t n = 99;
+    CHECK_STATUS(evr_ready_set_take(NULL, tokens, 4, &n), EVR_ERR_NULL);
+    CHECK_STATUS(evr_ready_set_take(set, NULL, 4, &n), EVR_ERR_NULL);
+    CHECK_STATUS(evr_ready_set_take(set, tokens, 4, NULL), EVR_ERR_NULL);
+    CHECK_STATUS(evr_ready_set_take(set, tokens, 0, &n), EVR_ERR_INVALID_CONFIG);
+    CHECK_STATUS(evr_ready_set_fd(set, NULL), EVR_ERR_NULL);
+    CHECK(n == 99);
+
+    /* Only subs[0] had frames when attached; a publish lists the two others
+     * once each, in the order their queues filled. */
+    publish_ids(e, 3, 4);
+    CHECK_STATUS(evr_ready_set_take(set, tokens, 2, &n), EVR_OK);
+    CHECK(n == 2 && tokens[0] == 10 && tokens[1] == 20);
+    CHECK(readable(fd, 0));
+    CHECK_STATUS(evr_ready_set_take(set, tokens, 4, &n), EVR_OK);
+    CHECK(n == 1 && tokens[0] == 30);
+    CHECK(!readable(fd, 0));
+    CHECK_STATUS(evr_ready_set_take(set, tokens, 4, &n), EVR_OK);
+    CHECK(n == 0);
+
+    /* Draining a frame at a time: emptied only with the last frame. */
+    CHECK(drain_one_by_one(subs[0]) == 4);
+    CHECK(drain_one_by_one(subs[1]) == 2);
+    /* subs[2] is only partly drained: its host still owes it a visit, and no
+     * new token comes for it while frames are left. */
+    uint8_t buf[32];
+    size_t bytes = 0;
+    int emptied = -1;
+    CHECK_STATUS(evr_subscriber_read(subs[2], 0, EVR_ENCODING_SSE, buf, sizeof buf, NULL, 8, &n, &bytes, &emptied),
+                 EVR_OK);
+    CHECK(n == 1 && emptied == 0);
+    publish_ids(e, 5, 5);
+    CHECK_STATUS(evr_ready_set_take(set, tokens, 4, &n), EVR_OK);
+    CHECK(n == 2 && tokens[0] == 10 && tokens[1] == 20);
+    CHECK(drain_one_by_one(subs[2]) == 2);
+    CHECK_STATUS(evr_subscriber_read(subs[2], 0, EVR_ENCODING_SSE, buf, sizeof buf, NULL, 8, &n, &bytes, NULL),
+                 EVR_EMPTY);
+
+    /* Closing an empty subscriber lists it, and its read says closed. */
+    CHECK(drain_one_by_one(subs[0]) == 1 && drain_one_by_one(subs[1]) == 1);
+    CHECK_STATUS(evr_subscriber_close(subs[1]), EVR_OK);
+    CHECK(readable(fd, 0));
+    CHECK_STATUS(evr_ready_set_take(set, tokens, 4, &n), EVR_OK);
+    CHECK(n == 1 && tokens[0] == 20);
+    CHECK_STATUS(evr_subscriber_read(subs[1], 0, EVR_ENCODING_SSE, buf, sizeof buf, NULL, 8, &n, &bytes, &emptied),
+                 EVR_CLOSED);
+
+    /* A subscriber freed while listed never comes out of take; the set's
+     * handle may go first, its fd stays with the attached subscribers. */
+    publish_ids(e, 6, 6);
+    CHECK(readable(fd, 0));
+    evr_subscriber_free(subs[0]);
+    evr_ready_set_free(set);
+    evr_ready_set_free(NULL);
+    CHECK(readable(fd, 0)); /* subs[2] is listed */
+    evr_subscriber_free(subs[2]);
+    evr_subscriber_free(subs[1]);
+    evr_ready_set_free(other);
+    evr_engine_free(e);
+}
+
 int main(int argc, char **argv) {
     if (argc != 2) {
         fprintf(stderr, "usage: %s CORPUS_DIR\n", argv[0]);
@@ -1356,6 +1481,7 @@ int main(int argc, char **argv) {
         {"lifetimes and waiting", test_lifetimes_and_waiting},
         {"batch reads", test_batch_reads},
         {"history and resume", test_history_and_resume},
+        {"ready set", test_ready_set},
     };
     for (size_t i = 0; i < sizeof tests / sizeof *tests; i++) {
         tests[i].run();

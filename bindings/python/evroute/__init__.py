@@ -30,7 +30,7 @@ import logging
 import math
 import threading
 import time
-from typing import Any, AsyncIterator, Callable, Dict, Iterator, List, NamedTuple, Optional, Union
+from typing import Any, AsyncIterator, Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple, Union
 
 try:
     from ._evroute import ffi, lib
@@ -41,7 +41,7 @@ except ImportError as e:  # e.g. bindings/python on sys.path instead of the inst
     ) from e
 
 __all__ = [
-    "Engine", "Subscriber", "Frame", "PublishStats", "EngineStats", "SubscriberStats",
+    "Engine", "Subscriber", "ReadySet", "Frame", "PublishStats", "EngineStats", "SubscriberStats",
     "Error", "Closed", "NullArgument", "InvalidUtf8", "InvalidJson", "InvalidSubscription",
     "InvalidChannel", "InvalidEvent", "TooLarge", "InvalidConfig", "IoError", "Panic", "InvalidId",
     "lib_version", "lib_path", "set_log_level",
@@ -79,7 +79,7 @@ class _Scratch(threading.local):
     def __init__(self) -> None:
         self.buf = _new("uint8_t[]", 1)
         self.lens = _new("size_t[]", 1)
-        self.out = _new("size_t[2]")
+        self.out = _new("size_t[3]")
 
     def get(self, max_bytes: int, max_frames: int) -> Any:
         if len(self.buf) < max_bytes:
@@ -286,11 +286,12 @@ def lib_path() -> str:
 
 
 def _live() -> Dict[str, int]:
-    """How many engines, subscribers, Redis nodes and publishers are not freed
+    """How many engines, subscribers, Redis nodes, publishers and ready sets are not freed
     yet: a check for leaks and double frees."""
     return {name: lib.evrpy_live(kind) for name, kind in (
         ("engines", lib.EVRPY_ENGINE), ("subscribers", lib.EVRPY_SUBSCRIBER),
-        ("redis_nodes", lib.EVRPY_REDIS_NODE), ("redis_publishers", lib.EVRPY_REDIS_PUBLISHER))}
+        ("redis_nodes", lib.EVRPY_REDIS_NODE), ("redis_publishers", lib.EVRPY_REDIS_PUBLISHER),
+        ("ready_sets", lib.EVRPY_READY_SET))}
 
 
 # evr_log_level -> logging level (TRACE below DEBUG).
@@ -643,7 +644,7 @@ class Subscriber:
 
     def _read(self, encoding: int, ms: int, max_bytes: int, max_frames: int) -> Any:
         """One evrpy_read into this thread's scratch buffers: (frames, bytes, buf,
-        lens), or EMPTY/TIMEOUT; raises Closed. A frame longer than max_bytes gets
+        lens, emptied), or EMPTY/TIMEOUT; raises Closed. A frame longer than max_bytes gets
         a buffer of its size, so frames waiting always yield at least one."""
         if max_bytes <= 0 or max_frames <= 0:
             raise ValueError("max_bytes and max_frames must be positive")
@@ -653,7 +654,7 @@ class Subscriber:
             buf, lens, out = _scratch.get(max_bytes, 1 if sse else max_frames)
             status = _read(self._handle.h, ms, encoding, buf, max_bytes, _NULL if sse else lens, max_frames, out)
             if status == OK:
-                return out[0], out[1], buf, lens
+                return out[0], out[1], buf, lens, out[2] != 0
             if status == _BUFFER_TOO_SMALL:
                 max_bytes = out[1]
                 continue
@@ -678,23 +679,42 @@ class Subscriber:
         got = self._read_waiting(_SSE, timeout, max_bytes, max_bytes)  # a frame is > 1 byte
         if got.__class__ is not tuple:
             return b""
-        _, size, buf, _ = got
-        return _buffer(buf, size)[:]
+        return _buffer(got[2], got[1])[:]
 
     def read_ws(self, timeout: Optional[float] = 0, max_bytes: int = 65536, max_frames: int = 256) -> List[bytes]:
         """Like read_sse() for WebSocket: the messages of up to max_frames waiting
         frames (one bytes each, to send as separate messages); [] when none."""
         got = self._read_waiting(_WS, timeout, max_bytes, max_frames)
+        return [] if got.__class__ is not tuple else _messages(got)
+
+    def drain_sse(self, max_bytes: int = 65536) -> Tuple[bytes, bool]:
+        """read_sse() without waiting, and whether the queue was left empty: a
+        ReadySet host drains a token's subscriber until that is True (b"", True
+        when nothing waits). Raises Closed once the subscriber is closed."""
+        got = self._read(_SSE, 0, max_bytes, max_bytes)
         if got.__class__ is not tuple:
-            return []
-        frames, size, buf, lens = got
-        data = _buffer(buf, size)[:]
-        out, start = [], 0
-        for i in range(frames):
-            end = start + lens[i]
-            out.append(data[start:end])
-            start = end
-        return out
+            return b"", True
+        return _buffer(got[2], got[1])[:], got[4]
+
+    def drain_ws(self, max_bytes: int = 65536, max_frames: int = 256) -> Tuple[List[bytes], bool]:
+        """read_ws() without waiting, and whether the queue was left empty (see
+        drain_sse())."""
+        got = self._read(_WS, 0, max_bytes, max_frames)
+        if got.__class__ is not tuple:
+            return [], True
+        return _messages(got), got[4]
+
+    def attach_ready_set(self, ready_set: "ReadySet", token: int) -> None:
+        """Attaches this subscriber to `ready_set` under `token` (an int in
+        [0, 2**64), unique within the set): its frames then list the token in the
+        set instead of making fileno() readable. Raises InvalidConfig, naming
+        the problem, when the token is taken, the subscriber is already attached,
+        or fileno() was called; Closed when either is closed."""
+        ptr = ready_set._handle.acquire()
+        try:
+            self._handle.check(lib.evr_subscriber_attach_ready_set, ptr, token)
+        finally:
+            ready_set._handle.release()
 
     def drain(self) -> Iterator[Frame]:
         """Yields the frames waiting now without blocking (after the fd fired)."""
@@ -706,7 +726,8 @@ class Subscriber:
 
     def fileno(self) -> int:
         """The readiness fd: readable while frames wait or after close. Owned by the
-        subscriber: never read or close it, and stop polling it before close()."""
+        subscriber: never read or close it, and stop polling it before close().
+        Raises InvalidConfig once the subscriber is attached to a ReadySet."""
         out = _new("int *", -1)
         self._handle.check(lib.evr_subscriber_fd, out)
         return out[0]
@@ -772,6 +793,63 @@ class Subscriber:
         self._handle.close()
 
     def __enter__(self) -> Subscriber:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _messages(got: Any) -> List[bytes]:
+    """The WebSocket messages of a _read() result, one bytes each."""
+    frames, size, buf, lens = got[0], got[1], got[2], got[3]
+    data = _buffer(buf, size)[:]
+    out, start = [], 0
+    for i in range(frames):
+        end = start + lens[i]
+        out.append(data[start:end])
+        start = end
+    return out
+
+
+class ReadySet:
+    """One readiness fd for many subscribers (docs/protocol.md, "Ready sets").
+
+    Attach subscribers with Subscriber.attach_ready_set(set, token); the set's
+    fileno() polls readable while it lists tokens of subscribers with frames
+    waiting (or closed), and take() hands them out. After taking a token, drain
+    its subscriber (drain_sse()/drain_ws()) until it reports the queue emptied or
+    raises Closed; if you stop earlier, coming back to it is yours, as no new
+    token comes while frames are left. A token may come for a queue that is
+    already empty; take() never returns the token of a subscriber closed
+    before the take began."""
+
+    def __init__(self) -> None:
+        out = _new("evr_ready_set **")
+        status = lib.evr_ready_set_new(out)
+        if status < 0:
+            _raise(status)
+        self._handle = _Handle(lib.EVRPY_READY_SET, out[0], "ready set")
+
+    def fileno(self) -> int:
+        """The set's fd (level-triggered). Owned by the set: never read or close it."""
+        out = _new("int *", -1)
+        self._handle.check(lib.evr_ready_set_fd, out)
+        return out[0]
+
+    def take(self, max_tokens: int = 256) -> List[int]:
+        """Up to max_tokens listed tokens, oldest first ([] when none)."""
+        if max_tokens <= 0:
+            raise ValueError("max_tokens must be positive")
+        tokens, n = _new("uint64_t[]", max_tokens), _new("size_t *")
+        self._handle.check(lib.evr_ready_set_take, tokens, max_tokens, n)
+        return list(tokens[0:n[0]])
+
+    def close(self) -> None:
+        """Releases the set; attached subscribers keep the engine's side of it
+        until they are closed. Safe to call more than once."""
+        self._handle.close()
+
+    def __enter__(self) -> ReadySet:
         return self
 
     def __exit__(self, *exc: Any) -> None:
