@@ -2,12 +2,14 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"net"
 	"strconv"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -15,14 +17,17 @@ import (
 
 // pacedPublisher publishes on a Redis connection of its own: each PUBLISH
 // is written the moment after its publish time is taken, and the replies
-// are read by another goroutine, so a publish never waits for the one
-// before it (go-redis would wait for each reply, and a reply that has to
-// wait for a busy CPU would make the next event late).
+// that have come are read without waiting after each write (and the rest
+// at the end), so a publish never waits for the one before it: go-redis
+// waits for each reply, and a goroutine that reads them would take a P
+// that the publisher needs when it wakes.
 type pacedPublisher struct {
 	conn    net.Conn
+	raw     syscall.RawConn
 	cmd     []byte
-	replies atomic.Int64 // integer replies read so far
-	failed  chan error   // the reader's first error (buffered)
+	buf     []byte
+	replies int64 // integer replies read so far
+	midLine bool  // a reply's line began in an earlier read
 }
 
 func dialPaced(ctx context.Context, opts *redis.Options) (*pacedPublisher, error) {
@@ -31,23 +36,28 @@ func dialPaced(ctx context.Context, opts *redis.Options) (*pacedPublisher, error
 	if err != nil {
 		return nil, fmt.Errorf("publisher: %w", err)
 	}
-	p := &pacedPublisher{conn: conn, failed: make(chan error, 1)}
-	br := bufio.NewReader(conn)
+	p := &pacedPublisher{conn: conn, buf: make([]byte, 64<<10)}
 	if opts.Password != "" {
 		auth := []string{"AUTH", opts.Password}
 		if opts.Username != "" {
 			auth = []string{"AUTH", opts.Username, opts.Password}
 		}
-		if _, err := conn.Write(appendCommand(nil, auth...)); err != nil {
-			conn.Close()
-			return nil, fmt.Errorf("publisher: %w", err)
+		line, err := "", error(nil)
+		if _, err = conn.Write(appendCommand(nil, auth...)); err == nil {
+			line, err = bufio.NewReader(conn).ReadString('\n') // nothing else is sent yet
 		}
-		if line, err := br.ReadString('\n'); err != nil || line != "+OK\r\n" {
+		if err != nil || line != "+OK\r\n" {
 			conn.Close()
 			return nil, fmt.Errorf("publisher: AUTH: %q %v", line, err)
 		}
 	}
-	go p.readReplies(br)
+	if sc, ok := conn.(syscall.Conn); ok {
+		p.raw, err = sc.SyscallConn()
+	}
+	if p.raw == nil {
+		conn.Close()
+		return nil, fmt.Errorf("publisher: not a socket (%v)", err)
+	}
 	return p, nil
 }
 
@@ -66,48 +76,74 @@ func appendCommand(b []byte, args ...string) []byte {
 	return b
 }
 
-// readReplies counts PUBLISH's integer replies until the connection ends.
-func (p *pacedPublisher) readReplies(br *bufio.Reader) {
-	for {
-		line, err := br.ReadString('\n')
-		if err != nil || len(line) < 3 || line[0] != ':' {
-			if err == nil {
-				err = fmt.Errorf("unexpected reply %q", line)
-			}
-			select {
-			case p.failed <- err:
-			default:
-			}
-			return
+// count accounts the replies in b: PUBLISH answers with an integer line.
+func (p *pacedPublisher) count(b []byte) error {
+	for len(b) > 0 {
+		if !p.midLine && b[0] != ':' {
+			line, _, _ := bytes.Cut(b, []byte("\r\n"))
+			return fmt.Errorf("publish: Redis answered %q", line)
 		}
-		p.replies.Add(1)
+		i := bytes.IndexByte(b, '\n')
+		if p.midLine = i < 0; p.midLine {
+			return nil
+		}
+		p.replies++
+		b = b[i+1:]
+	}
+	return nil
+}
+
+// drain reads the replies that have come, without waiting.
+func (p *pacedPublisher) drain() error {
+	for {
+		var n int
+		var rerr error
+		if err := p.raw.Read(func(fd uintptr) bool {
+			n, rerr = syscall.Read(int(fd), p.buf)
+			return true
+		}); err != nil {
+			return err
+		}
+		switch {
+		case rerr == syscall.EAGAIN:
+			return nil
+		case rerr != nil:
+			return rerr
+		case n == 0:
+			return errors.New("publish: Redis closed the connection")
+		}
+		if err := p.count(p.buf[:n]); err != nil {
+			return err
+		}
 	}
 }
 
-// publish writes one PUBLISH per channel of msg and stamps *sent with the
-// time right before the write.
+// publish writes one PUBLISH per channel of msg, stamping *sent with the
+// time right before the write, then reads the replies that have come.
 func (p *pacedPublisher) publish(channels []string, msg []byte, sent *int64) error {
 	p.cmd = p.cmd[:0]
 	for _, ch := range channels {
 		p.cmd = appendCommand(p.cmd, "PUBLISH", ch, string(msg))
 	}
 	atomic.StoreInt64(sent, time.Now().UnixNano())
-	_, err := p.conn.Write(p.cmd)
-	return err
+	if _, err := p.conn.Write(p.cmd); err != nil {
+		return err
+	}
+	return p.drain()
 }
 
-// close waits up to timeout for the replies to want PUBLISH commands,
+// close reads the replies until want have come (waiting up to timeout),
 // then closes the connection.
 func (p *pacedPublisher) close(want int64, timeout time.Duration) error {
 	defer p.conn.Close()
-	for end := time.Now().Add(timeout); p.replies.Load() < want; time.Sleep(time.Millisecond) {
-		select {
-		case err := <-p.failed:
-			return fmt.Errorf("publish: %w", err)
-		default:
+	_ = p.conn.SetReadDeadline(time.Now().Add(timeout))
+	for p.replies < want {
+		n, err := p.conn.Read(p.buf)
+		if err != nil {
+			return fmt.Errorf("publish: %d of %d replies: %w", p.replies, want, err)
 		}
-		if time.Now().After(end) {
-			return errors.New("publish: Redis did not answer every PUBLISH")
+		if err := p.count(p.buf[:n]); err != nil {
+			return err
 		}
 	}
 	return nil

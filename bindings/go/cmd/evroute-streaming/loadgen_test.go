@@ -228,3 +228,34 @@ func TestWSParserFrames(t *testing.T) {
 		t.Fatalf("huge: %v", err)
 	}
 }
+
+// TestPacedReplies: the paced publisher counts PUBLISH's integer replies
+// however the reads split them, and stops at anything else.
+func TestPacedReplies(t *testing.T) {
+	rng := rand.New(rand.NewSource(3))
+	for round := 0; round < 200; round++ {
+		var all []byte
+		want := rng.Intn(50)
+		for i := 0; i < want; i++ {
+			all = fmt.Appendf(all, ":%d\r\n", rng.Intn(100000))
+		}
+		p := &pacedPublisher{}
+		for rest := all; len(rest) > 0; {
+			n := 1 + rng.Intn(min(len(rest), 9))
+			if err := p.count(rest[:n]); err != nil {
+				t.Fatalf("%q: %v", all, err)
+			}
+			rest = rest[n:]
+		}
+		if p.replies != int64(want) || p.midLine {
+			t.Fatalf("%q: %d replies (mid-line %v), want %d", all, p.replies, p.midLine, want)
+		}
+	}
+	p := &pacedPublisher{}
+	if err := p.count([]byte(":1\r\n:2\r")); err != nil || p.replies != 1 {
+		t.Fatalf("%v, %d", err, p.replies)
+	}
+	if err := p.count([]byte("\n-ERR wrong type\r\n")); err == nil || !strings.Contains(err.Error(), "ERR wrong type") || p.replies != 2 {
+		t.Fatalf("an error reply: %v, %d", err, p.replies)
+	}
+}
