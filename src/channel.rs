@@ -211,6 +211,19 @@ pub fn with_namespace(namespace: Option<&str>, name: &str) -> String {
 /// Mastodon's hashtag normalization: NFKC, lowercase, ASCII folding, then
 /// drop everything that cannot be part of a hashtag.
 pub fn normalize_tag(tag: &str) -> String {
+    // ASCII is its own NFKC form and folding; what remains is lowercasing
+    // and keeping letters, digits and `_`.
+    if tag.is_ascii() {
+        return tag
+            .bytes()
+            .filter(|&b| b.is_ascii_alphanumeric() || b == b'_')
+            .map(|b| b.to_ascii_lowercase() as char)
+            .collect();
+    }
+    normalize_any_tag(tag)
+}
+
+fn normalize_any_tag(tag: &str) -> String {
     let lowered = tag.nfkc().collect::<String>().to_lowercase();
     lowered.chars().map(fold_to_ascii).filter(|&c| is_tag_char(c)).collect()
 }
@@ -232,6 +245,13 @@ mod tests {
     #[test]
     fn fold_tables_line_up() {
         assert_eq!(FOLD_FROM.chars().count(), FOLD_TO.len());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn ascii_tags_take_the_short_way_to_the_same_result(tag in "[ -~]{0,24}") {
+            proptest::prop_assert_eq!(normalize_tag(&tag), normalize_any_tag(&tag));
+        }
     }
 
     #[test]

@@ -296,7 +296,10 @@ pub fn check_id(s: &str) -> std::result::Result<&str, String> {
     if s.is_empty() {
         return Err("an id must not be empty".into());
     }
-    if s.chars().any(|c| c == ':' || c.is_control()) {
+    // Control characters are C0, DEL and C1: in ASCII text, one byte test each.
+    let bad_ascii = |b: u8| b == b':' || b < 0x20 || b == 0x7f;
+    let bad = if s.is_ascii() { s.bytes().any(bad_ascii) } else { s.chars().any(|c| c == ':' || c.is_control()) };
+    if bad {
         return Err(format!("id {s:?} contains ':' or a control character"));
     }
     Ok(s)
@@ -567,5 +570,15 @@ mod tests {
         assert_eq!(&*id_text(&a[1]).unwrap(), "7");
         assert!(id_text(&a[2]).unwrap_err().contains("':'"));
         assert!(id_text(&a[3]).is_err());
+    }
+
+    #[test]
+    fn ids_refuse_colons_and_every_control_character() {
+        for bad in ["a:b", "1\n", "\u{1f}", "x\u{7f}", "é\u{85}", "\u{9f}é", "é:"] {
+            assert!(check_id(bad).is_err(), "{bad:?}");
+        }
+        for good in ["108914327388663283", "é1", "a\u{a0}b", "~"] {
+            assert_eq!(check_id(good), Ok(good));
+        }
     }
 }

@@ -790,6 +790,27 @@ fn decode(raw: &[u8]) -> Option<String> {
     Some(out)
 }
 
+/// The most keys [`Value::repeated_key`] checks with its table (index + 1
+/// fits the low byte of a slot); larger objects go through the generic check.
+const MAX_TABLE_KEYS: usize = 128;
+
+/// A hash of the key `input[range]` (its length and first and last eight
+/// bytes, loaded as words), well mixed in the top bits.
+#[inline(always)]
+fn key_hash(input: &[u8], range: std::ops::Range<usize>) -> u64 {
+    let word = |at: usize| u64::from_le_bytes(input[at..at + 8].try_into().expect("eight bytes"));
+    let len = range.len();
+    let (head, tail) = if len >= 8 {
+        (word(range.start), word(range.end - 8))
+    } else if range.start + 8 <= input.len() {
+        // The key and what follows it, masked to the key.
+        (word(range.start) & (1u64 << (8 * len)).wrapping_sub(1), 0)
+    } else {
+        (input[range].iter().fold(0, |h, &c| h << 8 | u64::from(c)), 0)
+    };
+    (head ^ tail.rotate_left(31) ^ len as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
 /// A value of a scanned document. Containers that were not recorded have
 /// no members or items to show.
 #[derive(Clone, Copy)]
@@ -844,22 +865,43 @@ impl<'d> Value<'d> {
     }
 
     /// The first key an object repeats. Keys without escapes are compared as
-    /// they are in the input, without decoding.
+    /// they are in the input, without decoding: each goes into a small
+    /// open-addressed table of member indexes by a hash of its length and
+    /// first and last eight bytes, and only keys whose slot and 8-bit
+    /// fingerprint match an earlier key's are compared byte for byte.
     pub(crate) fn repeated_key(self) -> Option<Cow<'d, str>> {
         if self.span.kind() != Kind::Object {
             return None;
         }
-        // `super::repeated_key` over the raw keys, which are already in one
-        // array: nothing to collect.
         let members = self.recorded();
-        let mut filter = super::KeyFilter::default();
+        if members.len() > MAX_TABLE_KEYS {
+            return super::repeated_key(self.members().map(|(k, _)| k));
+        }
+        let input = self.doc.input;
+        // At most half full, so probes stay short.
+        let size = (2 * members.len()).next_power_of_two().max(8);
+        let mut table = [0u16; 2 * MAX_TABLE_KEYS];
+        let table = &mut table[..size];
         for (n, m) in members.iter().enumerate() {
             if m.key_escaped() {
                 return super::repeated_key(self.members().map(|(k, _)| k));
             }
-            let key = &self.doc.input[m.key_range()];
-            if filter.insert(key) && members[..n].iter().any(|p| self.doc.input[p.key_range()] == *key) {
-                return Some(Cow::Borrowed(self.doc.text(m.key_range())));
+            let range = m.key_range();
+            let h = key_hash(input, range.clone());
+            let fingerprint = (h >> 56) as u16 & 0xff;
+            let mut slot = (h >> 32) as usize;
+            loop {
+                let entry = &mut table[slot & (size - 1)];
+                if *entry == 0 {
+                    *entry = fingerprint << 8 | (n + 1) as u16;
+                    break;
+                }
+                if *entry >> 8 == fingerprint
+                    && input[members[(*entry & 0xff) as usize - 1].key_range()] == input[range.clone()]
+                {
+                    return Some(Cow::Borrowed(self.doc.text(range)));
+                }
+                slot += 1;
             }
         }
         None
@@ -905,6 +947,7 @@ impl<'d> Value<'d> {
 impl Doc<'_> {
     /// `input[range]` as text: the input is valid UTF-8 and every range the
     /// scan records starts and ends next to an ASCII delimiter.
+    #[inline(always)]
     fn text(&self, range: std::ops::Range<usize>) -> &str {
         let bytes = &self.input[range];
         debug_assert!(std::str::from_utf8(bytes).is_ok());
@@ -912,6 +955,7 @@ impl Doc<'_> {
         unsafe { std::str::from_utf8_unchecked(bytes) }
     }
 
+    #[inline(always)]
     fn key(&self, m: &Member) -> Cow<'_, str> {
         if m.key_escaped() {
             Cow::Owned(decode(&self.input[m.key_range()]).unwrap_or_default())
@@ -949,5 +993,37 @@ impl Doc<'_> {
             }
         }
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The table agrees with the plain check over decoded keys (first
+        /// repeat in document order), on objects of every size around the
+        /// table's limits, with short keys (down to the end of the input)
+        /// and escaped ones.
+        #[test]
+        fn repeated_key_finds_the_first_repeat_like_the_plain_check(
+            keys in prop::collection::vec("[ab]{0,3}|[a-c]{6,10}|k[0-9]{1,3}|a\\\\u0062", 0..300),
+            distinct in any::<bool>(),
+        ) {
+            let mut keys = keys;
+            if distinct {
+                let mut seen = std::collections::HashSet::new();
+                keys.retain(|k| seen.insert(k.clone()));
+            }
+            let members: Vec<String> = keys.iter().enumerate().map(|(n, k)| format!("\"{k}\":{n}")).collect();
+            let input = format!("{{{}}}", members.join(","));
+            let mut scratch = Scratch::default();
+            let doc = scan(input.as_bytes(), &mut scratch, false).unwrap();
+            let root = Value { doc: &doc, span: doc.root };
+            let decoded: Vec<String> = keys.iter().map(|k| k.replace("\\u0062", "b")).collect();
+            let want = crate::json::repeated_key(decoded.iter().map(String::as_str)).map(str::to_owned);
+            prop_assert_eq!(root.repeated_key().map(Cow::into_owned), want);
+        }
     }
 }
