@@ -32,21 +32,6 @@ use super::simd;
 const MAX_DEPTH: usize = 1024;
 /// The deepest container routing reads (`data.status.tags[]`).
 const RECORD_DEPTH: usize = 4;
-/// Keys whose object or array values routing reads.
-const FOLLOWED: [&[u8]; 11] = [
-    b"payload",
-    b"data",
-    b"status",
-    b"account",
-    b"reblog",
-    b"mentions",
-    b"tags",
-    b"media_attachments",
-    b"medias",
-    b"recipients",
-    b"lists",
-];
-
 const NONE: u32 = u32::MAX;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -528,14 +513,13 @@ fn open(
     pending: usize,
     record_all: bool,
 ) {
-    let recorded = match frames.last() {
-        None => true,
-        Some(p) => {
-            record_all
-                || p.recorded
-                    && frames.len() <= RECORD_DEPTH
-                    && if p.object { followed(b, p.key) } else { p.follow_items }
+    let (recorded, follow_items) = match frames.last() {
+        None => (true, false),
+        Some(p) if p.object && p.recorded => {
+            let follow = if frames.len() <= RECORD_DEPTH || record_all { followed(b, p.key) } else { None };
+            (record_all || follow.is_some(), !object && follow == Some(true))
         }
+        Some(p) => (record_all || p.recorded && frames.len() <= RECORD_DEPTH && p.follow_items, false),
     };
     let node = if recorded {
         nodes.push(Node::default());
@@ -543,15 +527,7 @@ fn open(
     } else {
         NONE
     };
-    frames.push(Frame {
-        object,
-        recorded,
-        base: pending as u32,
-        node,
-        start: i as u32,
-        key: 0,
-        follow_items: !object && recorded && frames.last().is_some_and(|p| p.object && items_followed(b, p.key)),
-    });
+    frames.push(Frame { object, recorded, base: pending as u32, node, start: i as u32, key: 0, follow_items });
 }
 
 /// Pops the innermost container, which ended at `end`; files its members
@@ -593,24 +569,25 @@ fn key(b: &[u8], i: usize, frame: &mut Frame, err: &impl Fn(usize, &str) -> Erro
 }
 
 /// Whether routing follows the member `key` (packed as in [`Member`]) into
-/// its value.
-fn followed(b: &[u8], key: u64) -> bool {
-    key_in(b, key, &FOLLOWED)
-}
-
-/// Whether routing reads the items of the array under `key`, beyond their
-/// count (`media_attachments` and `medias` are only checked for emptiness).
-fn items_followed(b: &[u8], key: u64) -> bool {
-    key_in(b, key, &FOLLOWED[..7]) || key_in(b, key, &FOLLOWED[9..])
-}
-
-fn key_in(b: &[u8], key: u64, set: &[&[u8]]) -> bool {
+/// its object or array value and, if so, whether it reads the items of an
+/// array there beyond their count (`media_attachments` and `medias` are only
+/// checked for emptiness).
+fn followed(b: &[u8], key: u64) -> Option<bool> {
     let m = Member { value: Span::new(0, 0, Kind::Null, NONE), key };
     let raw = &b[m.key_range()];
-    if m.key_escaped() {
-        return decode(raw).is_some_and(|k| set.contains(&k.as_bytes()));
+    let decoded;
+    let key = if m.key_escaped() {
+        decoded = decode(raw)?;
+        decoded.as_bytes()
+    } else {
+        raw
+    };
+    match key {
+        b"payload" | b"data" | b"status" | b"account" | b"reblog" | b"mentions" | b"tags" | b"recipients"
+        | b"lists" => Some(true),
+        b"media_attachments" | b"medias" => Some(false),
+        _ => None,
     }
-    set.contains(&raw)
 }
 
 /// The string starting at b[i] (`"`): returns the index past its closing
@@ -795,18 +772,25 @@ fn decode(raw: &[u8]) -> Option<String> {
 const MAX_TABLE_KEYS: usize = 128;
 
 /// A hash of the key `input[range]` (its length and first and last eight
-/// bytes, loaded as words), well mixed in the top bits.
+/// bytes as little-endian words, zero-padded when shorter), well mixed in the
+/// top bits. Without branches on the length, which varies around eight from
+/// key to key.
 #[inline(always)]
 fn key_hash(input: &[u8], range: std::ops::Range<usize>) -> u64 {
-    let word = |at: usize| u64::from_le_bytes(input[at..at + 8].try_into().expect("eight bytes"));
+    let word = |bytes: &[u8]| u64::from_le_bytes(bytes.try_into().expect("eight bytes"));
     let len = range.len();
-    let (head, tail) = if len >= 8 {
-        (word(range.start), word(range.end - 8))
-    } else if range.start + 8 <= input.len() {
-        // The key and what follows it, masked to the key.
-        (word(range.start) & (1u64 << (8 * len)).wrapping_sub(1), 0)
+    let (head, tail) = if range.end >= 8 && range.start + 8 <= input.len() {
+        // When the key is shorter than eight bytes, the head word holds what
+        // follows it: mask to the key; the tail word then counts for nothing.
+        let head = word(&input[range.start..range.start + 8]) & ((1u128 << (8 * len.min(8))) - 1) as u64;
+        (head, word(&input[range.end - 8..range.end]) & 0u64.wrapping_sub(u64::from(len >= 8)))
     } else {
-        (input[range].iter().fold(0, |h, &c| h << 8 | u64::from(c)), 0)
+        // Next to an end of the input (tiny documents): the same words.
+        let key = &input[range];
+        let mut padded = [0u8; 8];
+        let n = len.min(8);
+        padded[..n].copy_from_slice(&key[..n]);
+        (word(&padded), if len >= 8 { word(&key[len - 8..]) } else { 0 })
     };
     (head ^ tail.rotate_left(31) ^ len as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
