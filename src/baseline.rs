@@ -552,6 +552,13 @@ impl TapeBuild {
     /// Builds the tape of `bytes`; returns its length in nodes.
     pub fn build(&mut self, bytes: &[u8]) -> usize {
         std::str::from_utf8(bytes).expect("UTF-8 input");
+        self.build_bare(bytes)
+    }
+
+    /// The same without the engine's own UTF-8 check first (simd-json's
+    /// stage 1 checks UTF-8 too; the engine checked first to name the
+    /// error): simd-json's tape build alone.
+    pub fn build_bare(&mut self, bytes: &[u8]) -> usize {
         self.input.clear();
         self.input.extend_from_slice(bytes);
         let mut tape = self.tape.take().expect("a tape").reset();
@@ -572,8 +579,11 @@ pub struct ExtractionRun {
     /// The scan alone (UTF-8 and JSON checked, containers recorded), without
     /// routing on the scanned document.
     pub scan: Duration,
+    /// [`TapeBuild::build_bare`].
+    pub bare_tape: Duration,
     pub median_ratio: f64,
     pub median_scan_ratio: f64,
+    pub median_bare_ratio: f64,
 }
 
 impl ExtractionRun {
@@ -593,13 +603,17 @@ impl ExtractionRun {
     pub fn scan_ratio(&self) -> f64 {
         self.median_scan_ratio
     }
+    /// Extraction against the tape build without its extra UTF-8 check.
+    pub fn bare_ratio(&self) -> f64 {
+        self.median_bare_ratio
+    }
 }
 
 /// `evroute::event::parse_content` against [`TapeBuild`] on `inputs`, in
 /// `rounds` alternating rounds of `passes` passes over all inputs each, so
 /// that both see the same machine load, each timed in this thread's CPU time
 /// (time other processes run is not counted). Each round also times the
-/// scan alone. Every input must be an event that parses.
+/// scan alone and the bare tape build. Every input must be an event that parses.
 pub fn extraction_vs_tape(inputs: &[&[u8]], rounds: usize, passes: usize) -> ExtractionRun {
     let mut tape = TapeBuild::default();
     let total: usize = inputs.iter().map(|i| i.len()).sum();
@@ -608,8 +622,10 @@ pub fn extraction_vs_tape(inputs: &[&[u8]], rounds: usize, passes: usize) -> Ext
         extract: Duration::ZERO,
         tape: Duration::ZERO,
         scan: Duration::ZERO,
+        bare_tape: Duration::ZERO,
         median_ratio: f64::NAN,
         median_scan_ratio: f64::NAN,
+        median_bare_ratio: f64::NAN,
     };
     let timed = |f: &mut dyn FnMut(&[u8])| {
         let start = thread_cpu_time();
@@ -620,7 +636,8 @@ pub fn extraction_vs_tape(inputs: &[&[u8]], rounds: usize, passes: usize) -> Ext
         }
         thread_cpu_time() - start
     };
-    let (mut ratios, mut scan_ratios) = (Vec::with_capacity(rounds), Vec::with_capacity(rounds));
+    let (mut ratios, mut scan_ratios, mut bare_ratios) =
+        (Vec::with_capacity(rounds), Vec::with_capacity(rounds), Vec::with_capacity(rounds));
     for round in 0..=rounds {
         let extract = timed(&mut |input| {
             std::hint::black_box(crate::event::parse_content(input).expect("a valid event"));
@@ -631,14 +648,19 @@ pub fn extraction_vs_tape(inputs: &[&[u8]], rounds: usize, passes: usize) -> Ext
         let scan = timed(&mut |input| {
             std::hint::black_box(crate::json::scan::with_scan(input, |v| Ok(v.range().len())).expect("valid JSON"));
         });
-        // Round 0 warms up all three.
+        let bare = timed(&mut |input| {
+            std::hint::black_box(tape.build_bare(input));
+        });
+        // Round 0 warms up all four.
         if round > 0 {
             run.extract += extract;
             run.tape += tape_time;
             run.scan += scan;
+            run.bare_tape += bare;
             run.bytes += (total * passes) as u64;
             ratios.push(tape_time.as_secs_f64() / extract.as_secs_f64().max(1e-12));
             scan_ratios.push(tape_time.as_secs_f64() / scan.as_secs_f64().max(1e-12));
+            bare_ratios.push(bare.as_secs_f64() / extract.as_secs_f64().max(1e-12));
         }
     }
     let median = |mut v: Vec<f64>| {
@@ -647,5 +669,10 @@ pub fn extraction_vs_tape(inputs: &[&[u8]], rounds: usize, passes: usize) -> Ext
     };
     run.median_ratio = median(ratios);
     run.median_scan_ratio = median(scan_ratios);
+    run.median_bare_ratio = median(bare_ratios);
     run
 }
+#[doc(hidden)]
+pub fn scan_len(input: &[u8]) -> usize {
+    crate::json::scan::with_scan(input, |v| Ok(v.range().len())).unwrap()
+} // ZZTMP
