@@ -129,6 +129,25 @@ func procStats(pid int) (cpu float64, rss, hwm int64) {
 	return cpu, rss, hwm
 }
 
+// cpuWait is the time (s) the process's threads have spent runnable but
+// not running, from /proc/PID/task/*/schedstat (Linux; 0 elsewhere;
+// threads that ended are not counted).
+func cpuWait(pid int) float64 {
+	if pid <= 0 {
+		return 0
+	}
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	var ns int64
+	for _, t := range tasks {
+		raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/schedstat", pid, t.Name()))
+		if f := strings.Fields(string(raw)); err == nil && len(f) >= 2 {
+			n, _ := strconv.ParseInt(f[1], 10, 64)
+			ns += n
+		}
+	}
+	return float64(ns) / 1e9
+}
+
 // statusID finds the event number in a frame: the payload's first "id"
 // (escaped inside a WebSocket frame's payload string, whose own "id" key is
 // the event id).
@@ -326,6 +345,7 @@ func (g *loadgen) run() (*loadResult, error) {
 	time.Sleep(500 * time.Millisecond) // presence keys and channel subscriptions settle
 	cpu1, rss1, _ := procStats(g.serverPID)
 	own1, _, _ := procStats(os.Getpid())
+	wait1, ownWait1 := cpuWait(g.serverPID), cpuWait(os.Getpid())
 
 	// No collection while events flow (a pause would show as latency):
 	// the readers allocate only when their latency lists grow; a memory
@@ -379,6 +399,7 @@ func (g *loadgen) run() (*loadResult, error) {
 	}
 	cpu2, _, hwm := procStats(g.serverPID)
 	own2, _, _ := procStats(os.Getpid())
+	wait2, ownWait2 := cpuWait(g.serverPID), cpuWait(os.Getpid())
 	cancel()
 	g.clientWG.Wait()
 
@@ -423,10 +444,13 @@ func (g *loadgen) run() (*loadResult, error) {
 	}
 	// On a machine it shares with the server, what the load generator
 	// takes is not the server's.
-	fmt.Fprintf(g.out, "load generator: CPU %.2fs for the events (%.1f µs/delivery)\n", own2-own1, (own2-own1)*1e6/float64(max(got, 1)))
+	// The time runnable threads waited for a CPU tells a busy machine from a
+	// slow server.
+	fmt.Fprintf(g.out, "load generator: CPU %.2fs for the events (%.1f µs/delivery), %.2fs waiting for a CPU\n",
+		own2-own1, (own2-own1)*1e6/float64(max(got, 1)), ownWait2-ownWait1)
 	if g.serverPID > 0 {
-		fmt.Fprintf(g.out, "server: CPU %.2fs for the events (%.1f µs/delivery), %.2fs to connect; RSS %d kB idle before, %d kB with the clients (%.1f kB/connection), peak %d kB\n",
-			cpu2-cpu1, (cpu2-cpu1)*1e6/float64(max(got, 1)), cpu1-cpu0, rss0, rss1, float64(rss1-rss0)/float64(g.clients), hwm)
+		fmt.Fprintf(g.out, "server: CPU %.2fs for the events (%.1f µs/delivery), %.2fs waiting for a CPU, %.2fs to connect; RSS %d kB idle before, %d kB with the clients (%.1f kB/connection), peak %d kB\n",
+			cpu2-cpu1, (cpu2-cpu1)*1e6/float64(max(got, 1)), wait2-wait1, cpu1-cpu0, rss0, rss1, float64(rss1-rss0)/float64(g.clients), hwm)
 	}
 	return res, nil
 }
