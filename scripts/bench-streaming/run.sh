@@ -19,6 +19,12 @@
 # the load generator outruns the server's ingest and Redis cuts the server's
 # subscription off (client-output-buffer-limit pubsub 32mb), losing messages.
 #
+# BASE=FILE: every evroute-streaming run is preceded by the same run of the binary FILE
+# (shown as "base"), for a before/after in one sitting, e.g. main's build:
+#   git worktree add --detach /tmp/base main && (cd /tmp/base && cargo build --release --all-features --lib &&
+#     cd bindings/go && go build -tags evroute_inrepo -o /tmp/evs-base ./cmd/evroute-streaming)
+#   BASE=/tmp/evs-base CASES=user bash scripts/bench-streaming/run.sh
+#
 # BENCH_PRIORITY=1 (root): the sitting runs in a scheduling group of its own
 # (autogroup) at nice -19, so that builds of other users of a shared machine
 # disturb its latencies less.
@@ -40,15 +46,16 @@ echo "load average: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) cores"
 
 srvport=$(free_port)
 srv=0
-# start_server floor [CHANNEL | PREFIX BASE] | evs [VAR=value...]: a fresh server on $srvport.
+# start_server floor [CHANNEL | PREFIX BASE] | evs|base [VAR=value...]: a fresh server on $srvport.
 start_server() {
-    local kind=$1
+    local kind=$1 bin=$scratch/evroute-streaming
     shift
+    [ "$kind" = base ] && bin=$BASE
     if [ "$kind" = floor ]; then
         "$scratch/floor" "$srvport" "$redisport" "${@:-timeline:public}" >"$scratch/floor.log" 2>&1 &
     else
         env DATABASE_URL="postgres://postgres@127.0.0.1:$pgport/mastodon" REDIS_URL="redis://127.0.0.1:$redisport" \
-            PORT=$srvport LOG_LEVEL=warn "$@" "$scratch/evroute-streaming" >>"$scratch/evs.log" 2>&1 &
+            PORT=$srvport LOG_LEVEL=warn "$@" "$bin" >>"$scratch/evs.log" 2>&1 &
     fi
     srv=$!
     pids+=($srv)
@@ -67,6 +74,9 @@ stop_server() {
 }
 # run TITLE SERVER [VAR=value...] -- LOADGEN-FLAGS...
 run() {
+    if [ "$2" = evs ] && [ -n "${BASE:-}" ]; then
+        run "$1" base "${@:3}"
+    fi
     local title=$1 kind=$2 envs=()
     shift 2
     while [ "$1" != -- ]; do envs+=("$1"); shift; done

@@ -9,10 +9,10 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	evroute "github.com/evroute/evroute/bindings/go"
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Why a connection ends (besides its client going away).
@@ -24,15 +24,16 @@ const (
 	stopTimeout        // a WebSocket client did not answer a ping
 )
 
-// conn is one client connection: its subscriber and a Waiter on that
-// subscriber's readiness fd, in Go's own poller so waiting holds no OS thread.
+// conn is one client connection: its subscriber and, once it streams, the
+// writing side (writer.go) that a writer goroutine hands its frames to.
 type conn struct {
 	h       *Handler
 	id      *Identity
 	acct    *account
 	kind    string // "eventsource" or "websocket"
 	sub     *evroute.Subscriber
-	waiter  *evroute.Waiter
+	opened  bool // tracked and listening to system channels
+	st      atomic.Pointer[stream]
 	reason  atomic.Int32
 	subOnce sync.Once
 	dropped uint64     // frames the subscriber dropped, read when it is closed
@@ -41,7 +42,7 @@ type conn struct {
 }
 
 // open creates the connection's subscriber (with the account's current
-// viewer state) and registers its readiness fd.
+// viewer state); its frames are written once the stream starts (stream).
 func (h *Handler) open(id *Identity, acct *account, kind string) (*conn, error) {
 	c := &conn{h: h, id: id, acct: acct, kind: kind, streams: map[string]*resolved{}}
 	err := acct.attach(c, func(filters []byte) (*evroute.Subscriber, error) {
@@ -50,11 +51,7 @@ func (h *Handler) open(id *Identity, acct *account, kind string) (*conn, error) 
 	if err != nil {
 		return nil, err
 	}
-	c.waiter, err = c.sub.NewWaiter()
-	if err != nil {
-		c.close()
-		return nil, err
-	}
+	c.opened = true
 	h.track(c)
 	h.listenSystem(c)
 	return c, nil
@@ -69,10 +66,9 @@ func (c *conn) close() {
 	}
 	c.streams = nil
 	c.mu.Unlock()
-	if c.waiter != nil {
+	if c.opened {
 		h.unlistenSystem(c)
 		h.untrack(c)
-		c.waiter.Close() // leaves the poller before the eventfd goes away
 	}
 	c.acct.detach(c)
 	c.closeSubscriber()
@@ -93,19 +89,15 @@ func (c *conn) closeSubscriber() {
 	})
 }
 
-// stop ends the connection: closing its subscriber wakes a wait in progress
-// (the readiness fd turns readable) or makes the next one return at once,
-// and the next drain reports it closed.
+// stop ends the connection: its subscriber is closed (a drain in progress
+// then reports it closed) and its stream, if it started, ends.
 func (c *conn) stop(reason int32) {
 	if c.reason.CompareAndSwap(stopNone, reason) {
 		c.closeSubscriber()
+		if st := c.st.Load(); st != nil {
+			st.end()
+		}
 	}
-}
-
-// wait blocks the goroutine (not a thread) until frames may be waiting, the
-// deadline passes (returns false) or the connection is stopped.
-func (c *conn) wait(deadline time.Time) bool {
-	return c.reason.Load() == stopNone && c.waiter.Wait(deadline) == nil
 }
 
 // subscribe adds a resolved subscription; a repeated one is ignored.
@@ -158,7 +150,7 @@ func (c *conn) drain(b *evroute.Batch, ws bool) (int, error) {
 	return n, err
 }
 
-// wire is a hijacked connection the pump writes to directly: a batch goes
+// wire is a hijacked connection the writers write to directly: a batch goes
 // out in one writev (SSE: one HTTP chunk; WebSocket: a frame header and a
 // text message per frame), without net/http's or the WebSocket module's
 // per-connection buffers. Writes are serialized and each gets the write
@@ -195,6 +187,11 @@ func (w *wire) Write(p []byte) (int, error) {
 func (w *wire) writev(bufs *net.Buffers) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	return w.writeLocked(bufs)
+}
+
+// writeLocked is writev with w.mu held.
+func (w *wire) writeLocked(bufs *net.Buffers) error {
 	if w.Conn == nil {
 		rc := http.NewResponseController(w.resp)
 		_ = rc.SetWriteDeadline(time.Now().Add(w.timeout))
@@ -223,13 +220,19 @@ func (w *wire) sse(b []byte, o *outBatch) error {
 	if o == nil {
 		o = &outBatch{}
 	}
+	w.sseIOV(b, o)
+	return o.send(w)
+}
+
+// sseIOV lays out SSE bytes in o.iov, as one chunk when the response is
+// chunked.
+func (w *wire) sseIOV(b []byte, o *outBatch) {
 	if !w.chunked {
 		o.iov = append(o.iov[:0], b)
-		return o.send(w)
+		return
 	}
 	o.hdr = append(strconv.AppendInt(o.hdr[:0], int64(len(b)), 16), '\r', '\n')
 	o.iov = append(o.iov[:0], o.hdr, b, crlf)
-	return o.send(w)
 }
 
 // sseWire takes over an SSE response: it writes the head itself (chunked
@@ -297,6 +300,13 @@ func appendWSHeader(dst []byte, n int) []byte {
 
 // ws writes every frame of the batch as its own text message, in one writev.
 func (w *wire) ws(o *outBatch) error {
+	w.wsIOV(o)
+	return o.send(w)
+}
+
+// wsIOV lays out every frame of the batch as its own text message in
+// o.iov, for one writev.
+func (w *wire) wsIOV(o *outBatch) {
 	n := o.Len()
 	o.hdr = o.hdr[:0]
 	for i := 0; i < n; i++ {
@@ -315,7 +325,6 @@ func (w *wire) ws(o *outBatch) error {
 		at += size
 	}
 	o.iov = iov
-	return o.send(w)
 }
 
 // text writes one text message (errors and the gap event on a WebSocket).
@@ -329,8 +338,13 @@ func (w *wire) text(p []byte) error {
 // so idle connections cost no buffer.
 type outBatch struct {
 	*evroute.Batch
-	hdr []byte      // chunk or frame headers
-	iov net.Buffers // what one writev sends
+	hdr  []byte          // chunk or frame headers
+	iov  net.Buffers     // what one writev sends
+	vecs []syscall.Iovec // iov for a raw writev (tryWritev)
+
+	rawWrite func(fd uintptr) bool // writevRaw, made once
+	wrote    int                   // its result
+	errno    syscall.Errno
 }
 
 // send writes o.iov in one writev without allocating (a net.Buffers that
@@ -348,156 +362,4 @@ func (h *Handler) getBatch() *outBatch {
 		return o
 	}
 	return &outBatch{Batch: evroute.NewBatch(h.opts.BatchBytes, 0)}
-}
-
-// idleAfter is how long a connection's writer waits for frames before it
-// parks (a new connection parks at once). A parked connection holds no
-// goroutine: its readiness fd is in the watch set and a timer keeps its
-// next heartbeat or ping, and either starts a goroutine that goes on with
-// the loop. A stream that gets frames at least every second keeps its
-// goroutine and pays nothing for this; waking a parked one costs a little
-// more than waking a goroutine waiting in the poller (see BENCHMARKS.md).
-const idleAfter = time.Second
-
-// pumpLoop is a connection's writer: drain the waiting frames, write them,
-// wait on the readiness fd; tick runs when nothing came for an interval,
-// done once when the loop ends.
-type pumpLoop struct {
-	h        *Handler
-	c        *conn
-	w        *wire
-	ws       bool
-	interval time.Duration
-	tick     func() bool
-	done     func()
-	sent     prometheus.Counter
-	next     time.Time // the next tick
-	key      uint64    // in the watch set; 0: never parks
-	timer    *time.Timer
-	parked   atomic.Bool
-	fresh    bool // not waited yet
-	idle     time.Duration
-}
-
-// pump runs the connection's writer until it ends or parks; done runs
-// when it ends, on whichever goroutine runs the loop then. A connection
-// that is not hijacked (HTTP/2) keeps its goroutine.
-func (h *Handler) pump(c *conn, w *wire, ws bool, interval time.Duration, tick func() bool, done func()) {
-	p := &pumpLoop{h: h, c: c, w: w, ws: ws, interval: interval, tick: tick, done: done,
-		sent: h.metrics.sent.WithLabelValues(c.kind), next: time.Now().Add(interval), fresh: true, idle: h.idleAfter}
-	if w.Conn != nil {
-		// Made before any park, stopped; park sets it.
-		p.timer = time.AfterFunc(time.Hour, func() {
-			if p.parked.CompareAndSwap(true, false) {
-				p.run()
-			}
-		})
-		p.timer.Stop()
-		// Added disarmed (one-shot, no event): park arms it.
-		p.key = watches.add(c.waiter, 0, false, func() {
-			if p.parked.CompareAndSwap(true, false) {
-				go p.run()
-			}
-		})
-	}
-	p.run()
-}
-
-func (p *pumpLoop) run() {
-	c := p.c
-	for c.reason.Load() == stopNone {
-		if !p.h.flush(c, p.w, p.ws, p.sent) {
-			break
-		}
-		if p.fresh {
-			// Nothing came yet: a new connection parks at once, as clients
-			// connect in bursts and most then wait.
-			p.fresh = false
-			if p.key != 0 && p.park() {
-				return
-			}
-		}
-		deadline := p.next
-		if p.key != 0 {
-			// Coarse, so that the waiter's deadline changes every quarter
-			// of idleAfter at most, not on every wait.
-			if idle := time.Now().Truncate(p.idle / 4).Add(p.idle); idle.Before(deadline) {
-				deadline = idle
-			}
-		}
-		if c.wait(deadline) {
-			continue
-		}
-		if c.reason.Load() != stopNone {
-			break
-		}
-		now := time.Now()
-		if !now.Before(p.next) {
-			if !p.tick() {
-				c.stop(stopGone)
-				break
-			}
-			p.next = now.Add(p.interval)
-		}
-		if p.key != 0 && !now.Before(deadline) && p.park() {
-			return
-		}
-	}
-	if p.timer != nil {
-		p.timer.Stop()
-	}
-	watches.remove(c.waiter, p.key)
-	p.done()
-}
-
-// park leaves the loop to the readiness fd and the timer; false when it
-// cannot (the loop then goes on waiting on this goroutine).
-func (p *pumpLoop) park() bool {
-	p.parked.Store(true)
-	p.timer.Reset(time.Until(p.next))
-	// Armed last: a frame already waiting fires at once. From here on a
-	// wakeup may run the loop on another goroutine.
-	if watches.arm(p.c.waiter, p.key, watchReadable) != nil && p.parked.CompareAndSwap(true, false) {
-		p.timer.Stop()
-		return false
-	}
-	return true
-}
-
-// flush writes the waiting frames, a batch per write, until a batch leaves
-// room (the queue is then most likely empty); false when the
-// connection must end.
-func (h *Handler) flush(c *conn, w *wire, ws bool, sent prometheus.Counter) bool {
-	o := h.getBatch()
-	defer h.batches.Put(o)
-	for c.reason.Load() == stopNone {
-		n, err := c.drain(o.Batch, ws)
-		if err != nil {
-			if !errors.Is(err, errSubscriberClosed) {
-				h.log.Error("drain failed", "err", err)
-			}
-			return false
-		}
-		if n == 0 {
-			return true
-		}
-		h.read.Add(uint64(n))
-		if ws {
-			err = w.ws(o)
-		} else {
-			err = w.sse(o.Buf, o)
-		}
-		if err != nil {
-			c.stop(stopGone)
-			return false
-		}
-		sent.Add(float64(n))
-		h.metrics.batchBytes.Observe(float64(len(o.Buf)))
-		if n < cap(o.Ends) && len(o.Buf) <= cap(o.Buf)/2 {
-			// Room was left: the queue was most likely emptied. Asking again
-			// would cost a cgo call; the wait sees any frame left or new.
-			return true
-		}
-	}
-	return false
 }

@@ -94,8 +94,6 @@ type Handler struct {
 	batches sync.Pool
 	conns   map[*conn]struct{}
 	wg      sync.WaitGroup
-
-	idleAfter time.Duration // see idleAfter; tests shorten it
 }
 
 // New checks the options and starts the refresh loop.
@@ -121,12 +119,14 @@ func New(opts Options) (*Handler, error) {
 	if opts.Registerer == nil {
 		opts.Registerer = prometheus.NewRegistry()
 	}
+	if err := startWriters(); err != nil {
+		return nil, fmt.Errorf("streaming: writers: %w", err)
+	}
 	h := &Handler{
-		opts:      opts,
-		log:       opts.Logger,
-		done:      make(chan struct{}),
-		conns:     map[*conn]struct{}{},
-		idleAfter: idleAfter,
+		opts:  opts,
+		log:   opts.Logger,
+		done:  make(chan struct{}),
+		conns: map[*conn]struct{}{},
 	}
 	if h.log == nil {
 		h.log = slog.Default()
@@ -385,8 +385,8 @@ func (h *Handler) serveSSE(w http.ResponseWriter, r *http.Request) {
 		<-ended
 		return
 	}
-	// Hijacked: the stream goes on in a goroutine of its own (or none while
-	// it idles, see pump), so that net/http's goroutine, buffers and request
+	// Hijacked: the stream goes on without net/http's goroutine (the
+	// writers write it, see writer.go), so that its buffers and request
 	// state are released while the client stays connected.
 	end := finish
 	finish = nil
@@ -408,7 +408,7 @@ func (h *Handler) streamSSE(c *conn, wr *wire, lastID string, end func()) {
 		done()
 		return
 	}
-	h.pump(c, wr, false, h.opts.Heartbeat, func() bool { return write([]byte(":thump\n\n")) }, done)
+	h.stream(c, wr, false, h.opts.Heartbeat, func() bool { return write([]byte(":thump\n\n")) }, done)
 }
 
 // resume replays what a reconnecting client missed since lastID (SERVER.md

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -515,7 +516,7 @@ func TestSubscriberJSON(t *testing.T) {
 }
 
 // settle returns the goroutines once there are at most want, or after 1.5 s
-// (streams park).
+// (streams settle).
 func settle(want int) int {
 	var g int
 	for deadline := time.Now().Add(1500 * time.Millisecond); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
@@ -526,13 +527,12 @@ func settle(want int) int {
 	return g
 }
 
-// An idle stream parks, a new one at once: no goroutine of its own (a
+// A stream holds no goroutine of its own (the writers are shared; a
 // WebSocket's reader neither, see TestWebSocketReader), yet it still
 // delivers events and heartbeats, and ends when its client leaves.
 func TestIdleStreamsHoldNoGoroutine(t *testing.T) {
 	f := newFixture(t)
 	f.h.opts.Heartbeat = 3 * time.Second // after the idle checks below
-	f.h.idleAfter = 300 * time.Millisecond
 	const n = 20
 	addr := strings.TrimPrefix(f.srv.URL, "http://")
 	tracked := func() int {
@@ -583,10 +583,10 @@ func TestIdleStreamsHoldNoGoroutine(t *testing.T) {
 		t.Fatal(err)
 	}
 	readUntil("event: update")
-	if g := settle(before + 2); g > before+2 { // idleAfter later
+	if g := settle(before + 2); g > before+2 {
 		t.Fatalf("after an event, %d streams hold %d goroutines", n, g-before)
 	}
-	readUntil(":thump") // the heartbeat of a parked stream
+	readUntil(":thump") // the heartbeat of a stream without a goroutine
 	if g := settle(before + 2); g > before+2 {
 		t.Fatalf("after a heartbeat, %d streams hold %d goroutines", n, g-before)
 	}
@@ -595,7 +595,63 @@ func TestIdleStreamsHoldNoGoroutine(t *testing.T) {
 	}
 	for deadline := time.Now().Add(3 * time.Second); tracked() != 0; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d parked streams outlived their clients", tracked())
+			t.Fatalf("%d idle streams outlived their clients", tracked())
+		}
+	}
+}
+
+// A client that stops reading fills its socket: its connection goes to its
+// slow path (a writer never waits for it), another client keeps receiving
+// meanwhile, and once the slow one reads again it gets every frame, in order.
+func TestSlowClientDoesNotHoldOthers(t *testing.T) {
+	f := newFixture(t)
+	f.h.opts.QueueCapacity = 4000
+	slow, doneSlow := f.sse(t, "/api/v1/streaming/public", "alice")
+	defer doneSlow()
+	fast, doneFast := f.sse(t, "/api/v1/streaming/public", "alice")
+	defer doneFast()
+	const n = 3000 // 8 KB each: more than loopback's socket buffers hold
+	pad := strings.Repeat("x", 8<<10)
+	for i := 1; i <= n; i++ {
+		ev, _ := json.Marshal(map[string]any{"event": "update", "payload": map[string]any{
+			"id": strconv.Itoa(i), "visibility": "public", "language": "en", "spoiler_text": "",
+			"content": fmt.Sprintf("#%d#%s", i, pad), "account": map[string]any{"id": "5", "acct": "someone"},
+			"mentions": []any{}, "media_attachments": []any{}, "tags": []any{}, "reblog": nil,
+		}})
+		if _, err := f.eng.Publish(ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	readAll := func(br *bufio.Reader) <-chan error {
+		got := make(chan error, 1)
+		go func() {
+			for i := 1; i <= n; {
+				line, err := br.ReadString('\n')
+				if err != nil {
+					got <- fmt.Errorf("before event %d: %v", i, err)
+					return
+				}
+				if !strings.HasPrefix(line, "data: ") {
+					continue
+				}
+				if !strings.Contains(line, fmt.Sprintf("#%d#", i)) {
+					got <- fmt.Errorf("event %d: %.80q", i, line)
+					return
+				}
+				i++
+			}
+			got <- nil
+		}()
+		return got
+	}
+	for name, br := range map[string]*bufio.Reader{"fast": fast, "slow, reading at last": slow} {
+		select {
+		case err := <-readAll(br):
+			if err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("%s client: not every event within 20 s", name)
 		}
 	}
 }

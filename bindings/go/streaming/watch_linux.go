@@ -12,9 +12,9 @@ import (
 // when a watched fd has an event. It lets idle connections hold no
 // goroutine of their own: it notices SSE clients that go away (each
 // hijacked socket with EPOLLRDHUP; EPOLLHUP and EPOLLERR come unasked),
-// and parked writers' readiness fds turning readable (see parking in
-// conn.go). A goroutine blocked per connection would cost a stack and
-// scheduler state for every idle client; an entry here costs a map slot.
+// and input on parked WebSocket readers' sockets (see ws.go). A goroutine
+// blocked per connection would cost a stack and scheduler state for every
+// idle client; an entry here costs a map slot.
 type watchSet struct {
 	once sync.Once
 	raw  syscall.RawConn // the epoll set; nil when it could not be made
@@ -31,9 +31,6 @@ type watchEntry struct {
 }
 
 var watches watchSet
-
-// watchReadable is the event of a readiness fd with frames waiting.
-const watchReadable = syscall.EPOLLIN
 
 func (w *watchSet) start() {
 	fd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
@@ -54,8 +51,7 @@ func (w *watchSet) start() {
 	go w.loop()
 }
 
-// controller is what gives access to an fd: a syscall.RawConn, or an
-// evroute.Waiter.
+// controller is what gives access to an fd: a syscall.RawConn.
 type controller interface {
 	Control(f func(fd uintptr)) error
 }

@@ -8,7 +8,7 @@ import (
 )
 
 // watchSet is epoll-based on Linux; elsewhere every SSE stream reads its
-// own socket to notice its client going away, and writers never park.
+// own socket to notice its client going away.
 type watchSet struct{}
 
 var watches watchSet
@@ -16,8 +16,6 @@ var watches watchSet
 type controller interface {
 	Control(f func(fd uintptr)) error
 }
-
-const watchReadable = 0
 
 func (watchSet) add(controller, uint32, bool, func()) uint64 { return 0 }
 

@@ -3,6 +3,7 @@ package streaming
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -104,10 +105,20 @@ func TestWireWritesWithoutAllocating(t *testing.T) {
 	w := &wire{Conn: c, timeout: time.Minute, chunked: true}
 	frame := []byte("event: update\ndata: {}\n\n")
 	o := &outBatch{Batch: &evroute.Batch{Buf: append(frame, frame...), Ends: []int{len(frame), 2 * len(frame)}}}
-	for name, write := range map[string]func() error{
+	writes := map[string]func() error{
 		"sse": func() error { return w.sse(o.Buf, o) },
 		"ws":  func() error { return w.ws(o) },
-	} {
+	}
+	if raw := rawConn(w); raw != nil {
+		writes["raw"] = func() error { // a writer's path: laid out, then a writev that never waits
+			w.sseIOV(o.Buf, o)
+			if err := tryWritev(raw, o); err != nil || len(o.iov) > 0 {
+				return fmt.Errorf("tryWritev: %v, %d buffers left", err, len(o.iov))
+			}
+			return nil
+		}
+	}
+	for name, write := range writes {
 		if err := write(); err != nil { // the scratch space grows once
 			t.Fatal(err)
 		}

@@ -85,13 +85,13 @@ func param(raw json.RawMessage) string {
 // set, and input starts a goroutine that reads and handles what came, then
 // parks again once nothing is left buffered. A frame or message that comes
 // in pieces is read on that goroutine until it is whole. Frames are read
-// with gobwas/ws's low-level reader, which exists for this use; the pump
-// writes the server's messages on the wire.
+// with gobwas/ws's low-level reader, which exists for this use; the writers
+// (writer.go) write the server's messages on the wire.
 type wsSession struct {
 	h        *Handler
 	c        *conn
 	wire     *wire       // every frame the server sends
-	pinged   bool        // a ping is waiting for its pong (the pump's)
+	pinged   bool        // a ping is waiting for its pong (the stream's tick)
 	pong     atomic.Bool // a pong came since the last ping
 	closing  atomic.Bool // a close frame was sent: the reader waits for the reply
 	readDone chan struct{}
@@ -315,7 +315,7 @@ func (s *wsSession) control(hdr ws.Header, payload io.Reader) error {
 	return nil
 }
 
-// writeFrame writes a control frame in one Write: the pump's writes cannot
+// writeFrame writes a control frame in one Write: the writers' writes cannot
 // come between its header and payload.
 func (s *wsSession) writeFrame(f ws.Frame) error {
 	b, err := ws.CompileFrame(f)
@@ -335,7 +335,7 @@ func (s *wsSession) close(code ws.StatusCode, reason string) {
 // pingFrame is an empty ping, compiled once.
 var pingFrame = ws.MustCompileFrame(ws.NewPingFrame(nil))
 
-// ping is the pump's tick: a ping gets until the next one to be answered;
+// ping is the stream's tick: a ping gets until the next one to be answered;
 // a client that did not answer is closed.
 func (s *wsSession) ping() bool {
 	if s.pinged && !s.pong.Load() {
@@ -349,7 +349,7 @@ func (s *wsSession) ping() bool {
 }
 
 // hijackWire hands the upgrade a wire instead of the raw connection, so
-// that the pump can write batches of messages on it while the reader
+// that the writers can write batches of messages on it while the reader
 // writes control frames (each in one Write).
 type hijackWire struct {
 	http.ResponseWriter
@@ -460,7 +460,7 @@ func (s *wsSession) run(first streamRequest, lastID string, end func()) {
 		go s.read()
 	}
 	c := s.c
-	s.h.pump(c, s.wire, true, s.h.opts.PingInterval, s.ping, func() {
+	s.h.stream(c, s.wire, true, s.h.opts.PingInterval, s.ping, func() {
 		s.finish()
 		c.close()
 		end()
