@@ -414,11 +414,17 @@ func (g *loadgen) run() (*loadResult, error) {
 	}
 	slices.Sort(res.lat.arrived)
 	slices.Sort(res.lat.read)
-	// The spread of each event's fan-out: first to last arrival.
+	// The spread of each event's fan-out (first to last arrival), and the
+	// events published while the one before was still arriving (queued
+	// behind its fan-out).
 	var spread []int64
+	overlapped := 0
 	for n, first := range res.lat.first {
 		if first != 0 {
 			spread = append(spread, res.lat.last[n]-first)
+		}
+		if n > 0 && res.lat.last[n-1] != 0 && g.sent[n] < g.sent[n-1]+res.lat.last[n-1]*1000 {
+			overlapped++
 		}
 	}
 	slices.Sort(spread)
@@ -439,8 +445,8 @@ func (g *loadgen) run() (*loadResult, error) {
 		fmt.Fprintf(g.out, "latency publish->arrival ms (kernel receive time%s): %s\n",
 			unstampedNote(g.unstamped.Load()), latencyLine(res.lat.arrived))
 		fmt.Fprintf(g.out, "latency publish->read by the load generator ms: %s\n", latencyLine(res.lat.read))
-		fmt.Fprintf(g.out, "per event, publish->first arrival ms: %s; ->last arrival: %s; first->last: %s\n",
-			latencyLine(res.lat.first), latencyLine(res.lat.last), latencyLine(spread))
+		fmt.Fprintf(g.out, "per event, publish->first arrival ms: %s; ->last arrival: %s; first->last: %s; published before the previous one's last arrival: %d of %d\n",
+			latencyLine(res.lat.first), latencyLine(res.lat.last), latencyLine(spread), overlapped, g.events)
 	}
 	// On a machine it shares with the server, what the load generator
 	// takes is not the server's.
