@@ -655,3 +655,56 @@ func TestSlowClientDoesNotHoldOthers(t *testing.T) {
 		}
 	}
 }
+
+// Over HTTP/2 the response cannot be hijacked: the stream is written
+// through net/http (every batch on its connection's slow path), with
+// heartbeats, and ends when the client goes away.
+func TestSSEOverHTTP2(t *testing.T) {
+	f := newFixture(t)
+	srv := httptest.NewUnstartedServer(f.h)
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	defer srv.Close()
+	req, _ := http.NewRequest("GET", srv.URL+"/api/v1/streaming/public", nil)
+	req.Header.Set("Authorization", "Bearer alice")
+	resp, err := srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.ProtoMajor != 2 || resp.StatusCode != 200 {
+		t.Fatalf("%s %d", resp.Proto, resp.StatusCode)
+	}
+	br := bufio.NewReader(resp.Body)
+	if line, _ := br.ReadString('\n'); line != ":)\n" {
+		t.Fatalf("first line %q", line)
+	}
+	for i := 1; i <= 3; i++ {
+		if _, err := f.eng.Publish(status("5", strconv.Itoa(i))); err != nil {
+			t.Fatal(err)
+		}
+		if got := nextEvent(t, br); !strings.Contains(got, fmt.Sprintf(`"id":"%d"`, i)) {
+			t.Fatalf("event %d: %q", i, got)
+		}
+	}
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		if line == ":thump\n" {
+			break
+		}
+	}
+	resp.Body.Close()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		f.h.mu.Lock()
+		n := len(f.h.conns)
+		f.h.mu.Unlock()
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the stream outlived its HTTP/2 client")
+		}
+	}
+}
