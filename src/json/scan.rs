@@ -767,10 +767,6 @@ fn decode(raw: &[u8]) -> Option<String> {
     Some(out)
 }
 
-/// The most keys [`Value::repeated_key`] checks with its table (index + 1
-/// fits the low byte of a slot); larger objects go through the generic check.
-const MAX_TABLE_KEYS: usize = 128;
-
 /// A hash of the key `input[range]` (its length and first and last eight
 /// bytes as little-endian words, zero-padded when shorter), well mixed in the
 /// top bits. Without branches on the length, which varies around eight from
@@ -849,43 +845,29 @@ impl<'d> Value<'d> {
     }
 
     /// The first key an object repeats. Keys without escapes are compared as
-    /// they are in the input, without decoding: each goes into a small
-    /// open-addressed table of member indexes by a hash of its length and
-    /// first and last eight bytes, and only keys whose slot and 8-bit
-    /// fingerprint match an earlier key's are compared byte for byte.
+    /// they are in the input, without decoding: each sets one bit of a
+    /// 4096-bit filter, by a hash of its length and first and last eight
+    /// bytes, and only a key whose bit was already set is compared with the
+    /// earlier keys byte for byte (a few keys per status: Mastodon's objects
+    /// have up to about 60 keys).
     pub(crate) fn repeated_key(self) -> Option<Cow<'d, str>> {
         if self.span.kind() != Kind::Object {
             return None;
         }
         let members = self.recorded();
-        if members.len() > MAX_TABLE_KEYS {
+        if members.iter().any(|m| m.key_escaped()) {
             return super::repeated_key(self.members().map(|(k, _)| k));
         }
         let input = self.doc.input;
-        // At most half full, so probes stay short.
-        let size = (2 * members.len()).next_power_of_two().max(8);
-        let mut table = [0u16; 2 * MAX_TABLE_KEYS];
-        let table = &mut table[..size];
+        let mut filter = [0u64; 64];
         for (n, m) in members.iter().enumerate() {
-            if m.key_escaped() {
-                return super::repeated_key(self.members().map(|(k, _)| k));
-            }
             let range = m.key_range();
-            let h = key_hash(input, range.clone());
-            let fingerprint = (h >> 56) as u16 & 0xff;
-            let mut slot = (h >> 32) as usize;
-            loop {
-                let entry = &mut table[slot & (size - 1)];
-                if *entry == 0 {
-                    *entry = fingerprint << 8 | (n + 1) as u16;
-                    break;
-                }
-                if *entry >> 8 == fingerprint
-                    && input[members[(*entry & 0xff) as usize - 1].key_range()] == input[range.clone()]
-                {
-                    return Some(Cow::Borrowed(self.doc.text(range)));
-                }
-                slot += 1;
+            let h = (key_hash(input, range.clone()) >> 52) as usize;
+            let (word, bit) = (&mut filter[h / 64], 1u64 << (h % 64));
+            let maybe = *word & bit != 0;
+            *word |= bit;
+            if maybe && members[..n].iter().any(|p| input[p.key_range()] == input[range.clone()]) {
+                return Some(Cow::Borrowed(self.doc.text(range)));
             }
         }
         None
