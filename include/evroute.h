@@ -675,7 +675,9 @@ enum evr_status evr_subscriber_next_iov(const struct evr_subscriber *subscriber,
  * On EVR_OK, `*n_frames >= 1` frames were copied, `*n_bytes` bytes in
  * all, and when `lens` is not NULL `lens[i]` is the length of frame i (a
  * WebSocket host needs it to send each frame as its own message; SSE
- * bytes can go to the socket as they are). EVR_EMPTY, EVR_TIMEOUT and
+ * bytes can go to the socket as they are). When `queued_at` is not NULL,
+ * `queued_at[i]` is frame i's evr_frame_queued_at() (0: none), from which
+ * a host measures delivery latency when it has written the bytes. EVR_EMPTY, EVR_TIMEOUT and
  * EVR_CLOSED are as for evr_subscriber_next(), with nothing written.
  * EVR_BUFFER_TOO_SMALL: the oldest frame alone is longer than `cap`; it
  * stays queued, and `*n_bytes` is its length (the one case where an
@@ -694,8 +696,8 @@ enum evr_status evr_subscriber_next_iov(const struct evr_subscriber *subscriber,
  *
  * # Safety
  * `subscriber` is NULL or live; `buf` is NULL or has `cap` writable bytes;
- * `lens` is NULL or has room for `max` values; `n_frames`, `n_bytes` and
- * `emptied` are NULL or writable.
+ * `lens` and `queued_at` are NULL or have room for `max` values;
+ * `n_frames`, `n_bytes` and `emptied` are NULL or writable.
  */
 enum evr_status evr_subscriber_read(const struct evr_subscriber *subscriber,
                                     uint32_t timeout_ms,
@@ -703,6 +705,7 @@ enum evr_status evr_subscriber_read(const struct evr_subscriber *subscriber,
                                     uint8_t *buf,
                                     size_t cap,
                                     size_t *lens,
+                                    uint64_t *queued_at,
                                     size_t max,
                                     size_t *n_frames,
                                     size_t *n_bytes,
@@ -781,6 +784,18 @@ const uint8_t *evr_frame_ws(const struct evr_frame *frame, size_t *len);
  * `frame` is NULL or live; `len` is NULL or writable.
  */
 const uint8_t *evr_frame_event(const struct evr_frame *frame, size_t *len);
+
+/**
+ * When the message of the frame's event was queued, in milliseconds since
+ * the Unix epoch: its `queued_at`, which Rails sets on every message it
+ * publishes to Redis. 0 when the message had none, or `frame` is NULL.
+ *
+ * Thread-safety: a frame is immutable; any thread may read it.
+ *
+ * # Safety
+ * `frame` is NULL or live.
+ */
+uint64_t evr_frame_queued_at(const struct evr_frame *frame);
 
 /**
  * The frame's payload string (JSON text of an object payload, or the raw

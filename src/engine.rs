@@ -622,7 +622,7 @@ impl EngineInner {
             disconnected: Vec::new(),
             engine: self,
             ev: &ev,
-            frames: FrameCache::new(FrameBody::with_id(&ev.name, payload, id)),
+            frames: FrameCache::new(FrameBody::with_id(&ev.name, payload, id, ev.queued_at)),
             stats: PublishStats::default(),
             excluded: ev.remember.as_ref().map(|_| Vec::new()),
             seen: earlier.as_ref().map(|_| AHashSet::new()),
@@ -1053,5 +1053,32 @@ mod tests {
         let first = subs.iter().next().unwrap();
         first.set_stamp(SEQ_MASK - 1);
         assert_eq!((first.seq(), first.event_ids(), first.origin()), (SEQ_MASK - 1, true, Some(Origin::Remote)));
+    }
+
+    /// A message's `queued_at` reaches every frame of it, annotated ones
+    /// too; a value that is not a non-negative integer is ignored, never
+    /// the event.
+    #[test]
+    fn frames_carry_the_queued_at_of_their_message() {
+        let engine = Engine::default();
+        let viewer = SubscriberOptions { account: Some("7".into()), ..Default::default() };
+        let sub = engine.subscriber(viewer);
+        sub.subscribe(br#"{"stream":"user"}"#).unwrap();
+        let queued_at = |message: &str| {
+            engine.publish_channel(b"timeline:7", message.as_bytes()).unwrap();
+            match sub.next(Duration::ZERO) {
+                Next::Frame(f) => f.queued_at(),
+                _ => panic!("no frame for {message}"),
+            }
+        };
+        assert_eq!(queued_at(r#"{"event":"delete","payload":"1","queued_at":1764550000123}"#), Some(1764550000123));
+        assert_eq!(queued_at(r#"{"event":"delete","payload":"1","queued_at":"42"}"#), Some(42));
+        assert_eq!(queued_at(r#"{"event":"delete","payload":"1"}"#), None);
+        for bad in ["-5", "1.5", "null", "\"soon\"", "{}"] {
+            let message = format!(r#"{{"event":"delete","payload":"1","queued_at":{bad}}}"#);
+            assert_eq!(queued_at(&message), None, "{message}");
+        }
+        let status = r#"{"event":"update","payload":{"id":"1","account":{"id":"2","acct":"a"},"visibility":"public","reblog":null,"content":"x"},"queued_at":7}"#;
+        assert_eq!(queued_at(status), Some(7));
     }
 }

@@ -27,6 +27,9 @@ pub struct RoutedEvent {
     pub deletes: Option<Box<str>>,
     /// For statuses: whether the status is local (subscription `origin`).
     pub local: Option<bool>,
+    /// The message's `queued_at` (ms since the Unix epoch), which Rails
+    /// sets when it publishes; hosts measure delivery latency from it.
+    pub queued_at: Option<u64>,
 }
 
 impl RoutedEvent {
@@ -93,6 +96,13 @@ fn payload_text<'d, J: Json<'d>>(doc: J, input: &[u8]) -> Option<Box<str>> {
     // SAFETY: the parser checked that the input is UTF-8, and a value starts
     // and ends next to ASCII delimiters.
     Some(unsafe { std::str::from_utf8_unchecked(bytes) }.into())
+}
+
+/// A Mastodon message's `queued_at`. It only feeds a metric, so a value
+/// that is not a non-negative integer (in ms) is ignored rather than losing
+/// the event over it.
+fn queued_at<'d, J: Json<'d>>(doc: J) -> Option<u64> {
+    doc.get("queued_at")?.id().ok()?.parse().ok()
 }
 
 /// An optional id: absent and `null` are `None`.
@@ -296,7 +306,12 @@ fn mastodon_envelope<'d, P: Parser, J: Json<'d>>(doc: J, input: &[u8]) -> Result
     let name = event_name(doc.get("event"), "event")?;
     let recipients = id_list(doc.get("recipients"), "recipients")?;
     let lists = id_list(doc.get("lists"), "lists")?;
-    let mut ev = RoutedEvent { name: (*name).into(), payload: payload_text(doc, input), ..Default::default() };
+    let mut ev = RoutedEvent {
+        name: (*name).into(),
+        payload: payload_text(doc, input),
+        queued_at: queued_at(doc),
+        ..Default::default()
+    };
     let home_and_lists = |ev: &mut RoutedEvent| {
         for r in &recipients {
             ev.add(ChannelKey::User(r.clone()));
@@ -396,7 +411,12 @@ fn channel_message<P: Parser>(channel: ChannelKey, input: &[u8]) -> Result<Route
             return Err(Error::event("a channel message must be a JSON object"));
         }
         let name = event_name(doc.get("event"), "event")?;
-        let mut ev = RoutedEvent { name: (*name).into(), payload: payload_text(doc, input), ..Default::default() };
+        let mut ev = RoutedEvent {
+            name: (*name).into(),
+            payload: payload_text(doc, input),
+            queued_at: queued_at(doc),
+            ..Default::default()
+        };
         if is_status_event(&name) {
             let facts = update_facts::<P, _>(doc)?;
             ev.local = Some(facts.local);

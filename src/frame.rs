@@ -30,6 +30,8 @@ pub struct FrameBody {
     /// The payload's length escaped as a JSON string, for the history's
     /// count of WebSocket bytes; computed on first use.
     escaped_payload: OnceLock<usize>,
+    /// The message's `queued_at` (ms since the Unix epoch), if it had one.
+    queued_at: Option<u64>,
 }
 
 /// Where a body keeps its payload string.
@@ -53,11 +55,17 @@ impl FrameBody {
 
     /// Like `new`, taking an owned payload so the hot path does not copy it again.
     pub fn with_payload(event: &str, payload: Option<Box<str>>) -> Arc<FrameBody> {
-        Self::with_id(event, payload, None)
+        Self::with_id(event, payload, None, None)
     }
 
-    /// Like `with_payload`, for an event that has a position in the history.
-    pub fn with_id(event: &str, payload: Option<Box<str>>, id: Option<EventId>) -> Arc<FrameBody> {
+    /// Like `with_payload`, for an event that has a position in the history
+    /// or a `queued_at`.
+    pub fn with_id(
+        event: &str,
+        payload: Option<Box<str>>,
+        id: Option<EventId>,
+        queued_at: Option<u64>,
+    ) -> Arc<FrameBody> {
         let mut sse = String::with_capacity(event.len() + payload.as_ref().map_or(9, |p| p.len()) + 16);
         sse.push_str("event: ");
         sse.push_str(event);
@@ -83,10 +91,16 @@ impl FrameBody {
             }
         };
         sse.push('\n');
-        Self::assemble(event.into(), payload, sse, id)
+        Self::assemble(event.into(), payload, sse, id, queued_at)
     }
 
-    fn assemble(event: Box<str>, payload: Payload, sse: String, id: Option<EventId>) -> Arc<FrameBody> {
+    fn assemble(
+        event: Box<str>,
+        payload: Payload,
+        sse: String,
+        id: Option<EventId>,
+        queued_at: Option<u64>,
+    ) -> Arc<FrameBody> {
         Arc::new(FrameBody {
             event,
             payload,
@@ -94,6 +108,7 @@ impl FrameBody {
             id,
             sse_with_id: OnceLock::new(),
             escaped_payload: OnceLock::new(),
+            queued_at,
         })
     }
 
@@ -123,6 +138,10 @@ impl FrameBody {
 
     pub fn id(&self) -> Option<&EventId> {
         self.id.as_ref()
+    }
+
+    pub fn queued_at(&self) -> Option<u64> {
+        self.queued_at
     }
 }
 
@@ -230,6 +249,11 @@ impl Frame {
     /// The stream array as JSON text, e.g. `["public"]`.
     pub fn stream(&self) -> &str {
         &self.stream
+    }
+
+    /// The message's `queued_at` (ms since the Unix epoch), if it had one.
+    pub fn queued_at(&self) -> Option<u64> {
+        self.body.queued_at
     }
 
     pub fn sse(&self) -> &[u8] {
@@ -507,7 +531,7 @@ impl FrameCache {
             Payload::InSse { start, .. } => Payload::InSse { start, end: brace + tail.len() },
             _ => Payload::Own([head, &tail].concat().into()),
         };
-        Some(FrameCache::new(FrameBody::assemble(plain.event.clone(), payload, sse, plain.id.clone())))
+        Some(FrameCache::new(FrameBody::assemble(plain.event.clone(), payload, sse, plain.id.clone(), plain.queued_at)))
     }
 }
 
@@ -573,7 +597,7 @@ mod tests {
 
     fn with_id(event: &str, payload: Option<&str>) -> Arc<FrameBody> {
         let id = EventId { seq: 17, text: "k3x9:17".into() };
-        FrameBody::with_id(event, payload.map(Box::from), Some(id))
+        FrameBody::with_id(event, payload.map(Box::from), Some(id), None)
     }
 
     #[test]
@@ -643,10 +667,11 @@ mod tests {
         let streams: [Arc<str>; 2] = [Arc::from(r#"["public"]"#), Arc::from(r#"["hashtag","a}\"b"]"#)];
         for (payload, annotated) in cases {
             for id in [None, Some(EventId { seq: 9, text: "k3x9:9".into() })] {
-                let plain = FrameBody::with_id("up}date", Some(payload.into()), id.clone());
+                let plain = FrameBody::with_id("up}date", Some(payload.into()), id.clone(), Some(5));
                 let mut ext = FrameCache::extended(&plain, "filtered", "[]").unwrap();
-                let full = FrameBody::with_id("up}date", Some(annotated.into()), id);
+                let full = FrameBody::with_id("up}date", Some(annotated.into()), id, Some(5));
                 assert_eq!(ext.body().payload(), Some(annotated));
+                assert_eq!(ext.body().queued_at(), Some(5), "the annotated copy keeps queued_at");
                 for stream in &streams {
                     for with_id in [false, true] {
                         let want = Frame::encode(&full, stream, with_id && full.id.is_some());
@@ -676,7 +701,7 @@ mod tests {
         let payloads = [None, Some("{\"a\":\"\\\"\u{1}\n\t é\"}"), Some(long.as_str())];
         for payload in payloads {
             for id in [None, Some(EventId { seq: 9, text: "k3x9:9".into() })] {
-                let body = FrameBody::with_id("up\"date", payload.map(Box::from), id);
+                let body = FrameBody::with_id("up\"date", payload.map(Box::from), id, None);
                 let mut cache = FrameCache::new(Arc::clone(&body));
                 let streams: [Arc<str>; 2] = [Arc::from(r#"["public"]"#), Arc::from(r#"["hashtag","a\"b"]"#)];
                 let frames: Vec<FrameRef> =

@@ -258,7 +258,7 @@ mod tests {
     fn publish(h: &History, channels: &[&str]) -> u64 {
         let id = h.next_id();
         let seq = id.seq;
-        let frames = FrameCache::new(FrameBody::with_id("update", Some("{}".into()), Some(id)));
+        let frames = FrameCache::new(FrameBody::with_id("update", Some("{}".into()), Some(id), None));
         let event = RoutedEvent {
             name: "update".into(),
             payload: None,
@@ -267,6 +267,7 @@ mod tests {
             remember: None,
             deletes: None,
             local: None,
+            queued_at: None,
         };
         h.record(seq, event, frames, &channels.iter().map(|c| key(c)).collect::<Vec<_>>());
         seq

@@ -123,7 +123,7 @@ static size_t drain_one(evr_subscriber *s, int method, unsigned char *buf, size_
         break;
     default:
         while ((st = evr_subscriber_read(s, 0, method == SSE ? EVR_ENCODING_SSE : EVR_ENCODING_WS, buf, BUF_BYTES,
-                                         method == WS ? lens : NULL, BATCH, &n, &got, NULL)) == EVR_OK) {
+                                         method == WS ? lens : NULL, NULL, BATCH, &n, &got, NULL)) == EVR_OK) {
             *bytes += buf[got - 1];
             *copied += got;
             frames += n;

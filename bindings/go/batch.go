@@ -49,6 +49,7 @@ type Batch struct {
 	// until it is true.
 	Emptied bool
 	lens    []C.size_t
+	queued  []C.uint64_t // frame i's queued_at in ms (0: none)
 }
 
 // NewBatch makes a batch with room for maxBytes bytes and maxFrames frames
@@ -58,9 +59,10 @@ func NewBatch(maxBytes, maxFrames int) *Batch {
 		maxFrames = DefaultBatchFrames
 	}
 	return &Batch{
-		Buf:  make([]byte, 0, maxBytes),
-		Ends: make([]int, 0, maxFrames),
-		lens: make([]C.size_t, maxFrames),
+		Buf:    make([]byte, 0, maxBytes),
+		Ends:   make([]int, 0, maxFrames),
+		lens:   make([]C.size_t, maxFrames),
+		queued: make([]C.uint64_t, maxFrames),
 	}
 }
 
@@ -76,6 +78,14 @@ func (b *Batch) Frame(i int) []byte {
 	return b.Buf[start:b.Ends[i]]
 }
 
+// QueuedAt is when frame i's message was queued (its `queued_at`, which
+// Rails sets on every message it publishes), for a delivery-latency
+// measure taken once the bytes are written; false when it had none.
+func (b *Batch) QueuedAt(i int) (time.Time, bool) {
+	ms := b.queued[i]
+	return time.UnixMilli(int64(ms)), ms != 0
+}
+
 // Drain takes the waiting frames, oldest first, and copies one encoding
 // of each into b (replacing its contents) in a single cgo call: as many
 // whole frames as fit in cap(b.Buf) bytes and b's frame count. It waits up
@@ -86,7 +96,7 @@ func (b *Batch) Frame(i int) []byte {
 // larger than the whole buffer grows b.Buf to fit it, so a call that finds
 // frames always takes at least one. It sets b.Emptied.
 func (s *Subscriber) Drain(b *Batch, enc Encoding, timeout time.Duration) (int, error) {
-	if len(b.lens) == 0 {
+	if len(b.lens) == 0 || len(b.queued) != len(b.lens) {
 		*b = *NewBatch(cap(b.Buf), DefaultBatchFrames)
 	}
 	if cap(b.Buf) == 0 {
@@ -131,7 +141,7 @@ func (s *Subscriber) read(b *Batch, enc Encoding, ms C.uint32_t) (frames, bytes 
 	var left C.int
 	st, err = call(func() C.int {
 		return C.int(C.evr_subscriber_read(ptr, ms, uint32(enc), (*C.uint8_t)(unsafe.Pointer(&buf[0])),
-			C.size_t(len(buf)), &b.lens[0], C.size_t(len(b.lens)), &nFrames, &nBytes, &left))
+			C.size_t(len(buf)), &b.lens[0], &b.queued[0], C.size_t(len(b.lens)), &nFrames, &nBytes, &left))
 	})
 	runtime.KeepAlive(s)
 	switch {

@@ -85,8 +85,8 @@ enum evr_status evr_publish_channel(const struct evr_engine *engine, const uint8
 enum evr_status evr_subscriber_next(const struct evr_subscriber *subscriber, uint32_t timeout_ms,
                                     struct evr_frame **out);
 enum evr_status evr_subscriber_read(const struct evr_subscriber *subscriber, uint32_t timeout_ms,
-                                    enum evr_encoding encoding, uint8_t *buf, size_t cap, size_t *lens, size_t max,
-                                    size_t *n_frames, size_t *n_bytes, int *emptied);
+                                    enum evr_encoding encoding, uint8_t *buf, size_t cap, size_t *lens,
+                                    uint64_t *queued_at, size_t max, size_t *n_frames, size_t *n_bytes, int *emptied);
 enum evr_status evr_subscriber_fd(const struct evr_subscriber *subscriber, int *out);
 enum evr_status evr_ready_set_new(struct evr_ready_set **out);
 enum evr_status evr_ready_set_fd(const struct evr_ready_set *set, int *out);
@@ -103,6 +103,7 @@ const uint8_t *evr_frame_event(const struct evr_frame *frame, size_t *len);
 const uint8_t *evr_frame_payload(const struct evr_frame *frame, size_t *len);
 const uint8_t *evr_frame_stream(const struct evr_frame *frame, size_t *len);
 const uint8_t *evr_frame_id(const struct evr_frame *frame, size_t *len);
+uint64_t evr_frame_queued_at(const struct evr_frame *frame);
 void evr_frame_free(struct evr_frame *frame);
 const char *evr_last_error(void);
 const char *evr_version(void);
@@ -260,7 +261,7 @@ static int evrpy_read(evrpy_handle *h, uint32_t timeout_ms, int encoding, uint8_
     void *sub = evrpy_acquire(h);
     if (sub == NULL) return EVRPY_HANDLE_CLOSED;
     int emptied = 0;
-    int status = evr_subscriber_read(sub, timeout_ms, (enum evr_encoding)encoding, buf, cap, lens, max, &out[0],
+    int status = evr_subscriber_read(sub, timeout_ms, (enum evr_encoding)encoding, buf, cap, lens, NULL, max, &out[0],
                                      &out[1], &emptied);
     out[2] = (size_t)emptied;
     evrpy_release(h);

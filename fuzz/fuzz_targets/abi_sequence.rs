@@ -490,7 +490,7 @@ impl World {
                 let (mut n, mut used) = (usize::MAX, usize::MAX);
                 // SAFETY: live subscriber; `buf` has `cap` bytes, `lens` room for max <= 4; outs writable.
                 let st = unsafe {
-                    evr_subscriber_read(s, 0, enc, buf.as_mut_ptr(), cap, lens.as_mut_ptr(), max, &mut n, &mut used)
+                    evr_subscriber_read(s, 0, enc, buf.as_mut_ptr(), cap, lens.as_mut_ptr(), null_mut(), max, &mut n, &mut used, null_mut())
                 };
                 let want = match (max, closed, before.depth) {
                     (0, _, _) => vec![EVR_ERR_INVALID_CONFIG],
@@ -655,7 +655,7 @@ impl World {
                     let mut frames = [null_mut(); 1];
                     let sse = evr_encoding::EVR_ENCODING_SSE;
                     expect_null_error(evr_subscriber_next_batch(null(), 0, frames.as_mut_ptr(), 1, &mut n), "batch");
-                    let r = evr_subscriber_read(null(), 0, sse, [0u8; 1].as_mut_ptr(), 1, null_mut(), 1, &mut n, &mut n);
+                    let r = evr_subscriber_read(null(), 0, sse, [0u8; 1].as_mut_ptr(), 1, null_mut(), null_mut(), 1, &mut n, &mut n, null_mut());
                     expect_null_error(r, "read NULL");
                     evr_frames_free(null(), 3);
                     expect_null_error(evr_subscriber_next(null(), 0, &mut frame), "next NULL");

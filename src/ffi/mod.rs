@@ -602,7 +602,9 @@ const READ_CHUNK: usize = 64;
 /// On EVR_OK, `*n_frames >= 1` frames were copied, `*n_bytes` bytes in
 /// all, and when `lens` is not NULL `lens[i]` is the length of frame i (a
 /// WebSocket host needs it to send each frame as its own message; SSE
-/// bytes can go to the socket as they are). EVR_EMPTY, EVR_TIMEOUT and
+/// bytes can go to the socket as they are). When `queued_at` is not NULL,
+/// `queued_at[i]` is frame i's evr_frame_queued_at() (0: none), from which
+/// a host measures delivery latency when it has written the bytes. EVR_EMPTY, EVR_TIMEOUT and
 /// EVR_CLOSED are as for evr_subscriber_next(), with nothing written.
 /// EVR_BUFFER_TOO_SMALL: the oldest frame alone is longer than `cap`; it
 /// stays queued, and `*n_bytes` is its length (the one case where an
@@ -621,8 +623,8 @@ const READ_CHUNK: usize = 64;
 ///
 /// # Safety
 /// `subscriber` is NULL or live; `buf` is NULL or has `cap` writable bytes;
-/// `lens` is NULL or has room for `max` values; `n_frames`, `n_bytes` and
-/// `emptied` are NULL or writable.
+/// `lens` and `queued_at` are NULL or have room for `max` values;
+/// `n_frames`, `n_bytes` and `emptied` are NULL or writable.
 #[allow(clippy::too_many_arguments)]
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn evr_subscriber_read(
@@ -632,6 +634,7 @@ pub unsafe extern "C" fn evr_subscriber_read(
     buf: *mut u8,
     cap: usize,
     lens: *mut usize,
+    queued_at: *mut u64,
     max: usize,
     n_frames: *mut usize,
     n_bytes: *mut usize,
@@ -676,6 +679,10 @@ pub unsafe extern "C" fn evr_subscriber_read(
                 if !lens.is_null() {
                     // SAFETY: `lens` has room for `max` values by contract.
                     unsafe { lens.add(frames).write(used - start) };
+                }
+                if !queued_at.is_null() {
+                    // SAFETY: `queued_at` has room for `max` values by contract.
+                    unsafe { queued_at.add(frames).write(frame.queued_at().unwrap_or(0)) };
                 }
                 frames += 1;
             }
@@ -907,6 +914,22 @@ pub unsafe extern "C" fn evr_frame_ws(frame: *const evr_frame, len: *mut usize) 
 pub unsafe extern "C" fn evr_frame_event(frame: *const evr_frame, len: *mut usize) -> *const u8 {
     // SAFETY: per this function's contract.
     unsafe { frame_bytes(frame, len, |f| Some(f.event().as_bytes())) }
+}
+
+/// When the message of the frame's event was queued, in milliseconds since
+/// the Unix epoch: its `queued_at`, which Rails sets on every message it
+/// publishes to Redis. 0 when the message had none, or `frame` is NULL.
+///
+/// Thread-safety: a frame is immutable; any thread may read it.
+///
+/// # Safety
+/// `frame` is NULL or live.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn evr_frame_queued_at(frame: *const evr_frame) -> u64 {
+    guard(0, || {
+        // SAFETY: per this function's contract.
+        unsafe { frame_ref(frame) }.map_or(0, |f| f.queued_at().unwrap_or(0))
+    })
 }
 
 /// The frame's payload string (JSON text of an object payload, or the raw

@@ -1144,7 +1144,7 @@ static void test_batch_reads(void) {
         CHECK(got.p != NULL && buf != NULL);
         size_t frames_read = 0;
         evr_encoding enc = ws ? EVR_ENCODING_WS : EVR_ENCODING_SSE;
-        while ((st = evr_subscriber_read(b, 0, enc, buf, cap, got_lens + frames_read, 3, &n, &bytes, NULL)) == EVR_OK) {
+        while ((st = evr_subscriber_read(b, 0, enc, buf, cap, got_lens + frames_read, NULL, 3, &n, &bytes, NULL)) == EVR_OK) {
             CHECK(n >= 1 && n <= 3 && bytes <= cap && got.n + bytes <= want.n);
             size_t sum = 0;
             for (size_t i = 0; i < n; i++) {
@@ -1169,7 +1169,7 @@ static void test_batch_reads(void) {
     uint8_t tiny[8];
     n = 77;
     bytes = 0;
-    CHECK_STATUS(evr_subscriber_read(b, 0, EVR_ENCODING_SSE, tiny, sizeof tiny, NULL, 64, &n, &bytes, NULL),
+    CHECK_STATUS(evr_subscriber_read(b, 0, EVR_ENCODING_SSE, tiny, sizeof tiny, NULL, NULL, 64, &n, &bytes, NULL),
                  EVR_BUFFER_TOO_SMALL);
     CHECK(bytes == want_lens[0] && n == 77);
     CHECK(sub_stats(b).depth == waiting / 2);
@@ -1179,12 +1179,12 @@ static void test_batch_reads(void) {
     CHECK_STATUS(evr_subscriber_next_batch(b, 0, NULL, 4, &n), EVR_ERR_NULL);
     CHECK_STATUS(evr_subscriber_next_batch(b, 0, frames, 4, NULL), EVR_ERR_NULL);
     CHECK_STATUS(evr_subscriber_next_batch(NULL, 0, frames, 4, &n), EVR_ERR_NULL);
-    CHECK_STATUS(evr_subscriber_read(b, 0, EVR_ENCODING_WS, NULL, 0, NULL, 4, &n, &bytes, NULL), EVR_ERR_NULL);
-    CHECK_STATUS(evr_subscriber_read(b, 0, EVR_ENCODING_WS, tiny, sizeof tiny, NULL, 0, &n, &bytes, NULL),
+    CHECK_STATUS(evr_subscriber_read(b, 0, EVR_ENCODING_WS, NULL, 0, NULL, NULL, 4, &n, &bytes, NULL), EVR_ERR_NULL);
+    CHECK_STATUS(evr_subscriber_read(b, 0, EVR_ENCODING_WS, tiny, sizeof tiny, NULL, NULL, 0, &n, &bytes, NULL),
                  EVR_ERR_INVALID_CONFIG);
     CHECK_STATUS(evr_subscriber_close(b), EVR_OK);
     CHECK_STATUS(evr_subscriber_next_batch(b, 0, frames, 4, &n), EVR_CLOSED);
-    CHECK_STATUS(evr_subscriber_read(b, 5, EVR_ENCODING_SSE, tiny, sizeof tiny, NULL, 4, &n, &bytes, NULL), EVR_CLOSED);
+    CHECK_STATUS(evr_subscriber_read(b, 5, EVR_ENCODING_SSE, tiny, sizeof tiny, NULL, NULL, 4, &n, &bytes, NULL), EVR_CLOSED);
     evr_frames_free(NULL, 3);
     evr_subscriber_free(a);
     evr_subscriber_free(b);
@@ -1258,7 +1258,7 @@ static void test_history_and_resume(void) {
     /* A batch read copies the same bytes. */
     char buf[256];
     size_t frames_read = 0;
-    CHECK_STATUS(evr_subscriber_read(ided, 0, EVR_ENCODING_SSE, (uint8_t *)buf, sizeof buf, NULL, 1, &frames_read, &n, NULL),
+    CHECK_STATUS(evr_subscriber_read(ided, 0, EVR_ENCODING_SSE, (uint8_t *)buf, sizeof buf, NULL, NULL, 1, &frames_read, &n, NULL),
                  EVR_OK);
     text id2 = text_dup(id1.p, id1.n);
     id2.p[id2.n - 1] = '2'; /* "<epoch>:1" -> "<epoch>:2" */
@@ -1346,12 +1346,35 @@ static size_t drain_one_by_one(evr_subscriber *s) {
     for (;;) {
         size_t n = 0, bytes = 0;
         int emptied = -1;
-        CHECK_STATUS(evr_subscriber_read(s, 0, EVR_ENCODING_SSE, buf, sizeof buf, NULL, 8, &n, &bytes, &emptied),
+        CHECK_STATUS(evr_subscriber_read(s, 0, EVR_ENCODING_SSE, buf, sizeof buf, NULL, NULL, 8, &n, &bytes, &emptied),
                      EVR_OK);
         CHECK(n == 1 && (emptied == 0 || emptied == 1));
         frames++;
         if (emptied) return frames;
     }
+}
+
+/* A message's queued_at reaches the host: per frame from a batch read
+ * (0 when the message had none), and from a frame handle. */
+static void test_queued_at(void) {
+    evr_engine *e = engine_new("");
+    evr_subscriber *s = subscriber_new(e, "", "{\"stream\":\"public\"}");
+    publish_channel(e, "timeline:public", "{\"event\":\"delete\",\"payload\":\"1\",\"queued_at\":1764550000123}");
+    publish_channel(e, "timeline:public", "{\"event\":\"delete\",\"payload\":\"2\"}");
+    publish_channel(e, "timeline:public", "{\"event\":\"delete\",\"payload\":\"3\",\"queued_at\":-1}");
+    publish_channel(e, "timeline:public", "{\"event\":\"delete\",\"payload\":\"4\",\"queued_at\":7}");
+    uint8_t buf[512];
+    size_t lens[3], n = 0, bytes = 0;
+    uint64_t queued[3] = {99, 99, 99};
+    CHECK_STATUS(evr_subscriber_read(s, 0, EVR_ENCODING_WS, buf, sizeof buf, lens, queued, 3, &n, &bytes, NULL), EVR_OK);
+    CHECK(n == 3 && queued[0] == 1764550000123ULL && queued[1] == 0 && queued[2] == 0);
+    evr_frame *f = NULL;
+    CHECK_STATUS(evr_subscriber_next(s, 0, &f), EVR_OK);
+    CHECK(evr_frame_queued_at(f) == 7);
+    CHECK(evr_frame_queued_at(NULL) == 0);
+    evr_frame_free(f);
+    evr_subscriber_free(s);
+    evr_engine_free(e);
 }
 
 /* Ready sets: one fd for many subscribers, tokens listed on empty ->
@@ -1423,14 +1446,14 @@ static void test_ready_set(void) {
     uint8_t buf[32];
     size_t bytes = 0;
     int emptied = -1;
-    CHECK_STATUS(evr_subscriber_read(subs[2], 0, EVR_ENCODING_SSE, buf, sizeof buf, NULL, 8, &n, &bytes, &emptied),
+    CHECK_STATUS(evr_subscriber_read(subs[2], 0, EVR_ENCODING_SSE, buf, sizeof buf, NULL, NULL, 8, &n, &bytes, &emptied),
                  EVR_OK);
     CHECK(n == 1 && emptied == 0);
     publish_ids(e, 5, 5);
     CHECK_STATUS(evr_ready_set_take(set, tokens, 4, &n), EVR_OK);
     CHECK(n == 2 && tokens[0] == 10 && tokens[1] == 20);
     CHECK(drain_one_by_one(subs[2]) == 2);
-    CHECK_STATUS(evr_subscriber_read(subs[2], 0, EVR_ENCODING_SSE, buf, sizeof buf, NULL, 8, &n, &bytes, NULL),
+    CHECK_STATUS(evr_subscriber_read(subs[2], 0, EVR_ENCODING_SSE, buf, sizeof buf, NULL, NULL, 8, &n, &bytes, NULL),
                  EVR_EMPTY);
 
     /* Closing an empty subscriber lists it, and its read says closed. */
@@ -1439,7 +1462,7 @@ static void test_ready_set(void) {
     CHECK(readable(fd, 0));
     CHECK_STATUS(evr_ready_set_take(set, tokens, 4, &n), EVR_OK);
     CHECK(n == 1 && tokens[0] == 20);
-    CHECK_STATUS(evr_subscriber_read(subs[1], 0, EVR_ENCODING_SSE, buf, sizeof buf, NULL, 8, &n, &bytes, &emptied),
+    CHECK_STATUS(evr_subscriber_read(subs[1], 0, EVR_ENCODING_SSE, buf, sizeof buf, NULL, NULL, 8, &n, &bytes, &emptied),
                  EVR_CLOSED);
 
     /* A subscriber freed while listed never comes out of take; the set's
@@ -1482,6 +1505,7 @@ int main(int argc, char **argv) {
         {"batch reads", test_batch_reads},
         {"history and resume", test_history_and_resume},
         {"ready set", test_ready_set},
+        {"queued_at", test_queued_at},
     };
     for (size_t i = 0; i < sizeof tests / sizeof *tests; i++) {
         tests[i].run();

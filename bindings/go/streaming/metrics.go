@@ -18,6 +18,7 @@ type metrics struct {
 	resumes       *prometheus.CounterVec // evroute_resumes_total{result}
 	reloadSeconds prometheus.Histogram
 	batchBytes    prometheus.Histogram
+	latency       prometheus.Histogram // evroute_delivery_latency_seconds
 }
 
 var streamLabels = []string{
@@ -55,6 +56,12 @@ func newMetrics(reg prometheus.Registerer, eng *evroute.Engine, read *atomic.Uin
 			Name: "evroute_write_batch_bytes", Help: "Bytes written to a client in one write",
 			Buckets: prometheus.ExponentialBuckets(64, 4, 8),
 		}),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "evroute_delivery_latency_seconds",
+			Help: "From a message's queued_at (set by Rails when it publishes) to the write of its frame to a client",
+			// 1 ms to about 4 s.
+			Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 10),
+		}),
 	}
 	m.dropped.WithLabelValues("overflow")
 	m.disconnects.WithLabelValues("slow_consumer")
@@ -82,7 +89,7 @@ func newMetrics(reg prometheus.Registerer, eng *evroute.Engine, read *atomic.Uin
 		}
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
-	reg.MustRegister(m.clients, m.channels, m.sent, m.dropped, m.disconnects, m.reloads, m.resumes, m.reloadSeconds, m.batchBytes,
+	reg.MustRegister(m.clients, m.channels, m.sent, m.dropped, m.disconnects, m.reloads, m.resumes, m.reloadSeconds, m.batchBytes, m.latency,
 		stat("evroute_events_published_total", "Events routed by the engine", func(s evroute.EngineStats) uint64 { return s.Published }, true),
 		stat("evroute_events_rejected_total", "Malformed events refused by the engine", func(s evroute.EngineStats) uint64 { return s.Rejected }, true),
 		stat("evroute_frames_delivered_total", "Frames enqueued for clients", func(s evroute.EngineStats) uint64 { return s.Delivered }, true),

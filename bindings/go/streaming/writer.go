@@ -219,6 +219,9 @@ func (st *stream) write() {
 				go st.slow(o) // the socket would block: the rest, with the lock, to the slow path
 				return
 			}
+			if err == nil {
+				st.written(o)
+			}
 		}
 		if err != nil || o.Emptied && st.release() {
 			st.w.mu.Unlock()
@@ -241,6 +244,9 @@ func (st *stream) slow(o *outBatch) {
 		err = st.w.writeLocked(&o.iov)
 		o.iov = full[:0]
 		st.w.mu.Unlock()
+		if err == nil {
+			st.written(o)
+		}
 	} else {
 		o = st.h.getBatch()
 	}
@@ -252,6 +258,9 @@ func (st *stream) slow(o *outBatch) {
 				err = st.w.ws(o)
 			} else {
 				err = st.w.sse(o.Buf, o)
+			}
+			if err == nil {
+				st.written(o)
 			}
 		}
 		if err == nil && o.Emptied && st.release() {
@@ -280,6 +289,18 @@ func (st *stream) drain(o *outBatch) (int, error) {
 		st.h.metrics.batchBytes.Observe(float64(len(o.Buf)))
 	}
 	return n, nil
+}
+
+// written notes how long the frames just written took from Rails'
+// `queued_at` (frames whose message had none are not counted). A clock
+// behind the publisher's reads as no delay.
+func (st *stream) written(o *outBatch) {
+	now := time.Now()
+	for i := range o.Len() {
+		if t, ok := o.QueuedAt(i); ok {
+			st.h.metrics.latency.Observe(max(now.Sub(t), 0).Seconds())
+		}
+	}
 }
 
 // end ends the stream (the connection was stopped): at once if it is

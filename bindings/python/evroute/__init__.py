@@ -422,7 +422,8 @@ class Frame:
 
     event: str; payload: str or None (absent payload); stream: list of str;
     sse and ws: the exact bytes to write to an SSE or WebSocket client;
-    id: the event id "<epoch>:<seq>" when the engine keeps history, else None."""
+    id: the event id "<epoch>:<seq>" when the engine keeps history, else None;
+    queued_at: the message's queued_at in ms since the Unix epoch, else None."""
 
     __slots__ = ("_frame",)
 
@@ -454,6 +455,11 @@ class Frame:
     def id(self) -> Optional[str]:
         raw = _frame_bytes(lib.evr_frame_id, self._frame)
         return None if raw is None else raw.decode("ascii")
+
+    @property
+    def queued_at(self) -> Optional[int]:
+        """The message's queued_at (ms since the Unix epoch; Rails sets it), or None."""
+        return lib.evr_frame_queued_at(self._frame) or None
 
     def __repr__(self) -> str:
         return f"Frame(event={self.event!r}, stream={self.stream!r}, sse={len(self.sse)} bytes)"

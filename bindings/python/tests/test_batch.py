@@ -100,3 +100,14 @@ def test_read_waits_and_raises_closed():
         engine.publish(doc)
         with pytest.raises(evroute.Closed, match="slow consumer"):
             slow.read_ws()
+
+
+def test_frames_carry_the_queued_at_rails_sets():
+    with evroute.Engine() as engine:
+        sub = engine.subscriber()
+        sub.subscribe(stream="public")
+        for queued_at in ("1764550000123", None, "-1"):
+            extra = "" if queued_at is None else ',"queued_at":' + queued_at
+            engine.publish_channel("timeline:public", '{"event":"delete","payload":"1"%s}' % extra)
+        got = [sub.next(timeout=0).queued_at for _ in range(3)]
+        assert got == [1764550000123, None, None]

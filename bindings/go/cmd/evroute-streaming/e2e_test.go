@@ -308,6 +308,19 @@ func checkMetrics(t *testing.T, text string) {
 	}
 }
 
+// metricSample is the value of an unlabelled series in /metrics text (-1:
+// absent).
+func metricSample(text, name string) float64 {
+	for _, line := range strings.Split(text, "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			if f, err := strconv.ParseFloat(v, 64); err == nil {
+				return f
+			}
+		}
+	}
+	return -1
+}
+
 func TestEndToEnd(t *testing.T) {
 	bin, dsn := os.Getenv("EVS_E2E_BIN"), os.Getenv("EVS_E2E_DATABASE_URL")
 	if bin == "" || dsn == "" {
@@ -806,6 +819,12 @@ func TestEndToEnd(t *testing.T) {
 		if !strings.Contains(metrics, `evroute_resumes_total{result="gap"} 1`) ||
 			!strings.Contains(metrics, `evroute_resumes_total{result="complete"} 2`) {
 			t.Errorf("resume metrics:\n%s", metrics)
+		}
+		// Every frame written above came from a message with queued_at.
+		count, sum := metricSample(metrics, "evroute_delivery_latency_seconds_count"),
+			metricSample(metrics, "evroute_delivery_latency_seconds_sum")
+		if count < float64(total) || sum < 0 || sum/count > 5 {
+			t.Errorf("delivery latency: %v frames, %v s in all; want at least %d frames, under 5 s each", count, sum, total)
 		}
 	})
 
