@@ -5,10 +5,19 @@
 //! reports leaks and use-after-free. Pointers are only ever live handles or
 //! NULL; a NULL buffer is passed with length 0 (allowed) or a non-zero length
 //! (must be EVR_ERR_NULL).
+//!
+//! Ready sets (docs/protocol.md "Ready sets") are checked against a model of
+//! the host rule: a subscriber whose token was taken is held until a drain
+//! reports it emptied or closed; any other attached subscriber with frames
+//! waiting (or newly closed) must be listed, so a take that empties the set
+//! returns it (no lost wakeup). Tagged `delete` messages (payload
+//! `TAG_BASE + n`) carry a known `queued_at` and must come out of each
+//! subscriber in publish order.
 #![no_main]
 
 mod common;
 
+use std::collections::{BTreeSet, HashMap};
 use std::ffi::CStr;
 use std::ptr::{null, null_mut};
 
@@ -86,6 +95,38 @@ const MESSAGES: &[&str] = &[
     "{\"event\":\"update\",\"payload\":{\n \"id\": \"8\",\r\n \"account\": {\"id\": 9}}}",
 ];
 
+/// Payloads of tagged `delete` messages are `TAG_BASE + n`, n counting publishes.
+const TAG_BASE: u64 = 900_000_000;
+
+/// `queued_at` values a message may carry that are not a non-negative
+/// integer: the frame reports 0.
+const BAD_QUEUED_AT: &[&str] =
+    &["-5", "1.5", "null", "\"soon\"", "{}", "[]", "true", "1e3", "18446744073709551616", "\"-1\""];
+
+/// The `queued_at` of a tagged message.
+#[derive(Arbitrary, Debug)]
+enum QueuedAt {
+    Absent,
+    Valid(u64),
+    /// A decimal string, as ids may be (the engine takes it).
+    Quoted(u32),
+    Invalid(u8),
+}
+
+impl QueuedAt {
+    /// The member to add to the message, and the value frames must report.
+    fn member(&self) -> (String, u64) {
+        match self {
+            QueuedAt::Absent => (String::new(), 0),
+            QueuedAt::Valid(v) => (format!(r#","queued_at":{v}"#), *v),
+            QueuedAt::Quoted(v) => (format!(r#","queued_at":"{v}""#), u64::from(*v)),
+            QueuedAt::Invalid(i) => {
+                (format!(r#","queued_at":{}"#, BAD_QUEUED_AT[usize::from(*i) % BAD_QUEUED_AT.len()]), 0)
+            }
+        }
+    }
+}
+
 /// A `(ptr, len)` byte input.
 #[derive(Arbitrary, Debug)]
 enum Input {
@@ -147,8 +188,19 @@ enum Op {
     Next(u8, bool),
     /// evr_subscriber_next_batch (or, with an encoding, evr_subscriber_next_iov).
     NextBatch(u8, u8, Option<bool>),
-    /// evr_subscriber_read of the SSE (false) or WS (true) bytes into a buffer of this size.
-    Read(u8, bool, u16, u8),
+    /// evr_subscriber_read of the SSE (false) or WS (true) bytes into a
+    /// buffer of this size, with or without the `queued_at` and `emptied` outs.
+    Read(u8, bool, u16, u8, bool),
+    /// A `delete` on this channel with a tag payload and a `queued_at`.
+    PublishTagged(u8, QueuedAt),
+    NewReadySet,
+    FreeReadySet(u8),
+    /// Attaches subscriber, set, token (`% 8`, so tokens collide).
+    Attach(u8, u8, u8),
+    /// evr_ready_set_take with this max (`% 5`); `all`: until none is left.
+    Take(u8, u8, bool),
+    /// The host drains a held subscriber: up to `rounds` reads, as Read.
+    Drain(u8, bool, u16, u8, u8),
     ReadFrame(u8),
     FreeFrame(u8),
     Fd(u8),
@@ -177,6 +229,26 @@ struct Sub {
     ptr: *mut evr_subscriber,
     engine: usize,
     reads: u64,
+    /// The set (index into `World::sets`) and token it is attached with.
+    set: Option<(usize, u64)>,
+    /// Its own readiness fd was asked for (it can no longer be attached).
+    fd_asked: bool,
+    /// The host took its token and has not yet drained it empty.
+    held: bool,
+    /// A host drain saw EVR_CLOSED: nothing more is owed for it.
+    closed_seen: bool,
+    /// The tag of the last tagged frame read (None: none yet, or resumed).
+    last_tag: Option<u64>,
+}
+
+#[derive(Default)]
+struct SetModel {
+    /// None once freed (attached subscribers keep the set alive).
+    ptr: Option<*mut evr_ready_set>,
+    /// Tokens of attached live subscribers, to the subscriber.
+    tokens: HashMap<u64, *mut evr_subscriber>,
+    /// Tokens that must be listed: their subscriber needs the host and is not held.
+    owed: BTreeSet<u64>,
 }
 
 struct World {
@@ -185,6 +257,9 @@ struct World {
     engines: Vec<EngineModel>,
     subs: Vec<Sub>,
     frames: Vec<*mut evr_frame>,
+    sets: Vec<SetModel>,
+    /// `queued_at` of tagged publish n (those that were accepted or not).
+    tags: Vec<u64>,
 }
 
 fn last_error() -> String {
@@ -269,6 +344,41 @@ fn check_abi_frame(f: *const evr_frame) {
     check_frame_bytes(sse, &ws, event, payload, stream);
 }
 
+/// The tag of a tagged `delete` (see [`TAG_BASE`]).
+fn tag_of(event: &[u8], payload: Option<&[u8]>) -> Option<u64> {
+    if event != b"delete" {
+        return None;
+    }
+    std::str::from_utf8(payload?).ok()?.parse::<u64>().ok()?.checked_sub(TAG_BASE)
+}
+
+fn frame_tag(f: *const evr_frame) -> Option<u64> {
+    tag_of(part(f, evr_frame_event)?, part(f, evr_frame_payload))
+}
+
+/// The tag in one frame's SSE or WS bytes.
+fn tag_in_bytes(frame: &[u8], ws: bool) -> Option<u64> {
+    let (start, end): (&[u8], u8) =
+        if ws { (br#""event":"delete","payload":""#, b'"') } else { (b"event: delete\ndata: ", b'\n') };
+    let at = frame.windows(start.len()).position(|w| w == start)? + start.len();
+    let len = frame[at..].iter().position(|&b| b == end)?;
+    tag_of(b"delete", Some(&frame[at..at + len]))
+}
+
+fn readable(fd: i32) -> bool {
+    let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd, zero timeout.
+    unsafe { libc::poll(&mut p, 1, 0) == 1 }
+}
+
+fn set_fd(set: *const evr_ready_set) -> i32 {
+    let mut fd = -1;
+    // SAFETY: a live set; `fd` writable.
+    assert_eq!(unsafe { evr_ready_set_fd(set, &mut fd) }, EVR_OK);
+    assert!(fd >= 0);
+    fd
+}
+
 impl World {
     fn engine(&self) -> *mut evr_engine {
         self.engines.last().and_then(|e| e.ptr).expect("a current engine")
@@ -276,6 +386,146 @@ impl World {
 
     fn pick(&self, i: u8) -> Option<usize> {
         (!self.subs.is_empty()).then(|| usize::from(i) % self.subs.len())
+    }
+
+    /// A set whose handle is live.
+    fn pick_set(&self, i: u8) -> Option<usize> {
+        let live: Vec<usize> = (0..self.sets.len()).filter(|&k| self.sets[k].ptr.is_some()).collect();
+        (!live.is_empty()).then(|| live[usize::from(i) % live.len()])
+    }
+
+    /// A tagged frame read from subscriber `i`, with its `queued_at` when
+    /// the call reported it: tags come in publish order (a frame per
+    /// matching subscription, so a tag may repeat), with their message's
+    /// `queued_at`.
+    fn saw(&mut self, i: usize, tag: Option<u64>, queued_at: Option<u64>) {
+        let Some((t, &want)) = tag.and_then(|t| Some((t, self.tags.get(usize::try_from(t).ok()?)?))) else {
+            return;
+        };
+        if let Some(got) = queued_at {
+            assert_eq!(got, want, "queued_at of tagged message {t}");
+        }
+        let s = &mut self.subs[i];
+        assert!(s.last_tag.is_none_or(|l| l <= t), "tagged message {t} after {:?}", s.last_tag);
+        s.last_tag = Some(t);
+    }
+
+    /// The host rule's model: an attached subscriber that is not held and
+    /// has frames waiting, or closed unseen, is owed a listing. A live set
+    /// owing one polls readable.
+    fn owe_listings(&mut self) {
+        for s in &self.subs {
+            let Some((k, token)) = s.set else { continue };
+            if self.sets[k].ptr.is_none() || s.held {
+                continue;
+            }
+            if sub_stats(s.ptr).depth > 0 || (is_closed(s.ptr) && !s.closed_seen) {
+                self.sets[k].owed.insert(token);
+            }
+        }
+        for set in &self.sets {
+            if let Some(p) = set.ptr {
+                assert!(
+                    set.owed.is_empty() || readable(set_fd(p)),
+                    "tokens {:?} owed, the fd is not readable",
+                    set.owed
+                );
+            }
+        }
+    }
+
+    /// evr_ready_set_take once, or until none is left: the fd is readable
+    /// exactly when a token comes; each token is of an attached live
+    /// subscriber, now held; after taking all, none is owed.
+    fn take(&mut self, k: u8, max: usize, all: bool) {
+        let Some(k) = self.pick_set(k) else { return };
+        let set = self.sets[k].ptr.unwrap();
+        let mut tokens = [u64::MAX; 4];
+        loop {
+            let was_readable = readable(set_fd(set));
+            let mut n = usize::MAX;
+            // SAFETY: live set; `tokens` has room for max <= 4; `n` writable.
+            let st = unsafe { evr_ready_set_take(set, tokens.as_mut_ptr(), max, &mut n) };
+            if max == 0 {
+                expect_status(st, &[EVR_ERR_INVALID_CONFIG], "take");
+                return assert_eq!(n, usize::MAX, "a failed take wrote n");
+            }
+            assert_eq!(st, EVR_OK, "take");
+            assert!(n <= max);
+            assert_eq!(was_readable, n > 0, "the set's fd was readable: {was_readable}, tokens taken: {n}");
+            for &token in &tokens[..n] {
+                let Some(&ptr) = self.sets[k].tokens.get(&token) else {
+                    panic!("take returned token {token}, of no attached live subscriber");
+                };
+                self.sets[k].owed.remove(&token);
+                self.subs.iter_mut().find(|s| s.ptr == ptr).unwrap().held = true;
+            }
+            if !all || n == 0 {
+                break;
+            }
+        }
+        if all {
+            assert!(self.sets[k].owed.is_empty(), "lost wakeup: tokens {:?} not listed", self.sets[k].owed);
+            assert!(!readable(set_fd(set)));
+        }
+    }
+
+    /// evr_subscriber_read (see Op::Read); returns the status and `*emptied`.
+    fn read(&mut self, i: usize, ws: bool, cap: u16, max: u8, outs: bool) -> (evr_status, bool) {
+        let s = self.subs[i].ptr;
+        let (before, closed) = (sub_stats(s), is_closed(s));
+        let (cap, max) = (usize::from(cap % 4096), usize::from(max % 5));
+        let enc = if ws { evr_encoding::EVR_ENCODING_WS } else { evr_encoding::EVR_ENCODING_SSE };
+        let mut buf = vec![0u8; cap];
+        let mut lens = [usize::MAX; 4];
+        let mut queued_at = [u64::MAX; 4];
+        let mut emptied = -1;
+        let (mut n, mut used) = (usize::MAX, usize::MAX);
+        let (qa, em) = if outs { (queued_at.as_mut_ptr(), &raw mut emptied) } else { (null_mut(), null_mut()) };
+        // SAFETY: live subscriber; `buf` has `cap` bytes, `lens` and
+        // `queued_at` room for max <= 4; outs writable or NULL.
+        let st = unsafe {
+            evr_subscriber_read(s, 0, enc, buf.as_mut_ptr(), cap, lens.as_mut_ptr(), qa, max, &mut n, &mut used, em)
+        };
+        let want = match (max, closed, before.depth) {
+            (0, _, _) => vec![EVR_ERR_INVALID_CONFIG],
+            (_, true, _) => vec![EVR_CLOSED],
+            (_, false, 0) => vec![EVR_EMPTY],
+            _ => vec![EVR_OK, EVR_BUFFER_TOO_SMALL],
+        };
+        expect_status(st, &want, "read");
+        match st {
+            EVR_OK => {
+                assert!(n >= 1 && n as u64 <= before.depth.min(max as u64) && used <= cap, "{n} {used}");
+                assert_eq!(lens[..n].iter().sum::<usize>(), used);
+                let mut at = 0;
+                for (k, &len) in lens[..n].iter().enumerate() {
+                    let frame = &buf[at..at + len];
+                    if ws {
+                        assert!(frame.starts_with(br#"{"stream":["#) && frame.ends_with(b"}"));
+                    } else {
+                        let start = frame.starts_with(b"event: ") || frame.starts_with(b"id: ");
+                        assert!(start && frame.ends_with(b"\n\n"));
+                    }
+                    self.saw(i, tag_in_bytes(frame, ws), outs.then_some(queued_at[k]));
+                    at += len;
+                }
+                self.subs[i].reads += n as u64;
+                if outs {
+                    let left = sub_stats(s).depth;
+                    assert_eq!(emptied, i32::from(left == 0), "emptied with {left} frames left");
+                }
+            }
+            EVR_BUFFER_TOO_SMALL => {
+                assert!(used > cap && used != usize::MAX && n == usize::MAX, "{used} {n}");
+                assert_eq!(sub_stats(s).depth, before.depth, "a refused frame stays queued");
+            }
+            _ => assert_eq!((n, used), (usize::MAX, usize::MAX), "a failed call wrote its out-parameters"),
+        }
+        if st != EVR_OK {
+            assert_eq!((emptied, queued_at[0]), (-1, u64::MAX), "a failed call wrote emptied or queued_at");
+        }
+        (st, emptied == 1)
     }
 
     /// Per subscriber: matched == read + depth + dropped, reads as counted
@@ -333,7 +583,16 @@ impl World {
                 );
                 if st == EVR_OK {
                     assert!(!out.is_null());
-                    self.subs.push(Sub { ptr: out, engine: self.engines.len() - 1, reads: 0 });
+                    self.subs.push(Sub {
+                        ptr: out,
+                        engine: self.engines.len() - 1,
+                        reads: 0,
+                        set: None,
+                        fd_asked: false,
+                        held: false,
+                        closed_seen: false,
+                        last_tag: None,
+                    });
                 } else {
                     assert!(out.is_null(), "a failed call wrote its out-parameter");
                 }
@@ -341,6 +600,11 @@ impl World {
             Op::FreeSubscriber(i) => {
                 let Some(i) = self.pick(*i) else { return };
                 let s = self.subs.swap_remove(i);
+                if let Some((k, token)) = s.set {
+                    // Detached: its token is no longer listed nor owed.
+                    self.sets[k].tokens.remove(&token);
+                    self.sets[k].owed.remove(&token);
+                }
                 let q = sub_stats(s.ptr);
                 // SAFETY: live subscriber, not used again.
                 unsafe { evr_subscriber_free(s.ptr) };
@@ -430,6 +694,8 @@ impl World {
                     assert!(!frame.is_null());
                     self.subs[i].reads += 1;
                     check_abi_frame(frame);
+                    // SAFETY: a live frame.
+                    self.saw(i, frame_tag(frame), Some(unsafe { evr_frame_queued_at(frame) }));
                     if self.frames.len() >= 16 {
                         // SAFETY: a live frame, not used again.
                         unsafe { evr_frame_free(self.frames.swap_remove(0)) };
@@ -447,12 +713,15 @@ impl World {
                 let mut frames = [null_mut(); 4];
                 let mut bytes = [evr_bytes { ptr: null(), len: 0 }; 4];
                 let mut n = usize::MAX;
-                let enc = if *iov == Some(true) { evr_encoding::EVR_ENCODING_WS } else { evr_encoding::EVR_ENCODING_SSE };
+                let enc =
+                    if *iov == Some(true) { evr_encoding::EVR_ENCODING_WS } else { evr_encoding::EVR_ENCODING_SSE };
                 // SAFETY: live subscriber; `frames` and `bytes` have room for max <= 4; `n` writable.
                 let st = unsafe {
                     match iov {
                         None => evr_subscriber_next_batch(s, 0, frames.as_mut_ptr(), max, &mut n),
-                        Some(_) => evr_subscriber_next_iov(s, 0, enc, frames.as_mut_ptr(), bytes.as_mut_ptr(), max, &mut n),
+                        Some(_) => {
+                            evr_subscriber_next_iov(s, 0, enc, frames.as_mut_ptr(), bytes.as_mut_ptr(), max, &mut n)
+                        }
                     }
                 };
                 let want = match (max, closed, before.depth) {
@@ -470,6 +739,8 @@ impl World {
                 self.subs[i].reads += n as u64;
                 for (k, &f) in frames[..n].iter().enumerate() {
                     check_abi_frame(f);
+                    // SAFETY: a live frame.
+                    self.saw(i, frame_tag(f), Some(unsafe { evr_frame_queued_at(f) }));
                     if iov.is_some() {
                         let get = if *iov == Some(true) { evr_frame_ws } else { evr_frame_sse };
                         let whole = part(f, get).unwrap();
@@ -479,47 +750,86 @@ impl World {
                 // SAFETY: `n` live frames, not used again.
                 unsafe { evr_frames_free(frames.as_ptr(), n) };
             }
-            Op::Read(i, ws, cap, max) => {
+            Op::Read(i, ws, cap, max, outs) => {
                 let Some(i) = self.pick(*i) else { return };
-                let s = self.subs[i].ptr;
-                let (before, closed) = (sub_stats(s), is_closed(s));
-                let (cap, max) = (usize::from(*cap % 4096), usize::from(*max % 5));
-                let enc = if *ws { evr_encoding::EVR_ENCODING_WS } else { evr_encoding::EVR_ENCODING_SSE };
-                let mut buf = vec![0u8; cap];
-                let mut lens = [usize::MAX; 4];
-                let (mut n, mut used) = (usize::MAX, usize::MAX);
-                // SAFETY: live subscriber; `buf` has `cap` bytes, `lens` room for max <= 4; outs writable.
+                self.read(i, *ws, *cap, *max, *outs);
+            }
+            Op::PublishTagged(channel, queued_at) => {
+                let channel = CHANNELS[usize::from(*channel) % CHANNELS.len()];
+                let (member, want) = queued_at.member();
+                let n = self.tags.len() as u64;
+                let message = format!(r#"{{"event":"delete","payload":"{}"{member}}}"#, TAG_BASE + n);
+                self.tags.push(want);
+                // SAFETY: live engine; both buffers hold their lengths.
                 let st = unsafe {
-                    evr_subscriber_read(s, 0, enc, buf.as_mut_ptr(), cap, lens.as_mut_ptr(), null_mut(), max, &mut n, &mut used, null_mut())
+                    evr_publish_channel(
+                        self.engine(),
+                        channel.as_ptr(),
+                        channel.len(),
+                        message.as_ptr(),
+                        message.len(),
+                        null_mut(),
+                    )
                 };
-                let want = match (max, closed, before.depth) {
-                    (0, _, _) => vec![EVR_ERR_INVALID_CONFIG],
-                    (_, true, _) => vec![EVR_CLOSED],
-                    (_, false, 0) => vec![EVR_EMPTY],
-                    _ => vec![EVR_OK, EVR_BUFFER_TOO_SMALL],
+                self.after_publish(st, false, false, &evr_publish_stats::default(), "publish tagged");
+            }
+            Op::NewReadySet => {
+                if self.sets.len() >= 4 {
+                    return;
+                }
+                let mut out = null_mut();
+                // SAFETY: `out` writable.
+                assert_eq!(unsafe { evr_ready_set_new(&mut out) }, EVR_OK);
+                assert!(!readable(set_fd(out)), "a new set lists nothing");
+                self.sets.push(SetModel { ptr: Some(out), ..SetModel::default() });
+            }
+            Op::FreeReadySet(k) => {
+                let Some(k) = self.pick_set(*k) else { return };
+                // SAFETY: a live set, not used again; attached subscribers keep it alive.
+                unsafe { evr_ready_set_free(self.sets[k].ptr.take().unwrap()) };
+                self.sets[k].owed.clear();
+            }
+            Op::Attach(i, k, token) => {
+                let (Some(i), Some(k)) = (self.pick(*i), self.pick_set(*k)) else { return };
+                let token = u64::from(*token % 8);
+                let s = &self.subs[i];
+                let refusal = if s.fd_asked {
+                    Some("readiness fd is in use".to_owned())
+                } else if s.set.is_some() {
+                    Some("already attached to a ready set".to_owned())
+                } else if self.sets[k].tokens.contains_key(&token) {
+                    Some(format!("token {token} is already attached"))
+                } else {
+                    None
                 };
-                expect_status(st, &want, "read");
-                match st {
-                    EVR_OK => {
-                        assert!(n >= 1 && n as u64 <= before.depth.min(max as u64) && used <= cap, "{n} {used}");
-                        assert_eq!(lens[..n].iter().sum::<usize>(), used);
-                        let mut at = 0;
-                        for &len in &lens[..n] {
-                            let frame = &buf[at..at + len];
-                            if *ws {
-                                assert!(frame.starts_with(br#"{"stream":["#) && frame.ends_with(b"}"));
-                            } else {
-                                assert!(frame.starts_with(b"event: ") && frame.ends_with(b"\n\n"));
-                            }
-                            at += len;
-                        }
-                        self.subs[i].reads += n as u64;
+                // SAFETY: live subscriber and set.
+                let st = unsafe { evr_subscriber_attach_ready_set(s.ptr, self.sets[k].ptr.unwrap(), token) };
+                match refusal {
+                    Some(why) => {
+                        expect_status(st, &[EVR_ERR_INVALID_CONFIG], "attach");
+                        assert!(last_error().contains(&why), "attach refused: {} (want {why})", last_error());
                     }
-                    EVR_BUFFER_TOO_SMALL => {
-                        assert!(used > cap && used != usize::MAX && n == usize::MAX, "{used} {n}");
-                        assert_eq!(sub_stats(s).depth, before.depth, "a refused frame stays queued");
+                    None => {
+                        assert_eq!(st, EVR_OK, "attach ({})", last_error());
+                        self.sets[k].tokens.insert(token, s.ptr);
+                        self.subs[i].set = Some((k, token));
                     }
-                    _ => assert_eq!((n, used), (usize::MAX, usize::MAX), "a failed call wrote its out-parameters"),
+                }
+            }
+            Op::Take(k, max, all) => self.take(*k, usize::from(*max % 5), *all),
+            Op::Drain(i, ws, cap, max, rounds) => {
+                let held: Vec<usize> = (0..self.subs.len()).filter(|&i| self.subs[i].held).collect();
+                let Some(&i) = held.get(usize::from(*i) % held.len().max(1)) else { return };
+                // The host stops after `rounds` reads even with frames left;
+                // the subscriber stays held, and a later Drain comes back.
+                for _ in 0..=*rounds % 3 {
+                    let (st, emptied) = self.read(i, *ws, *cap, *max % 4 + 1, true);
+                    let s = &mut self.subs[i];
+                    if (st == EVR_OK && emptied) || st == EVR_EMPTY || st == EVR_CLOSED {
+                        s.held = false;
+                        s.closed_seen |= st == EVR_CLOSED;
+                        break;
+                    }
                 }
             }
             Op::ReadFrame(i) => {
@@ -540,13 +850,16 @@ impl World {
                 let s = self.subs[i].ptr;
                 let mut fd = -1;
                 // SAFETY: live subscriber; `fd` writable.
-                assert_eq!(unsafe { evr_subscriber_fd(s, &mut fd) }, EVR_OK);
+                let st = unsafe { evr_subscriber_fd(s, &mut fd) };
+                if self.subs[i].set.is_some() {
+                    expect_status(st, &[EVR_ERR_INVALID_CONFIG], "fd of an attached subscriber");
+                    return assert_eq!(fd, -1);
+                }
+                assert_eq!(st, EVR_OK);
+                self.subs[i].fd_asked = true;
                 assert!(fd >= 0);
-                let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
-                // SAFETY: one valid pollfd, zero timeout.
-                let readable = unsafe { libc::poll(&mut p, 1, 0) } == 1;
                 let want = sub_stats(s).depth > 0 || is_closed(s);
-                assert_eq!(readable, want, "the readiness fd disagrees with the queue");
+                assert_eq!(readable(fd), want, "the readiness fd disagrees with the queue");
             }
             Op::Resume(i, input) => {
                 let Some(i) = self.pick(*i) else { return };
@@ -558,6 +871,8 @@ impl World {
                 let reads = sub_stats(s).read;
                 // SAFETY: live subscriber; `b` holds `len` bytes or is NULL.
                 let st = unsafe { evr_subscriber_resume(s, ptr_of(&b), len) };
+                // Replayed frames come before those queued: order starts over.
+                self.subs[i].last_tag = None;
                 if input.is_null_with_len() {
                     return expect_null_error(st, "resume");
                 }
@@ -626,7 +941,7 @@ impl World {
         let mut len = 0usize;
         // SAFETY: every pointer is NULL or live/writable, lengths match buffers.
         unsafe {
-            match which % 8 {
+            match which % 9 {
                 0 => {
                     evr_engine_free(null_mut());
                     evr_subscriber_free(null_mut());
@@ -655,7 +970,19 @@ impl World {
                     let mut frames = [null_mut(); 1];
                     let sse = evr_encoding::EVR_ENCODING_SSE;
                     expect_null_error(evr_subscriber_next_batch(null(), 0, frames.as_mut_ptr(), 1, &mut n), "batch");
-                    let r = evr_subscriber_read(null(), 0, sse, [0u8; 1].as_mut_ptr(), 1, null_mut(), null_mut(), 1, &mut n, &mut n, null_mut());
+                    let r = evr_subscriber_read(
+                        null(),
+                        0,
+                        sse,
+                        [0u8; 1].as_mut_ptr(),
+                        1,
+                        null_mut(),
+                        null_mut(),
+                        1,
+                        &mut n,
+                        &mut n,
+                        null_mut(),
+                    );
                     expect_null_error(r, "read NULL");
                     evr_frames_free(null(), 3);
                     expect_null_error(evr_subscriber_next(null(), 0, &mut frame), "next NULL");
@@ -686,6 +1013,24 @@ impl World {
                         expect_null_error(evr_subscriber_get_stats(s.ptr, null_mut()), "sub stats out NULL");
                         expect_null_error(evr_subscriber_fd(s.ptr, null_mut()), "fd out NULL");
                     }
+                }
+                7 => {
+                    let (mut fd, mut n, mut tokens) = (0, 0, [0u64; 1]);
+                    evr_ready_set_free(null_mut());
+                    expect_null_error(evr_ready_set_new(null_mut()), "set_new out NULL");
+                    expect_null_error(evr_ready_set_fd(null(), &mut fd), "set_fd NULL");
+                    expect_null_error(evr_ready_set_take(null(), tokens.as_mut_ptr(), 1, &mut n), "take NULL");
+                    expect_null_error(evr_subscriber_attach_ready_set(null(), null(), 1), "attach NULL");
+                    if let Some(set) = self.sets.iter().find_map(|s| s.ptr) {
+                        expect_null_error(evr_ready_set_fd(set, null_mut()), "set_fd out NULL");
+                        expect_null_error(evr_ready_set_take(set, null_mut(), 1, &mut n), "take tokens NULL");
+                        expect_null_error(evr_ready_set_take(set, tokens.as_mut_ptr(), 1, null_mut()), "take n NULL");
+                        expect_null_error(evr_subscriber_attach_ready_set(null(), set, 1), "attach sub NULL");
+                    }
+                    if let Some(s) = self.subs.first() {
+                        expect_null_error(evr_subscriber_attach_ready_set(s.ptr, null(), 1), "attach set NULL");
+                    }
+                    assert_eq!(evr_frame_queued_at(null()), 0);
                 }
                 _ => {
                     let c = br#"{"queue_capacity":4}"#;
@@ -724,6 +1069,11 @@ impl World {
     /// Frees everything, in an order that also exercises frames outliving
     /// their subscribers and engines.
     fn free_all(mut self) {
+        // Sets first: attached subscribers keep them alive.
+        for set in &mut self.sets {
+            // SAFETY: NULL or a live set, not used again.
+            unsafe { evr_ready_set_free(set.ptr.take().unwrap_or(null_mut())) };
+        }
         for e in &mut self.engines {
             if let Some(p) = e.ptr.take() {
                 // SAFETY: live engine, not used again.
@@ -745,10 +1095,18 @@ impl World {
 fuzz_target!(|plan: Plan| {
     // SAFETY: evr_version() returns a static NUL-terminated string.
     assert_eq!(unsafe { CStr::from_ptr(evr_version()) }.to_str(), Ok(evroute::VERSION));
-    let mut world = World { waits: 2, engines: Vec::new(), subs: Vec::new(), frames: Vec::new() };
+    let mut world = World {
+        waits: 2,
+        engines: Vec::new(),
+        subs: Vec::new(),
+        frames: Vec::new(),
+        sets: Vec::new(),
+        tags: Vec::new(),
+    };
     world.new_engine(&plan.engine_config);
     for op in plan.ops.iter().take(256) {
         world.run(op);
+        world.owe_listings();
         world.check_invariants();
     }
     world.free_all();

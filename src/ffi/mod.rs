@@ -35,6 +35,7 @@ use crate::queue::{Batch, Next, SLOW_CONSUMER};
 pub use boundary::evr_status;
 use boundary::{bytes, guard, handle, out_param, pointer, status};
 use evr_status::*;
+pub use ready_set::*;
 
 /// A routing domain. Free with evr_engine_free().
 pub struct evr_engine {
