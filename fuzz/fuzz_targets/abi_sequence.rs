@@ -191,16 +191,22 @@ enum Op {
     /// evr_subscriber_read of the SSE (false) or WS (true) bytes into a
     /// buffer of this size, with or without the `queued_at` and `emptied` outs.
     Read(u8, bool, u16, u8, bool),
-    /// A `delete` on this channel with a tag payload and a `queued_at`.
-    PublishTagged(u8, QueuedAt),
+    /// A `delete` on this channel (None: timeline:public) with a tag
+    /// payload and a `queued_at`.
+    PublishTagged(Option<u8>, QueuedAt),
     NewReadySet,
     FreeReadySet(u8),
-    /// Attaches subscriber, set, token (`% 8`, so tokens collide).
+    /// Attaches subscriber, set (made when none is live), token (`% 8`, so
+    /// tokens collide).
     Attach(u8, u8, u8),
+    /// A new subscriber of `public` (this SUBSCRIBERS config), attached as Attach.
+    NewAttached(u8, u8, u8),
     /// evr_ready_set_take with this max (`% 5`); `all`: until none is left.
     Take(u8, u8, bool),
     /// The host drains a held subscriber: up to `rounds` reads, as Read.
     Drain(u8, bool, u16, u8, u8),
+    /// The host's loop: one take (max `% 4 + 1`), then a Drain of each token.
+    Host(u8, u8, bool, u16, u8, u8),
     ReadFrame(u8),
     FreeFrame(u8),
     Fd(u8),
@@ -437,10 +443,12 @@ impl World {
     /// evr_ready_set_take once, or until none is left: the fd is readable
     /// exactly when a token comes; each token is of an attached live
     /// subscriber, now held; after taking all, none is owed.
-    fn take(&mut self, k: u8, max: usize, all: bool) {
-        let Some(k) = self.pick_set(k) else { return };
+    /// Returns the subscribers taken.
+    fn take(&mut self, k: u8, max: usize, all: bool) -> Vec<*mut evr_subscriber> {
+        let Some(k) = self.pick_set(k) else { return Vec::new() };
         let set = self.sets[k].ptr.unwrap();
         let mut tokens = [u64::MAX; 4];
+        let mut taken = Vec::new();
         loop {
             let was_readable = readable(set_fd(set));
             let mut n = usize::MAX;
@@ -448,7 +456,8 @@ impl World {
             let st = unsafe { evr_ready_set_take(set, tokens.as_mut_ptr(), max, &mut n) };
             if max == 0 {
                 expect_status(st, &[EVR_ERR_INVALID_CONFIG], "take");
-                return assert_eq!(n, usize::MAX, "a failed take wrote n");
+                assert_eq!(n, usize::MAX, "a failed take wrote n");
+                return taken;
             }
             assert_eq!(st, EVR_OK, "take");
             assert!(n <= max);
@@ -459,6 +468,7 @@ impl World {
                 };
                 self.sets[k].owed.remove(&token);
                 self.subs.iter_mut().find(|s| s.ptr == ptr).unwrap().held = true;
+                taken.push(ptr);
             }
             if !all || n == 0 {
                 break;
@@ -467,6 +477,66 @@ impl World {
         if all {
             assert!(self.sets[k].owed.is_empty(), "lost wakeup: tokens {:?} not listed", self.sets[k].owed);
             assert!(!readable(set_fd(set)));
+        }
+        taken
+    }
+
+    /// Attaches subscriber `i` to a set (made when none is live) under
+    /// `token % 8`, refused as documented.
+    fn attach(&mut self, i: usize, k: u8, token: u8) {
+        if self.pick_set(k).is_none() {
+            self.new_set();
+        }
+        let Some(k) = self.pick_set(k) else { return };
+        let token = u64::from(token % 8);
+        let s = &self.subs[i];
+        let refusal = if s.fd_asked {
+            Some("readiness fd is in use".to_owned())
+        } else if s.set.is_some() {
+            Some("already attached to a ready set".to_owned())
+        } else if self.sets[k].tokens.contains_key(&token) {
+            Some(format!("token {token} is already attached"))
+        } else {
+            None
+        };
+        // SAFETY: live subscriber and set.
+        let st = unsafe { evr_subscriber_attach_ready_set(s.ptr, self.sets[k].ptr.unwrap(), token) };
+        match refusal {
+            Some(why) => {
+                expect_status(st, &[EVR_ERR_INVALID_CONFIG], "attach");
+                assert!(last_error().contains(&why), "attach refused: {} (want {why})", last_error());
+            }
+            None => {
+                assert_eq!(st, EVR_OK, "attach ({})", last_error());
+                self.sets[k].tokens.insert(token, s.ptr);
+                self.subs[i].set = Some((k, token));
+            }
+        }
+    }
+
+    fn new_set(&mut self) {
+        if self.sets.len() >= 4 {
+            return;
+        }
+        let mut out = null_mut();
+        // SAFETY: `out` writable.
+        assert_eq!(unsafe { evr_ready_set_new(&mut out) }, EVR_OK);
+        assert!(!readable(set_fd(out)), "a new set lists nothing");
+        self.sets.push(SetModel { ptr: Some(out), ..SetModel::default() });
+    }
+
+    /// The host drains held subscriber `i` until it is emptied or closed,
+    /// but stops after `rounds` reads even with frames left: it stays held,
+    /// and a later Drain comes back to it.
+    fn drain(&mut self, i: usize, ws: bool, cap: u16, max: u8, rounds: u8) {
+        for _ in 0..=rounds % 3 {
+            let (st, emptied) = self.read(i, ws, cap, max % 4 + 1, true);
+            let s = &mut self.subs[i];
+            if (st == EVR_OK && emptied) || st == EVR_EMPTY || st == EVR_CLOSED {
+                s.held = false;
+                s.closed_seen |= st == EVR_CLOSED;
+                return;
+            }
         }
     }
 
@@ -755,7 +825,7 @@ impl World {
                 self.read(i, *ws, *cap, *max, *outs);
             }
             Op::PublishTagged(channel, queued_at) => {
-                let channel = CHANNELS[usize::from(*channel) % CHANNELS.len()];
+                let channel = channel.map_or("timeline:public", |c| CHANNELS[usize::from(c) % CHANNELS.len()]);
                 let (member, want) = queued_at.member();
                 let n = self.tags.len() as u64;
                 let message = format!(r#"{{"event":"delete","payload":"{}"{member}}}"#, TAG_BASE + n);
@@ -773,16 +843,7 @@ impl World {
                 };
                 self.after_publish(st, false, false, &evr_publish_stats::default(), "publish tagged");
             }
-            Op::NewReadySet => {
-                if self.sets.len() >= 4 {
-                    return;
-                }
-                let mut out = null_mut();
-                // SAFETY: `out` writable.
-                assert_eq!(unsafe { evr_ready_set_new(&mut out) }, EVR_OK);
-                assert!(!readable(set_fd(out)), "a new set lists nothing");
-                self.sets.push(SetModel { ptr: Some(out), ..SetModel::default() });
-            }
+            Op::NewReadySet => self.new_set(),
             Op::FreeReadySet(k) => {
                 let Some(k) = self.pick_set(*k) else { return };
                 // SAFETY: a live set, not used again; attached subscribers keep it alive.
@@ -790,45 +851,33 @@ impl World {
                 self.sets[k].owed.clear();
             }
             Op::Attach(i, k, token) => {
-                let (Some(i), Some(k)) = (self.pick(*i), self.pick_set(*k)) else { return };
-                let token = u64::from(*token % 8);
-                let s = &self.subs[i];
-                let refusal = if s.fd_asked {
-                    Some("readiness fd is in use".to_owned())
-                } else if s.set.is_some() {
-                    Some("already attached to a ready set".to_owned())
-                } else if self.sets[k].tokens.contains_key(&token) {
-                    Some(format!("token {token} is already attached"))
-                } else {
-                    None
-                };
-                // SAFETY: live subscriber and set.
-                let st = unsafe { evr_subscriber_attach_ready_set(s.ptr, self.sets[k].ptr.unwrap(), token) };
-                match refusal {
-                    Some(why) => {
-                        expect_status(st, &[EVR_ERR_INVALID_CONFIG], "attach");
-                        assert!(last_error().contains(&why), "attach refused: {} (want {why})", last_error());
-                    }
-                    None => {
-                        assert_eq!(st, EVR_OK, "attach ({})", last_error());
-                        self.sets[k].tokens.insert(token, s.ptr);
-                        self.subs[i].set = Some((k, token));
-                    }
+                if let Some(i) = self.pick(*i) {
+                    self.attach(i, *k, *token);
                 }
             }
-            Op::Take(k, max, all) => self.take(*k, usize::from(*max % 5), *all),
+            Op::NewAttached(config, k, token) => {
+                self.run(&Op::NewSubscriber(Input::Known(*config)));
+                let s = self.subs.last().map(|s| s.ptr);
+                let public = br#"{"stream":"public"}"#;
+                // SAFETY: a live subscriber; the buffer holds its length.
+                if let Some(s) = s.filter(|&s| unsafe { evr_subscribe(s, public.as_ptr(), public.len()) } == EVR_OK) {
+                    let i = self.subs.iter().position(|x| x.ptr == s).unwrap();
+                    self.attach(i, *k, *token);
+                }
+            }
+            Op::Take(k, max, all) => {
+                self.take(*k, usize::from(*max % 5), *all);
+            }
             Op::Drain(i, ws, cap, max, rounds) => {
                 let held: Vec<usize> = (0..self.subs.len()).filter(|&i| self.subs[i].held).collect();
                 let Some(&i) = held.get(usize::from(*i) % held.len().max(1)) else { return };
-                // The host stops after `rounds` reads even with frames left;
-                // the subscriber stays held, and a later Drain comes back.
-                for _ in 0..=*rounds % 3 {
-                    let (st, emptied) = self.read(i, *ws, *cap, *max % 4 + 1, true);
-                    let s = &mut self.subs[i];
-                    if (st == EVR_OK && emptied) || st == EVR_EMPTY || st == EVR_CLOSED {
-                        s.held = false;
-                        s.closed_seen |= st == EVR_CLOSED;
-                        break;
+                self.drain(i, *ws, *cap, *max, *rounds);
+            }
+            Op::Host(k, max, ws, cap, rmax, rounds) => {
+                for ptr in self.take(*k, usize::from(*max % 4 + 1), false) {
+                    // A token taken twice (listed twice) may be drained already.
+                    if let Some(i) = self.subs.iter().position(|s| s.ptr == ptr && s.held) {
+                        self.drain(i, *ws, *cap, *rmax, *rounds);
                     }
                 }
             }
