@@ -950,7 +950,10 @@ enum evr_status evr_ready_set_take(const struct evr_ready_set *set,
 
 /**
  * Releases the handle's reference to the set; attached subscribers keep
- * it (and its fd) until they are freed. NULL is a no-op.
+ * it (and its fd) until they are freed. They stay attached: their tokens
+ * are listed where nobody takes them, and they can neither be attached
+ * again nor get an fd of their own, so free the set after its
+ * subscribers (or read them without waiting). NULL is a no-op.
  *
  * Thread-safety: must not race with another call on the same handle.
  *
