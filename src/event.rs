@@ -98,9 +98,9 @@ fn payload_text<'d, J: Json<'d>>(doc: J, input: &[u8]) -> Option<Box<str>> {
     Some(unsafe { std::str::from_utf8_unchecked(bytes) }.into())
 }
 
-/// A Mastodon message's `queued_at`. It only feeds a metric, so a value
-/// that is not a non-negative integer (in ms) is ignored rather than losing
-/// the event over it.
+/// A Mastodon message's `queued_at` (ms): a non-negative integer, or one in
+/// a string as ids may be. It only feeds a metric, so any other value is
+/// ignored rather than losing the event over it.
 fn queued_at<'d, J: Json<'d>>(doc: J) -> Option<u64> {
     doc.get("queued_at")?.id().ok()?.parse().ok()
 }
