@@ -195,11 +195,16 @@ enum Notifier {
 
 impl Notifier {
     /// The queue went from empty to non-empty, or was closed while empty;
-    /// `defer`: leave the fd write to `Queue::signal`.
-    fn notify(&self, defer: bool) {
+    /// `defer`: leave the fd write to `Queue::signal`, and return whether
+    /// this queue must be signalled (a set needs it once per flush, not
+    /// once per queue).
+    fn notify(&self, defer: bool) -> bool {
         match self {
-            Notifier::Fd(fd) if !defer => fd.signal(),
-            Notifier::Fd(_) => {}
+            Notifier::Fd(fd) if !defer => {
+                fd.signal();
+                false
+            }
+            Notifier::Fd(_) => true,
             Notifier::Set { set, token } => set.list(*token, defer),
         }
     }
@@ -522,8 +527,7 @@ impl<X> Queue<X> {
         st.counts.delivered += 1;
         outcome.delivered = true;
         if was_empty && let Some(n) = &st.notifier {
-            n.notify(defer);
-            outcome.signal_owed = defer;
+            outcome.signal_owed = n.notify(defer);
         }
         // One wakeup per frame, not only on empty → non-empty: with several
         // readers waiting, a burst of frames must wake as many of them.
@@ -643,7 +647,9 @@ impl<X> Queue<X> {
         // (the queue was empty).
         match st.notifier.as_deref() {
             Some(Notifier::Fd(fd)) => fd.signal(),
-            Some(n @ Notifier::Set { .. }) if st.is_empty() => n.notify(false),
+            Some(n @ Notifier::Set { .. }) if st.is_empty() => {
+                n.notify(false);
+            }
             _ => {}
         }
         st.take_slots()

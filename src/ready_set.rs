@@ -25,10 +25,11 @@
 //!   only the set lock.
 //! - The fd is written only when the list is non-empty and the fd is not
 //!   already signalled (`signalled`), and cleared when `take` empties the
-//!   list. Deferred listing (`list(token, false)`, for the Redis node's
-//!   `push_deferring`) adds the token without writing; `flush` writes once
-//!   for any number of them, so a set costs at most one fd write per Redis
-//!   read.
+//!   list. Deferred listing (`list(token, true)`, for the Redis node's
+//!   `push_deferring`) adds the token without writing, and only the first
+//!   one since the last `flush` says a flush is owed (`flush_owed`), so the
+//!   Redis node flushes each set once per read, not once per subscriber,
+//!   and the set costs at most one fd write per read.
 //! - Freeing a subscriber detaches it: its token is removed from the list
 //!   and from the set, so `take` never returns the token of a subscriber
 //!   freed before the `take` began. A token taken before its subscriber was
@@ -56,6 +57,8 @@ struct SetState {
     listed: VecDeque<u64>,
     /// The fd has been written since the list was last emptied.
     signalled: bool,
+    /// A deferred listing is waiting for a `flush`.
+    flush_owed: bool,
     /// Tokens of the attached subscribers.
     attached: AHashSet<u64>,
 }
@@ -64,7 +67,12 @@ impl ReadySet {
     pub fn new() -> Result<ReadySet> {
         Ok(ReadySet {
             fd: ReadyFd::new()?,
-            state: Mutex::new(SetState { listed: VecDeque::new(), signalled: false, attached: AHashSet::new() }),
+            state: Mutex::new(SetState {
+                listed: VecDeque::new(),
+                signalled: false,
+                flush_owed: false,
+                attached: AHashSet::new(),
+            }),
         })
     }
 
@@ -121,20 +129,26 @@ impl ReadySet {
         }
     }
 
-    /// Lists `token`; writes the fd unless `defer` (then `flush` does).
-    /// Called under the token's queue lock.
-    pub(crate) fn list(&self, token: u64, defer: bool) {
+    /// Lists `token`; writes the fd unless `defer`. A deferred listing
+    /// returns true when the caller owes the set a `flush` (no earlier one
+    /// is pending). Called under the token's queue lock.
+    pub(crate) fn list(&self, token: u64, defer: bool) -> bool {
         let mut st = self.state.lock();
         st.listed.push_back(token);
-        if !defer && !st.signalled {
+        if defer {
+            return !std::mem::replace(&mut st.flush_owed, true);
+        }
+        if !st.signalled {
             st.signalled = true;
             self.fd.signal();
         }
+        false
     }
 
     /// Writes the fd if tokens are listed and it was not written yet.
     pub(crate) fn flush(&self) {
         let mut st = self.state.lock();
+        st.flush_owed = false;
         if !st.listed.is_empty() && !st.signalled {
             st.signalled = true;
             self.fd.signal();
@@ -181,14 +195,16 @@ mod tests {
         let set = ReadySet::new().unwrap();
         set.flush();
         assert!(!readable(&set), "nothing listed: no write");
-        set.list(1, true);
-        set.list(2, true);
+        assert!(set.list(1, true), "the first deferred listing owes the flush");
+        assert!(!set.list(2, true), "one flush covers the rest");
         assert!(!readable(&set));
         set.flush();
         assert!(readable(&set));
         assert!(set.state.lock().signalled);
         let mut out = [0u64; 8];
         assert_eq!(set.take(&mut out), 2);
+        assert!(set.list(3, true), "after a flush, the next deferred listing owes one again");
+        assert_eq!(set.take(&mut out), 1);
         set.flush();
         assert!(!readable(&set), "taken before the flush: no write");
     }
