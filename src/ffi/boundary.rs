@@ -122,6 +122,18 @@ pub(crate) fn guard<T>(on_panic: T, body: impl FnOnce() -> T) -> T {
     }
 }
 
+/// The body of every `evr_*_free`: NULL is a no-op, and a panic in a
+/// destructor does not cross into C.
+///
+/// # Safety
+/// `handle` is NULL or came from `Box::into_raw` and is not used again.
+pub(crate) unsafe fn free_boxed<T>(handle: *mut T) {
+    if !handle.is_null() {
+        // SAFETY: per this function's contract.
+        guard((), || drop(unsafe { Box::from_raw(handle) }));
+    }
+}
+
 /// [`guard`] for calls that return a status.
 pub(crate) fn status(body: impl FnOnce() -> Result<evr_status, Failure>) -> evr_status {
     guard(EVR_ERR_PANIC, || match body() {

@@ -170,10 +170,8 @@ pub unsafe extern "C" fn evr_engine_new(config_json: *const u8, len: usize, out:
 /// `engine` is NULL or a live engine from evr_engine_new(), not used again.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn evr_engine_free(engine: *mut evr_engine) {
-    if !engine.is_null() {
-        // SAFETY: the caller gives up this pointer from Box::into_raw.
-        guard((), || drop(unsafe { Box::from_raw(engine) }));
-    }
+    // SAFETY: the caller gives up this pointer from Box::into_raw.
+    unsafe { boundary::free_boxed(engine) }
 }
 
 /// Creates a subscriber from the subscriber JSON (`{"account":"42","languages":["en"],
@@ -259,10 +257,8 @@ pub unsafe extern "C" fn evr_subscriber_update(
 /// `subscriber` is NULL or a live subscriber, not used again.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn evr_subscriber_free(subscriber: *mut evr_subscriber) {
-    if !subscriber.is_null() {
-        // SAFETY: the caller gives up this pointer from Box::into_raw.
-        guard((), || drop(unsafe { Box::from_raw(subscriber) }));
-    }
+    // SAFETY: the caller gives up this pointer from Box::into_raw.
+    unsafe { boundary::free_boxed(subscriber) }
 }
 
 /// Unsubscribes everything and closes the queue without freeing the

@@ -113,10 +113,8 @@ pub unsafe extern "C" fn evr_ready_set_take(
 /// `set` is NULL or a live set, not used again.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn evr_ready_set_free(set: *mut evr_ready_set) {
-    if !set.is_null() {
-        // SAFETY: the caller gives up this pointer from Box::into_raw.
-        super::boundary::guard((), || drop(unsafe { Box::from_raw(set) }));
-    }
+    // SAFETY: the caller gives up this pointer from Box::into_raw.
+    unsafe { super::boundary::free_boxed(set) }
 }
 
 /// Attaches a subscriber to a ready set under `token`, a value the host

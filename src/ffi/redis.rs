@@ -365,10 +365,8 @@ pub unsafe extern "C" fn evr_system_message_payload(message: *const evr_system_m
 /// `message` is NULL or a live message from evr_redis_node_next_system(), not used again.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn evr_system_message_free(message: *mut evr_system_message) {
-    if !message.is_null() {
-        // SAFETY: the caller gives up this pointer from Box::into_raw.
-        super::boundary::guard((), || drop(unsafe { Box::from_raw(message) }));
-    }
+    // SAFETY: the caller gives up this pointer from Box::into_raw.
+    unsafe { super::boundary::free_boxed(message) }
 }
 
 /// Stops the node's threads and waits for them (about one poll interval,
@@ -400,10 +398,8 @@ pub unsafe extern "C" fn evr_redis_node_stop(node: *const evr_redis_node) -> evr
 /// `node` is NULL or a live node from evr_redis_node_attach(), not used again.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn evr_redis_node_free(node: *mut evr_redis_node) {
-    if !node.is_null() {
-        // SAFETY: the caller gives up this pointer from Box::into_raw.
-        super::boundary::guard((), || drop(unsafe { Box::from_raw(node) }));
-    }
+    // SAFETY: the caller gives up this pointer from Box::into_raw.
+    unsafe { super::boundary::free_boxed(node) }
 }
 
 /// Connects a publisher to Redis. `namespace` is Mastodon's
@@ -514,10 +510,8 @@ pub unsafe extern "C" fn evr_redis_publish_channel(
 /// `publisher` is NULL or a live publisher, not used again.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn evr_redis_publisher_free(publisher: *mut evr_redis_publisher) {
-    if !publisher.is_null() {
-        // SAFETY: the caller gives up this pointer from Box::into_raw.
-        super::boundary::guard((), || drop(unsafe { Box::from_raw(publisher) }));
-    }
+    // SAFETY: the caller gives up this pointer from Box::into_raw.
+    unsafe { super::boundary::free_boxed(publisher) }
 }
 
 #[cfg(test)]

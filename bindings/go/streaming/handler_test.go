@@ -123,6 +123,24 @@ func status(account, id string) []byte {
 }
 
 // sse opens a stream and returns a reader positioned after ":)".
+// connections is how many connections the handler tracks.
+func (f *fixture) connections() int {
+	f.h.mu.Lock()
+	defer f.h.mu.Unlock()
+	return len(f.h.conns)
+}
+
+// waitConnectionsGone fails the test with msg unless every connection has
+// ended within timeout.
+func (f *fixture) waitConnectionsGone(t *testing.T, timeout time.Duration, msg string) {
+	t.Helper()
+	for deadline := time.Now().Add(timeout); f.connections() != 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s (%d connections left)", msg, f.connections())
+		}
+	}
+}
+
 func (f *fixture) sse(t *testing.T, path, token string) (*bufio.Reader, func()) {
 	t.Helper()
 	req, _ := http.NewRequest("GET", f.srv.URL+path, nil)
@@ -410,9 +428,7 @@ func TestSSEClientGoneEndsStream(t *testing.T) {
 			f.bus.mu.Lock()
 			listened := f.bus.listen["timeline:system:10"]
 			f.bus.mu.Unlock()
-			f.h.mu.Lock()
-			defer f.h.mu.Unlock()
-			return listened, len(f.h.conns)
+			return listened, f.connections()
 		}
 		if l, c := held(); l != 1 || c != 1 {
 			t.Fatalf("tls %v: system channel listened %d times, %d connections", tlsOn, l, c)
@@ -535,11 +551,6 @@ func TestIdleStreamsHoldNoGoroutine(t *testing.T) {
 	f.h.opts.Heartbeat = 3 * time.Second // after the idle checks below
 	const n = 20
 	addr := strings.TrimPrefix(f.srv.URL, "http://")
-	tracked := func() int {
-		f.h.mu.Lock()
-		defer f.h.mu.Unlock()
-		return len(f.h.conns)
-	}
 	before := runtime.NumGoroutine()
 	var clients []*bufio.Reader
 	var conns []net.Conn
@@ -593,11 +604,7 @@ func TestIdleStreamsHoldNoGoroutine(t *testing.T) {
 	for _, c := range conns {
 		c.Close()
 	}
-	for deadline := time.Now().Add(3 * time.Second); tracked() != 0; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d idle streams outlived their clients", tracked())
-		}
-	}
+	f.waitConnectionsGone(t, 3*time.Second, "idle streams outlived their clients")
 }
 
 // A client that stops reading fills its socket: its connection goes to its
@@ -696,15 +703,5 @@ func TestSSEOverHTTP2(t *testing.T) {
 		}
 	}
 	resp.Body.Close()
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		f.h.mu.Lock()
-		n := len(f.h.conns)
-		f.h.mu.Unlock()
-		if n == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the stream outlived its HTTP/2 client")
-		}
-	}
+	f.waitConnectionsGone(t, 5*time.Second, "the stream outlived its HTTP/2 client")
 }

@@ -206,15 +206,5 @@ func TestWebSocketReader(t *testing.T) {
 	for _, c := range append(clients, e) {
 		c.c.Close()
 	}
-	for deadline := time.Now().Add(3 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		f.h.mu.Lock()
-		left := len(f.h.conns)
-		f.h.mu.Unlock()
-		if left == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d WebSockets outlived their clients", left)
-		}
-	}
+	f.waitConnectionsGone(t, 3*time.Second, "WebSockets outlived their clients")
 }
