@@ -108,6 +108,8 @@ impl Member {
 struct Node {
     first: u32,
     len: u32,
+    /// An object that may repeat a key ([`SeenKeys`]); `false` is certain.
+    suspect: bool,
 }
 
 /// An open container during the scan.
@@ -123,6 +125,8 @@ struct Frame {
     key: u64,
     /// Whether the items of this array are recorded when they are containers.
     follow_items: bool,
+    /// As [`Node::suspect`], so far.
+    suspect: bool,
 }
 
 const _: () = assert!(std::mem::size_of::<Member>() == 24);
@@ -134,18 +138,79 @@ struct Scratch {
     members: Vec<Member>,
     pending: Vec<Member>,
     frames: Vec<Frame>,
+    seen: SeenKeys,
+}
+
+/// The buffers of one scan, from [`Scratch::start`].
+struct Buffers<'s> {
+    /// The recorded nodes and members, moved into the `Doc`.
+    nodes: Vec<Node>,
+    members: Vec<Member>,
+    pending: &'s mut Vec<Member>,
+    frames: &'s mut Vec<Frame>,
+    seen: &'s mut SeenKeys,
 }
 
 impl Scratch {
-    /// Empty buffers for one scan: the recorded nodes and members (moved
-    /// into the `Doc`), and the pending members and open frames.
-    fn start(&mut self) -> (Vec<Node>, Vec<Member>, &mut Vec<Member>, &mut Vec<Frame>) {
+    /// Empty buffers for one scan.
+    fn start(&mut self) -> Buffers<'_> {
         let (mut nodes, mut members) = (std::mem::take(&mut self.nodes), std::mem::take(&mut self.members));
         nodes.clear();
         members.clear();
         self.pending.clear();
         self.frames.clear();
-        (nodes, members, &mut self.pending, &mut self.frames)
+        self.seen.clear();
+        Buffers { nodes, members, pending: &mut self.pending, frames: &mut self.frames, seen: &mut self.seen }
+    }
+}
+
+const SEEN_BITS: u32 = 13;
+
+/// The keys of the recorded objects of one scan, as slots of a table hashed
+/// by key and object: a key whose slot is already taken may repeat an
+/// earlier key of its object, and marks the object suspect; an object that
+/// repeats a key is always suspect. So the duplicate-key check
+/// ([`Value::repeated_key`]) compares keys only in suspect objects (about
+/// one document in five or fewer, by chance), and the hashing runs in the
+/// walk, beside its mispredicted branches, instead of in a second pass.
+/// A slot holds the scan's generation, so the table is cleared only when
+/// the generation wraps.
+struct SeenKeys {
+    slots: Box<[u8; 1 << SEEN_BITS]>,
+    generation: u8,
+}
+
+impl Default for SeenKeys {
+    fn default() -> SeenKeys {
+        SeenKeys { slots: vec![0; 1 << SEEN_BITS].into_boxed_slice().try_into().expect("the table's size"), generation: 0 }
+    }
+}
+
+impl SeenKeys {
+    fn clear(&mut self) {
+        self.generation = self.generation.wrapping_add(1);
+        if self.generation == 0 {
+            self.slots.fill(0);
+            self.generation = 1;
+        }
+    }
+
+    /// Records `value` as the next member of the recorded container `top`;
+    /// for an object, takes the slot of its key.
+    #[inline(always)]
+    fn record(&mut self, b: &[u8], top: &mut Frame, value: Span, pending: &mut Vec<Member>) {
+        if !top.object {
+            pending.push(Member { value, key: 0 });
+            return;
+        }
+        let m = Member { value, key: top.key };
+        let h = key_hash(b, m.key_range(), u64::from(top.node) << 32);
+        let slot = &mut self.slots[(h >> (64 - SEEN_BITS)) as usize];
+        let taken = *slot == self.generation;
+        *slot = self.generation;
+        // Escaped keys are compared decoded, not as hashed: their object is suspect.
+        top.suspect |= taken | m.key_escaped();
+        pending.push(m);
     }
 }
 
@@ -159,7 +224,9 @@ fn literal(c: u8) -> (&'static [u8], Kind) {
 }
 
 thread_local! {
-    static SCRATCH: RefCell<Option<Scratch>> = const { RefCell::new(None) };
+    /// One per nesting level in use (a status in a string payload is
+    /// scanned inside the scan of its message).
+    static SCRATCH: RefCell<Vec<Scratch>> = const { RefCell::new(Vec::new()) };
 }
 
 /// A scanned document: the input and the recorded containers.
@@ -174,16 +241,23 @@ pub(crate) struct Doc<'a> {
 /// `f`. Buffers are reused per thread; a nested call gets fresh ones.
 pub(crate) fn with_scan<R>(bytes: &[u8], f: impl FnOnce(Value<'_>) -> Result<R>) -> Result<R> {
     check_utf8(bytes)?;
-    let mut scratch = SCRATCH.with(|s| s.borrow_mut().take()).unwrap_or_default();
-    let result = scan(bytes, &mut scratch, false).and_then(|doc| {
-        let r = f(Value { doc: &doc, span: doc.root });
-        scratch.nodes = doc.nodes;
-        scratch.members = doc.members;
-        r
-    });
+    pooled(|scratch| {
+        scan(bytes, scratch, false).and_then(|doc| {
+            let r = f(Value { doc: &doc, span: doc.root });
+            scratch.nodes = doc.nodes;
+            scratch.members = doc.members;
+            r
+        })
+    })
+}
+
+/// Runs `f` with this thread's scratch buffers for the current nesting level.
+fn pooled<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
+    let mut scratch = SCRATCH.with(|s| s.borrow_mut().pop()).unwrap_or_default();
+    let result = f(&mut scratch);
     // Don't keep huge buffers alive for the thread's lifetime after one large event.
     if scratch.members.capacity() <= 1 << 14 && scratch.pending.capacity() <= 1 << 14 {
-        SCRATCH.with(|s| *s.borrow_mut() = Some(scratch));
+        SCRATCH.with(|s| s.borrow_mut().push(scratch));
     }
     result
 }
@@ -201,10 +275,13 @@ pub(crate) fn check_utf8(bytes: &[u8]) -> Result<()> {
 /// checked), as `duplicate key "K"` with the object's path (`a.b[]`), in
 /// document order.
 pub(crate) fn first_repeated_key(bytes: &[u8]) -> Option<String> {
-    let mut scratch = Scratch::default();
-    let doc = scan(bytes, &mut scratch, true).ok()?;
-    let mut path = String::new();
-    doc.repeat_below(doc.root, &mut path)
+    pooled(|scratch| {
+        let doc = scan(bytes, scratch, true).ok()?;
+        let mut path = String::new();
+        let found = doc.repeat_below(doc.root, &mut path);
+        (scratch.nodes, scratch.members) = (doc.nodes, doc.members);
+        found
+    })
 }
 
 /// Where the SIMD scanner and the portable scanner disagree on `bytes`
@@ -292,7 +369,7 @@ fn scan_simd<'a>(_: &'a [u8], _: &mut Scratch, _: bool) -> Option<Doc<'a>> {
 /// character.
 #[cfg(target_arch = "x86_64")]
 fn walk<'a>(input: &'a [u8], t: &mut simd::Tokens<'_>, scratch: &mut Scratch, record_all: bool) -> Option<Doc<'a>> {
-    let (mut nodes, mut members, pending, frames) = scratch.start();
+    let Buffers { mut nodes, mut members, pending, frames, seen } = scratch.start();
     let b = input;
     let mut i = t.next();
     let root;
@@ -340,7 +417,7 @@ fn walk<'a>(input: &'a [u8], t: &mut simd::Tokens<'_>, scratch: &mut Scratch, re
                 break 'value;
             };
             if top.recorded {
-                pending.push(Member { value: done, key: if top.object { top.key } else { 0 } });
+                seen.record(b, top, done, pending);
             }
             let j = t.next();
             match (*b.get(j)?, top.object) {
@@ -412,7 +489,7 @@ fn scan_portable<'a>(input: &'a [u8], scratch: &mut Scratch, record_all: bool) -
     if input.len() >= 1 << 31 {
         return Err(Error::json("document too large"));
     }
-    let (mut nodes, mut members, pending, frames) = scratch.start();
+    let Buffers { mut nodes, mut members, pending, frames, seen } = scratch.start();
     let b = input;
     let err = |at: usize, what: &str| json_error(input, at, what);
     let mut i = skip_ws(b, 0);
@@ -473,7 +550,7 @@ fn scan_portable<'a>(input: &'a [u8], scratch: &mut Scratch, record_all: bool) -
                 break 'value;
             };
             if top.recorded {
-                pending.push(Member { value: done, key: if top.object { top.key } else { 0 } });
+                seen.record(b, top, done, pending);
             }
             i = skip_ws(b, i);
             match (b.get(i), top.object) {
@@ -527,7 +604,16 @@ fn open(
     } else {
         NONE
     };
-    frames.push(Frame { object, recorded, base: pending as u32, node, start: i as u32, key: 0, follow_items });
+    frames.push(Frame {
+        object,
+        recorded,
+        base: pending as u32,
+        node,
+        start: i as u32,
+        key: 0,
+        follow_items,
+        suspect: false,
+    });
 }
 
 /// Pops the innermost container, which ended at `end`; files its members
@@ -542,7 +628,8 @@ fn close(
     let f = frames.pop().expect("an open container");
     if f.recorded {
         let base = f.base as usize;
-        nodes[f.node as usize] = Node { first: members.len() as u32, len: (pending.len() - base) as u32 };
+        nodes[f.node as usize] =
+            Node { first: members.len() as u32, len: (pending.len() - base) as u32, suspect: f.suspect };
         members.extend(pending.drain(base..));
     }
     let kind = if f.object { Kind::Object } else { Kind::Array };
@@ -767,12 +854,12 @@ fn decode(raw: &[u8]) -> Option<String> {
     Some(out)
 }
 
-/// A hash of the key `input[range]` (its length and first and last eight
-/// bytes as little-endian words, zero-padded when shorter), well mixed in the
-/// top bits. Without branches on the length, which varies around eight from
-/// key to key.
+/// A hash of the key `input[range]` and `salt` (its length and first and
+/// last eight bytes as little-endian words, zero-padded when shorter), well
+/// mixed in the top bits. Without branches on the length, which varies
+/// around eight from key to key.
 #[inline(always)]
-fn key_hash(input: &[u8], range: std::ops::Range<usize>) -> u64 {
+fn key_hash(input: &[u8], range: std::ops::Range<usize>, salt: u64) -> u64 {
     let word = |bytes: &[u8]| u64::from_le_bytes(bytes.try_into().expect("eight bytes"));
     let len = range.len();
     let (head, tail) = if range.end >= 8 && range.start + 8 <= input.len() {
@@ -788,7 +875,7 @@ fn key_hash(input: &[u8], range: std::ops::Range<usize>) -> u64 {
         padded[..n].copy_from_slice(&key[..n]);
         (word(&padded), if len >= 8 { word(&key[len - 8..]) } else { 0 })
     };
-    (head ^ tail.rotate_left(31) ^ len as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    (head ^ tail.rotate_left(31) ^ len as u64 ^ salt).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
 /// A value of a scanned document. Containers that were not recorded have
@@ -844,17 +931,21 @@ impl<'d> Value<'d> {
         (self.span.kind() == Kind::Array).then(|| self.recorded().iter().map(move |m| Value { doc, span: m.value }))
     }
 
-    /// The first key an object repeats. Keys without escapes are compared as
-    /// they are in the input, without decoding: each sets one bit of a
+    /// The first key an object repeats; only a suspect object (see
+    /// [`SeenKeys`]) can have one. There, keys without escapes are compared
+    /// as they are in the input, without decoding: each sets one bit of a
     /// 4096-bit filter, by a hash of its length and first and last eight
     /// bytes, and only a key whose bit was already set is compared with the
-    /// earlier keys byte for byte (a few keys per status: Mastodon's objects
-    /// have up to about 60 keys).
+    /// earlier keys byte for byte (Mastodon's objects have up to about 60
+    /// keys).
     pub(crate) fn repeated_key(self) -> Option<Cow<'d, str>> {
         if self.span.kind() != Kind::Object {
             return None;
         }
         let members = self.recorded();
+        if self.span.node() == NONE || !self.doc.nodes[self.span.node() as usize].suspect {
+            return None;
+        }
         if members.iter().any(|m| m.key_escaped()) {
             return super::repeated_key(self.members().map(|(k, _)| k));
         }
@@ -862,7 +953,7 @@ impl<'d> Value<'d> {
         let mut filter = [0u64; 64];
         for (n, m) in members.iter().enumerate() {
             let range = m.key_range();
-            let h = (key_hash(input, range.clone()) >> 52) as usize;
+            let h = (key_hash(input, range.clone(), 0) >> 52) as usize;
             let (word, bit) = (&mut filter[h / 64], 1u64 << (h % 64));
             let maybe = *word & bit != 0;
             *word |= bit;
