@@ -171,7 +171,7 @@ impl Subscription {
     }
 
     /// The event, origin and viewer filters of this subscription.
-    fn accepts(&self, ev: &RoutedEvent, state: Option<&ViewerState>) -> bool {
+    fn accepts(&self, ev: &RoutedEvent<'_>, state: Option<&ViewerState>) -> bool {
         self.events.as_ref().is_none_or(|f| f.allows(&ev.name))
             && self.origin().is_none_or(|o| ev.local.is_none_or(|local| o.allows(local)))
             && ev.status.as_ref().is_none_or(|s| state.and_then(|v| v.filters.as_ref()).is_none_or(|f| f.allows(s)))
@@ -404,7 +404,7 @@ impl Engine {
         Ok(())
     }
 
-    fn deliver_or_reject(&self, routed: Result<RoutedEvent>) -> Result<PublishStats> {
+    fn deliver_or_reject(&self, routed: Result<RoutedEvent<'_>>) -> Result<PublishStats> {
         let c = &self.inner.counters;
         match routed {
             Err(e) => {
@@ -452,12 +452,12 @@ pub(crate) fn signal_after<T>(f: impl FnOnce() -> T) -> T {
 }
 
 /// State of one publish while it walks the index.
-struct Delivery<'a> {
+struct Delivery<'a, 'e> {
     /// Subscribers this publish closed as slow consumers; they leave the
     /// index once the walk (which holds list locks) is over.
     disconnected: Vec<Arc<SubscriberCore>>,
     engine: &'a EngineInner,
-    ev: &'a RoutedEvent,
+    ev: &'a RoutedEvent<'e>,
     frames: FrameCache,
     stats: PublishStats,
     /// Subscriptions filtered out, kept only when the status is remembered.
@@ -548,7 +548,7 @@ impl Annotations {
     }
 }
 
-impl Delivery<'_> {
+impl Delivery<'_, '_> {
     fn offer(&mut self, sub: &Subscription) {
         // Decided from the viewer's tag alone when it says enough (no state,
         // or keyword filters alone whose result this event knows), which
@@ -609,20 +609,20 @@ impl Delivery<'_> {
 }
 
 impl EngineInner {
-    fn deliver(&self, mut ev: RoutedEvent) -> PublishStats {
+    fn deliver(&self, mut ev: RoutedEvent<'_>) -> PublishStats {
         // With history, publishes run one at a time, from taking the seq
         // until the event is in the rings: see `Subscriber::resume`.
         let _order = self.history.as_ref().map(|h| h.order.lock());
         let id = self.history.as_ref().map(History::next_id);
         let seq = id.as_ref().map_or(0, |id| id.seq);
-        // The frame body takes the payload: it is not copied a second time.
+        // The frame body copies the payload into its bytes: the event keeps none.
         let payload = ev.payload.take();
         let earlier = ev.deletes.as_deref().and_then(|id| self.recent.lock().take(id));
         let mut d = Delivery {
             disconnected: Vec::new(),
             engine: self,
             ev: &ev,
-            frames: FrameCache::new(FrameBody::with_id(&ev.name, payload, id, ev.queued_at)),
+            frames: FrameCache::new(FrameBody::with_id(&ev.name, payload.as_deref(), id, ev.queued_at)),
             stats: PublishStats::default(),
             excluded: ev.remember.as_ref().map(|_| Vec::new()),
             seen: earlier.as_ref().map(|_| AHashSet::new()),
@@ -653,11 +653,11 @@ impl EngineInner {
         for core in disconnected {
             self.unsubscribe_all(&core);
         }
-        if let (Some(id), Some(mut excluded)) = (ev.remember.clone(), excluded) {
+        if let (Some(id), Some(mut excluded)) = (ev.remember.as_deref(), excluded) {
             excluded.sort_unstable();
             excluded.dedup();
             let routing = Routing { channels: walked.into_iter().collect(), excluded: excluded.into() };
-            self.recent.lock().record(id, routing);
+            self.recent.lock().record(id.into(), routing);
         }
         if let Some(history) = &self.history {
             // A delete is kept on the channels of the status it deletes too.
@@ -667,7 +667,7 @@ impl EngineInner {
                     channels.push(key.clone());
                 }
             }
-            history.record(seq, ev, frames, &channels);
+            history.record(seq, ev.into_owned(), frames, &channels);
         }
         stats
     }

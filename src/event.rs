@@ -9,22 +9,25 @@ use smallvec::SmallVec;
 use crate::channel::{ChannelKey, normalize_tag};
 use crate::error::{Error, ErrorKind, Result};
 use crate::filter::StatusKeys;
-use crate::json::{Json, Parser, Scan, repeated_key_error};
+use crate::json::{Json, Parser, Scan, in_input, repeated_key_error};
 
-/// Everything the engine needs to deliver one event.
+/// Everything the engine needs to deliver one event. Its text borrows the
+/// event's bytes wherever they hold it as is (the payload, the name, ids
+/// without escapes): extraction copies nothing it can point to.
+/// [`RoutedEvent::into_owned`] makes one that outlives the bytes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct RoutedEvent {
-    pub name: Box<str>,
+pub struct RoutedEvent<'a> {
+    pub name: Cow<'a, str>,
     /// The payload string of §4; `None` when the event has no payload.
-    pub payload: Option<Box<str>>,
+    pub payload: Option<Cow<'a, str>>,
     /// Index keys the event goes to, without duplicates.
     pub channels: SmallVec<[ChannelKey; 8]>,
     /// Present for `update` and `status.update`: what viewer filters check.
-    pub status: Option<StatusKeys>,
+    pub status: Option<StatusKeys<'a>>,
     /// A content-mode status to remember for later deletes.
-    pub remember: Option<Box<str>>,
+    pub remember: Option<Cow<'a, str>>,
     /// A content-mode `delete`: the status id whose receivers it also reaches.
-    pub deletes: Option<Box<str>>,
+    pub deletes: Option<Cow<'a, str>>,
     /// For statuses: whether the status is local (subscription `origin`).
     pub local: Option<bool>,
     /// The message's `queued_at` (ms since the Unix epoch), which Rails
@@ -32,24 +35,42 @@ pub struct RoutedEvent {
     pub queued_at: Option<u64>,
 }
 
-impl RoutedEvent {
+impl RoutedEvent<'_> {
     fn add(&mut self, key: ChannelKey) {
         if !self.channels.contains(&key) {
             self.channels.push(key);
         }
     }
+
+    /// The same event, owning its text.
+    pub fn into_owned(self) -> RoutedEvent<'static> {
+        let owned = |c: Cow<'_, str>| Cow::Owned(c.into_owned());
+        RoutedEvent {
+            name: owned(self.name),
+            payload: self.payload.map(owned),
+            channels: self.channels,
+            status: self.status.map(StatusKeys::into_owned),
+            remember: self.remember.map(owned),
+            deletes: self.deletes.map(owned),
+            local: self.local,
+            queued_at: self.queued_at,
+        }
+    }
 }
 
 /// Routing facts of a Mastodon Status.
-struct StatusFacts {
-    keys: StatusKeys,
-    id: Option<Box<str>>,
+struct StatusFacts<'a> {
+    keys: StatusKeys<'a>,
+    id: Option<Cow<'a, str>>,
     public: bool,
     local: bool,
     media: bool,
     reply_to_other: bool,
-    tags: Vec<String>,
+    tags: Tags<'a>,
 }
+
+/// A status's normalized tags, without duplicates.
+type Tags<'a> = SmallVec<[Cow<'a, str>; 4]>;
 
 /// `value`, refused if it is an object with a repeated key. Every object
 /// routing reads goes through here: the frame carries the payload's bytes,
@@ -86,16 +107,16 @@ fn event_name<'d, J: Json<'d>>(value: Option<J>, key: &str) -> Result<Cow<'d, st
 
 /// The payload string: a string payload's text, otherwise the payload's
 /// original JSON bytes, passed through.
-fn payload_text<'d, J: Json<'d>>(doc: J, input: &[u8]) -> Option<Box<str>> {
+fn payload_text<'a, 'd, J: Json<'d>>(doc: J, input: &'a [u8]) -> Option<Cow<'a, str>> {
     let value = doc.get("payload")?;
     if let Some(s) = value.string() {
-        return Some(s.into());
+        return Some(in_input(input, s));
     }
     let bytes = &input[doc.raw_member("payload", input)?];
     debug_assert!(std::str::from_utf8(bytes).is_ok());
     // SAFETY: the parser checked that the input is UTF-8, and a value starts
     // and ends next to ASCII delimiters.
-    Some(unsafe { std::str::from_utf8_unchecked(bytes) }.into())
+    Some(Cow::Borrowed(unsafe { std::str::from_utf8_unchecked(bytes) }))
 }
 
 /// A Mastodon message's `queued_at` (ms): a non-negative integer, or one in
@@ -106,9 +127,11 @@ fn queued_at<'d, J: Json<'d>>(doc: J) -> Option<u64> {
 }
 
 /// An optional id: absent and `null` are `None`.
-fn optional_id<'d, J: Json<'d>>(value: Option<J>, what: &str) -> Result<Option<Box<str>>> {
+fn optional_id<'a, 'd, J: Json<'d>>(input: &'a [u8], value: Option<J>, what: &str) -> Result<Option<Cow<'a, str>>> {
     match value {
-        Some(v) if !v.is_null() => v.id().map(Some).map_err(|e| Error::event(format!("{what}: {e}"))),
+        Some(v) if !v.is_null() => {
+            v.id().map(|id| Some(in_input(input, id))).map_err(|e| Error::event(format!("{what}: {e}")))
+        }
         _ => Ok(None),
     }
 }
@@ -123,8 +146,8 @@ fn id_list<'d, J: Json<'d>>(value: Option<J>, what: &str) -> Result<Vec<Box<str>
     let mut out: Vec<Box<str>> = Vec::new();
     for item in items {
         let id = item.id().map_err(|e| Error::event(format!("{what}: {e}")))?;
-        if !out.contains(&id) {
-            out.push(id);
+        if !out.iter().any(|o| **o == *id) {
+            out.push(id.into());
         }
     }
     Ok(out)
@@ -139,8 +162,9 @@ fn items_or_none<'d, J: Json<'d>>(value: Option<J>) -> impl Iterator<Item = J> {
     value.and_then(J::items).into_iter().flatten()
 }
 
-/// One pass over the status object's keys, picking out what routing needs.
-fn status_facts<'d, J: Json<'d>>(status: J) -> Result<StatusFacts> {
+/// One pass over the status object's keys, picking out what routing needs;
+/// text in `input` is borrowed.
+fn status_facts<'a, 'd, J: Json<'d>>(input: &'a [u8], status: J) -> Result<StatusFacts<'a>> {
     let object = checked(status, "payload")?;
     if !object.is_object() {
         return Err(Error::event("a status payload must be a JSON object"));
@@ -148,38 +172,43 @@ fn status_facts<'d, J: Json<'d>>(status: J) -> Result<StatusFacts> {
     let (mut account, mut reblog, mut reply_to, mut id) = (None, None, None, None);
     let (mut public, mut media, mut language) = (false, false, None);
     let mut mentions = SmallVec::new();
-    let mut tags: Vec<String> = Vec::new();
+    let mut tags = Tags::new();
     for (key, value) in object.members() {
         match &*key {
-            "id" => id = optional_id(Some(value), "status id")?,
+            "id" => id = optional_id(input, Some(value), "status id")?,
             "account" => account = checked(value, "payload.account")?.is_object().then_some(value),
             "visibility" => public = value.string().is_some_and(|v| v == "public"),
             "reblog" => reblog = (!value.is_null()).then_some(checked(value, "payload.reblog")?),
-            "in_reply_to_account_id" => reply_to = optional_id(Some(value), "in_reply_to_account_id")?,
+            "in_reply_to_account_id" => reply_to = optional_id(input, Some(value), "in_reply_to_account_id")?,
             "media_attachments" => media = non_empty_array(value),
-            "language" => language = value.string().map(Box::from),
+            "language" => language = value.string().map(|l| in_input(input, l)),
             "mentions" => {
                 for m in items_or_none(Some(value)) {
-                    if let Some(mention) = optional_id(checked(m, "payload.mentions[]")?.get("id"), "mention id")? {
+                    let id = checked(m, "payload.mentions[]")?.get("id");
+                    if let Some(mention) = optional_id(input, id, "mention id")? {
                         mentions.push(mention);
                     }
                 }
             }
             "tags" => {
                 for t in items_or_none(Some(value)) {
-                    push_tag(&mut tags, checked(t, "payload.tags[]")?.get("name").and_then(J::string).as_deref());
+                    push_tag(input, &mut tags, checked(t, "payload.tags[]")?.get("name").and_then(J::string));
                 }
             }
             _ => {}
         }
     }
     let account = account.ok_or_else(|| Error::event("status payload has no account"))?;
-    let author =
-        optional_id(account.get("id"), "status account id")?.ok_or_else(|| Error::event("status account has no id"))?;
-    let acct = account.get("acct").and_then(J::string).unwrap_or_default();
-    let domain = acct.split_once('@').map(|(_, d)| d.to_lowercase().into_boxed_str());
+    let author = optional_id(input, account.get("id"), "status account id")?
+        .ok_or_else(|| Error::event("status account has no id"))?;
+    let domain = match account.get("acct").and_then(J::string).map(|a| in_input(input, a)) {
+        Some(Cow::Borrowed(acct)) => acct.split_once('@').map(|(_, d)| lowercase(d)),
+        Some(Cow::Owned(acct)) => acct.split_once('@').map(|(_, d)| Cow::Owned(d.to_lowercase())),
+        None => None,
+    };
     let reblog_author = match reblog {
         Some(r) => optional_id(
+            input,
             checked_get(r, "account", "payload.reblog.account")?.and_then(|a| a.get("id")),
             "reblog account id",
         )?,
@@ -196,9 +225,24 @@ fn status_facts<'d, J: Json<'d>>(status: J) -> Result<StatusFacts> {
     })
 }
 
-fn push_tag(tags: &mut Vec<String>, raw: Option<&str>) {
+/// `s` lowercased, borrowed when it already is (ASCII without capitals).
+fn lowercase(s: &str) -> Cow<'_, str> {
+    if s.bytes().all(|b| b.is_ascii() && !b.is_ascii_uppercase()) {
+        Cow::Borrowed(s)
+    } else {
+        Cow::Owned(s.to_lowercase())
+    }
+}
+
+fn push_tag<'a>(input: &'a [u8], tags: &mut Tags<'a>, raw: Option<Cow<'_, str>>) {
     if let Some(raw) = raw {
-        let tag = normalize_tag(raw);
+        let raw = in_input(input, raw);
+        // Most tags are normalized already (lowercase ASCII letters, digits and `_`).
+        let tag = if raw.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+            raw
+        } else {
+            Cow::Owned(normalize_tag(&raw))
+        };
         if !tag.is_empty() && !tags.contains(&tag) {
             tags.push(tag);
         }
@@ -207,23 +251,24 @@ fn push_tag(tags: &mut Vec<String>, raw: Option<&str>) {
 
 /// Status facts of an `update` payload, which may be an object or (as older
 /// Mastodon versions publish it) a string holding the status JSON.
-fn update_facts<'d, P: Parser, J: Json<'d>>(doc: J) -> Result<StatusFacts> {
+fn update_facts<'a, 'd, P: Parser, J: Json<'d>>(input: &'a [u8], doc: J) -> Result<StatusFacts<'a>> {
     let payload = doc.get("payload").ok_or_else(|| Error::event("an update event needs a status payload"))?;
     match payload.string() {
-        Some(text) => P::parse(text.as_bytes(), |status| status_facts(status))
+        // Its text is not in `input` (quotes in a string are escaped): the facts own theirs.
+        Some(text) => P::parse(text.as_bytes(), |status| status_facts(input, status))
             .map_err(|e| Error::event(format!("status payload string: {e}"))),
-        None => status_facts(payload),
+        None => status_facts(input, payload),
     }
 }
 
-fn route_public_status(ev: &mut RoutedEvent, facts: &StatusFacts) {
+fn route_public_status(ev: &mut RoutedEvent<'_>, facts: &StatusFacts<'_>) {
     if !facts.public {
         return;
     }
     for tag in &facts.tags {
-        ev.add(ChannelKey::Hashtag { tag: tag.as_str().into(), local: false });
+        ev.add(ChannelKey::Hashtag { tag: (**tag).into(), local: false });
         if facts.local {
-            ev.add(ChannelKey::Hashtag { tag: tag.as_str().into(), local: true });
+            ev.add(ChannelKey::Hashtag { tag: (**tag).into(), local: true });
         }
     }
     if !facts.reply_to_other {
@@ -238,7 +283,7 @@ fn route_public_status(ev: &mut RoutedEvent, facts: &StatusFacts) {
 }
 
 /// Content mode: works out the channels from the event itself.
-pub fn parse_content(input: &[u8]) -> Result<RoutedEvent> {
+pub fn parse_content(input: &[u8]) -> Result<RoutedEvent<'_>> {
     content::<Scan>(input)
 }
 
@@ -250,11 +295,11 @@ pub mod reference {
     use crate::json::TapeParser;
     pub use crate::json::scan::scanner_paths_differ;
 
-    pub fn parse_content(input: &[u8]) -> Result<RoutedEvent> {
+    pub fn parse_content(input: &[u8]) -> Result<RoutedEvent<'_>> {
         content::<TapeParser>(input)
     }
 
-    pub fn parse_channel_message(channel: ChannelKey, input: &[u8]) -> Result<RoutedEvent> {
+    pub fn parse_channel_message(channel: ChannelKey, input: &[u8]) -> Result<RoutedEvent<'_>> {
         channel_message::<TapeParser>(channel, input)
     }
 
@@ -287,7 +332,7 @@ pub mod reference {
     }
 }
 
-fn content<P: Parser>(input: &[u8]) -> Result<RoutedEvent> {
+fn content<P: Parser>(input: &[u8]) -> Result<RoutedEvent<'_>> {
     P::parse(input, |doc| {
         if !checked(doc, "")?.is_object() {
             return Err(Error::event("an event must be a JSON object"));
@@ -302,17 +347,17 @@ fn content<P: Parser>(input: &[u8]) -> Result<RoutedEvent> {
     })
 }
 
-fn mastodon_envelope<'d, P: Parser, J: Json<'d>>(doc: J, input: &[u8]) -> Result<RoutedEvent> {
+fn mastodon_envelope<'a, 'd, P: Parser, J: Json<'d>>(doc: J, input: &'a [u8]) -> Result<RoutedEvent<'a>> {
     let name = event_name(doc.get("event"), "event")?;
     let recipients = id_list(doc.get("recipients"), "recipients")?;
     let lists = id_list(doc.get("lists"), "lists")?;
     let mut ev = RoutedEvent {
-        name: (*name).into(),
+        name: in_input(input, name),
         payload: payload_text(doc, input),
         queued_at: queued_at(doc),
         ..Default::default()
     };
-    let home_and_lists = |ev: &mut RoutedEvent| {
+    let home_and_lists = |ev: &mut RoutedEvent<'_>| {
         for r in &recipients {
             ev.add(ChannelKey::User(r.clone()));
         }
@@ -320,9 +365,9 @@ fn mastodon_envelope<'d, P: Parser, J: Json<'d>>(doc: J, input: &[u8]) -> Result
             ev.add(ChannelKey::List(l.clone()));
         }
     };
-    match &*name {
+    match &*ev.name {
         "update" | "status.update" => {
-            let facts = update_facts::<P, _>(doc)?;
+            let facts = update_facts::<P, _>(input, doc)?;
             route_public_status(&mut ev, &facts);
             home_and_lists(&mut ev);
             ev.remember = facts.id;
@@ -350,7 +395,7 @@ fn mastodon_envelope<'d, P: Parser, J: Json<'d>>(doc: J, input: &[u8]) -> Result
                 .get("payload")
                 .filter(|p| !p.is_null())
                 .ok_or_else(|| Error::event("a delete event needs the deleted status id as payload"))?;
-            ev.deletes = Some(id.id().map_err(|e| Error::event(format!("delete payload: {e}")))?);
+            ev.deletes = Some(in_input(input, id.id().map_err(|e| Error::event(format!("delete payload: {e}")))?));
             home_and_lists(&mut ev);
         }
         _ => home_and_lists(&mut ev),
@@ -358,13 +403,13 @@ fn mastodon_envelope<'d, P: Parser, J: Json<'d>>(doc: J, input: &[u8]) -> Result
     Ok(ev)
 }
 
-fn community_event<'d, J: Json<'d>>(doc: J, input: &[u8]) -> Result<RoutedEvent> {
-    let name = event_name(doc.get("type"), "type")?;
+fn community_event<'a, 'd, J: Json<'d>>(doc: J, input: &'a [u8]) -> Result<RoutedEvent<'a>> {
+    let name = in_input(input, event_name(doc.get("type"), "type")?);
     let data = checked_get(doc, "data", "data")?
         .filter(|d| d.is_object())
         .ok_or_else(|| Error::event(format!("community event {name:?} has no \"data\" object")))?;
     let whole = std::str::from_utf8(input.trim_ascii()).map_err(Error::utf8)?;
-    let mut ev = RoutedEvent { name: (*name).into(), payload: Some(whole.into()), ..Default::default() };
+    let mut ev = RoutedEvent { payload: Some(whole.into()), ..Default::default() };
     if name.starts_with("notification.") {
         for r in id_list(data.get("recipients"), "data.recipients")? {
             ev.add(ChannelKey::Notifications(r));
@@ -381,14 +426,14 @@ fn community_event<'d, J: Json<'d>>(doc: J, input: &[u8]) -> Result<RoutedEvent>
         };
         ev.local = Some(true);
         let media = status.get("medias").is_some_and(non_empty_array);
-        let mut tags = Vec::new();
+        let mut tags = Tags::new();
         for t in items_or_none(status.get("tags")) {
             let t = checked(t, place)?;
-            push_tag(&mut tags, t.string().or_else(|| t.get("name").and_then(J::string)).as_deref());
+            push_tag(input, &mut tags, t.string().or_else(|| t.get("name").and_then(J::string)));
         }
         for tag in &tags {
-            ev.add(ChannelKey::Hashtag { tag: tag.as_str().into(), local: false });
-            ev.add(ChannelKey::Hashtag { tag: tag.as_str().into(), local: true });
+            ev.add(ChannelKey::Hashtag { tag: (**tag).into(), local: false });
+            ev.add(ChannelKey::Hashtag { tag: (**tag).into(), local: true });
         }
         for m in [false, true] {
             if !m || media {
@@ -397,28 +442,29 @@ fn community_event<'d, J: Json<'d>>(doc: J, input: &[u8]) -> Result<RoutedEvent>
             }
         }
     }
+    ev.name = name;
     Ok(ev)
 }
 
 /// Channel mode: a Mastodon Redis message on an already-parsed channel.
-pub fn parse_channel_message(channel: ChannelKey, input: &[u8]) -> Result<RoutedEvent> {
+pub fn parse_channel_message(channel: ChannelKey, input: &[u8]) -> Result<RoutedEvent<'_>> {
     channel_message::<Scan>(channel, input)
 }
 
-fn channel_message<P: Parser>(channel: ChannelKey, input: &[u8]) -> Result<RoutedEvent> {
+fn channel_message<P: Parser>(channel: ChannelKey, input: &[u8]) -> Result<RoutedEvent<'_>> {
     P::parse(input, |doc| {
         if !checked(doc, "")?.is_object() {
             return Err(Error::event("a channel message must be a JSON object"));
         }
         let name = event_name(doc.get("event"), "event")?;
         let mut ev = RoutedEvent {
-            name: (*name).into(),
+            name: in_input(input, name),
             payload: payload_text(doc, input),
             queued_at: queued_at(doc),
             ..Default::default()
         };
-        if is_status_event(&name) {
-            let facts = update_facts::<P, _>(doc)?;
+        if is_status_event(&ev.name) {
+            let facts = update_facts::<P, _>(input, doc)?;
             ev.local = Some(facts.local);
             ev.status = Some(facts.keys);
         }
@@ -472,11 +518,11 @@ mod tests {
     use super::*;
     use crate::ErrorKind;
 
-    fn content(s: &str) -> Result<RoutedEvent> {
-        parse_content(s.as_bytes())
+    fn content(s: &str) -> Result<RoutedEvent<'static>> {
+        parse_content(s.as_bytes()).map(RoutedEvent::into_owned)
     }
 
-    fn names(ev: &RoutedEvent) -> Vec<String> {
+    fn names(ev: &RoutedEvent<'_>) -> Vec<String> {
         ev.channels.iter().map(|c| c.to_string()).collect()
     }
 
@@ -505,8 +551,29 @@ mod tests {
         assert_eq!(ev.payload.as_deref(), Some(STATUS));
         let keys = ev.status.unwrap();
         assert_eq!(&*keys.author, "1");
-        assert_eq!(keys.mentions.as_slice(), &["2".into()] as &[Box<str>]);
+        assert_eq!(keys.mentions.as_slice(), &["2"]);
         assert_eq!(keys.domain, None);
+    }
+
+    #[test]
+    fn extraction_borrows_the_event_bytes() {
+        let input =
+            format!(r#"{{"event":"update","payload":{}}}"#, STATUS.replace("\"alice\"", "\"alice@Example.org\""));
+        let ev = parse_content(input.as_bytes()).unwrap();
+        let borrowed = |c: &Cow<'_, str>| matches!(c, Cow::Borrowed(_));
+        assert!(
+            borrowed(&ev.name) && borrowed(ev.payload.as_ref().unwrap()) && borrowed(ev.remember.as_ref().unwrap())
+        );
+        let keys = ev.status.as_ref().unwrap();
+        assert!(borrowed(&keys.author) && borrowed(&keys.mentions[0]) && borrowed(keys.language.as_ref().unwrap()));
+        // Lowercasing and escapes make copies.
+        assert!(matches!(&keys.domain, Some(Cow::Owned(d)) if d == "example.org"));
+        let lower = input.replace("Example", "example");
+        let ev = parse_content(lower.as_bytes()).unwrap();
+        assert!(matches!(ev.status.unwrap().domain, Some(Cow::Borrowed("example.org"))));
+        let escaped = input.replace(r#""language":"en""#, r#""language":"\u0065n""#);
+        let ev = parse_content(escaped.as_bytes()).unwrap();
+        assert!(matches!(ev.status.unwrap().language, Some(Cow::Owned(l)) if l == "en"));
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Per-viewer filters (SPEC §5, §11). They live in memory on the subscriber and
 //! are replaced wholesale; matching never calls back into the host.
 
+use std::borrow::Cow;
+
 use ahash::AHashSet;
 use simd_json::BorrowedValue as Value;
 use simd_json::prelude::*;
@@ -10,15 +12,30 @@ use crate::error::{Error, Result};
 use crate::json::id_text;
 use crate::keyword::FilterList;
 
-/// What a status contributes to viewer filtering, extracted once per event.
+/// What a status contributes to viewer filtering, extracted once per event:
+/// text borrowed from the event's bytes where it can be.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct StatusKeys {
-    pub language: Option<Box<str>>,
-    pub author: Box<str>,
-    pub mentions: SmallVec<[Box<str>; 4]>,
-    pub reblog_author: Option<Box<str>>,
+pub struct StatusKeys<'a> {
+    pub language: Option<Cow<'a, str>>,
+    pub author: Cow<'a, str>,
+    pub mentions: SmallVec<[Cow<'a, str>; 4]>,
+    pub reblog_author: Option<Cow<'a, str>>,
     /// Lowercased domain of a remote author; `None` for a local one.
-    pub domain: Option<Box<str>>,
+    pub domain: Option<Cow<'a, str>>,
+}
+
+impl StatusKeys<'_> {
+    /// The same keys, owning their text.
+    pub fn into_owned(self) -> StatusKeys<'static> {
+        let owned = |c: Cow<'_, str>| Cow::Owned(c.into_owned());
+        StatusKeys {
+            language: self.language.map(owned),
+            author: owned(self.author),
+            mentions: self.mentions.into_iter().map(owned).collect(),
+            reblog_author: self.reblog_author.map(owned),
+            domain: self.domain.map(owned),
+        }
+    }
 }
 
 /// A set of account ids or domains, compact because every connected viewer
@@ -146,10 +163,10 @@ impl ViewerFilters {
     }
 
     /// True when `status` may be shown to this viewer.
-    pub fn allows(&self, status: &StatusKeys) -> bool {
+    pub fn allows(&self, status: &StatusKeys<'_>) -> bool {
         if let Some(languages) = &self.languages {
             match &status.language {
-                Some(lang) if languages.contains(lang) => {}
+                Some(lang) if languages.contains(lang.as_ref()) => {}
                 _ => return false,
             }
         }
@@ -162,7 +179,7 @@ impl ViewerFilters {
         {
             return false;
         }
-        !status.domain.as_ref().is_some_and(|d| self.blocked_domains.contains(d))
+        !status.domain.as_ref().is_some_and(|d| self.blocked_domains.contains(d.as_ref()))
     }
 
     /// Reads the filter keys of a subscriber object. Keys that are absent
@@ -212,7 +229,7 @@ fn id_set(value: Option<&Value<'_>>, what: &str) -> Result<IdSet> {
 mod tests {
     use super::*;
 
-    fn status() -> StatusKeys {
+    fn status() -> StatusKeys<'static> {
         StatusKeys {
             language: Some("en".into()),
             author: "1".into(),

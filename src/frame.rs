@@ -50,22 +50,12 @@ enum Payload {
 
 impl FrameBody {
     pub fn new(event: &str, payload: Option<&str>) -> Arc<FrameBody> {
-        Self::with_payload(event, payload.map(Box::from))
-    }
-
-    /// Like `new`, taking an owned payload so the hot path does not copy it again.
-    pub fn with_payload(event: &str, payload: Option<Box<str>>) -> Arc<FrameBody> {
         Self::with_id(event, payload, None, None)
     }
 
-    /// Like `with_payload`, for an event that has a position in the history
-    /// or a `queued_at`.
-    pub fn with_id(
-        event: &str,
-        payload: Option<Box<str>>,
-        id: Option<EventId>,
-        queued_at: Option<u64>,
-    ) -> Arc<FrameBody> {
+    /// Like `new`, for an event that has a position in the history or a
+    /// `queued_at`.
+    pub fn with_id(event: &str, payload: Option<&str>, id: Option<EventId>, queued_at: Option<u64>) -> Arc<FrameBody> {
         let mut sse = String::with_capacity(event.len() + payload.as_ref().map_or(9, |p| p.len()) + 16);
         sse.push_str("event: ");
         sse.push_str(event);
@@ -79,14 +69,14 @@ impl FrameBody {
                 let start = sse.len() + "data: ".len();
                 // One data line per line of the payload, so a pretty-printed
                 // payload cannot end the frame early.
-                for line in split_lines(&text) {
+                for line in split_lines(text) {
                     sse.push_str("data: ");
                     sse.push_str(line);
                     sse.push('\n');
                 }
                 match memchr::memchr2(b'\r', b'\n', text.as_bytes()) {
                     None => Payload::InSse { start, end: start + text.len() },
-                    Some(_) => Payload::Own(text),
+                    Some(_) => Payload::Own(text.into()),
                 }
             }
         };
@@ -597,7 +587,7 @@ mod tests {
 
     fn with_id(event: &str, payload: Option<&str>) -> Arc<FrameBody> {
         let id = EventId { seq: 17, text: "k3x9:17".into() };
-        FrameBody::with_id(event, payload.map(Box::from), Some(id), None)
+        FrameBody::with_id(event, payload, Some(id), None)
     }
 
     #[test]
@@ -667,9 +657,9 @@ mod tests {
         let streams: [Arc<str>; 2] = [Arc::from(r#"["public"]"#), Arc::from(r#"["hashtag","a}\"b"]"#)];
         for (payload, annotated) in cases {
             for id in [None, Some(EventId { seq: 9, text: "k3x9:9".into() })] {
-                let plain = FrameBody::with_id("up}date", Some(payload.into()), id.clone(), Some(5));
+                let plain = FrameBody::with_id("up}date", Some(payload), id.clone(), Some(5));
                 let mut ext = FrameCache::extended(&plain, "filtered", "[]").unwrap();
-                let full = FrameBody::with_id("up}date", Some(annotated.into()), id, Some(5));
+                let full = FrameBody::with_id("up}date", Some(annotated), id, Some(5));
                 assert_eq!(ext.body().payload(), Some(annotated));
                 assert_eq!(ext.body().queued_at(), Some(5), "the annotated copy keeps queued_at");
                 for stream in &streams {
@@ -701,7 +691,7 @@ mod tests {
         let payloads = [None, Some("{\"a\":\"\\\"\u{1}\n\t é\"}"), Some(long.as_str())];
         for payload in payloads {
             for id in [None, Some(EventId { seq: 9, text: "k3x9:9".into() })] {
-                let body = FrameBody::with_id("up\"date", payload.map(Box::from), id, None);
+                let body = FrameBody::with_id("up\"date", payload, id, None);
                 let mut cache = FrameCache::new(Arc::clone(&body));
                 let streams: [Arc<str>; 2] = [Arc::from(r#"["public"]"#), Arc::from(r#"["hashtag","a\"b"]"#)];
                 let frames: Vec<FrameRef> =

@@ -35,7 +35,7 @@ use crate::frame::{EventId, FrameCache};
 pub(crate) struct Retained {
     pub seq: u64,
     /// Name and viewer-filter facts (the payload lives in the frames).
-    pub event: RoutedEvent,
+    pub event: RoutedEvent<'static>,
     at: Instant,
     /// Frames built at publish, plus those a resume builds for other
     /// streams or id variants.
@@ -104,7 +104,7 @@ impl History {
 
     /// Puts a published event into the ring of each of `channels`. Call with
     /// `order` held.
-    pub fn record(&self, seq: u64, event: RoutedEvent, frames: FrameCache, channels: &[ChannelKey]) {
+    pub fn record(&self, seq: u64, event: RoutedEvent<'static>, frames: FrameCache, channels: &[ChannelKey]) {
         if channels.is_empty() {
             return;
         }
@@ -258,7 +258,7 @@ mod tests {
     fn publish(h: &History, channels: &[&str]) -> u64 {
         let id = h.next_id();
         let seq = id.seq;
-        let frames = FrameCache::new(FrameBody::with_id("update", Some("{}".into()), Some(id), None));
+        let frames = FrameCache::new(FrameBody::with_id("update", Some("{}"), Some(id), None));
         let event = RoutedEvent {
             name: "update".into(),
             payload: None,

@@ -129,7 +129,7 @@ pub(crate) trait Json<'d>: Copy {
         repeated_key(self.members().map(|(k, _)| k))
     }
     /// An id: see [`id_text`].
-    fn id(self) -> std::result::Result<Box<str>, String>;
+    fn id(self) -> std::result::Result<Cow<'d, str>, String>;
     /// Where the value of member `key` is in `input`, `self` being the root
     /// of the document `input`.
     fn raw_member(self, key: &str, input: &[u8]) -> Option<Range<usize>>;
@@ -173,7 +173,7 @@ impl<'d> Json<'d> for scan::Value<'d> {
     fn repeated_key(self) -> Option<Cow<'d, str>> {
         scan::Value::repeated_key(self)
     }
-    fn id(self) -> std::result::Result<Box<str>, String> {
+    fn id(self) -> std::result::Result<Cow<'d, str>, String> {
         scan::Value::id(self)
     }
     fn raw_member(self, key: &str, _input: &[u8]) -> Option<Range<usize>> {
@@ -218,11 +218,27 @@ impl<'d> Json<'d> for TapeJson<'d> {
     fn string(self) -> Option<Cow<'d, str>> {
         self.0.into_string().map(Cow::Borrowed)
     }
-    fn id(self) -> std::result::Result<Box<str>, String> {
-        id_text(&self.0)
+    fn id(self) -> std::result::Result<Cow<'d, str>, String> {
+        id_text(&self.0).map(|id| Cow::Owned(id.into_string()))
     }
     fn raw_member(self, key: &str, input: &[u8]) -> Option<Range<usize>> {
         top_level_span(input, key)
+    }
+}
+
+/// `text` with the lifetime of `input` when it lies in `input` (as the
+/// scanner's strings without escapes do), else copied: what routing
+/// extracts borrows the event's bytes instead of copying them.
+pub(crate) fn in_input<'a>(input: &'a [u8], text: Cow<'_, str>) -> Cow<'a, str> {
+    let (start, len) = (text.as_ptr() as usize, text.len());
+    let base = input.as_ptr() as usize;
+    match text {
+        Cow::Borrowed(_) if start >= base && start + len <= base + input.len() => {
+            let bytes = &input[start - base..start - base + len];
+            // SAFETY: these are the very bytes of `text`, a `str`.
+            Cow::Borrowed(unsafe { std::str::from_utf8_unchecked(bytes) })
+        }
+        text => Cow::Owned(text.into_owned()),
     }
 }
 
@@ -522,6 +538,19 @@ mod tests {
             assert_eq!(repeated_key(with_repeat), Some(many[at].as_str()));
         }
         assert_eq!(repeated_key(["", ""].into_iter()), Some(""));
+    }
+
+    #[test]
+    fn in_input_borrows_only_text_inside_the_input() {
+        let input = br#"{"a":"xyz"}"#;
+        let inside = std::str::from_utf8(&input[6..9]).unwrap();
+        assert!(matches!(in_input(input, Cow::Borrowed(inside)), Cow::Borrowed("xyz")));
+        let elsewhere = String::from("xyz");
+        assert!(matches!(in_input(input, Cow::Borrowed(elsewhere.as_str())), Cow::Owned(s) if s == "xyz"));
+        assert!(matches!(in_input(input, Cow::Owned("xyz".into())), Cow::Owned(s) if s == "xyz"));
+        let whole = std::str::from_utf8(input).unwrap();
+        assert!(matches!(in_input(input, Cow::Borrowed(whole)), Cow::Borrowed(s) if s.len() == input.len()));
+        assert!(matches!(in_input(&input[..5], Cow::Borrowed(inside)), Cow::Owned(_)));
     }
 
     #[test]

@@ -830,7 +830,7 @@ pub struct Published {
 /// envelope's payload (an object stays an object, a string a string) or, for
 /// a community webhook event, the whole event object. A node receiving it in
 /// channel mode then builds frames byte-identical to content mode.
-pub fn channel_message(routed: &RoutedEvent, input: &[u8]) -> Vec<u8> {
+pub fn channel_message(routed: &RoutedEvent<'_>, input: &[u8]) -> Vec<u8> {
     let raw_payload: Option<&[u8]> = match top_level_span(input, "event") {
         Some(_) => top_level_span(input, "payload").map(|span| &input[span]),
         None => routed.payload.as_deref().map(str::as_bytes),
@@ -902,11 +902,11 @@ impl Publisher {
                 routing.channels.iter().for_each(|(key, _)| add(key));
             }
         }
-        if let Some(id) = routed.remember.clone() {
+        if let Some(id) = routed.remember.as_deref() {
             // Only the channels matter here: the nodes deliver the delete.
             let channels = routed.channels.iter().map(|k| (k.clone(), 0)).collect();
             let routing = Routing { channels, excluded: Box::new([]) };
-            self.recent.record(id, routing);
+            self.recent.record(id.into(), routing);
         }
         let names: Vec<String> =
             channels.iter().map(|k| with_namespace(self.namespace.as_deref(), &k.to_string())).collect();

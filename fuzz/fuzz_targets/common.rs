@@ -137,9 +137,9 @@ pub fn as_a_client_reads_it(bytes: &[u8]) -> Option<Vec<u8>> {
 /// the event as a client reads it gives the same channels, filter facts and
 /// delete routing, and the same payload once parsed. An event that routed on
 /// one copy of a repeated key but delivered another fails here.
-pub fn check_routes_on_delivered_bytes(accepted: &RoutedEvent, as_read: evroute::Result<RoutedEvent>) {
-    let mut as_read = as_read.expect("the event as a client reads it is refused, the original was accepted");
-    let mut accepted = accepted.clone();
+pub fn check_routes_on_delivered_bytes(accepted: &RoutedEvent<'_>, as_read: evroute::Result<RoutedEvent<'_>>) {
+    let as_read = as_read.expect("the event as a client reads it is refused, the original was accepted");
+    let (mut accepted, mut as_read) = (accepted.clone().into_owned(), as_read.into_owned());
     let (a, b) = (accepted.payload.take(), as_read.payload.take());
     match (a.as_deref(), b.as_deref()) {
         (None, None) => {}

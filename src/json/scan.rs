@@ -182,7 +182,10 @@ struct SeenKeys {
 
 impl Default for SeenKeys {
     fn default() -> SeenKeys {
-        SeenKeys { slots: vec![0; 1 << SEEN_BITS].into_boxed_slice().try_into().expect("the table's size"), generation: 0 }
+        SeenKeys {
+            slots: vec![0; 1 << SEEN_BITS].into_boxed_slice().try_into().expect("the table's size"),
+            generation: 0,
+        }
     }
 }
 
@@ -980,16 +983,17 @@ impl<'d> Value<'d> {
     }
 
     /// An id as [`super::id_text`] reads one: a string or an integer.
-    pub(crate) fn id(self) -> std::result::Result<Box<str>, String> {
+    pub(crate) fn id(self) -> std::result::Result<Cow<'d, str>, String> {
         let what = match self.span.kind() {
             Kind::Str | Kind::EscapedStr => {
                 let text = self.str().ok_or("undecodable string")?;
-                return super::check_id(&text).map(Box::from);
+                super::check_id(&text)?;
+                return Ok(text);
             }
             Kind::Int => {
                 let text = self.doc.text(self.span.start() as usize..self.span.end() as usize);
                 // `-0` is the integer 0; other integers are written canonically.
-                return Ok(if text == "-0" { "0".into() } else { text.into() });
+                return Ok(Cow::Borrowed(if text == "-0" { "0" } else { text }));
             }
             Kind::Null => "null",
             Kind::Bool => "a boolean",
