@@ -5,6 +5,11 @@
 //!   median `on ÷ off` of interleaved rounds at the end.
 //! - `resume/1000`: a new subscriber resuming 1,000 retained frames into its
 //!   queue (creating and draining the subscriber is not timed).
+//! - `user/off`, `user/on`: the `user` case of the streaming benchmark on the
+//!   engine alone: 1,000 subscribers on `user` (with `event_ids` when history
+//!   is on, 256 events per channel as evroute-streaming keeps by default), a
+//!   status published to each one's `timeline:<account>` in turn, as the
+//!   Redis node does; thread CPU time per publish (draining is not timed).
 
 mod common;
 
@@ -111,5 +116,59 @@ fn publish(c: &mut Criterion) {
     println!("history resume 1000 frames: {:.1} µs", t.as_secs_f64() * 1e6 / n.max(1) as f64);
 }
 
-criterion_group!(benches, publish);
+const USERS: usize = 1_000;
+
+fn user_engine(history: bool) -> (Engine, Vec<Subscriber>, Vec<Vec<u8>>) {
+    let config = if history {
+        r#"{"queue_capacity":64,"history":{"max_events":256,"max_age_s":300}}"#
+    } else {
+        r#"{"queue_capacity":64}"#
+    };
+    let engine = Engine::from_json(config.as_bytes()).unwrap();
+    let subs = (0..USERS)
+        .map(|i| {
+            let s = engine
+                .subscriber_from_json(format!(r#"{{"account":{},"event_ids":{history}}}"#, i + 1).as_bytes())
+                .unwrap();
+            s.subscribe(br#"{"stream":"user"}"#).unwrap();
+            s
+        })
+        .collect();
+    let channels = (0..USERS).map(|i| format!("timeline:{}", i + 1).into_bytes()).collect();
+    (engine, subs, channels)
+}
+
+fn user(c: &mut Criterion) {
+    let message = common::STATUSES[1].as_bytes();
+    let mut g = c.benchmark_group("history");
+    g.sample_size(10).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+    g.throughput(Throughput::Elements(1));
+    for (name, history) in [("off", false), ("on", true)] {
+        let (engine, subs, channels) = user_engine(history);
+        let mut next = 0;
+        g.bench_function(BenchmarkId::new("user", name), |b| {
+            b.iter_custom(|iters| {
+                // Thread CPU time, read around each run of publishes between
+                // drains: a shared machine's preemptions do not count.
+                let mut time = Duration::ZERO;
+                let mut start = common::cpu_time();
+                for _ in 0..iters {
+                    let stats = engine.publish_channel(&channels[next], message).unwrap();
+                    assert_eq!(stats.delivered, 1);
+                    next += 1;
+                    if next == USERS {
+                        next = 0;
+                        time += common::cpu_time() - start;
+                        common::drain(&subs);
+                        start = common::cpu_time();
+                    }
+                }
+                time + (common::cpu_time() - start)
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, publish, user);
 criterion_main!(benches);

@@ -123,7 +123,11 @@ impl History {
         let mut rings = self.rings.lock();
         let Rings { map, expired_max, .. } = &mut *rings;
         for key in channels {
-            let ring = map.entry(key.clone()).or_default();
+            // The key is cloned (a copy of its name) only for a new ring.
+            let ring = match map.get_mut(key) {
+                Some(ring) => ring,
+                None => map.entry(key.clone()).or_default(),
+            };
             self.expire(ring, now, expired_max);
             ring.entries.push_back(Arc::clone(&retained));
             if ring.entries.len() > self.config.max_events
