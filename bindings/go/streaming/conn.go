@@ -342,8 +342,8 @@ type outBatch struct {
 	iov  net.Buffers     // what one writev sends
 	vecs []syscall.Iovec // iov for a raw writev (tryWritev)
 
-	rawWrite func(fd uintptr) bool // writevRaw, made once
-	wrote    int                   // its result
+	rawWrite func(fd uintptr) // writevRaw, made once
+	wrote    int              // its result
 	errno    syscall.Errno
 }
 

@@ -35,7 +35,9 @@ func tryWritev(raw syscall.RawConn, o *outBatch) error {
 	if o.rawWrite == nil {
 		o.rawWrite = o.writevRaw // made once: a closure per write would allocate
 	}
-	if err := raw.Write(o.rawWrite); err != nil {
+	// Control, not Write: the write never waits, so it needs none of the
+	// poller's bookkeeping for a wait (the wire's lock serializes writers).
+	if err := raw.Control(o.rawWrite); err != nil {
 		return err
 	}
 	n := o.wrote
@@ -49,14 +51,14 @@ func tryWritev(raw syscall.RawConn, o *outBatch) error {
 	return nil
 }
 
-// writevRaw is one writev of o.vecs on fd; it never asks the poller to
-// wait (the slow path does).
-func (o *outBatch) writevRaw(fd uintptr) bool {
+// writevRaw is one writev of o.vecs on fd; it never waits (the slow
+// path does, through the poller).
+func (o *outBatch) writevRaw(fd uintptr) {
 	for {
 		n, _, errno := syscall.Syscall(syscall.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&o.vecs[0])), uintptr(len(o.vecs)))
 		if errno != syscall.EINTR {
 			o.wrote, o.errno = int(n), errno
-			return true
+			return
 		}
 	}
 }
