@@ -357,7 +357,7 @@ fn scan<'a>(input: &'a [u8], scratch: &mut Scratch, record_all: bool) -> Result<
 /// document as the portable scanner.
 #[cfg(target_arch = "x86_64")]
 fn scan_simd<'a>(input: &'a [u8], scratch: &mut Scratch, record_all: bool) -> Option<Doc<'a>> {
-    walk(input, &mut simd::Tokens::new(input)?, scratch, record_all)
+    walk(input, &mut simd::Blocks::new(input)?.tokens(), scratch, record_all)
 }
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -371,7 +371,7 @@ fn scan_simd<'a>(_: &'a [u8], _: &mut Scratch, _: bool) -> Option<Doc<'a>> {
 /// number or literal, which is checked to end at whitespace or a structural
 /// character.
 #[cfg(target_arch = "x86_64")]
-fn walk<'a>(input: &'a [u8], t: &mut simd::Tokens<'_>, scratch: &mut Scratch, record_all: bool) -> Option<Doc<'a>> {
+fn walk<'a>(input: &'a [u8], t: &mut simd::Tokens<'_, '_>, scratch: &mut Scratch, record_all: bool) -> Option<Doc<'a>> {
     let Buffers { mut nodes, mut members, pending, frames, seen } = scratch.start();
     let b = input;
     let mut i = t.next();
@@ -397,14 +397,9 @@ fn walk<'a>(input: &'a [u8], t: &mut simd::Tokens<'_>, scratch: &mut Scratch, re
                 let (end, escaped) = walk_string(b, t)?;
                 Span::new(i, end, if escaped { Kind::EscapedStr } else { Kind::Str }, NONE)
             }
-            b't' | b'f' | b'n' => {
-                let (word, kind) = literal(c);
-                let end = i + word.len();
-                if !b[i..].starts_with(word) || !ends_token(b, end) {
-                    return None;
-                }
-                Span::new(i, end, kind, NONE)
-            }
+            b't' => walk_literal(b, i, b"true", Kind::Bool)?,
+            b'f' => walk_literal(b, i, b"false", Kind::Bool)?,
+            b'n' => walk_literal(b, i, b"null", Kind::Null)?,
             b'-' | b'0'..=b'9' => {
                 let (end, kind) = number(b, i, &|at, what| json_error(b, at, what)).ok()?;
                 if !ends_token(b, end) {
@@ -446,12 +441,23 @@ fn ends_token(b: &[u8], i: usize) -> bool {
     b.get(i).is_none_or(|&c| is_ws(c) || matches!(c, b',' | b':' | b'[' | b']' | b'{' | b'}'))
 }
 
+/// The literal `word` at b[i], whose first byte was read: its span, compared
+/// as a word (not with `memcmp`).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn walk_literal(b: &[u8], i: usize, word: &[u8], kind: Kind) -> Option<Span> {
+    let end = i + word.len();
+    let four = |bytes: &[u8]| u32::from_le_bytes(bytes.try_into().expect("four bytes"));
+    let found = b.get(end - 4..end).is_some_and(|tail| four(tail) == four(&word[word.len() - 4..]));
+    (found && ends_token(b, end)).then(|| Span::new(i, end, kind, NONE))
+}
+
 /// The string whose opening quote was the last position, from the ones that
 /// follow (its escapes, then its closing quote): the index past the closing
 /// quote and whether it has escapes, as [`string`].
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn walk_string(b: &[u8], t: &mut simd::Tokens<'_>) -> Option<(usize, bool)> {
+fn walk_string(b: &[u8], t: &mut simd::Tokens<'_, '_>) -> Option<(usize, bool)> {
     let mut j = t.next();
     if *b.get(j)? == b'"' {
         return Some((j + 1, false));
@@ -462,7 +468,12 @@ fn walk_string(b: &[u8], t: &mut simd::Tokens<'_>) -> Option<(usize, bool)> {
     loop {
         match *b.get(j)? {
             b'"' => return (checked <= j).then_some((j + 1, true)),
-            b'\\' if j >= checked => checked = escape(b, j, &|at, what| json_error(b, at, what)).ok()?,
+            b'\\' if j >= checked => {
+                checked = match b.get(j + 1) {
+                    Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => j + 2,
+                    _ => escape(b, j, &|at, what| json_error(b, at, what)).ok()?,
+                }
+            }
             b'\\' => {}
             _ => return None,
         }
@@ -474,7 +485,7 @@ fn walk_string(b: &[u8], t: &mut simd::Tokens<'_>) -> Option<(usize, bool)> {
 /// where the value starts.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn walk_key(b: &[u8], i: usize, frame: &mut Frame, t: &mut simd::Tokens<'_>) -> Option<usize> {
+fn walk_key(b: &[u8], i: usize, frame: &mut Frame, t: &mut simd::Tokens<'_, '_>) -> Option<usize> {
     if *b.get(i)? != b'"' {
         return None;
     }
@@ -621,6 +632,7 @@ fn open(
 
 /// Pops the innermost container, which ended at `end`; files its members
 /// when it is recorded.
+#[inline(always)]
 fn close(
     frames: &mut Vec<Frame>,
     pending: &mut Vec<Member>,
@@ -630,13 +642,19 @@ fn close(
 ) -> Span {
     let f = frames.pop().expect("an open container");
     if f.recorded {
-        let base = f.base as usize;
-        nodes[f.node as usize] =
-            Node { first: members.len() as u32, len: (pending.len() - base) as u32, suspect: f.suspect };
-        members.extend(pending.drain(base..));
+        file(&f, pending, nodes, members);
     }
     let kind = if f.object { Kind::Object } else { Kind::Array };
     Span::new(f.start as usize, end, kind, f.node)
+}
+
+/// Moves the members of the recorded container `f` from `pending` to its node.
+#[inline(never)]
+fn file(f: &Frame, pending: &mut Vec<Member>, nodes: &mut [Node], members: &mut Vec<Member>) {
+    let base = f.base as usize;
+    nodes[f.node as usize] =
+        Node { first: members.len() as u32, len: (pending.len() - base) as u32, suspect: f.suspect };
+    members.extend(pending.drain(base..));
 }
 
 /// Reads `"key" :` at b[i] into `frame`; returns where the value starts.

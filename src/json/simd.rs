@@ -62,50 +62,46 @@ fn escapes(backslash: u64, carry: &mut Carry) -> (u64, u64) {
 
 /// The positions described in the module documentation, in order, computed
 /// one block ahead of the reader (no array of positions is written).
-pub(super) struct Tokens<'a> {
+pub(super) struct Tokens<'a, 'b> {
+    /// The current block's positions not yet read, and where it starts.
+    /// They are kept apart from `blocks`, whose address the classification
+    /// takes, so that the reader holds them in registers: stored to memory,
+    /// every position waited for the previous one's store.
+    bits: u64,
+    base: usize,
+    blocks: &'b mut Blocks<'a>,
+}
+
+/// The block classification's state, between blocks.
+pub(super) struct Blocks<'a> {
     bytes: &'a [u8],
     /// Where the next block to classify starts.
     next_block: usize,
-    /// The current block's positions not yet read, and where it starts.
-    bits: u64,
-    base: usize,
     carry: Carry,
     control_in_string: u64,
 }
 
-impl<'a> Tokens<'a> {
+impl<'a> Blocks<'a> {
     /// `None` when this CPU lacks the features the block classification is
     /// compiled for (see [`available`]) or the input is too long for u32
     /// spans.
-    pub(super) fn new(bytes: &'a [u8]) -> Option<Tokens<'a>> {
-        (available() && bytes.len() < 1 << 31).then_some(Tokens {
+    pub(super) fn new(bytes: &'a [u8]) -> Option<Blocks<'a>> {
+        (available() && bytes.len() < 1 << 31).then_some(Blocks {
             bytes,
             next_block: 0,
-            bits: 0,
-            base: 0,
             carry: Carry::default(),
             control_in_string: 0,
         })
     }
 
-    /// The next position; `bytes.len()` after the last one.
-    #[inline(always)]
-    pub(super) fn next(&mut self) -> usize {
-        while self.bits == 0 {
-            if self.next_block >= self.bytes.len() {
-                return self.bytes.len();
-            }
-            // SAFETY: only `Tokens::new` makes a `Tokens`, after checking
-            // that the CPU has the features `refill` is compiled for.
-            unsafe { self.refill() };
-        }
-        let at = self.base + self.bits.trailing_zeros() as usize;
-        self.bits &= self.bits - 1;
-        at
+    /// The reader of the positions of these blocks.
+    pub(super) fn tokens<'b>(&'b mut self) -> Tokens<'a, 'b> {
+        Tokens { bits: 0, base: 0, blocks: self }
     }
 
+    /// Classifies the next block; returns its positions.
     #[target_feature(enable = "avx2,pclmulqdq")]
-    fn refill(&mut self) {
+    fn refill(&mut self) -> u64 {
         let at = self.next_block;
         let (bits, control) = match self.bytes.get(at..at + 64) {
             Some(block) => classify(block.try_into().expect("64 bytes"), &mut self.carry),
@@ -117,15 +113,34 @@ impl<'a> Tokens<'a> {
             }
         };
         self.control_in_string |= control;
-        self.bits = bits;
-        self.base = at;
         self.next_block = at + 64;
+        bits
+    }
+}
+
+impl Tokens<'_, '_> {
+    /// The next position; `bytes.len()` after the last one.
+    #[inline(always)]
+    pub(super) fn next(&mut self) -> usize {
+        while self.bits == 0 {
+            let at = self.blocks.next_block;
+            if at >= self.blocks.bytes.len() {
+                return self.blocks.bytes.len();
+            }
+            // SAFETY: only `Blocks::new` makes a `Blocks`, after checking
+            // that the CPU has the features `refill` is compiled for.
+            self.bits = unsafe { self.blocks.refill() };
+            self.base = at;
+        }
+        let at = self.base + self.bits.trailing_zeros() as usize;
+        self.bits &= self.bits - 1;
+        at
     }
 
     /// After [`Tokens::next`] returned the end: whether no string held an
     /// unescaped control character and the last string was terminated.
     pub(super) fn strings_ok(&self) -> bool {
-        self.control_in_string == 0 && self.carry.in_string == 0
+        self.blocks.control_in_string == 0 && self.blocks.carry.in_string == 0
     }
 }
 
