@@ -66,11 +66,11 @@ struct StatusFacts<'a> {
     local: bool,
     media: bool,
     reply_to_other: bool,
-    tags: Tags<'a>,
+    tags: TagSet<'a>,
 }
 
 /// A status's normalized tags, without duplicates.
-type Tags<'a> = SmallVec<[Cow<'a, str>; 4]>;
+type TagSet<'a> = SmallVec<[Cow<'a, str>; 4]>;
 
 /// `value`, refused if it is an object with a repeated key. Every object
 /// routing reads goes through here: the frame carries the payload's bytes,
@@ -105,14 +105,42 @@ fn event_name<'d, J: Json<'d>>(value: Option<J>, key: &str) -> Result<Cow<'d, st
     Ok(name)
 }
 
+/// The members of a Mastodon message routing reads, picked out in one pass
+/// (its keys are unique: checked before).
+struct Envelope<J> {
+    event: Option<J>,
+    payload: Option<J>,
+    recipients: Option<J>,
+    lists: Option<J>,
+    queued_at: Option<J>,
+}
+
+impl<'d, J: Json<'d>> Envelope<J> {
+    fn of(doc: J) -> Envelope<J> {
+        let mut e = Envelope { event: None, payload: None, recipients: None, lists: None, queued_at: None };
+        for (key, value) in doc.members() {
+            let slot = match &*key {
+                "event" => &mut e.event,
+                "payload" => &mut e.payload,
+                "recipients" => &mut e.recipients,
+                "lists" => &mut e.lists,
+                "queued_at" => &mut e.queued_at,
+                _ => continue,
+            };
+            slot.get_or_insert(value);
+        }
+        e
+    }
+}
+
 /// The payload string: a string payload's text, otherwise the payload's
-/// original JSON bytes, passed through.
-fn payload_text<'a, 'd, J: Json<'d>>(doc: J, input: &'a [u8]) -> Option<Cow<'a, str>> {
-    let value = doc.get("payload")?;
+/// original JSON bytes, passed through. `doc` is the message.
+fn payload_text<'a, 'd, J: Json<'d>>(doc: J, payload: Option<J>, input: &'a [u8]) -> Option<Cow<'a, str>> {
+    let value = payload?;
     if let Some(s) = value.string() {
         return Some(in_input(input, s));
     }
-    let bytes = &input[doc.raw_member("payload", input)?];
+    let bytes = &input[doc.raw_member("payload", value, input)?];
     debug_assert!(std::str::from_utf8(bytes).is_ok());
     // SAFETY: the parser checked that the input is UTF-8, and a value starts
     // and ends next to ASCII delimiters.
@@ -122,8 +150,8 @@ fn payload_text<'a, 'd, J: Json<'d>>(doc: J, input: &'a [u8]) -> Option<Cow<'a, 
 /// A Mastodon message's `queued_at` (ms): a non-negative integer, or one in
 /// a string as ids may be. It only feeds a metric, so any other value is
 /// ignored rather than losing the event over it.
-fn queued_at<'d, J: Json<'d>>(doc: J) -> Option<u64> {
-    doc.get("queued_at")?.id().ok()?.parse().ok()
+fn queued_at<'d, J: Json<'d>>(value: Option<J>) -> Option<u64> {
+    value?.id().ok()?.parse().ok()
 }
 
 /// An optional id: absent and `null` are `None`.
@@ -162,9 +190,44 @@ fn items_or_none<'d, J: Json<'d>>(value: Option<J>) -> impl Iterator<Item = J> {
     value.and_then(J::items).into_iter().flatten()
 }
 
+/// The members of a status routing reads.
+#[derive(Clone, Copy)]
+enum StatusMember {
+    Id,
+    Account,
+    Visibility,
+    Reblog,
+    InReplyToAccountId,
+    MediaAttachments,
+    Language,
+    Mentions,
+    Tags,
+}
+
+/// Which member `key` is: told apart by length and first byte, so that the
+/// other keys of a status (most of them) cost no string compare.
+#[inline(always)]
+fn status_member(key: &str) -> Option<StatusMember> {
+    use StatusMember::*;
+    let k = key.as_bytes();
+    Some(match (k.len(), *k.first()?) {
+        (2, b'i') if k == b"id" => Id,
+        (7, b'a') if k == b"account" => Account,
+        (10, b'v') if k == b"visibility" => Visibility,
+        (6, b'r') if k == b"reblog" => Reblog,
+        (22, b'i') if k == b"in_reply_to_account_id" => InReplyToAccountId,
+        (17, b'm') if k == b"media_attachments" => MediaAttachments,
+        (8, b'l') if k == b"language" => Language,
+        (8, b'm') if k == b"mentions" => Mentions,
+        (4, b't') if k == b"tags" => Tags,
+        _ => return None,
+    })
+}
+
 /// One pass over the status object's keys, picking out what routing needs;
 /// text in `input` is borrowed.
 fn status_facts<'a, 'd, J: Json<'d>>(input: &'a [u8], status: J) -> Result<StatusFacts<'a>> {
+    use StatusMember::*;
     let object = checked(status, "payload")?;
     if !object.is_object() {
         return Err(Error::event("a status payload must be a JSON object"));
@@ -172,17 +235,18 @@ fn status_facts<'a, 'd, J: Json<'d>>(input: &'a [u8], status: J) -> Result<Statu
     let (mut account, mut reblog, mut reply_to, mut id) = (None, None, None, None);
     let (mut public, mut media, mut language) = (false, false, None);
     let mut mentions = SmallVec::new();
-    let mut tags = Tags::new();
+    let mut tags = TagSet::new();
     for (key, value) in object.members() {
-        match &*key {
-            "id" => id = optional_id(input, Some(value), "status id")?,
-            "account" => account = checked(value, "payload.account")?.is_object().then_some(value),
-            "visibility" => public = value.string().is_some_and(|v| v == "public"),
-            "reblog" => reblog = (!value.is_null()).then_some(checked(value, "payload.reblog")?),
-            "in_reply_to_account_id" => reply_to = optional_id(input, Some(value), "in_reply_to_account_id")?,
-            "media_attachments" => media = non_empty_array(value),
-            "language" => language = value.string().map(|l| in_input(input, l)),
-            "mentions" => {
+        let Some(member) = status_member(&key) else { continue };
+        match member {
+            Id => id = optional_id(input, Some(value), "status id")?,
+            Account => account = checked(value, "payload.account")?.is_object().then_some(value),
+            Visibility => public = value.string().is_some_and(|v| v == "public"),
+            Reblog => reblog = (!value.is_null()).then_some(checked(value, "payload.reblog")?),
+            InReplyToAccountId => reply_to = optional_id(input, Some(value), "in_reply_to_account_id")?,
+            MediaAttachments => media = non_empty_array(value),
+            Language => language = value.string().map(|l| in_input(input, l)),
+            Mentions => {
                 for m in items_or_none(Some(value)) {
                     let id = checked(m, "payload.mentions[]")?.get("id");
                     if let Some(mention) = optional_id(input, id, "mention id")? {
@@ -190,12 +254,11 @@ fn status_facts<'a, 'd, J: Json<'d>>(input: &'a [u8], status: J) -> Result<Statu
                     }
                 }
             }
-            "tags" => {
+            Tags => {
                 for t in items_or_none(Some(value)) {
                     push_tag(input, &mut tags, checked(t, "payload.tags[]")?.get("name").and_then(J::string));
                 }
             }
-            _ => {}
         }
     }
     let account = account.ok_or_else(|| Error::event("status payload has no account"))?;
@@ -234,7 +297,7 @@ fn lowercase(s: &str) -> Cow<'_, str> {
     }
 }
 
-fn push_tag<'a>(input: &'a [u8], tags: &mut Tags<'a>, raw: Option<Cow<'_, str>>) {
+fn push_tag<'a>(input: &'a [u8], tags: &mut TagSet<'a>, raw: Option<Cow<'_, str>>) {
     if let Some(raw) = raw {
         let raw = in_input(input, raw);
         // Most tags are normalized already (lowercase ASCII letters, digits and `_`).
@@ -251,8 +314,8 @@ fn push_tag<'a>(input: &'a [u8], tags: &mut Tags<'a>, raw: Option<Cow<'_, str>>)
 
 /// Status facts of an `update` payload, which may be an object or (as older
 /// Mastodon versions publish it) a string holding the status JSON.
-fn update_facts<'a, 'd, P: Parser, J: Json<'d>>(input: &'a [u8], doc: J) -> Result<StatusFacts<'a>> {
-    let payload = doc.get("payload").ok_or_else(|| Error::event("an update event needs a status payload"))?;
+fn update_facts<'a, 'd, P: Parser, J: Json<'d>>(input: &'a [u8], payload: Option<J>) -> Result<StatusFacts<'a>> {
+    let payload = payload.ok_or_else(|| Error::event("an update event needs a status payload"))?;
     match payload.string() {
         // Its text is not in `input` (quotes in a string are escaped): the facts own theirs.
         Some(text) => P::parse(text.as_bytes(), |status| status_facts(input, status))
@@ -337,8 +400,9 @@ fn content<P: Parser>(input: &[u8]) -> Result<RoutedEvent<'_>> {
         if !checked(doc, "")?.is_object() {
             return Err(Error::event("an event must be a JSON object"));
         }
-        if doc.get("event").is_some() {
-            mastodon_envelope::<P, _>(doc, input)
+        let envelope = Envelope::of(doc);
+        if envelope.event.is_some() {
+            mastodon_envelope::<P, _>(doc, envelope, input)
         } else if doc.get("type").is_some() {
             community_event(doc, input)
         } else {
@@ -347,14 +411,18 @@ fn content<P: Parser>(input: &[u8]) -> Result<RoutedEvent<'_>> {
     })
 }
 
-fn mastodon_envelope<'a, 'd, P: Parser, J: Json<'d>>(doc: J, input: &'a [u8]) -> Result<RoutedEvent<'a>> {
-    let name = event_name(doc.get("event"), "event")?;
-    let recipients = id_list(doc.get("recipients"), "recipients")?;
-    let lists = id_list(doc.get("lists"), "lists")?;
+fn mastodon_envelope<'a, 'd, P: Parser, J: Json<'d>>(
+    doc: J,
+    envelope: Envelope<J>,
+    input: &'a [u8],
+) -> Result<RoutedEvent<'a>> {
+    let name = event_name(envelope.event, "event")?;
+    let recipients = id_list(envelope.recipients, "recipients")?;
+    let lists = id_list(envelope.lists, "lists")?;
     let mut ev = RoutedEvent {
         name: in_input(input, name),
-        payload: payload_text(doc, input),
-        queued_at: queued_at(doc),
+        payload: payload_text(doc, envelope.payload, input),
+        queued_at: queued_at(envelope.queued_at),
         ..Default::default()
     };
     let home_and_lists = |ev: &mut RoutedEvent<'_>| {
@@ -367,7 +435,7 @@ fn mastodon_envelope<'a, 'd, P: Parser, J: Json<'d>>(doc: J, input: &'a [u8]) ->
     };
     match &*ev.name {
         "update" | "status.update" => {
-            let facts = update_facts::<P, _>(input, doc)?;
+            let facts = update_facts::<P, _>(input, envelope.payload)?;
             route_public_status(&mut ev, &facts);
             home_and_lists(&mut ev);
             ev.remember = facts.id;
@@ -391,8 +459,8 @@ fn mastodon_envelope<'a, 'd, P: Parser, J: Json<'d>>(doc: J, input: &'a [u8]) ->
             home_and_lists(&mut ev);
         }
         "delete" => {
-            let id = doc
-                .get("payload")
+            let id = envelope
+                .payload
                 .filter(|p| !p.is_null())
                 .ok_or_else(|| Error::event("a delete event needs the deleted status id as payload"))?;
             ev.deletes = Some(in_input(input, id.id().map_err(|e| Error::event(format!("delete payload: {e}")))?));
@@ -426,7 +494,7 @@ fn community_event<'a, 'd, J: Json<'d>>(doc: J, input: &'a [u8]) -> Result<Route
         };
         ev.local = Some(true);
         let media = status.get("medias").is_some_and(non_empty_array);
-        let mut tags = Tags::new();
+        let mut tags = TagSet::new();
         for t in items_or_none(status.get("tags")) {
             let t = checked(t, place)?;
             push_tag(input, &mut tags, t.string().or_else(|| t.get("name").and_then(J::string)));
@@ -456,15 +524,16 @@ fn channel_message<P: Parser>(channel: ChannelKey, input: &[u8]) -> Result<Route
         if !checked(doc, "")?.is_object() {
             return Err(Error::event("a channel message must be a JSON object"));
         }
-        let name = event_name(doc.get("event"), "event")?;
+        let envelope = Envelope::of(doc);
+        let name = event_name(envelope.event, "event")?;
         let mut ev = RoutedEvent {
             name: in_input(input, name),
-            payload: payload_text(doc, input),
-            queued_at: queued_at(doc),
+            payload: payload_text(doc, envelope.payload, input),
+            queued_at: queued_at(envelope.queued_at),
             ..Default::default()
         };
         if is_status_event(&ev.name) {
-            let facts = update_facts::<P, _>(input, doc)?;
+            let facts = update_facts::<P, _>(input, envelope.payload)?;
             ev.local = Some(facts.local);
             ev.status = Some(facts.keys);
         }
@@ -499,7 +568,8 @@ pub fn parse_events_line(line: &[u8]) -> Result<EventsLine<'_>> {
             Some(text) => text.into_owned().into_bytes(),
             // Keys are unique (checked above), so this is the message read.
             None => {
-                let span = doc.raw_member("message", line).ok_or_else(|| Error::event("unreadable \"message\""))?;
+                let span =
+                    doc.raw_member("message", message, line).ok_or_else(|| Error::event("unreadable \"message\""))?;
                 line[span].to_vec()
             }
         };
@@ -553,6 +623,30 @@ mod tests {
         assert_eq!(&*keys.author, "1");
         assert_eq!(keys.mentions.as_slice(), &["2"]);
         assert_eq!(keys.domain, None);
+    }
+
+    #[test]
+    fn status_members_are_told_apart_exactly() {
+        let names = [
+            "id",
+            "account",
+            "visibility",
+            "reblog",
+            "in_reply_to_account_id",
+            "media_attachments",
+            "language",
+            "mentions",
+            "tags",
+        ];
+        for (n, name) in names.iter().enumerate() {
+            assert_eq!(status_member(name).map(|m| m as usize), Some(n), "{name}");
+            // Same length and first byte, another last byte.
+            let near = format!("{}_", &name[..name.len() - 1]);
+            assert!(status_member(&near).is_none(), "{near}");
+        }
+        for other in ["", "i", "reblogged", "in_reply_to_id", "text", "Id", "uri"] {
+            assert!(status_member(other).is_none(), "{other}");
+        }
     }
 
     #[test]

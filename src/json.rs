@@ -130,9 +130,9 @@ pub(crate) trait Json<'d>: Copy {
     }
     /// An id: see [`id_text`].
     fn id(self) -> std::result::Result<Cow<'d, str>, String>;
-    /// Where the value of member `key` is in `input`, `self` being the root
-    /// of the document `input`.
-    fn raw_member(self, key: &str, input: &[u8]) -> Option<Range<usize>>;
+    /// Where `value`, the member `key` of `self`, is in `input`, `self` being
+    /// the root of the document `input`.
+    fn raw_member(self, key: &str, value: Self, input: &[u8]) -> Option<Range<usize>>;
 }
 
 /// A way to parse a document into [`Json`] values.
@@ -176,8 +176,8 @@ impl<'d> Json<'d> for scan::Value<'d> {
     fn id(self) -> std::result::Result<Cow<'d, str>, String> {
         scan::Value::id(self)
     }
-    fn raw_member(self, key: &str, _input: &[u8]) -> Option<Range<usize>> {
-        scan::Value::get(self, key).map(scan::Value::range)
+    fn raw_member(self, _key: &str, value: Self, _input: &[u8]) -> Option<Range<usize>> {
+        Some(value.range())
     }
 }
 
@@ -221,7 +221,7 @@ impl<'d> Json<'d> for TapeJson<'d> {
     fn id(self) -> std::result::Result<Cow<'d, str>, String> {
         id_text(&self.0).map(|id| Cow::Owned(id.into_string()))
     }
-    fn raw_member(self, key: &str, input: &[u8]) -> Option<Range<usize>> {
+    fn raw_member(self, key: &str, _value: Self, input: &[u8]) -> Option<Range<usize>> {
         top_level_span(input, key)
     }
 }
@@ -311,6 +311,10 @@ pub fn id_text<V: ValueAsScalar + TypedValue>(value: &V) -> std::result::Result<
 pub fn check_id(s: &str) -> std::result::Result<&str, String> {
     if s.is_empty() {
         return Err("an id must not be empty".into());
+    }
+    // Mastodon's ids are decimal numbers.
+    if s.bytes().all(|b| b.is_ascii_digit()) {
+        return Ok(s);
     }
     // Control characters are C0, DEL and C1: in ASCII text, one byte test each.
     let bad_ascii = |b: u8| b == b':' || b < 0x20 || b == 0x7f;

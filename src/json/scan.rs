@@ -654,7 +654,8 @@ fn file(f: &Frame, pending: &mut Vec<Member>, nodes: &mut [Node], members: &mut 
     let base = f.base as usize;
     nodes[f.node as usize] =
         Node { first: members.len() as u32, len: (pending.len() - base) as u32, suspect: f.suspect };
-    members.extend(pending.drain(base..));
+    members.extend_from_slice(&pending[base..]);
+    pending.truncate(base);
 }
 
 /// Reads `"key" :` at b[i] into `frame`; returns where the value starts.
@@ -690,10 +691,19 @@ fn followed(b: &[u8], key: u64) -> Option<bool> {
     } else {
         raw
     };
-    match key {
-        b"payload" | b"data" | b"status" | b"account" | b"reblog" | b"mentions" | b"tags" | b"recipients"
-        | b"lists" => Some(true),
-        b"media_attachments" | b"medias" => Some(false),
+    // Told apart by length and first byte, so that most keys cost no compare.
+    match (key.len(), *key.first()?) {
+        (7, b'p') if key == b"payload" => Some(true),
+        (4, b'd') if key == b"data" => Some(true),
+        (6, b's') if key == b"status" => Some(true),
+        (7, b'a') if key == b"account" => Some(true),
+        (6, b'r') if key == b"reblog" => Some(true),
+        (8, b'm') if key == b"mentions" => Some(true),
+        (4, b't') if key == b"tags" => Some(true),
+        (10, b'r') if key == b"recipients" => Some(true),
+        (5, b'l') if key == b"lists" => Some(true),
+        (17, b'm') if key == b"media_attachments" => Some(false),
+        (6, b'm') if key == b"medias" => Some(false),
         _ => None,
     }
 }
@@ -838,6 +848,14 @@ fn number(b: &[u8], i: usize, err: &impl Fn(usize, &str) -> Error) -> Result<(us
         return Err(err(i, "number out of range"));
     }
     Ok((j, if float { Kind::Float } else { Kind::Int }))
+}
+
+/// Whether the key `raw`, which has escapes, is `key` (rare: kept out of
+/// the lookup loop).
+#[cold]
+#[inline(never)]
+fn escaped_key_is(raw: &[u8], key: &str) -> bool {
+    decode(raw).is_some_and(|k| k == key)
 }
 
 /// Decodes the inside of a string literal (escapes checked by the scan).
@@ -995,7 +1013,7 @@ impl<'d> Value<'d> {
             .iter()
             .find(|m| {
                 let raw = &doc.input[m.key_range()];
-                if m.key_escaped() { decode(raw).is_some_and(|k| k == key) } else { raw == key.as_bytes() }
+                if m.key_escaped() { escaped_key_is(raw, key) } else { raw == key.as_bytes() }
             })
             .map(|m| Value { doc, span: m.value })
     }
@@ -1079,6 +1097,22 @@ impl Doc<'_> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn followed_keys_are_told_apart_exactly() {
+        // The key between the quotes of `"k"`, packed as in `Member`.
+        let followed_in = |k: &str| followed(format!("\"{k}\"").as_bytes(), 1 | (1 + k.len() as u64) << 32);
+        for k in ["payload", "data", "status", "account", "reblog", "mentions", "tags", "recipients", "lists"] {
+            assert_eq!(followed_in(k), Some(true), "{k}");
+            assert_eq!(followed_in(&format!("{}_", &k[..k.len() - 1])), None, "{k}");
+        }
+        for k in ["media_attachments", "medias"] {
+            assert_eq!(followed_in(k), Some(false), "{k}");
+        }
+        for k in ["", "p", "statuses", "account_id", "Tags", "medium"] {
+            assert_eq!(followed_in(k), None, "{k}");
+        }
+    }
 
     proptest! {
         /// The table agrees with the plain check over decoded keys (first
