@@ -323,10 +323,16 @@ impl Engine {
 
     /// Channel mode (§3a): a Mastodon Redis channel and message.
     pub fn publish_channel(&self, channel: &[u8], message: &[u8]) -> Result<PublishStats> {
-        let routed = self
-            .parse_channel(channel)
-            .and_then(|key| self.check_size(message).map(|_| key))
-            .and_then(|key| event::parse_channel_message(key, message));
+        match self.parse_channel(channel) {
+            Ok(key) => self.publish_to(key, message),
+            Err(e) => self.deliver_or_reject(Err(e)),
+        }
+    }
+
+    /// `publish_channel` with the channel already parsed (the Redis node
+    /// parses it to tell routed channels from system ones).
+    pub(crate) fn publish_to(&self, key: ChannelKey, message: &[u8]) -> Result<PublishStats> {
+        let routed = self.check_size(message).and_then(|_| event::parse_channel_message(key, message));
         self.deliver_or_reject(routed)
     }
 

@@ -706,11 +706,11 @@ impl Shared {
 
     fn feed(&self, channel: &[u8], payload: &[u8]) {
         let c = &self.counters;
-        if self.engine.parse_channel(channel).is_err() {
+        let Ok(key) = self.engine.parse_channel(channel) else {
             self.feed_system(channel, payload);
             return;
-        }
-        match self.engine.publish_channel(channel, payload) {
+        };
+        match self.engine.publish_to(key, payload) {
             Ok(_) => {
                 c.received.fetch_add(1, Ordering::Relaxed);
             }
