@@ -1098,6 +1098,24 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// Across generations of the seen-keys table (it wraps every 255
+    /// scans), a repeat is always found and distinct keys leave their
+    /// objects unsuspected: no slot of an earlier scan counts.
+    #[test]
+    fn seen_keys_start_afresh_every_scan() {
+        let distinct = br#"{"a":1,"b":{"a":2,"c":[{"a":3,"b":4}]},"payload":{"a":5,"account":{"a":6}}}"#;
+        let repeated = br#"{"a":1,"payload":{"a":5,"account":{"b":6,"b":7}}}"#;
+        let mut scratch = Scratch::default();
+        for n in 0..600 {
+            let input: &[u8] = if n % 3 == 0 { repeated } else { distinct };
+            let doc = scan(input, &mut scratch, true).unwrap();
+            assert_eq!(doc.nodes.iter().any(|node| node.suspect), n % 3 == 0, "scan {n}");
+            let mut path = String::new();
+            let want = (n % 3 == 0).then(|| r#"duplicate key "b" in payload.account"#.to_owned());
+            assert_eq!(doc.repeat_below(doc.root, &mut path), want, "scan {n}");
+        }
+    }
+
     #[test]
     fn followed_keys_are_told_apart_exactly() {
         // The key between the quotes of `"k"`, packed as in `Member`.
