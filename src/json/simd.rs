@@ -1,6 +1,6 @@
-//! The first pass of the SIMD scanner (x86-64 with AVX2 and PCLMULQDQ):
-//! simdjson's stage 1. Each 64-byte block is classified with a few vector
-//! compares into bitmasks: backslashes, quotes, structural characters,
+//! The first pass of the SIMD scanner (x86-64 with AVX2 and PCLMULQDQ, and
+//! AVX-512BW when the CPU has it): simdjson's stage 1. Each 64-byte block is
+//! classified with a few vector compares into bitmasks: backslashes, quotes, structural characters,
 //! whitespace. Escaped characters follow from runs of backslashes (odd runs
 //! escape the next byte), and the carry-less product of the quote mask with
 //! all ones (a prefix XOR) gives the bytes inside strings. The positions the
@@ -20,9 +20,26 @@
 
 use std::arch::x86_64::*;
 
-/// Whether this CPU can run [`Tokens`]; std caches the answer.
-pub(super) fn available() -> bool {
-    is_x86_feature_detected!("avx2") && is_x86_feature_detected!("pclmulqdq")
+/// The vector instructions a block is classified with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum Width {
+    /// AVX2 (two 32-byte halves) and PCLMULQDQ.
+    Avx2,
+    /// AVX-512BW (one vector, compares straight into masks) and PCLMULQDQ.
+    Avx512,
+}
+
+/// The widest classification this CPU runs; `None` without AVX2 and
+/// PCLMULQDQ (no SIMD scanner). std caches the answers.
+pub(super) fn widest() -> Option<Width> {
+    if !(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("pclmulqdq")) {
+        return None;
+    }
+    Some(if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") {
+        Width::Avx512
+    } else {
+        Width::Avx2
+    })
 }
 
 /// Carries between blocks.
@@ -75,19 +92,39 @@ pub(super) struct Tokens<'a, 'b> {
 /// The block classification's state, between blocks.
 pub(super) struct Blocks<'a> {
     bytes: &'a [u8],
+    width: Width,
     /// Where the next block to classify starts.
     next_block: usize,
     carry: Carry,
     control_in_string: u64,
 }
 
+/// The body of [`Blocks::refill`] with one classification.
+macro_rules! refill {
+    ($blocks:ident, $classify:ident) => {{
+        let at = $blocks.next_block;
+        let (bits, control) = match $blocks.bytes.get(at..at + 64) {
+            Some(block) => $classify(block.try_into().expect("64 bytes"), &mut $blocks.carry),
+            None => {
+                // Spaces are neutral: whitespace outside strings, an ordinary byte inside.
+                let mut last = [b' '; 64];
+                last[..$blocks.bytes.len() - at].copy_from_slice(&$blocks.bytes[at..]);
+                $classify(&last, &mut $blocks.carry)
+            }
+        };
+        $blocks.control_in_string |= control;
+        $blocks.next_block = at + 64;
+        bits
+    }};
+}
+
 impl<'a> Blocks<'a> {
-    /// `None` when this CPU lacks the features the block classification is
-    /// compiled for (see [`available`]) or the input is too long for u32
-    /// spans.
-    pub(super) fn new(bytes: &'a [u8]) -> Option<Blocks<'a>> {
-        (available() && bytes.len() < 1 << 31).then_some(Blocks {
+    /// `None` when this CPU cannot classify with `width` (see [`widest`])
+    /// or the input is too long for u32 spans.
+    pub(super) fn new(bytes: &'a [u8], width: Width) -> Option<Blocks<'a>> {
+        (widest().is_some_and(|w| w >= width) && bytes.len() < 1 << 31).then_some(Blocks {
             bytes,
+            width,
             next_block: 0,
             carry: Carry::default(),
             control_in_string: 0,
@@ -100,21 +137,25 @@ impl<'a> Blocks<'a> {
     }
 
     /// Classifies the next block; returns its positions.
-    #[target_feature(enable = "avx2,pclmulqdq")]
+    #[inline(always)]
     fn refill(&mut self) -> u64 {
-        let at = self.next_block;
-        let (bits, control) = match self.bytes.get(at..at + 64) {
-            Some(block) => classify(block.try_into().expect("64 bytes"), &mut self.carry),
-            None => {
-                // Spaces are neutral: whitespace outside strings, an ordinary byte inside.
-                let mut last = [b' '; 64];
-                last[..self.bytes.len() - at].copy_from_slice(&self.bytes[at..]);
-                classify(&last, &mut self.carry)
+        // SAFETY: `Blocks::new` checked that the CPU runs `width`.
+        unsafe {
+            match self.width {
+                Width::Avx2 => self.refill_avx2(),
+                Width::Avx512 => self.refill_avx512(),
             }
-        };
-        self.control_in_string |= control;
-        self.next_block = at + 64;
-        bits
+        }
+    }
+
+    #[target_feature(enable = "avx2,pclmulqdq")]
+    fn refill_avx2(&mut self) -> u64 {
+        refill!(self, classify)
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,pclmulqdq")]
+    fn refill_avx512(&mut self) -> u64 {
+        refill!(self, classify512)
     }
 }
 
@@ -127,9 +168,7 @@ impl Tokens<'_, '_> {
             if at >= self.blocks.bytes.len() {
                 return self.blocks.bytes.len();
             }
-            // SAFETY: only `Blocks::new` makes a `Blocks`, after checking
-            // that the CPU has the features `refill` is compiled for.
-            self.bits = unsafe { self.blocks.refill() };
+            self.bits = self.blocks.refill();
             self.base = at;
         }
         let at = self.base + self.bits.trailing_zeros() as usize;
@@ -178,7 +217,27 @@ fn classify(block: &[u8; 64], carry: &mut Carry) -> (u64, u64) {
     let top = _mm256_set1_epi8(0x1f);
     let control =
         mask(_mm256_cmpeq_epi8(_mm256_max_epu8(lo, top), top), _mm256_cmpeq_epi8(_mm256_max_epu8(hi, top), top));
+    positions(Bytes { backslash, quote: quote_bytes, ws, op, control }, carry)
+}
 
+/// One block's bytes by class, as bitmasks.
+struct Bytes {
+    backslash: u64,
+    quote: u64,
+    /// Whitespace.
+    ws: u64,
+    /// `{ } [ ] : ,` (and 0x0C, 0x1A: see [`classify`]).
+    op: u64,
+    /// Control characters.
+    control: u64,
+}
+
+/// The positions of one block and the control characters in its strings,
+/// from its bytes by class.
+#[target_feature(enable = "pclmulqdq")]
+#[inline]
+fn positions(bytes: Bytes, carry: &mut Carry) -> (u64, u64) {
+    let Bytes { backslash, quote: quote_bytes, ws, op, control } = bytes;
     let (escaped, escape) = escapes(backslash, carry);
     let quote = quote_bytes & !escaped;
     // Prefix XOR: bit i is the XOR of quote bits 0..=i, so opening quotes
@@ -195,6 +254,29 @@ fn classify(block: &[u8; 64], carry: &mut Carry) -> (u64, u64) {
     let bits = quote | (op | scalar_start) & !in_string | escape & in_string;
     (bits, control & in_string)
 }
+
+/// [`classify`] with AVX-512BW: one 64-byte vector, compares into mask registers.
+#[target_feature(enable = "avx512f,avx512bw,pclmulqdq")]
+#[inline]
+fn classify512(block: &[u8; 64], carry: &mut Carry) -> (u64, u64) {
+    // SAFETY: the load reads the 64 bytes of `block`; the tables are 16 bytes.
+    let (v, ws_table, op_table) = unsafe {
+        (
+            _mm512_loadu_si512(block.as_ptr().cast()),
+            _mm512_broadcast_i32x4(_mm_loadu_si128(WS_TABLE.as_ptr().cast())),
+            _mm512_broadcast_i32x4(_mm_loadu_si128(OP_TABLE.as_ptr().cast())),
+        )
+    };
+    let backslash = _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8(b'\\' as i8));
+    let quote = _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8(b'"' as i8));
+    let ws = _mm512_cmpeq_epi8_mask(v, _mm512_shuffle_epi8(ws_table, v));
+    let op = _mm512_cmpeq_epi8_mask(_mm512_or_si512(v, _mm512_set1_epi8(0x20)), _mm512_shuffle_epi8(op_table, v));
+    let control = _mm512_cmple_epu8_mask(v, _mm512_set1_epi8(0x1f));
+    positions(Bytes { backslash, quote, ws, op, control }, carry)
+}
+
+const WS_TABLE: [u8; 16] = [32, 100, 100, 100, 17, 100, 113, 2, 100, 9, 10, 112, 100, 13, 100, 100];
+const OP_TABLE: [u8; 16] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 58, 123, 44, 125, 0, 0];
 
 /// The bytes of the block equal to `c`.
 #[target_feature(enable = "avx2")]
@@ -227,6 +309,46 @@ mod tests {
         }
         escaped.pop();
         (escaped, escape)
+    }
+
+    /// The AVX-512 classification against the AVX2 one, block by block with
+    /// carries, on blocks dense in the bytes that matter (every byte value
+    /// appears, the specials far more often than the rest).
+    #[test]
+    fn both_widths_classify_blocks_alike() {
+        if widest() != Some(Width::Avx512) {
+            eprintln!("AVX-512BW not on this CPU: one width only");
+            return;
+        }
+        let specials = b"\"\\{}[]:, \t\n\r\x0c\x1a\x01\x1f\x7f\x80\xff0-tfnu/";
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..2000 {
+            let (mut narrow, mut wide) = (Carry::default(), Carry::default());
+            for _ in 0..4 {
+                let block: [u8; 64] = std::array::from_fn(|_| {
+                    let r = next();
+                    if r % 4 == 0 {
+                        r as u8 >> 1 ^ (r >> 20) as u8
+                    } else {
+                        specials[(r >> 8) as usize % specials.len()]
+                    }
+                });
+                // SAFETY: `widest` says this CPU has both widths' features.
+                let (a, b) = unsafe { (classify(&block, &mut narrow), classify512(&block, &mut wide)) };
+                assert_eq!(a, b, "{block:?}");
+                assert_eq!(
+                    (narrow.escaped, narrow.in_string, narrow.scalar),
+                    (wide.escaped, wide.in_string, wide.scalar),
+                    "{block:?}"
+                );
+            }
+        }
     }
 
     #[test]
