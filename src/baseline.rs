@@ -672,7 +672,3 @@ pub fn extraction_vs_tape(inputs: &[&[u8]], rounds: usize, passes: usize) -> Ext
     run.median_bare_ratio = median(bare_ratios);
     run
 }
-#[doc(hidden)]
-pub fn scan_len(input: &[u8]) -> usize {
-    crate::json::scan::with_scan(input, |v| Ok(v.range().len())).unwrap()
-} // ZZTMP
